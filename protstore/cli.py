@@ -1,0 +1,139 @@
+"""The ``protstore`` command line: parse, call the library, print. Errors become one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import ProtstoreError
+
+
+def _ingest(args) -> int:
+    from .ingest import IngestOptions, ingest
+    from .store import open_store
+
+    options = IngestOptions(
+        temperatures=tuple(args.temperatures) if args.temperatures else None,
+        replicas=tuple(args.replicas) if args.replicas else None,
+        strict=args.strict, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
+        allow_unknown=args.allow_unknown, protein_id=args.id, temperature=args.temperature)
+    if args.id and len(args.sources) > 1:
+        raise ProtstoreError("--id names one protein; give exactly one source file with it")
+    store = open_store(args.store, mode="a")
+    report = ingest(args.sources, store, options, progress=not args.no_progress)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
+def _info(args) -> int:
+    from .report import store_info
+    from .store import open_store
+
+    print(store_info(open_store(args.store)))
+    return 0
+
+
+def _validate(args) -> int:
+    from .store import open_store
+    from .store.verify import verify_store
+
+    if args.repair:
+        store = open_store(args.store, mode="a")
+        for line in store.recover_staging():
+            print(f"repair: {line}")
+        store.consolidate()
+        print("repair: root metadata re-consolidated")
+    store = open_store(args.store)
+    findings = verify_store(store, progress=not args.no_progress)
+    for f in findings:
+        print(f)
+    errors = sum(f.level == "error" for f in findings)
+    print(f"validate: {len(store.proteins)} proteins checked, {errors} error(s), "
+          f"{len(findings) - errors} warning(s)")
+    return 1 if errors else 0
+
+
+def _demo_data(args) -> int:
+    from .demo import DemoConfig, make_demo_dataset
+
+    config = DemoConfig(lengths=tuple(args.lengths), frames=args.frames, seed=args.seed)
+    for path in make_demo_dataset(args.out, config, progress=not args.no_progress):
+        print(path)
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo.pipeline import run_demo
+
+    result = run_demo(args.out, progress=not args.no_progress)
+    print(f"demo outputs in {args.out}")
+    return 0 if result["ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="protstore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"protstore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        return p
+
+    p = command("ingest", _ingest, "ingest mdCATH HDF5 / NPZ files into a store")
+    p.add_argument("sources", nargs="+", metavar="SRC", help=".h5 (mdCATH layout) or .npz files")
+    p.add_argument("--store", required=True, help="store directory (created if missing)")
+    p.add_argument("--temperatures", type=int, nargs="+", metavar="K",
+                   help="mdCATH temperatures to take (default: all)")
+    p.add_argument("--replicas", type=int, nargs="+", metavar="R",
+                   help="mdCATH replicas to take (default: all)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail a protein on any bad frame instead of excluding the frame")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace proteins already in the store")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read NPZ files holding pickled objects (only for files you trust)")
+    p.add_argument("--allow-unknown", action="store_true",
+                   help="map unknown residue names to the UNK species instead of failing")
+    p.add_argument("--id", help="protein id for a single per-protein NPZ file")
+    p.add_argument("--temperature", type=float, metavar="K",
+                   help="temperature of NPZ data that does not store one")
+
+    p = command("info", _info, "summarise a store (metadata only)")
+    p.add_argument("store")
+
+    p = command("validate", _validate,
+                "check metadata against the schemas and every chunk's invariants")
+    p.add_argument("store")
+    p.add_argument("--repair", action="store_true",
+                   help="first remove unfinished staging groups and re-consolidate metadata")
+
+    p = command("demo-data", _demo_data, "generate the demo data set (mdCATH-layout HDF5)")
+    p.add_argument("out")
+    p.add_argument("--lengths", type=int, nargs="+", default=[24, 45, 73, 118, 167, 236])
+    p.add_argument("--frames", type=int, default=100, help="frames per run")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command("demo", _demo, "the end-to-end demo on generated data")
+    p.add_argument("--out", default="demo-output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ProtstoreError as exc:
+        print(f"protstore: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("protstore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

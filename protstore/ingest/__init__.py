@@ -1,0 +1,6 @@
+"""Ingest from source formats: mdCATH HDF5, predecessor NPZ; CG map; frame validation."""
+
+from .pipeline import IngestOptions, IngestReport, ingest, ingest_protein
+from .validate import FrameChecks
+
+__all__ = ["FrameChecks", "IngestOptions", "IngestReport", "ingest", "ingest_protein"]

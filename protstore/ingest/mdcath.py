@@ -1,0 +1,171 @@
+"""Reader of mdCATH-layout HDF5 files (one domain per file; see docs/domain.md section 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import InputError
+from .cgmap import CA_AGGREGATE, ca_indices, map_block, residue_starts
+from .source import FrameBlock, ProteinSource
+from .validate import FrameChecks, atom_problems
+
+LAYOUT = "mdcath-only-protein-v1.0"
+_LENGTH = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "ang": 1.0, "nm": 10.0, "nanometer": 10.0}
+_FORCE = {
+    "kcal/mol/angstrom": 1.0, "kcal/mol/a": 1.0, "kcal/mol/å": 1.0, "kcal/(mol*angstrom)": 1.0,
+    "kcal/(mol*a)": 1.0, "kj/mol/nm": 1 / 41.84, "kj/(mol*nm)": 1 / 41.84,
+    "kj/mol/angstrom": 1 / 4.184, "kj/mol/a": 1 / 4.184,
+}
+
+
+def _unit_factor(dataset: h5py.Dataset, table: dict, default: float, where: str) -> float:
+    unit = dataset.attrs.get("unit", dataset.attrs.get("units"))
+    if unit is None:
+        return default
+    if isinstance(unit, bytes):
+        unit = unit.decode()
+    key = str(unit).strip().lower().replace(" ", "")
+    if key not in table:
+        raise InputError(f"{where}: unknown unit {unit!r} (known: {sorted(table)})")
+    return table[key]
+
+
+def _text(value) -> str:
+    if isinstance(value, np.ndarray):
+        value = value[()] if value.shape == () else b"".join(value.tolist())
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _strings(dataset: h5py.Dataset) -> np.ndarray:
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in dataset[()]],
+                    dtype=object)
+
+
+def pdb_atom_names(pdb_text: str) -> np.ndarray:
+    """Atom names (PDB columns 13-16) of the ATOM/HETATM records, in order."""
+    names = [line[12:16].strip() for line in pdb_text.splitlines()
+             if line.startswith(("ATOM", "HETATM"))]
+    return np.array(names, dtype=object)
+
+
+def _runs(group: h5py.Group, temperatures, replicas, where: str) -> list[tuple[float, int, str]]:
+    """(temperature, replica, h5 path) of the selected runs that exist, in sorted order."""
+    runs = []
+    for tname in sorted((k for k in group if k.isdigit()), key=int):
+        if temperatures is not None and int(tname) not in temperatures:
+            continue
+        for rname in sorted((k for k in group[tname] if k.isdigit()), key=int):
+            if replicas is not None and int(rname) not in replicas:
+                continue
+            runs.append((float(tname), int(rname), f"{tname}/{rname}"))
+    if not runs:
+        raise InputError(f"{where}: no temperature/replica runs selected "
+                         f"(temperatures={temperatures}, replicas={replicas})")
+    return runs
+
+
+def open_mdcath(path: str | Path, *, checksum: str, temperatures: Iterable[int] | None = None,
+                replicas: Iterable[int] | None = None,
+                checks: FrameChecks = FrameChecks()) -> list[ProteinSource]:
+    """Read topology and run shapes of every domain in an mdCATH file (no trajectory data yet).
+
+    Frames are read later, in blocks, by each source's ``blocks(block_frames)``.
+    """
+    path = Path(path)
+    temperatures = set(temperatures) if temperatures is not None else None
+    replicas = set(replicas) if replicas is not None else None
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with fh:
+        layout = fh.attrs.get("layout")
+        if layout is not None and _text(layout) != LAYOUT:
+            raise InputError(f"{path}: layout {_text(layout)!r} is not {LAYOUT!r}")
+        domains = [k for k in fh if isinstance(fh[k], h5py.Group)]
+        if not domains:
+            raise InputError(f"{path}: no domain group in the file")
+        return [_open_domain(path, fh[d], d, checksum, temperatures, replicas, checks)
+                for d in domains]
+
+
+def _open_domain(path, g, domain, checksum, temperatures, replicas, checks) -> ProteinSource:
+    where = f"{path}:/{domain}"
+    for key in ("resname", "resid", "chain", "pdbProteinAtoms"):
+        if key not in g:
+            raise InputError(f"{where}: missing dataset {key!r}")
+    resname_atoms = _strings(g["resname"])
+    chain_atoms = _strings(g["chain"])
+    resid_atoms = g["resid"][()].astype(np.int64)
+    n_atoms = len(resname_atoms)
+    if not (len(chain_atoms) == len(resid_atoms) == n_atoms):
+        raise InputError(f"{where}: per-atom datasets resname/resid/chain differ in length "
+                         f"({n_atoms}, {len(resid_atoms)}, {len(chain_atoms)})")
+    names = pdb_atom_names(_text(g["pdbProteinAtoms"][()]))
+    if len(names) != n_atoms:
+        raise InputError(f"{where}: pdbProteinAtoms has {len(names)} atoms but the per-atom "
+                         f"datasets have {n_atoms}")
+    starts = residue_starts(chain_atoms, resid_atoms)
+    ca = ca_indices(names, starts, where)
+    n_res_attr = g.attrs.get("numResidues")
+    if n_res_attr is not None and int(n_res_attr) != len(starts):
+        raise InputError(f"{where}: numResidues={int(n_res_attr)} but (chain, resid) runs give "
+                         f"{len(starts)} residues")
+
+    runs = _runs(g, temperatures, replicas, where)
+    n_frames = 0
+    scale = {}
+    for temp, rep, key in runs:
+        run = g[key]
+        rw = f"{where}/{key}"
+        for name in ("coords", "forces"):
+            if name not in run:
+                raise InputError(f"{rw}: missing dataset {name!r}")
+        c, f = run["coords"], run["forces"]
+        if c.ndim != 3 or c.shape[1:] != (n_atoms, 3):
+            raise InputError(f"{rw}/coords: shape {c.shape}, expected (frames, {n_atoms}, 3)")
+        if f.shape != c.shape:
+            if f.ndim == 3 and f.shape[1:] == c.shape[1:]:
+                raise InputError(f"{rw}: R/F frame-count mismatch (coords {c.shape[0]} frames, "
+                                 f"forces {f.shape[0]})")
+            raise InputError(f"{rw}/forces: shape {f.shape}, expected {c.shape}")
+        for name, ds in (("coords", c), ("forces", f)):
+            if ds.dtype.kind != "f":
+                raise InputError(f"{rw}/{name}: dtype {ds.dtype}, expected floating point")
+        scale[key] = (_unit_factor(c, _LENGTH, 1.0, f"{rw}/coords"),
+                      _unit_factor(f, _FORCE, 1.0, f"{rw}/forces"))
+        n_frames += c.shape[0]
+
+    def blocks(block_frames: int):
+        with h5py.File(path, "r") as fh:
+            grp = fh[domain]
+            for temp, rep, key in runs:
+                c_ds, f_ds = grp[key]["coords"], grp[key]["forces"]
+                sc, sf = scale[key]
+                for lo in range(0, c_ds.shape[0], block_frames):
+                    hi = min(lo + block_frames, c_ds.shape[0])
+                    coords = c_ds[lo:hi]
+                    forces = f_ds[lo:hi]
+                    if sc != 1.0:
+                        coords = coords * np.float32(sc)
+                    if sf != 1.0:
+                        forces = forces * np.float32(sf)
+                    problems = atom_problems(coords, forces, checks)
+                    R, F = map_block(coords, forces, ca, starts)
+                    b = hi - lo
+                    yield FrameBlock(R=R, F=F, temperature=np.full(b, temp, np.float32),
+                                     replica=np.full(b, rep, np.int32),
+                                     source_frame=np.arange(lo, hi, dtype=np.int32),
+                                     problems=problems)
+
+    return ProteinSource(
+        protein_id=domain, origin=where,
+        resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
+        sources=[{"path": str(path), "format": "mdcath-h5", "checksum": checksum,
+                  "entry": domain}],
+        cg_map=dict(CA_AGGREGATE), n_frames=n_frames, blocks=blocks,
+    )

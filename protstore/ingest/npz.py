@@ -1,0 +1,178 @@
+"""Reader of the predecessor pipeline's NPZ files (docs/domain.md section 3).
+
+Two shapes: a per-protein CG file (R, F [T, N, 3]) and a combined/bucketed padded file
+(R, F [T_total, N_max, 3] with ``protein_id``/``n_atoms``/``mask``), which is split back into its
+proteins with the padding removed. Species are always re-derived from residue names.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, PickleRefusedError
+from .source import FrameBlock, ProteinSource
+from .validate import FrameChecks, atom_problems
+
+REQUIRED = ("R", "F", "resname")
+NPZ_MAP = {"name": "precomputed", "position": "as stored in the NPZ file (R)",
+           "force": "as stored in the NPZ file (F)"}
+
+
+def pickled_members(path: Path) -> list[str]:
+    """Keys of an .npz whose arrays hold Python objects (loading them would unpickle)."""
+    found = []
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                _, _, dtype = read_header(fh)
+            if dtype.hasobject:
+                found.append(info.filename[:-4])
+    return found
+
+
+def _load(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
+    try:
+        pickled = pickled_members(path)
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    if pickled and not allow_pickle:
+        raise PickleRefusedError(
+            f"{path}: keys {', '.join(pickled)} hold pickled Python objects, and unpickling can "
+            f"run arbitrary code; pass --allow-pickle only if you trust this file")
+    with np.load(path, allow_pickle=allow_pickle) as data:
+        arrays = {k: data[k] for k in data.files}
+    missing = [k for k in REQUIRED if k not in arrays]
+    if missing:
+        raise InputError(f"{path}: missing required key(s) {', '.join(missing)} "
+                         f"(needs R, F, resname)")
+    return arrays
+
+
+def _as_str(values) -> np.ndarray:
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in np.ravel(values)],
+                    dtype=object)
+
+
+def _check_vectors(R, F, where: str) -> None:
+    for name, a in (("R", R), ("F", F)):
+        if a.ndim != 3 or a.shape[-1] != 3:
+            raise InputError(f"{where}: {name} has shape {a.shape}, expected (frames, atoms, 3)")
+        if a.dtype.kind != "f":
+            raise InputError(f"{where}: {name} has dtype {a.dtype}, expected floating point")
+    if R.shape[0] != F.shape[0]:
+        raise InputError(f"{where}: R/F frame-count mismatch (R {R.shape[0]}, F {F.shape[0]})")
+    if R.shape != F.shape:
+        raise InputError(f"{where}: R shape {R.shape} != F shape {F.shape}")
+
+
+def _temperatures(arrays: dict, rows: np.ndarray, default: float | None) -> np.ndarray:
+    if "temperature" in arrays:
+        t = np.asarray(arrays["temperature"], dtype=np.float32)
+        return np.broadcast_to(t, (len(arrays["R"]),))[rows] if t.ndim <= 1 else t[rows]
+    return np.full(len(rows), np.nan if default is None else default, np.float32)
+
+
+def _source(protein_id, where, resname, resid, chain, sources, R, F, rows, temperature,
+            checks) -> ProteinSource:
+    def blocks(block_frames: int):
+        for lo in range(0, len(rows), block_frames):
+            idx = rows[lo:lo + block_frames]
+            Rb = np.asarray(R[idx], dtype=np.float32)
+            Fb = np.asarray(F[idx], dtype=np.float32)
+            yield FrameBlock(R=Rb, F=Fb, temperature=temperature[lo:lo + block_frames],
+                             replica=np.zeros(len(idx), np.int32),
+                             source_frame=idx.astype(np.int32),
+                             problems=atom_problems(Rb, Fb, checks))
+
+    return ProteinSource(protein_id=protein_id, origin=where, resname=resname, resid=resid,
+                         chain=chain, sources=sources, cg_map=dict(NPZ_MAP), n_frames=len(rows),
+                         blocks=blocks)
+
+
+def open_npz(path: str | Path, *, checksum: str, allow_pickle: bool = False,
+             protein_id: str | None = None, temperature: float | None = None,
+             checks: FrameChecks = FrameChecks()) -> list[ProteinSource]:
+    """The proteins in one NPZ file (per-protein or combined/padded)."""
+    path = Path(path)
+    arrays = _load(path, allow_pickle)
+    R, F = arrays["R"], arrays["F"]
+    _check_vectors(R, F, str(path))
+    if "protein_id" in arrays or "n_atoms" in arrays:
+        if protein_id is not None:
+            raise InputError(f"{path}: a combined file holds many proteins; --id applies only "
+                             f"to per-protein files")
+        return _split_combined(path, arrays, checksum, temperature, checks)
+
+    n = R.shape[1]
+    resname = _as_str(arrays["resname"])
+    if resname.size != n:
+        if resname.size == R.shape[0] * n:  # [T, N]: constant per frame in these files
+            resname = resname.reshape(R.shape[0], n)[0]
+        else:
+            raise InputError(f"{path}: resname has {resname.size} entries for {n} atoms")
+    resid = np.asarray(arrays.get("resid", np.arange(1, n + 1)), dtype=np.int64).reshape(-1)[:n]
+    chain = _as_str(arrays["chain"])[:n] if "chain" in arrays else np.full(n, "A", dtype=object)
+    rows = np.arange(R.shape[0])
+    pid = protein_id or path.stem
+    sources = [{"path": str(path), "format": "npz-protein", "checksum": checksum, "entry": None}]
+    return [_source(pid, str(path), resname, resid, chain, sources, R, F, rows,
+                    _temperatures(arrays, rows, temperature), checks)]
+
+
+def _split_combined(path: Path, arrays: dict, checksum: str, temperature, checks):
+    R, F = arrays["R"], arrays["F"]
+    t_total, n_max = R.shape[:2]
+    pids = np.asarray(arrays.get("protein_id", np.zeros(t_total, np.int64))).reshape(-1)
+    mask = np.asarray(arrays["mask"]) if "mask" in arrays else None
+    if "n_atoms" in arrays:
+        n_atoms = np.asarray(arrays["n_atoms"]).reshape(-1).astype(np.int64)
+    elif mask is not None:
+        n_atoms = (mask > 0).sum(axis=1)
+    else:
+        raise InputError(f"{path}: combined file needs n_atoms or mask to remove padding")
+    if len(pids) != t_total or len(n_atoms) != t_total:
+        raise InputError(f"{path}: protein_id/n_atoms have {len(pids)}/{len(n_atoms)} entries "
+                         f"for {t_total} frames")
+    resname_all = np.asarray(arrays["resname"])
+    resid_all = np.asarray(arrays["resid"]) if "resid" in arrays else None
+    paths = _as_str(arrays["paths"]) if "paths" in arrays else None
+    names_from_paths = paths is not None and len(set(Path(p).stem for p in paths)) == len(paths)
+
+    sources = []
+    for p in dict.fromkeys(pids.tolist()):
+        rows = np.flatnonzero(pids == p)
+        where = f"{path}: protein_id {p}"
+        ns = np.unique(n_atoms[rows])
+        if len(ns) != 1:
+            raise InputError(f"{where}: n_atoms varies across its frames ({ns.tolist()})")
+        n = int(ns[0])
+        if not 0 < n <= n_max:
+            raise InputError(f"{where}: n_atoms={n} outside 1..{n_max}")
+        if mask is not None:
+            m = mask[rows] > 0
+            bad = np.flatnonzero(~m[:, :n].all(axis=1) | m[:, n:].any(axis=1))
+            if len(bad):
+                raise InputError(f"{where}: mask disagrees with n_atoms={n} at frame "
+                                 f"{int(rows[bad[0]])}")
+        first = rows[0]
+        resname = _as_str(resname_all[first] if resname_all.ndim == 2 else resname_all)[:n]
+        if len(resname) != n:
+            raise InputError(f"{where}: resname has {len(resname)} entries for {n} atoms")
+        resid = (np.asarray(resid_all[first] if resid_all.ndim == 2 else resid_all)[:n]
+                 if resid_all is not None else np.arange(1, n + 1)).astype(np.int64)
+        chain = np.full(n, "A", dtype=object)
+        pid = (Path(paths[p]).stem if names_from_paths and 0 <= p < len(paths)
+               else f"{path.stem}_{p}")
+        src = [{"path": str(path), "format": "npz-combined", "checksum": checksum,
+                "entry": int(p)}]
+        sources.append(_source(pid, where, resname, resid, chain, src, R[:, :n], F[:, :n], rows,
+                               _temperatures(arrays, rows, temperature), checks))
+    return sources

@@ -1,0 +1,233 @@
+"""Ingest: source files -> validated CG frames -> staged protein groups -> atomic commits."""
+
+from __future__ import annotations
+
+import collections
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import InputError, ProteinExistsError, ProtstoreError
+from ..store import Store
+from ..vocab import canonical_resnames, species_ids
+from .mdcath import open_mdcath
+from .npz import open_npz
+from .source import ProteinSource, file_checksum
+from .validate import FrameChecks, bead_problems, bonded_pairs, force_rms, force_units_problem
+
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Everything that changes what ingest does (config as data).
+
+    temperatures, replicas : mdCATH runs to take (None = all present).
+    strict : a bad frame fails its protein instead of being excluded and recorded.
+    overwrite : replace a protein already in the store from a different source.
+    allow_pickle : read NPZ files that hold pickled objects (only for trusted files).
+    allow_unknown : map unknown residue names to UNK instead of failing.
+    protein_id : id for a single per-protein NPZ file (default: the file stem).
+    temperature : K, for NPZ files that do not store one (default: NaN, unknown).
+    block_bytes : source bytes read per frame block (bounds memory).
+    """
+
+    temperatures: tuple[int, ...] | None = None
+    replicas: tuple[int, ...] | None = None
+    strict: bool = False
+    overwrite: bool = False
+    allow_pickle: bool = False
+    allow_unknown: bool = False
+    protein_id: str | None = None
+    temperature: float | None = None
+    block_bytes: int = 64 << 20
+    checks: FrameChecks = FrameChecks()
+
+
+@dataclass
+class IngestReport:
+    """What happened to each protein and file; ``ok`` is False when anything failed."""
+
+    written: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        out = [f"ingest: {len(self.written)} written, {len(self.replaced)} replaced, "
+               f"{len(self.skipped)} skipped (already in store), {len(self.failed)} failed, "
+               f"{sum(self.excluded.values())} frames excluded"]
+        out += [f"FAILED {what}: {why}" for what, why in self.failed.items()]
+        return out
+
+
+def open_sources(path: Path, options: IngestOptions, checksum: str) -> list[ProteinSource]:
+    """The proteins of one source file, by its format (from the suffix)."""
+    if path.suffix.lower() in H5_SUFFIXES:
+        return open_mdcath(path, checksum=checksum, temperatures=options.temperatures,
+                           replicas=options.replicas, checks=options.checks)
+    if path.suffix.lower() == ".npz":
+        return open_npz(path, checksum=checksum, allow_pickle=options.allow_pickle,
+                        protein_id=options.protein_id, temperature=options.temperature,
+                        checks=options.checks)
+    raise InputError(f"{path}: unknown source format (expected .h5/.hdf5 mdCATH or .npz)")
+
+
+def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = IngestOptions(),
+           *, progress: bool = True, log: Callable[[str], None] | None = None) -> IngestReport:
+    """Ingest source files into ``store`` (opened with mode ``"a"``).
+
+    Each protein is validated frame by frame, written to a private staging group in frame
+    blocks, and committed with one atomic rename; a protein that fails is not written and the
+    others still are. Root metadata is consolidated at the end (even after errors).
+    """
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    report = IngestReport()
+    for line in store.recover_staging():
+        log(line)
+    paths = [Path(p) for p in paths]
+    try:
+        for path in tqdm(paths, desc="files", unit="file", disable=not progress or len(paths) < 2):
+            try:
+                if not path.is_file():
+                    raise InputError(f"{path}: no such file")
+                checksum = file_checksum(path)
+                sources = open_sources(path, options, checksum)
+            except ProtstoreError as exc:
+                report.failed[str(path)] = str(exc)
+                log(f"error: {exc}")
+                continue
+            for source in sources:
+                try:
+                    status, n_excluded = ingest_protein(store, source, options,
+                                                        progress=progress, log=log)
+                except ProtstoreError as exc:
+                    report.failed[f"{source.origin} (protein {source.protein_id})"] = str(exc)
+                    log(f"error: {exc}")
+                    continue
+                getattr(report, status).append(source.protein_id)
+                if n_excluded:
+                    report.excluded[source.protein_id] = n_excluded
+                if status == "skipped":
+                    log(f"{source.protein_id}: already in the store from the same source; skipped")
+    finally:
+        store.consolidate()
+    return report
+
+
+def _existing_status(store: Store, source: ProteinSource, options: IngestOptions) -> str | None:
+    if source.protein_id not in store:
+        return None
+    old = {s["checksum"] for s in store.protein_doc(source.protein_id)["sources"]}
+    new = {s["checksum"] for s in source.sources}
+    if old == new and not options.overwrite:
+        return "skipped"
+    if not options.overwrite:
+        raise ProteinExistsError(
+            f"protein {source.protein_id!r} is already in {store.url} from another source "
+            f"({store.protein_doc(source.protein_id)['sources'][0]['path']}); pass --overwrite "
+            f"to replace it or --id to ingest it under another name")
+    return "replace"
+
+
+def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions, *,
+                   progress: bool = True, log: Callable[[str], None] = print) -> tuple[str, int]:
+    """Validate, stage and commit one protein.
+
+    Returns ('written' | 'replaced' | 'skipped', number of frames excluded).
+    """
+    pid, where = source.protein_id, source.origin
+    if _existing_status(store, source, options) == "skipped":
+        return "skipped", 0
+    try:
+        resname = canonical_resnames(source.resname, allow_unknown=options.allow_unknown)
+    except ProtstoreError as exc:
+        raise InputError(f"{where}: protein {pid}: {exc}") from None
+    n = len(resname)
+    pairs = bonded_pairs(source.chain, source.resid)
+    writer = store.writer(pid, resname=resname, species=species_ids(resname),
+                          resid=source.resid, chain=source.chain)
+    excluded: list[dict] = []
+    rms: list[np.ndarray] = []
+    block_frames = max(1, options.block_bytes // max(1, n * 24 * 8))
+    bar = tqdm(total=source.n_frames, desc=pid, unit="frame", leave=False,
+               disable=not progress)
+    try:
+        for block in source.blocks(block_frames):
+            problems = bead_problems(block.R, block.F, pairs, options.checks, source.resid)
+            problems = [a or b for a, b in zip(block.problems, problems)]
+            bad = np.array([p is not None for p in problems], dtype=bool)
+            for i in np.flatnonzero(bad):
+                record = {"temperature": _maybe(block.temperature[i]),
+                          "replica": int(block.replica[i]),
+                          "source_frame": int(block.source_frame[i]), "reason": problems[i]}
+                if options.strict:
+                    raise InputError(f"{where}: protein {pid}: frame {record['source_frame']} "
+                                     f"(T={record['temperature']}, replica {record['replica']}): "
+                                     f"{record['reason']} (--strict)")
+                excluded.append(record)
+            good = np.flatnonzero(~bad)
+            writer.append(**block.take(good))
+            rms.append(force_rms(block.F[good]))
+            bar.update(len(block.R))
+        bar.close()
+        if writer.frames_queued == 0:
+            common = collections.Counter(e["reason"] for e in excluded).most_common(1)
+            raise InputError(f"{where}: protein {pid}: all {source.n_frames} frames failed "
+                             f"validation (most common: {common[0][0] if common else 'none'})")
+        units = force_units_problem(np.concatenate(rms), options.checks)
+        if units:
+            raise InputError(f"{where}: protein {pid}: {units}")
+        writer.finish(_protein_doc(source, resname, excluded, writer))
+        status = store.commit(writer, overwrite=options.overwrite)
+    except BaseException:
+        bar.close()
+        writer.abort()
+        raise
+    if excluded:
+        _log_excluded(pid, excluded, log)
+    return status, len(excluded)
+
+
+def _maybe(t) -> float | None:
+    t = float(t)
+    return None if np.isnan(t) else t
+
+
+def _protein_doc(source: ProteinSource, resname, excluded, writer) -> dict:
+    chains = source.chain
+    n_chains = int(1 + np.count_nonzero(chains[1:] != chains[:-1])) if len(chains) else 0
+    return {
+        "protein_id": source.protein_id,
+        "n_atoms": len(resname),
+        "n_frames": 0,  # filled by the writer
+        "n_chains": n_chains,
+        "temperatures": [],  # filled by the writer
+        "sources": source.sources,
+        "cg_map": source.cg_map,
+        "excluded_frames": excluded,
+        "nbytes_raw": 0,
+        "nbytes_stored": 0,
+        "created_by": f"protstore {__version__}",
+    }
+
+
+def _log_excluded(pid: str, excluded: list[dict], log) -> None:
+    log(f"{pid}: excluded {len(excluded)} frame(s) (recorded in the protein's "
+        f"excluded_frames):")
+    for e in excluded[:5]:
+        log(f"  T={e['temperature']} replica {e['replica']} frame {e['source_frame']}: "
+            f"{e['reason']}")
+    if len(excluded) > 5:
+        log(f"  ... and {len(excluded) - 5} more")
+

@@ -1,0 +1,99 @@
+"""Frame validation: which frames of a block are corrupt, and why (one short reason each)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameChecks:
+    """Thresholds of the ingest checks (config as data; all in store units).
+
+    max_abs_coordinate : Å; mdCATH's int32-overflow frames sit near 2.1e7 Å.
+    ca_ca_range : Å, allowed distance of consecutive CA beads of one chain (a cis-proline
+        sits near 2.9-3.0 Å, trans near 3.8 Å).
+    max_abs_force : kcal/mol/Å, per bead force component.
+    force_rms_range : kcal/mol/Å, allowed median over frames of the per-frame bead-force RMS;
+        outside it the forces are most likely in other units (kJ/mol/nm is 41.84x larger).
+    """
+
+    max_abs_coordinate: float = 1e4
+    ca_ca_range: tuple[float, float] = (2.5, 4.5)
+    max_abs_force: float = 1e4
+    force_rms_range: tuple[float, float] = (0.5, 1e3)
+
+
+def atom_problems(coords: np.ndarray, forces: np.ndarray, checks: FrameChecks) -> list[str | None]:
+    """Per-frame problems of all-atom (or bead) arrays [b, n, 3]: NaN/inf, overflow, all zero."""
+    b = len(coords)
+    out: list[str | None] = [None] * b
+    flat_c = coords.reshape(b, -1)
+    flat_f = forces.reshape(b, -1)
+    finite_c = np.isfinite(flat_c).all(axis=1)
+    finite_f = np.isfinite(flat_f).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        big = np.nanmax(np.abs(flat_c), axis=1, initial=0.0)
+    zero = ~flat_c.any(axis=1)
+    for i in np.flatnonzero(~finite_c | ~finite_f | (big > checks.max_abs_coordinate) | zero):
+        if not finite_c[i]:
+            out[i] = "non-finite coordinates"
+        elif not finite_f[i]:
+            out[i] = "non-finite forces"
+        elif zero[i]:
+            out[i] = "all-zero coordinates"
+        else:
+            out[i] = (f"|coordinate| {big[i]:.3g} Å exceeds {checks.max_abs_coordinate:g} Å "
+                      f"(corrupt frame)")
+    return out
+
+
+def bonded_pairs(chain: np.ndarray, resid: np.ndarray) -> np.ndarray:
+    """[M, 2] indices (i, i+1) of consecutive beads in one chain with no resid gap."""
+    chain = np.asarray(chain)
+    resid = np.asarray(resid)
+    ok = (chain[1:] == chain[:-1]) & (np.diff(resid) == 1)
+    i = np.flatnonzero(ok)
+    return np.stack([i, i + 1], axis=1)
+
+
+def bead_problems(R: np.ndarray, F: np.ndarray, pairs: np.ndarray, checks: FrameChecks,
+                  resid: np.ndarray) -> list[str | None]:
+    """Per-frame problems of bead arrays [b, N, 3]: CA-CA distances, huge bead forces."""
+    b = len(R)
+    out: list[str | None] = [None] * b
+    lo, hi = checks.ca_ca_range
+    if len(pairs):
+        d = np.linalg.norm(R[:, pairs[:, 1]] - R[:, pairs[:, 0]], axis=-1)
+        with np.errstate(invalid="ignore"):
+            bad = (d < lo) | (d > hi)
+        for i in np.flatnonzero(bad.any(axis=1)):
+            k = int(np.flatnonzero(bad[i])[0])
+            a, c = pairs[k]
+            out[i] = (f"CA-CA distance {d[i, k]:.2f} Å between residues {resid[a]} and "
+                      f"{resid[c]} outside [{lo:g}, {hi:g}] Å")
+    with np.errstate(invalid="ignore"):
+        fmax = np.abs(F).reshape(b, -1).max(axis=1, initial=0.0)
+    for i in np.flatnonzero(fmax > checks.max_abs_force):
+        out[i] = out[i] or f"|force| {fmax[i]:.3g} kcal/mol/Å exceeds {checks.max_abs_force:g}"
+    return out
+
+
+def force_rms(F: np.ndarray) -> np.ndarray:
+    """[b] RMS of bead force components per frame, kcal/mol/Å."""
+    return np.sqrt(np.mean(np.square(F, dtype=np.float64).reshape(len(F), -1), axis=1))
+
+
+def force_units_problem(rms: np.ndarray, checks: FrameChecks) -> str | None:
+    """A reason when the median per-frame force RMS suggests forces in other units."""
+    if not len(rms):
+        return None
+    med = float(np.median(rms))
+    lo, hi = checks.force_rms_range
+    if lo <= med <= hi:
+        return None
+    hint = ("kJ/mol/nm is 41.84x kcal/mol/Å" if med > hi
+            else "eV/Å or Hartree/Bohr values are 23-1185x smaller than kcal/mol/Å")
+    return (f"median bead-force RMS {med:.3g} kcal/mol/Å is outside [{lo:g}, {hi:g}]: forces "
+            f"are probably in other units ({hint})")

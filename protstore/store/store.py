@@ -1,0 +1,337 @@
+"""The Store: open, list, summarise, read proteins as lazy xarray Datasets, commit new ones."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from .. import __version__
+from ..errors import ProteinExistsError, StoreError
+from ..vocab import PAD_ID, UNK_ID, VOCABULARY
+from .layout import (FORMAT_VERSION, PLANS, PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, UNITS,
+                     Encoding, protein_path)
+from .lock import store_lock
+from .schemas import check_document
+from .writer import ProteinWriter, fsync_tree
+
+PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_protein_id(protein_id: str) -> str:
+    """Return ``protein_id`` if it is a safe group name, else raise :class:`StoreError`."""
+    if not PROTEIN_ID.match(protein_id) or protein_id in (".", ".."):
+        raise StoreError(f"invalid protein id {protein_id!r}: use 1-128 characters from "
+                         f"A-Z a-z 0-9 _ . - , starting with a letter or digit")
+    return protein_id
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence zarr's notes that consolidated metadata is not yet in the v3 spec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        yield
+
+
+class Store:
+    """A protstore: proteins as Zarr v3 groups, read lazily as xarray Datasets.
+
+    Use :func:`open_store` to get one. Reading works on any path or URL zarr can open; writing
+    (ingest, plans) needs a local directory, where commits are atomic renames under a file lock.
+    """
+
+    def __init__(self, url: str, mode: str, storage_options: dict | None = None):
+        self.url = url
+        self.mode = mode
+        self.storage_options = storage_options
+        self.local = _is_local(url)
+        self.root = Path(url.removeprefix("file://")) if self.local else None
+        self._load()
+
+    # ----------------------------------------------------------------------------- reading
+    def _load(self) -> None:
+        with _quiet():
+            try:
+                self._group = zarr.open_group(self.url, mode="r", zarr_format=3,
+                                              storage_options=self.storage_options)
+            except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+                raise StoreError(f"{self.url}: not a protstore (no Zarr v3 group): {exc}") from None
+        doc = self._group.attrs.get(STORE_DOC)
+        if doc is None:
+            raise StoreError(f"{self.url}: a Zarr group but not a protstore "
+                             f"(root attrs lack {STORE_DOC!r})")
+        self.doc = doc
+        consolidated = self._group.metadata.consolidated_metadata
+        self._consolidated = consolidated.flattened_metadata if consolidated is not None else {}
+        self._docs: dict[str, dict] = {}
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        return tuple(self.doc["vocabulary"])
+
+    @property
+    def encoding(self) -> Encoding:
+        return Encoding(**self.doc["encoding"])
+
+    @property
+    def proteins(self) -> list[str]:
+        """Sorted ids of the proteins in the store (complete ones only)."""
+        if self.local:
+            base = self.root / PROTEINS
+            names = [p.name for p in base.iterdir() if (p / "zarr.json").is_file()]
+        else:
+            with _quiet():
+                names = list(self._group[PROTEINS].group_keys())
+        return sorted(names)
+
+    def __contains__(self, protein_id: str) -> bool:
+        if self.local:
+            return (self.root / protein_path(protein_id) / "zarr.json").is_file()
+        return protein_id in self.proteins
+
+    def __len__(self) -> int:
+        return len(self.proteins)
+
+    def __repr__(self) -> str:
+        return f"<protstore.Store {self.url!r} mode={self.mode!r} proteins={len(self)}>"
+
+    def protein_doc(self, protein_id: str) -> dict:
+        """The protein document (metadata only; reads no array data)."""
+        if protein_id not in self._docs:
+            meta = self._consolidated.get(protein_path(protein_id))
+            if meta is not None:
+                attrs = meta.attributes
+            else:  # committed after the last consolidation
+                if protein_id not in self:
+                    raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
+                with _quiet():
+                    attrs = zarr.open_group(self.url, path=protein_path(protein_id), mode="r",
+                                            storage_options=self.storage_options).attrs.asdict()
+            self._docs[protein_id] = attrs[PROTEIN_DOC]
+        return self._docs[protein_id]
+
+    def protein(self, protein_id: str) -> xr.Dataset:
+        """Lazy ``xr.Dataset`` (dask arrays) of one protein.
+
+        Dims ``(frame, atom, xyz)``; data ``R`` [Å] and ``F`` [kcal/mol/Å] float32; per-atom
+        coordinates ``resname species resid chain``; per-frame ``temperature replica
+        source_frame``; ``attrs["protstore_protein"]`` is the protein document.
+        """
+        if protein_id not in self:
+            raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
+        with _quiet():
+            return xr.open_zarr(self.url, group=protein_path(protein_id), consolidated=True,
+                                zarr_format=3, storage_options=self.storage_options)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per protein from metadata only: atoms, frames, temperatures, excluded, bytes."""
+        rows = []
+        for pid in self.proteins:
+            d = self.protein_doc(pid)
+            rows.append({
+                "protein": pid, "n_atoms": d["n_atoms"], "n_frames": d["n_frames"],
+                "n_chains": d["n_chains"],
+                "temperatures": " ".join(f"{t:g}" for t in d["temperatures"] if t is not None),
+                "n_excluded": len(d["excluded_frames"]), "nbytes_raw": d["nbytes_raw"],
+                "nbytes_stored": d["nbytes_stored"],
+            })
+        columns = ["protein", "n_atoms", "n_frames", "n_chains", "temperatures", "n_excluded",
+                   "nbytes_raw", "nbytes_stored"]
+        return pd.DataFrame(rows, columns=columns).set_index("protein")
+
+    def lengths(self) -> pd.Series:
+        """Beads per protein (metadata only), indexed by protein id."""
+        return self.summary()["n_atoms"]
+
+    # ----------------------------------------------------------------------------- writing
+    def _require_writable(self) -> Path:
+        if self.mode == "r":
+            raise StoreError(f"{self.url}: store opened read-only (mode='r')")
+        if not self.local:
+            raise StoreError(f"{self.url}: writing needs a local directory store")
+        return self.root
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Exclusive inter-process lock for commits into this store."""
+        with store_lock(self._require_writable()):
+            yield
+
+    def writer(self, protein_id: str, *, resname, species, resid, chain) -> ProteinWriter:
+        """A :class:`ProteinWriter` into a fresh private staging directory."""
+        root = self._require_writable()
+        check_protein_id(protein_id)
+        staging = root / STAGING
+        staging.mkdir(exist_ok=True)
+        path = staging / f"{protein_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        return ProteinWriter(path, resname=resname, species=species, resid=resid, chain=chain,
+                             encoding=self.encoding)
+
+    def commit(self, writer: ProteinWriter, *, overwrite: bool = False) -> str:
+        """Move a finished staging group into ``proteins/`` atomically; 'written' or 'replaced'."""
+        root = self._require_writable()
+        pid = writer.doc["protein_id"]
+        fsync_tree(writer.path)
+        dest = root / protein_path(pid)
+        with self.lock():
+            if not dest.exists():
+                os.rename(writer.path, dest)
+                status = "written"
+            elif not overwrite:
+                raise ProteinExistsError(f"protein {pid!r} is already in {self.url} from "
+                                         f"another source; pass --overwrite to replace it")
+            else:
+                # Two renames; if interrupted between them, recover_staging() puts it back.
+                old = root / STAGING / f"{pid}.replaced.{uuid.uuid4().hex[:8]}"
+                os.rename(dest, old)
+                os.rename(writer.path, dest)
+                shutil.rmtree(old, ignore_errors=True)
+                status = "replaced"
+        self._docs.pop(pid, None)
+        return status
+
+    def consolidate(self) -> None:
+        """Rewrite the root's consolidated metadata (one read lists the whole store)."""
+        root = self._require_writable()
+        with self.lock(), _quiet():
+            zarr.consolidate_metadata(str(root))
+        self._load()
+
+    def recover_staging(self) -> list[str]:
+        """Clean ``.staging/`` of dead writers' leftovers; restore half-replaced proteins.
+
+        Returns what was done, one line each.
+        """
+        root = self._require_writable()
+        staging = root / STAGING
+        done = []
+        if not staging.is_dir():
+            return done
+        with self.lock():
+            for entry in staging.iterdir():
+                pid, _, rest = entry.name.partition(".")
+                tag = rest.split(".")[0]
+                if tag == "replaced":
+                    dest = root / protein_path(pid)
+                    if not dest.exists():
+                        os.rename(entry, dest)
+                        done.append(f"restored protein {pid!r} from an interrupted replace")
+                        continue
+                elif tag.isdigit() and _pid_alive(int(tag)):
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                done.append(f"removed unfinished staging group {entry.name}")
+        return done
+
+    # ----------------------------------------------------------------------------- plans
+    def write_attrs_group(self, path: str, key: str, doc: dict, *, overwrite: bool) -> None:
+        """Write (or replace) a metadata-only group ``path`` with ``attrs[key] = doc``."""
+        self._require_writable()
+        with self.lock(), _quiet():
+            group = zarr.open_group(self.url, mode="r+", zarr_format=3)
+            parent_name, _, name = path.rpartition("/")
+            parent = group.require_group(parent_name) if parent_name else group
+            if name in parent and not overwrite:
+                raise StoreError(f"{self.url}: {path} exists; pass --overwrite to replace it")
+            child = parent.create_group(name, overwrite=True)
+            child.attrs[key] = json.loads(json.dumps(doc))
+            zarr.consolidate_metadata(str(self.root))
+        self._load()
+
+    def read_attrs_group(self, path: str, key: str) -> dict:
+        meta = self._consolidated.get(path)
+        if meta is not None and key in meta.attributes:
+            return meta.attributes[key]
+        with _quiet():
+            try:
+                group = zarr.open_group(self.url, path=path, mode="r",
+                                        storage_options=self.storage_options)
+            except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+                raise StoreError(f"{self.url}: no {path}") from None
+        if key not in group.attrs:
+            raise StoreError(f"{self.url}: {path} has no {key!r} document")
+        return group.attrs[key]
+
+    def list_attrs_groups(self, parent: str) -> list[str]:
+        if self.local:
+            base = self.root / parent
+            return sorted(p.name for p in base.iterdir() if (p / "zarr.json").is_file()) \
+                if base.is_dir() else []
+        with _quiet():
+            return sorted(self._group[parent].group_keys()) if parent in self._group else []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def store_document(encoding: Encoding) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "vocabulary": list(VOCABULARY),
+        "pad_id": PAD_ID,
+        "unk_id": UNK_ID,
+        "units": dict(UNITS),
+        "encoding": encoding.as_dict(),
+        "created_by": f"protstore {__version__}",
+    }
+
+
+def create_store(path: str | os.PathLike, encoding: Encoding | None = None) -> None:
+    """Create an empty store at a local ``path`` (an existing protstore is left untouched)."""
+    root = Path(path)
+    if (root / "zarr.json").exists():
+        return
+    if root.exists() and any(root.iterdir()):
+        raise StoreError(f"{root}: exists, is not empty and is not a protstore")
+    doc = store_document(encoding or Encoding())
+    check_document(doc, "store", str(root))
+    with _quiet():
+        group = zarr.open_group(root, mode="w-", zarr_format=3, attributes={STORE_DOC: doc})
+        group.create_group(PROTEINS)
+        group.create_group(PLANS)
+        zarr.consolidate_metadata(str(root))
+
+
+def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding | None = None,
+               storage_options: dict | None = None) -> Store:
+    """Open a protstore.
+
+    Parameters
+    ----------
+    path : local directory, or any URL zarr/fsspec can open (read-only).
+    mode : ``"r"`` read-only; ``"a"`` read/write, creating an empty store if missing.
+    encoding : chunking/codecs for a store created here (ignored for an existing store).
+    """
+    if mode not in ("r", "a"):
+        raise StoreError(f"mode must be 'r' or 'a', not {mode!r}")
+    url = os.fspath(path)
+    if mode == "a":
+        if not _is_local(url):
+            raise StoreError(f"{url}: writing needs a local directory store")
+        create_store(url.removeprefix("file://"), encoding)
+    return Store(url, mode, storage_options)
+
+

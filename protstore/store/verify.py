@@ -1,0 +1,123 @@
+"""Check a store end to end: metadata against the schemas, then every chunk's invariants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+from tqdm.auto import tqdm
+
+from ..errors import ProtstoreError
+from ..vocab import N_SPECIES, SPECIES_ID
+from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, STORE_DOC, protein_path
+from .schemas import check_document
+from .store import Store, _quiet
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" | "warning"
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.where}: {self.message}"
+
+
+def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
+    """Every problem found, errors and warnings; an empty list means the store is sound."""
+    findings: list[Finding] = []
+    try:
+        check_document(store.doc, "store", f"{store.url} (root attrs[{STORE_DOC!r}])")
+    except ProtstoreError as exc:
+        findings.append(Finding("error", store.url, str(exc)))
+    proteins = store.proteins
+    stale = [p for p in proteins if protein_path(p) not in store._consolidated]
+    if stale:
+        findings.append(Finding("warning", store.url,
+                                f"{len(stale)} protein(s) missing from the root's consolidated "
+                                f"metadata (an interrupted ingest?); `protstore validate --repair` "
+                                f"re-consolidates"))
+    if store.local and (store.root / ".staging").is_dir() and any((store.root / ".staging").iterdir()):
+        findings.append(Finding("warning", f"{store.url}/.staging",
+                                "unfinished staging groups (ignored by readers); "
+                                "`protstore validate --repair` removes them"))
+    for pid in tqdm(proteins, desc="validate", unit="protein", disable=not progress):
+        findings.extend(_verify_protein(store, pid))
+    return findings
+
+
+def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
+    where = f"{store.url}/{protein_path(pid)}"
+    try:
+        with _quiet():
+            group = zarr.open_group(store.url, path=protein_path(pid), mode="r",
+                                    storage_options=store.storage_options)
+        doc = group.attrs[PROTEIN_DOC]
+        check_document(doc, "protein", where)
+    except (ProtstoreError, KeyError, ValueError, OSError) as exc:
+        yield Finding("error", where, f"unreadable protein metadata: {exc}")
+        return
+    n, t = doc["n_atoms"], doc["n_frames"]
+    expected = {"R": (t, n, 3), "F": (t, n, 3), **{k: (n,) for k in PER_ATOM},
+                **{k: (t,) for k in PER_FRAME}}
+    arrays = {}
+    for name, shape in expected.items():
+        if name not in group:
+            yield Finding("error", f"{where}/{name}", "array missing")
+            continue
+        arr = group[name]
+        if arr.shape != shape:
+            yield Finding("error", f"{where}/{name}", f"shape {arr.shape}, document says {shape}")
+            continue
+        arrays[name] = arr
+    for name in ("R", "F"):
+        if name in arrays:
+            yield from _verify_vectors(store, arrays[name], f"{where}/{name}")
+    small = {}
+    for name in set(arrays) - {"R", "F"}:
+        try:
+            small[name] = arrays[name][:]
+        except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
+            yield Finding("error", f"{where}/{name}", f"unreadable chunk: {exc}")
+    if "species" in small:
+        sp = np.asarray(small["species"])
+        if ((sp < 0) | (sp >= N_SPECIES)).any():
+            yield Finding("error", f"{where}/species", f"ids outside 0..{N_SPECIES - 1}")
+        elif "resname" in small:
+            derived = np.array([SPECIES_ID.get(str(r), -1) for r in small["resname"]])
+            bad = np.flatnonzero(derived != sp)
+            if len(bad):
+                yield Finding("error", f"{where}/species",
+                              f"atom {int(bad[0])}: species {int(sp[bad[0]])} does not match "
+                              f"resname {small['resname'][bad[0]]!s}")
+    if "temperature" in small and doc["temperatures"]:
+        seen = {float(x) for x in np.unique(small["temperature"]) if np.isfinite(x)}
+        declared = {float(x) for x in doc["temperatures"] if x is not None}
+        if seen != declared:
+            yield Finding("error", f"{where}/temperature",
+                          f"values {sorted(seen)} differ from document {sorted(declared)}")
+
+
+def _verify_vectors(store: Store, arr, where: str) -> Iterator[Finding]:
+    chunk = arr.chunks[0]
+    for k in range(-(-arr.shape[0] // chunk)):
+        key = f"{where}/c/{k}/0/0"
+        if store.local:
+            path = store.root / key.removeprefix(store.url).lstrip("/")
+            if not path.is_file():
+                yield Finding("error", key, "chunk file missing")
+                continue
+        try:
+            block = arr[k * chunk:(k + 1) * chunk]
+        except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
+            yield Finding("error", key, f"corrupt chunk: {type(exc).__name__}: {exc}")
+            continue
+        if block.dtype != np.float32:
+            yield Finding("error", key, f"dtype {block.dtype}, expected float32")
+        if not np.isfinite(block).all():
+            frame = k * chunk + int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1)
+                                                   .all(axis=1))[0])
+            yield Finding("error", key, f"non-finite value at frame {frame}")

@@ -1,0 +1,164 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+import protstore
+from protstore.errors import InputError
+from protstore.ingest import IngestOptions, ingest
+
+from conftest import write_mdcath
+
+
+def _ingest(tmp_path, files, **opts):
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    report = ingest(files, store, IngestOptions(**opts), progress=False, log=lambda m: None)
+    return protstore.open_store(tmp_path / "s.zarr"), report
+
+
+def test_ca_positions_and_summed_forces_bit_exact(tmp_path):
+    truth = write_mdcath(tmp_path / "toy.h5")
+    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    assert report.written == ["toy1"] and report.ok
+    ds = store.protein("toy1").load()
+    for (temp, rep), ca in truth["ca"].items():
+        sel = (ds.temperature == temp) & (ds.replica == rep)
+        R = ds.R.values[sel.values]
+        F = ds.F.values[sel.values]
+        assert R.dtype == np.float32 and R.tobytes() == ca.tobytes()  # bit-exact round trip
+        assert F.tobytes() == truth["force"][(temp, rep)].tobytes()
+        np.testing.assert_array_equal(ds.source_frame.values[sel.values], np.arange(6))
+    assert list(ds.resname.values) == ["MET", "HIS", "ALA", "GLY", "LYS"]
+    assert list(ds.species.values) == [12, 8, 0, 7, 11]
+    assert ds.R.dims == ("frame", "atom", "xyz") and ds.R.attrs["units"] == "angstrom"
+    doc = ds.attrs["protstore_protein"]
+    assert doc["n_frames"] == 18 and doc["temperatures"] == [320.0, 348.0]
+    assert doc["sources"][0]["checksum"].startswith("blake2b:")
+
+
+def test_store_opens_with_plain_xarray_and_is_lazy(tmp_path):
+    write_mdcath(tmp_path / "toy.h5")
+    store, _ = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    ds = xr.open_zarr(tmp_path / "s.zarr", group="proteins/toy1")
+    assert ds.R.shape == (18, 5, 3)
+    assert "resname" in ds.coords and "temperature" in ds.coords
+    lazy = store.protein("toy1")
+    assert lazy.R.chunks is not None  # dask-backed: nothing read yet
+
+
+def test_temperature_and_replica_selection(tmp_path):
+    write_mdcath(tmp_path / "toy.h5")
+    store, _ = _ingest(tmp_path, [tmp_path / "toy.h5"], temperatures=(320,), replicas=(1,))
+    ds = store.protein("toy1")
+    assert set(ds.temperature.values) == {320.0} and set(ds.replica.values) == {1}
+    assert ds.sizes["frame"] == 6
+
+
+def test_bad_frames_are_excluded_and_recorded(tmp_path):
+    corrupt = {(320, 0, 1): "nan", (320, 1, 5): "overflow", (348, 0, 0): "zero",
+               (348, 0, 3): "stretch"}
+    write_mdcath(tmp_path / "toy.h5", corrupt=corrupt)
+    logs = []
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    report = ingest([tmp_path / "toy.h5"], store, progress=False, log=logs.append)
+    assert report.excluded == {"toy1": 4}
+    doc = protstore.open_store(tmp_path / "s.zarr").protein_doc("toy1")
+    got = {(e["temperature"], e["replica"], e["source_frame"]): e["reason"]
+           for e in doc["excluded_frames"]}
+    assert got.keys() == {(320.0, 0, 1), (320.0, 1, 5), (348.0, 0, 0), (348.0, 0, 3)}
+    assert "non-finite forces" in got[(320.0, 0, 1)]
+    assert "exceeds" in got[(320.0, 1, 5)]
+    assert "all-zero" in got[(348.0, 0, 0)]
+    assert "CA-CA distance" in got[(348.0, 0, 3)]
+    assert doc["n_frames"] == 14
+    assert any("excluded 4 frame" in line for line in logs)
+    ds = protstore.open_store(tmp_path / "s.zarr").protein("toy1")
+    kept = set(zip(ds.temperature.values.tolist(), ds.replica.values.tolist(),
+                   ds.source_frame.values.tolist()))
+    assert not kept & got.keys() and len(kept) == 14  # nothing dropped silently
+
+
+def test_strict_fails_the_protein_and_keeps_the_others(tmp_path):
+    write_mdcath(tmp_path / "bad.h5", domain="bad1", corrupt={(320, 0, 2): "nan"})
+    write_mdcath(tmp_path / "good.h5", domain="good1")
+    store, report = _ingest(tmp_path, [tmp_path / "bad.h5", tmp_path / "good.h5"], strict=True)
+    assert not report.ok and report.written == ["good1"]
+    (msg,) = report.failed.values()
+    assert "bad1" in msg and "frame 2" in msg and "--strict" in msg
+    assert store.proteins == ["good1"]
+    assert not list((tmp_path / "s.zarr" / ".staging").iterdir())
+
+
+def test_frame_count_mismatch(tmp_path):
+    write_mdcath(tmp_path / "toy.h5", forces_frames=4)
+    _, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    (msg,) = report.failed.values()
+    assert "R/F frame-count mismatch" in msg and "toy.h5" in msg
+
+
+def test_wrong_force_units_are_caught(tmp_path):
+    # forces really in kJ/mol/nm but labelled kcal/mol/Å: 41.84x too large
+    write_mdcath(tmp_path / "toy.h5", force_scale=10.0 * 41.84 * 3)
+    _, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    (msg,) = report.failed.values()
+    assert "other units" in msg and "toy1" in msg
+
+
+def test_declared_units_are_converted(tmp_path):
+    truth = write_mdcath(tmp_path / "toy.h5", force_unit="kJ/mol/nm", force_scale=400.0,
+                         runs=((320, 0),))
+    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    assert report.ok
+    F = store.protein("toy1").F.values
+    np.testing.assert_allclose(F, truth["force"][(320, 0)] / 41.84, rtol=1e-5)
+
+
+def test_unknown_residue(tmp_path):
+    write_mdcath(tmp_path / "toy.h5", resnames=("MET", "XYZ", "ALA"))
+    _, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    (msg,) = report.failed.values()
+    assert "XYZ" in msg and "toy1" in msg
+    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"], allow_unknown=True)
+    assert list(store.protein("toy1").species.values) == [12, 20, 0]
+
+
+def test_chain_breaks_are_kept(tmp_path):
+    write_mdcath(tmp_path / "toy.h5", resnames=("MET", "ALA", "GLY", "LYS"),
+                 chains=["A", "A", "B", "B"], resids=[1, 2, 1, 2])
+    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    ds = store.protein("toy1")
+    assert list(ds.chain.values) == ["A", "A", "B", "B"]
+    assert list(ds.resid.values) == [1, 2, 1, 2]
+    assert store.protein_doc("toy1")["n_chains"] == 2
+
+
+def test_reingest_is_idempotent_and_overwrite_replaces(tmp_path):
+    write_mdcath(tmp_path / "toy.h5")
+    _, r1 = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    _, r2 = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    assert r1.written == ["toy1"] and r2.skipped == ["toy1"]
+    write_mdcath(tmp_path / "toy.h5", seed=5, runs=((320, 0),))  # same id, new content
+    _, r3 = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    (msg,) = r3.failed.values()
+    assert "already in" in msg and "--overwrite" in msg
+    store, r4 = _ingest(tmp_path, [tmp_path / "toy.h5"], overwrite=True)
+    assert r4.replaced == ["toy1"] and store.protein("toy1").sizes["frame"] == 6
+
+
+def test_missing_file_and_non_hdf5(tmp_path):
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    _, report = _ingest(tmp_path, [tmp_path / "missing.h5", tmp_path / "junk.h5"])
+    msgs = list(report.failed.values())
+    assert "no such file" in msgs[0] and "not a readable HDF5" in msgs[1]
+
+
+def test_demo_dataset_ingests_and_validates(tmp_path, demo_files):
+    store, report = _ingest(tmp_path, demo_files)
+    assert report.ok and len(report.written) == 3
+    assert report.excluded == {store.proteins[0]: 2}  # the demo's corrupt tail
+    from protstore.store.verify import verify_store
+    assert verify_store(store) == []
+    two_chain = store.protein(store.proteins[1])
+    assert len(set(two_chain.chain.values.tolist())) == 2
+    with pytest.raises(protstore.ProtstoreError, match="no protein"):
+        store.protein("nope")
+    assert isinstance(InputError("x"), protstore.ProtstoreError)
