@@ -32,7 +32,7 @@ def test_ca_positions_and_summed_forces_bit_exact(tmp_path):
     assert ds.R.dims == ("frame", "atom", "xyz") and ds.R.attrs["units"] == "angstrom"
     doc = ds.attrs["protstore_protein"]
     assert doc["n_frames"] == 18 and doc["temperatures"] == [320.0, 348.0]
-    assert doc["sources"][0]["checksum"].startswith("blake2b:")
+    assert doc["sources"][0]["checksum"].startswith("sha256:")
 
 
 def test_store_opens_with_plain_xarray_and_is_lazy(tmp_path):
@@ -162,3 +162,14 @@ def test_demo_dataset_ingests_and_validates(tmp_path, demo_files):
     with pytest.raises(protstore.ProtstoreError, match="no protein"):
         store.protein("nope")
     assert isinstance(InputError("x"), protstore.ProtstoreError)
+
+
+def test_a_block_of_only_bad_frames(tmp_path):
+    corrupt = {(320, 0, k): "zero" for k in range(6)}
+    write_mdcath(tmp_path / "toy.h5", corrupt=corrupt, runs=((320, 0), (320, 1)))
+    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    assert report.excluded == {"toy1": 6} and store.protein("toy1").sizes["frame"] == 6
+    write_mdcath(tmp_path / "all.h5", domain="all1", corrupt=corrupt, runs=((320, 0),))
+    _, report = _ingest(tmp_path, [tmp_path / "all.h5"])
+    (msg,) = report.failed.values()
+    assert "all 6 frames failed validation (most common: all-zero coordinates)" in msg

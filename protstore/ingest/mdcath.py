@@ -68,7 +68,7 @@ def _runs(group: h5py.Group, temperatures, replicas, where: str) -> list[tuple[f
     return runs
 
 
-def open_mdcath(path: str | Path, *, checksum: str, temperatures: Iterable[int] | None = None,
+def open_mdcath(path: str | Path, *, temperatures: Iterable[int] | None = None,
                 replicas: Iterable[int] | None = None,
                 checks: FrameChecks = FrameChecks()) -> list[ProteinSource]:
     """Read topology and run shapes of every domain in an mdCATH file (no trajectory data yet).
@@ -89,11 +89,11 @@ def open_mdcath(path: str | Path, *, checksum: str, temperatures: Iterable[int] 
         domains = [k for k in fh if isinstance(fh[k], h5py.Group)]
         if not domains:
             raise InputError(f"{path}: no domain group in the file")
-        return [_open_domain(path, fh[d], d, checksum, temperatures, replicas, checks)
+        return [_open_domain(path, fh[d], d, temperatures, replicas, checks)
                 for d in domains]
 
 
-def _open_domain(path, g, domain, checksum, temperatures, replicas, checks) -> ProteinSource:
+def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSource:
     where = f"{path}:/{domain}"
     for key in ("resname", "resid", "chain", "pdbProteinAtoms"):
         if key not in g:
@@ -165,7 +165,7 @@ def _open_domain(path, g, domain, checksum, temperatures, replicas, checks) -> P
     return ProteinSource(
         protein_id=domain, origin=where,
         resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
-        sources=[{"path": str(path), "format": "mdcath-h5", "checksum": checksum,
+        sources=[{"path": str(path), "format": "mdcath-h5", "checksum": None,
                   "entry": domain}],
         cg_map=dict(CA_AGGREGATE), n_frames=n_frames, blocks=blocks,
     )

@@ -97,7 +97,7 @@ def _source(protein_id, where, resname, resid, chain, sources, R, F, rows, tempe
                          blocks=blocks)
 
 
-def open_npz(path: str | Path, *, checksum: str, allow_pickle: bool = False,
+def open_npz(path: str | Path, *, allow_pickle: bool = False,
              protein_id: str | None = None, temperature: float | None = None,
              checks: FrameChecks = FrameChecks()) -> list[ProteinSource]:
     """The proteins in one NPZ file (per-protein or combined/padded)."""
@@ -109,7 +109,7 @@ def open_npz(path: str | Path, *, checksum: str, allow_pickle: bool = False,
         if protein_id is not None:
             raise InputError(f"{path}: a combined file holds many proteins; --id applies only "
                              f"to per-protein files")
-        return _split_combined(path, arrays, checksum, temperature, checks)
+        return _split_combined(path, arrays, temperature, checks)
 
     n = R.shape[1]
     resname = _as_str(arrays["resname"])
@@ -122,12 +122,12 @@ def open_npz(path: str | Path, *, checksum: str, allow_pickle: bool = False,
     chain = _as_str(arrays["chain"])[:n] if "chain" in arrays else np.full(n, "A", dtype=object)
     rows = np.arange(R.shape[0])
     pid = protein_id or path.stem
-    sources = [{"path": str(path), "format": "npz-protein", "checksum": checksum, "entry": None}]
+    sources = [{"path": str(path), "format": "npz-protein", "checksum": None, "entry": None}]
     return [_source(pid, str(path), resname, resid, chain, sources, R, F, rows,
                     _temperatures(arrays, rows, temperature), checks)]
 
 
-def _split_combined(path: Path, arrays: dict, checksum: str, temperature, checks):
+def _split_combined(path: Path, arrays: dict, temperature, checks):
     R, F = arrays["R"], arrays["F"]
     t_total, n_max = R.shape[:2]
     pids = np.asarray(arrays.get("protein_id", np.zeros(t_total, np.int64))).reshape(-1)
@@ -171,7 +171,7 @@ def _split_combined(path: Path, arrays: dict, checksum: str, temperature, checks
         chain = np.full(n, "A", dtype=object)
         pid = (Path(paths[p]).stem if names_from_paths and 0 <= p < len(paths)
                else f"{path.stem}_{p}")
-        src = [{"path": str(path), "format": "npz-combined", "checksum": checksum,
+        src = [{"path": str(path), "format": "npz-combined", "checksum": None,
                 "entry": int(p)}]
         sources.append(_source(pid, where, resname, resid, chain, src, R[:, :n], F[:, :n], rows,
                                _temperatures(arrays, rows, temperature), checks))

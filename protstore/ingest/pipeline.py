@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,13 +72,13 @@ class IngestReport:
         return out
 
 
-def open_sources(path: Path, options: IngestOptions, checksum: str) -> list[ProteinSource]:
+def open_sources(path: Path, options: IngestOptions) -> list[ProteinSource]:
     """The proteins of one source file, by its format (from the suffix)."""
     if path.suffix.lower() in H5_SUFFIXES:
-        return open_mdcath(path, checksum=checksum, temperatures=options.temperatures,
+        return open_mdcath(path, temperatures=options.temperatures,
                            replicas=options.replicas, checks=options.checks)
     if path.suffix.lower() == ".npz":
-        return open_npz(path, checksum=checksum, allow_pickle=options.allow_pickle,
+        return open_npz(path, allow_pickle=options.allow_pickle,
                         protein_id=options.protein_id, temperature=options.temperature,
                         checks=options.checks)
     raise InputError(f"{path}: unknown source format (expected .h5/.hdf5 mdCATH or .npz)")
@@ -96,20 +97,22 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
     for line in store.recover_staging():
         log(line)
     paths = [Path(p) for p in paths]
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="checksum")
     try:
         for path in tqdm(paths, desc="files", unit="file", disable=not progress or len(paths) < 2):
             try:
                 if not path.is_file():
                     raise InputError(f"{path}: no such file")
-                checksum = file_checksum(path)
-                sources = open_sources(path, options, checksum)
+                # hashing releases the GIL: it overlaps with reading and mapping the frames
+                checksum = hasher.submit(file_checksum, path).result
+                sources = open_sources(path, options)
             except ProtstoreError as exc:
                 report.failed[str(path)] = str(exc)
                 log(f"error: {exc}")
                 continue
             for source in sources:
                 try:
-                    status, n_excluded = ingest_protein(store, source, options,
+                    status, n_excluded = ingest_protein(store, source, options, checksum,
                                                         progress=progress, log=log)
                 except ProtstoreError as exc:
                     report.failed[f"{source.origin} (protein {source.protein_id})"] = str(exc)
@@ -121,13 +124,16 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
                 if status == "skipped":
                     log(f"{source.protein_id}: already in the store from the same source; skipped")
     finally:
+        hasher.shutdown(cancel_futures=True)
         store.consolidate()
     return report
 
 
-def _existing_status(store: Store, source: ProteinSource, options: IngestOptions) -> str | None:
+def _existing_status(store: Store, source: ProteinSource, options: IngestOptions,
+                     checksum: Callable[[], str]) -> str | None:
     if source.protein_id not in store:
         return None
+    _fill_checksums(source, checksum)
     old = {s["checksum"] for s in store.protein_doc(source.protein_id)["sources"]}
     new = {s["checksum"] for s in source.sources}
     if old == new and not options.overwrite:
@@ -140,14 +146,21 @@ def _existing_status(store: Store, source: ProteinSource, options: IngestOptions
     return "replace"
 
 
-def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions, *,
+def _fill_checksums(source: ProteinSource, checksum: Callable[[], str]) -> None:
+    for entry in source.sources:
+        entry["checksum"] = entry.get("checksum") or checksum()
+
+
+def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
+                   checksum: Callable[[], str], *,
                    progress: bool = True, log: Callable[[str], None] = print) -> tuple[str, int]:
     """Validate, stage and commit one protein.
 
+    ``checksum()`` returns the source file's checksum (it may still be computing).
     Returns ('written' | 'replaced' | 'skipped', number of frames excluded).
     """
     pid, where = source.protein_id, source.origin
-    if _existing_status(store, source, options) == "skipped":
+    if _existing_status(store, source, options, checksum) == "skipped":
         return "skipped", 0
     try:
         resname = canonical_resnames(source.resname, allow_unknown=options.allow_unknown)
@@ -188,6 +201,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions, 
         units = force_units_problem(np.concatenate(rms), options.checks)
         if units:
             raise InputError(f"{where}: protein {pid}: {units}")
+        _fill_checksums(source, checksum)
         writer.finish(_protein_doc(source, resname, excluded, writer))
         status = store.commit(writer, overwrite=options.overwrite)
     except BaseException:

@@ -26,16 +26,18 @@ class FrameChecks:
 
 
 def atom_problems(coords: np.ndarray, forces: np.ndarray, checks: FrameChecks) -> list[str | None]:
-    """Per-frame problems of all-atom (or bead) arrays [b, n, 3]: NaN/inf, overflow, all zero."""
+    """Per-frame problems of all-atom (or bead) arrays [b, n, 3]: NaN/inf, overflow, all zero.
+
+    One pass over each array: a frame's sum is finite iff its values are (a NaN or inf, or
+    values near float32 max, make it non-finite), and the max |x| finds overflow and zeros.
+    """
     b = len(coords)
     out: list[str | None] = [None] * b
-    flat_c = coords.reshape(b, -1)
-    flat_f = forces.reshape(b, -1)
-    finite_c = np.isfinite(flat_c).all(axis=1)
-    finite_f = np.isfinite(flat_f).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        big = np.nanmax(np.abs(flat_c), axis=1, initial=0.0)
-    zero = ~flat_c.any(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite_c = np.isfinite(coords.reshape(b, -1).sum(axis=1))
+        finite_f = np.isfinite(forces.reshape(b, -1).sum(axis=1))
+        big = np.abs(coords.reshape(b, -1)).max(axis=1, initial=0.0)
+    zero = big == 0
     for i in np.flatnonzero(~finite_c | ~finite_f | (big > checks.max_abs_coordinate) | zero):
         if not finite_c[i]:
             out[i] = "non-finite coordinates"
@@ -82,6 +84,8 @@ def bead_problems(R: np.ndarray, F: np.ndarray, pairs: np.ndarray, checks: Frame
 
 def force_rms(F: np.ndarray) -> np.ndarray:
     """[b] RMS of bead force components per frame, kcal/mol/Å."""
+    if not len(F):
+        return np.zeros(0)
     return np.sqrt(np.mean(np.square(F, dtype=np.float64).reshape(len(F), -1), axis=1))
 
 

@@ -25,6 +25,7 @@ from .lock import store_lock
 from .schemas import check_document
 from .writer import ProteinWriter, fsync_tree
 
+DASK_CHUNK_BYTES = 16 << 20
 PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -120,11 +121,15 @@ class Store:
             else:  # committed after the last consolidation
                 if protein_id not in self:
                     raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
-                with _quiet():
-                    attrs = zarr.open_group(self.url, path=protein_path(protein_id), mode="r",
-                                            storage_options=self.storage_options).attrs.asdict()
+                attrs = {PROTEIN_DOC: self._read_doc(protein_id)}
             self._docs[protein_id] = attrs[PROTEIN_DOC]
         return self._docs[protein_id]
+
+    def _read_doc(self, protein_id: str) -> dict:
+        with _quiet():
+            group = zarr.open_group(self.url, path=protein_path(protein_id), mode="r",
+                                    storage_options=self.storage_options)
+        return group.attrs[PROTEIN_DOC]
 
     def protein(self, protein_id: str) -> xr.Dataset:
         """Lazy ``xr.Dataset`` (dask arrays) of one protein.
@@ -135,9 +140,14 @@ class Store:
         """
         if protein_id not in self:
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
+        n_atoms = self.protein_doc(protein_id)["n_atoms"]
+        zarr_chunk = self.encoding.frames_per_chunk(n_atoms)
+        # one dask task per ~16 MiB: fewer tasks, and zarr decodes the chunks of a task in parallel
+        frames = zarr_chunk * max(1, DASK_CHUNK_BYTES // (zarr_chunk * n_atoms * 12))
         with _quiet():
             return xr.open_zarr(self.url, group=protein_path(protein_id), consolidated=True,
-                                zarr_format=3, storage_options=self.storage_options)
+                                zarr_format=3, storage_options=self.storage_options,
+                                chunks={"frame": frames})
 
     def summary(self) -> pd.DataFrame:
         """One row per protein from metadata only: atoms, frames, temperatures, excluded, bytes."""
@@ -184,7 +194,11 @@ class Store:
                              encoding=self.encoding)
 
     def commit(self, writer: ProteinWriter, *, overwrite: bool = False) -> str:
-        """Move a finished staging group into ``proteins/`` atomically; 'written' or 'replaced'."""
+        """Move a finished staging group into ``proteins/`` atomically.
+
+        Returns 'written', 'replaced', or 'skipped' when another process committed the same
+        source meanwhile.
+        """
         root = self._require_writable()
         pid = writer.doc["protein_id"]
         fsync_tree(writer.path)
@@ -193,6 +207,9 @@ class Store:
             if not dest.exists():
                 os.rename(writer.path, dest)
                 status = "written"
+            elif _checksums(self._read_doc(pid)) == _checksums(writer.doc) and not overwrite:
+                writer.abort()  # a concurrent ingest committed the same source first
+                status = "skipped"
             elif not overwrite:
                 raise ProteinExistsError(f"protein {pid!r} is already in {self.url} from "
                                          f"another source; pass --overwrite to replace it")
@@ -275,6 +292,10 @@ class Store:
                 if base.is_dir() else []
         with _quiet():
             return sorted(self._group[parent].group_keys()) if parent in self._group else []
+
+
+def _checksums(doc: dict) -> set[str]:
+    return {s["checksum"] for s in doc["sources"]}
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,0 +1,155 @@
+"""Store benchmark: ingest throughput, read throughput, compression ratio.
+
+Prints a Markdown table. Data: one synthetic mdCATH-layout file written here (137 residues of 15
+atoms each = 2055 atoms; 5 replica runs of 440 frames at 320 K, like one temperature of an
+average mdCATH domain), with random-walk coordinates plus thermal noise and Gaussian forces, all
+float32 at full precision.
+
+    python benchmarks/bench_store.py [--frames 440] [--runs 5] [--residues 137]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import protstore
+from protstore.ingest import ingest
+
+
+def write_synthetic_mdcath(path: Path, n_res: int, per_res: int, runs: int, frames: int) -> int:
+    rng = np.random.default_rng(0)
+    n_atoms = n_res * per_res
+    owner = np.repeat(np.arange(n_res), per_res)
+    names = (["N", "CA"] + ["C"] * (per_res - 2)) * n_res
+    steps = rng.normal(size=(n_res, 3))
+    ca = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+    with h5py.File(path, "w") as fh:
+        g = fh.create_group("bench1")
+        g.create_dataset("resname", data=np.array(["ALA"] * n_atoms, dtype="S"))
+        g.create_dataset("resid", data=owner + 1)
+        g.create_dataset("chain", data=np.array(["0"] * n_atoms, dtype="S"))
+        pdb = "\n".join(["MODEL        1"] + [
+            f"ATOM  {i + 1:5d}  {names[i]:<3s} ALA 0{owner[i] + 1:4d}" for i in range(n_atoms)])
+        g.create_dataset("pdbProteinAtoms", data=pdb)
+        raw = 0
+        for r in range(runs):
+            wobble = rng.normal(scale=0.1, size=(frames, n_res, 3))
+            coords = (ca + wobble)[:, owner] + rng.normal(scale=1.2, size=(frames, n_atoms, 3))
+            coords[:, 1::per_res] = (ca + wobble)
+            forces = rng.normal(scale=15.0, size=(frames, n_atoms, 3))
+            run = g.require_group("320").create_group(str(r))
+            run.create_dataset("coords", data=coords.astype(np.float32))
+            run.create_dataset("forces", data=forces.astype(np.float32))
+            raw += 2 * coords.size * 4
+    return raw
+
+
+def read_source(path: Path) -> None:
+    with h5py.File(path, "r") as fh:
+        for run in fh["bench1/320"].values():
+            run["coords"][()]
+            run["forces"][()]
+
+
+def drop_page_cache() -> bool:
+    """Drop the OS page cache (root on Linux only) so that reads come from the disk."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def best_of(n, fn, cold=False):
+    times = []
+    for _ in range(n):
+        if cold:
+            drop_page_cache()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--residues", type=int, default=137)
+    ap.add_argument("--frames", type=int, default=440)
+    ap.add_argument("--runs", type=int, default=25, help="5 temperatures x 5 replicas")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = tmp / "mdcath_dataset_bench1.h5"
+        raw = write_synthetic_mdcath(src, args.residues, 15, args.runs, args.frames)
+        cold = drop_page_cache()
+        t_h5_cold = best_of(args.repeat, lambda: read_source(src), cold=True) if cold else None
+        read_source(src)  # warm the page cache for both contenders
+        t_h5 = best_of(args.repeat, lambda: read_source(src))
+
+        def do_ingest():
+            store = protstore.open_store(tmp / f"s{time.perf_counter_ns()}.zarr", mode="a")
+            ingest([src], store, progress=False, log=lambda m: None)
+            return store
+
+        t_ingest = best_of(args.repeat, do_ingest)
+        t_ingest_cold = best_of(args.repeat, do_ingest, cold=True) if cold else None
+        store = do_ingest()
+        store = protstore.open_store(store.url)
+        doc = store.protein_doc("bench1")
+        ds = store.protein("bench1")
+        R, F = ds.R.values, ds.F.values
+        np.savez(tmp / "bench1.npz", R=R, F=F)
+
+        def read_npz():
+            with np.load(tmp / "bench1.npz") as d:
+                d["R"], d["F"]
+
+        def read_store():
+            d = protstore.open_store(store.url).protein("bench1")
+            d.R.values, d.F.values
+
+        t_npz = best_of(args.repeat, read_npz)
+        t_store = best_of(args.repeat, read_store)
+        cg = R.nbytes + F.nbytes
+        ratio_r_f = cg / sum(f.stat().st_size for name in ("R", "F")
+                             for f in (Path(store.url) / "proteins/bench1" / name).rglob("*")
+                             if f.is_file() and "c" in f.parts)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, zarr {__import__('zarr').__version__}")
+    print(f"source: {raw / 2**20:.0f} MiB of float32 coords+forces "
+          f"({args.runs} runs x {args.frames} frames x {args.residues * 15} atoms); "
+          f"CG R+F {cg / 2**20:.1f} MiB\n")
+    print("| measurement | time (s) | throughput | vs reference |")
+    print("|---|---|---|---|")
+    if cold:
+        print(f"| h5py read of the source, cold page cache (reference) | {t_h5_cold:.3f} | "
+              f"{raw / t_h5_cold / 1e6:.0f} MB/s | 1.00 |")
+        print(f"| `protstore ingest`, cold page cache | {t_ingest_cold:.3f} | "
+              f"{raw / t_ingest_cold / 1e6:.0f} MB/s of source | {t_h5_cold / t_ingest_cold:.2f} "
+              f"(target >= 0.5) |")
+    print(f"| h5py read of the source, warm page cache (reference) | {t_h5:.3f} | "
+          f"{raw / t_h5 / 1e6:.0f} MB/s | 1.00 |")
+    print(f"| `protstore ingest`, warm (checksum, CG map, validate, write) | {t_ingest:.3f} | "
+          f"{raw / t_ingest / 1e6:.0f} MB/s of source | {t_h5 / t_ingest:.2f} |")
+    print(f"| np.load of uncompressed NPZ of R, F (reference) | {t_npz:.4f} | "
+          f"{cg / t_npz / 1e6:.0f} MB/s | 1.00 |")
+    print(f"| store read of whole protein (xarray + dask) | {t_store:.4f} | "
+          f"{cg / t_store / 1e6:.0f} MB/s | {t_npz / t_store:.2f} (target >= 0.5) |")
+    print(f"| compression ratio of R+F chunks (lossless) | | {ratio_r_f:.3f}x | target >= 1.3 |")
+    print(f"| group on disk vs raw R+F (incl. coordinates) | | "
+          f"{doc['nbytes_raw'] / doc['nbytes_stored']:.3f}x | |")
+
+
+if __name__ == "__main__":
+    main()
