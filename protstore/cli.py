@@ -55,6 +55,34 @@ def _validate(args) -> int:
     return 1 if errors else 0
 
 
+def _bucket(args) -> int:
+    from .batching import plan_from_store, save_plan
+    from .store import open_store
+
+    store = open_store(args.store, mode="a")
+    plan = plan_from_store(
+        store, name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
+        strategy=args.strategy, cost=args.cost, pad_multiple=args.pad_multiple,
+        max_waste=args.max_waste, split=args.split, val_fraction=args.val_fraction,
+        seed=args.seed)
+    save_plan(store, plan, overwrite=args.overwrite)
+    print(plan.table())
+    print(f"saved as plans/{plan.name} in {args.store}")
+    return 0
+
+
+def _export_npz(args) -> int:
+    from .batching import load_plan
+    from .batching.export import export_npz
+    from .store import open_store
+
+    store = open_store(args.store)
+    for path in export_npz(store, load_plan(store, args.plan), args.out, split=args.split,
+                           pickle_objects=args.pickle_objects):
+        print(path)
+    return 0
+
+
 def _demo_data(args) -> int:
     from .demo import DemoConfig, make_demo_dataset
 
@@ -110,6 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--repair", action="store_true",
                    help="first remove unfinished staging groups and re-consolidate metadata")
+
+    p = command("bucket", _bucket, "compute, store and print a length-bucket plan")
+    p.add_argument("store")
+    p.add_argument("--bucket-boundaries", type=int, nargs="+", metavar="N",
+                   help="inclusive upper bounds, e.g. 100 200: N<=100, 100<N<=200, N>200")
+    p.add_argument("--n-buckets", type=int, default=3, help="number of buckets (default 3)")
+    p.add_argument("--strategy", choices=["equal-count", "optimal"], default="equal-count")
+    p.add_argument("--cost", choices=["linear", "pair"], default="linear",
+                   help="cost of a padded frame: N_max (linear) or N_max^2 (pair)")
+    p.add_argument("--max-waste", type=float, metavar="FRACTION",
+                   help="choose the number of buckets: the fewest whose optimal waste <= this")
+    p.add_argument("--pad-multiple", type=int, metavar="K", help="round N_max up to a multiple")
+    p.add_argument("--name", default="default", help="plan name (default: 'default')")
+    p.add_argument("--split", choices=["none", "protein", "frame"], default="protein",
+                   help="hold out whole proteins (default) or a fraction of every protein's frames")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a plan of the same name")
+
+    p = command("export-npz", _export_npz,
+                "write bucket_N####.npz files in the predecessor's combined format")
+    p.add_argument("store")
+    p.add_argument("--plan", default="default")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", choices=["all", "train", "val"], default="all")
+    p.add_argument("--pickle-objects", action="store_true",
+                   help="write object arrays and aa_to_id dicts as the predecessor did")
 
     p = command("demo-data", _demo_data, "generate the demo data set (mdCATH-layout HDF5)")
     p.add_argument("out")

@@ -88,3 +88,14 @@ def demo_files(tmp_path_factory) -> list[Path]:
     config = DemoConfig(lengths=(12, 21, 33), two_chain=(1,), temperatures=(320, 348),
                         replicas=1, frames=10, stride=10, equilibration=100, seed=1)
     return make_demo_dataset(out, config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory, demo_files):
+    """The tiny demo data set ingested into a store (tests may add plans to it)."""
+    import protstore
+    from protstore.ingest import ingest
+
+    path = tmp_path_factory.mktemp("store") / "demo.zarr"
+    ingest(demo_files, protstore.open_store(path, mode="a"), progress=False, log=lambda m: None)
+    return protstore.open_store(path, mode="a")

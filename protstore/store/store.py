@@ -169,6 +169,22 @@ class Store:
         """Beads per protein (metadata only), indexed by protein id."""
         return self.summary()["n_atoms"]
 
+    def plans(self) -> list[str]:
+        """Names of the bucket plans stored in the store."""
+        return self.list_attrs_groups(PLANS)
+
+    def plan(self, name: str):
+        """The stored :class:`~protstore.batching.BucketPlan` ``name``."""
+        from ..batching import load_plan
+
+        return load_plan(self, name)
+
+    def bucket(self, plan, k: int, split: str = "all") -> xr.Dataset:
+        """Lazy padded view of bucket ``k`` of ``plan`` (a plan or its name); see bucket_view."""
+        from ..batching import bucket_view
+
+        return bucket_view(self, self.plan(plan) if isinstance(plan, str) else plan, k, split)
+
     # ----------------------------------------------------------------------------- writing
     def _require_writable(self) -> Path:
         if self.mode == "r":

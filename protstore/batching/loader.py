@@ -1,0 +1,267 @@
+"""A fast, seeded, resumable batch loader with static shapes per bucket (for JAX).
+
+How an epoch is laid out (all from metadata, before any data is read):
+
+1. Each bucket's samples are grouped into *units*: the split's frames of one protein that lie in
+   one Zarr chunk, so a unit is read with one chunk read.
+2. Units are shuffled, then taken ``buffer_chunks`` at a time as *windows*; the samples of a
+   window are shuffled together (a host-side shuffle buffer). Every sample appears exactly once.
+3. A bucket's sample sequence is cut into batches of ``batch_size``; the last partial batch is
+   dropped or padded with masked samples (``last``), never silently short.
+4. Batches of all buckets are ordered ``sequential`` (bucket 0, then 1, ...) or ``interleaved``
+   (a seeded shuffle of all batches, so buckets mix in proportion to their frame counts).
+
+Every random choice comes from ``numpy.random.default_rng([seed, epoch, ...])``, so
+``loader.epoch(e, start_step=s)`` yields exactly the batches an uninterrupted epoch yields from
+step s on, reading only the windows it needs. A background thread reads and assembles batches
+ahead of the consumer (``prefetch``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from ..errors import ProtstoreError
+from ..store import Store
+from ..store.layout import protein_path
+from ..vocab import PAD_ID
+from .plan import BucketPlan
+
+ORDERS = ("interleaved", "sequential")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How batches are made (config as data)."""
+
+    batch_size: int = 32
+    order: str = "interleaved"
+    split: str = "train"
+    seed: int = 0
+    shuffle: bool = True
+    last: str = "drop"  # or "pad": fill the last batch of a bucket with masked samples
+    buffer_chunks: int = 8
+    prefetch: int = 4
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One bucket's epoch layout: sample sequence and its windows."""
+
+    protein: np.ndarray  # [S] protein index into plan.proteins
+    frame: np.ndarray  # [S] frame index in the protein's group
+    window_start: np.ndarray  # [W + 1] sequence offsets of windows
+    n_batches: int
+
+
+class BatchLoader:
+    """Batches of one plan's split as dicts of NumPy arrays with static shapes per bucket.
+
+    Keys: ``R``, ``F`` [B, N_max, 3] float32; ``mask`` [B, N_max] float32; ``species``,
+    ``resid`` [B, N_max] int32; ``protein`` [B] int32 (index into ``plan.proteins``, -1 for a
+    padded sample); ``frame`` [B] int32; ``sample_mask`` [B] float32; ``bucket``, ``epoch``,
+    ``step`` ints.
+    """
+
+    def __init__(self, store: Store, plan: BucketPlan, config: LoaderConfig = LoaderConfig()):
+        if config.order not in ORDERS:
+            raise ProtstoreError(f"order must be one of {ORDERS}, not {config.order!r}")
+        if config.last not in ("drop", "pad"):
+            raise ProtstoreError(f"last must be 'drop' or 'pad', not {config.last!r}")
+        if config.batch_size < 1:
+            raise ProtstoreError(f"batch size must be >= 1, not {config.batch_size}")
+        self.store, self.plan, self.config = store, plan, config
+        self.proteins = plan.proteins
+        self.n_max = [b.n_max for b in plan.buckets]
+        self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
+        self._arrays: dict[int, tuple] = {}
+        self._units = [self._bucket_units(b.index) for b in plan.buckets]
+
+    # ------------------------------------------------------------------ layout (metadata only)
+    def _chunk(self, pid: str) -> int:
+        return self.store.encoding.frames_per_chunk(self.plan.lengths[pid])
+
+    def _bucket_units(self, k: int) -> list[tuple[int, np.ndarray]]:
+        units = []
+        index = {p: i for i, p in enumerate(self.proteins)}
+        for pid in self.plan.buckets[k].proteins:
+            frames = self.plan.split.frames(pid, self.plan.frames[pid], self.config.split)
+            if not len(frames):
+                continue
+            chunk_of = frames // self._chunk(pid)
+            for c in np.unique(chunk_of):
+                units.append((index[pid], frames[chunk_of == c]))
+        return units
+
+    def _layout(self, k: int, epoch: int) -> _Layout:
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, epoch, k])
+        units = self._units[k]
+        order = rng.permutation(len(units)) if cfg.shuffle else np.arange(len(units))
+        prot, frame, starts = [], [], [0]
+        for w in range(0, len(order), cfg.buffer_chunks):
+            chosen = [units[u] for u in order[w:w + cfg.buffer_chunks]]
+            p = np.concatenate([np.full(len(f), i, np.int32) for i, f in chosen])
+            f = np.concatenate([fr for _, fr in chosen]).astype(np.int32)
+            perm = rng.permutation(len(p)) if cfg.shuffle else np.arange(len(p))
+            prot.append(p[perm])
+            frame.append(f[perm])
+            starts.append(starts[-1] + len(p))
+        S = starts[-1]
+        n_batches = S // cfg.batch_size if cfg.last == "drop" else -(-S // cfg.batch_size)
+        empty = np.zeros(0, np.int32)
+        return _Layout(np.concatenate(prot) if prot else empty,
+                       np.concatenate(frame) if frame else empty, np.array(starts), n_batches)
+
+    def schedule(self, epoch: int) -> list[tuple[int, int]]:
+        """(bucket, batch number within the bucket) for every step of ``epoch``."""
+        counts = [self._layout(k, epoch).n_batches for k in range(len(self.plan.buckets))]
+        steps = [(k, i) for k, n in enumerate(counts) for i in range(n)]
+        if self.config.order == "interleaved":
+            perm = np.random.default_rng([self.config.seed, epoch, 1 << 30]).permutation(len(steps))
+            # keep each bucket's batches in their own order; only the bucket sequence is mixed
+            labels = np.array([k for k, _ in steps], dtype=np.int64)[perm]
+            seen = [0] * len(counts)
+            steps = []
+            for k in labels.tolist():
+                steps.append((k, seen[k]))
+                seen[k] += 1
+        return steps
+
+    def steps_per_epoch(self, epoch: int = 0) -> int:
+        return len(self.schedule(epoch))
+
+    def shapes(self) -> dict[int, tuple[int, int]]:
+        """Static (batch, N_max) per bucket: one compilation each."""
+        return {k: (self.config.batch_size, n) for k, n in enumerate(self.n_max)}
+
+    # ------------------------------------------------------------------ reading
+    def _protein_arrays(self, i: int):
+        if i not in self._arrays:
+            pid = self.proteins[i]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                g = zarr.open_group(self.store.url, path=protein_path(pid), mode="r",
+                                    storage_options=self.store.storage_options)
+            n_max = self.n_max[self._bucket_of[pid]]
+            n = self.plan.lengths[pid]
+            species = np.full(n_max, PAD_ID, np.int32)
+            species[:n] = g["species"][:]
+            resid = np.full(n_max, -1, np.int32)
+            resid[:n] = g["resid"][:]
+            mask = np.zeros(n_max, np.float32)
+            mask[:n] = 1.0
+            self._arrays[i] = (g["R"], g["F"], species, resid, mask, n)
+        return self._arrays[i]
+
+    def _read_window(self, k: int, lay: _Layout, w: int) -> dict[str, np.ndarray]:
+        lo, hi = lay.window_start[w], lay.window_start[w + 1]
+        prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
+        n_max = self.n_max[k]
+        out = {"R": np.zeros((hi - lo, n_max, 3), np.float32),
+               "F": np.zeros((hi - lo, n_max, 3), np.float32)}
+        for i in np.unique(prot):
+            R, F, _, _, _, n = self._protein_arrays(int(i))
+            rows = np.flatnonzero(prot == i)
+            fr = frame[rows]
+            a, b = int(fr.min()), int(fr.max()) + 1  # whole chunk reads
+            out["R"][rows, :n] = R[a:b][fr - a]
+            out["F"][rows, :n] = F[a:b][fr - a]
+        return out
+
+    def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
+        cfg = self.config
+        B = cfg.batch_size
+        layouts = {}
+        caches: dict[int, dict[int, dict]] = {}
+        for step, (k, j) in enumerate(self.schedule(epoch)):
+            if step < start_step:
+                continue
+            lay = layouts.get(k) or layouts.setdefault(k, self._layout(k, epoch))
+            cache = caches.setdefault(k, {})
+            lo = j * B
+            hi = min(lo + B, len(lay.protein))
+            w_lo = int(np.searchsorted(lay.window_start, lo, side="right") - 1)
+            w_hi = int(np.searchsorted(lay.window_start, hi, side="left"))
+            for w in list(cache):
+                if w < w_lo:
+                    del cache[w]  # windows are consumed in order: free the finished ones
+            parts = {"R": [], "F": []}
+            for w in range(w_lo, w_hi):
+                if w not in cache:
+                    cache[w] = self._read_window(k, lay, w)
+                s0 = lay.window_start[w]
+                a, b = max(lo, s0) - s0, min(hi, lay.window_start[w + 1]) - s0
+                for key in parts:
+                    parts[key].append(cache[w][key][a:b])
+            prot = lay.protein[lo:hi]
+            batch = {key: np.concatenate(v) for key, v in parts.items()}
+            per = [self._protein_arrays(int(i)) for i in prot]
+            batch["species"] = np.stack([p[2] for p in per])
+            batch["resid"] = np.stack([p[3] for p in per])
+            batch["mask"] = np.stack([p[4] for p in per])
+            batch["protein"] = prot.astype(np.int32)
+            batch["frame"] = lay.frame[lo:hi].astype(np.int32)
+            batch["sample_mask"] = np.ones(hi - lo, np.float32)
+            if hi - lo < B:  # only with last="pad"
+                batch = _pad_batch(batch, B)
+            batch.update(bucket=k, epoch=epoch, step=step)
+            yield batch
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
+        """The batches of ``epoch`` from ``start_step`` on, assembled in a background thread."""
+        if self.config.prefetch <= 0:
+            yield from self._batches(epoch, start_step)
+            return
+        q: queue.Queue = queue.Queue(maxsize=self.config.prefetch)
+        stop = threading.Event()
+        done = object()
+
+        def produce():
+            try:
+                for batch in self._batches(epoch, start_step):
+                    while not stop.is_set():
+                        try:
+                            q.put(batch, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(done)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+                q.put(exc)
+
+        thread = threading.Thread(target=produce, name="protstore-loader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.epoch(0)
+
+
+def _pad_batch(batch: dict, B: int) -> dict:
+    n = len(batch["protein"])
+    fills = {"species": PAD_ID, "resid": -1, "protein": -1, "frame": -1}
+    out = {}
+    for key, value in batch.items():
+        pad = np.full((B - n,) + value.shape[1:], fills.get(key, 0), dtype=value.dtype)
+        out[key] = np.concatenate([value, pad])
+    return out

@@ -1,0 +1,151 @@
+import collections
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import protstore
+from protstore.batching import BatchLoader, LoaderConfig, make_plan, save_plan
+from protstore.batching.export import export_npz
+from protstore.ingest import IngestOptions, ingest
+from protstore.vocab import PAD_ID
+
+
+@pytest.fixture(scope="module")
+def plan(demo_store):
+    p = make_plan(demo_store.lengths().to_dict(), demo_store.summary()["n_frames"].to_dict(),
+                  name="views", boundaries=[15], split="frame", val_fraction=0.25, seed=2)
+    save_plan(demo_store, p, overwrite=True)
+    return p
+
+
+def test_view_is_padded_and_correct(demo_store, plan):
+    view = demo_store.bucket("views", 1, "all")
+    n_max = plan.buckets[1].n_max
+    assert view.sizes == {"sample": sum(plan.frames[p] for p in plan.buckets[1].proteins),
+                          "atom": n_max, "xyz": 3}
+    for pid in plan.buckets[1].proteins:
+        ref = demo_store.protein(pid).load()
+        sel = view.where(view.protein == pid, drop=True).load()
+        n = ref.sizes["atom"]
+        np.testing.assert_array_equal(sel.R.values[:, :n], ref.R.values)
+        np.testing.assert_array_equal(sel.F.values[:, :n], ref.F.values)
+        assert (sel.R.values[:, n:] == 0).all() and (sel.mask.values[:, n:] == 0).all()
+        assert (sel.mask.values[:, :n] == 1).all()
+        assert (sel.species.values[:, n:] == PAD_ID).all()
+        np.testing.assert_array_equal(sel.species.values[0, :n], ref.species.values)
+        np.testing.assert_array_equal(sel.temperature.values, ref.temperature.values)
+
+
+def test_view_is_lazy_and_reads_only_needed_chunks(demo_store, plan, monkeypatch):
+    from zarr.storage import LocalStore
+
+    reads = []
+    original = LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        if re.search(r"(^|/)[RF]/c/", key):
+            reads.append(key)
+        return await original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counting_get)
+    view = demo_store.bucket("views", 1, "train")
+    assert reads == []  # building the view reads no R/F chunk
+    view.R.isel(sample=0).values
+    assert 0 < len(reads) <= 1  # one chunk of one protein
+
+
+def test_split_views_partition_the_samples(demo_store, plan):
+    tr = demo_store.bucket("views", 0, "train")
+    va = demo_store.bucket("views", 0, "val")
+    key = lambda v: set(zip(v.protein.values.tolist(), v.frame.values.tolist()))
+    assert not key(tr) & key(va)
+    assert len(key(tr)) + len(key(va)) == plan.buckets[0].n_frames
+
+
+def test_accessor_pad_and_unpad(demo_store):
+    ds = demo_store.protein(demo_store.proteins[0])
+    padded = ds.prot.pad_to(40)
+    assert padded.sizes["atom"] == 40 and int(padded.prot.n_real.values) == 12
+    back = padded.prot.unpad()
+    np.testing.assert_array_equal(back.R.values, ds.R.values)
+
+
+@pytest.mark.parametrize("order", ["interleaved", "sequential"])
+def test_every_sample_once_per_epoch(demo_store, plan, order):
+    loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=7, order=order,
+                                                        last="pad", buffer_chunks=2))
+    seen = collections.Counter()
+    buckets = []
+    for batch in loader.epoch(0):
+        assert batch["R"].shape == (7, loader.n_max[batch["bucket"]], 3)
+        real = batch["sample_mask"] > 0
+        seen.update(zip(batch["protein"][real].tolist(), batch["frame"][real].tolist()))
+        assert (batch["mask"][~real] == 0).all()
+        buckets.append(batch["bucket"])
+    expected = sum(len(plan.split.frames(p, plan.frames[p], "train")) for p in plan.proteins)
+    assert len(seen) == expected and set(seen.values()) == {1}
+    if order == "sequential":
+        assert buckets == sorted(buckets)
+
+
+def test_batches_hold_the_right_data(demo_store, plan):
+    loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=5, seed=4))
+    batch = next(iter(loader.epoch(1)))
+    for i in range(5):
+        pid = plan.proteins[batch["protein"][i]]
+        ref = demo_store.protein(pid)
+        n = ref.sizes["atom"]
+        np.testing.assert_array_equal(batch["R"][i, :n], ref.R.values[batch["frame"][i]])
+        np.testing.assert_array_equal(batch["species"][i, :n], ref.species.values)
+
+
+def test_drop_last_never_short(demo_store, plan):
+    loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=8, last="drop"))
+    assert all(b["R"].shape[0] == 8 and b["sample_mask"].all() for b in loader.epoch(0))
+
+
+def test_deterministic_and_resumable(demo_store, plan):
+    cfg = LoaderConfig(batch_size=6, seed=11, buffer_chunks=1)
+    a = list(BatchLoader(demo_store, plan, cfg).epoch(3))
+    b = list(BatchLoader(demo_store, plan, cfg).epoch(3))
+    resumed = list(BatchLoader(demo_store, plan, cfg).epoch(3, start_step=4))
+    assert len(a) == len(b) and len(resumed) == len(a) - 4
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["R"], y["R"])
+    for x, y in zip(a[4:], resumed):
+        assert x["step"] == y["step"]
+        np.testing.assert_array_equal(x["R"], y["R"])
+        np.testing.assert_array_equal(x["frame"], y["frame"])
+    other = list(BatchLoader(demo_store, plan, cfg).epoch(4))
+    assert any(not np.array_equal(x["frame"], y["frame"]) for x, y in zip(a, other))
+
+
+def test_one_compiled_shape_per_bucket(demo_store, plan):
+    traces = []
+
+    @jax.jit
+    def f(R, mask):
+        traces.append(R.shape)
+        return jnp.sum(R * mask[..., None])
+
+    loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=4, last="pad"))
+    for _ in range(2):
+        for batch in loader.epoch(0):
+            f(batch["R"], batch["mask"])
+    assert len(traces) == len(plan.buckets) == len(set(traces))
+
+
+def test_export_npz_round_trips_through_ingest(demo_store, plan, tmp_path):
+    paths = export_npz(demo_store, plan, tmp_path / "npz")
+    assert [p.name for p in paths] == [f"bucket_N{b.n_max:04d}.npz" for b in plan.buckets]
+    with np.load(paths[-1]) as d:  # two proteins of different lengths: padded
+        assert d["species"].min() == -1 and d["resid"].min() == -1
+    store = protstore.open_store(tmp_path / "re.zarr", mode="a")
+    report = ingest(paths, store, IngestOptions(), progress=False, log=lambda m: None)
+    assert sorted(report.written) == sorted(plan.proteins)
+    for pid in plan.proteins:
+        np.testing.assert_array_equal(store.protein(pid).R.values,
+                                      demo_store.protein(pid).R.values)
