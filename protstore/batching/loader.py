@@ -82,6 +82,7 @@ class BatchLoader:
         self.n_max = [b.n_max for b in plan.buckets]
         self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
         self._arrays: dict[int, tuple] = {}
+        self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
 
     # ------------------------------------------------------------------ layout (metadata only)
@@ -101,6 +102,12 @@ class BatchLoader:
         return units
 
     def _layout(self, k: int, epoch: int) -> _Layout:
+        if (k, epoch) not in self._layouts:
+            self._layouts = {key: v for key, v in self._layouts.items() if key[1] == epoch}
+            self._layouts[(k, epoch)] = self._make_layout(k, epoch)
+        return self._layouts[(k, epoch)]
+
+    def _make_layout(self, k: int, epoch: int) -> _Layout:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, epoch, k])
         units = self._units[k]
@@ -179,12 +186,11 @@ class BatchLoader:
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
         cfg = self.config
         B = cfg.batch_size
-        layouts = {}
         caches: dict[int, dict[int, dict]] = {}
         for step, (k, j) in enumerate(self.schedule(epoch)):
             if step < start_step:
                 continue
-            lay = layouts.get(k) or layouts.setdefault(k, self._layout(k, epoch))
+            lay = self._layout(k, epoch)
             cache = caches.setdefault(k, {})
             lo = j * B
             hi = min(lo + B, len(lay.protein))
