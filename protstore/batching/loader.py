@@ -82,6 +82,7 @@ class BatchLoader:
         self.n_max = [b.n_max for b in plan.buckets]
         self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
         self._arrays: dict[int, tuple] = {}
+        self._tables: dict[int, dict[str, np.ndarray]] = {}
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
 
@@ -168,6 +169,19 @@ class BatchLoader:
             self._arrays[i] = (g["R"], g["F"], species, resid, mask, n)
         return self._arrays[i]
 
+    def _bucket_table(self, k: int) -> dict[str, np.ndarray]:
+        """Padded per-bead arrays of bucket k's proteins, rows indexed by protein index."""
+        if k not in self._tables:
+            rows = {key: np.zeros((len(self.proteins), self.n_max[k]), dtype)
+                    for key, dtype in (("species", np.int32), ("resid", np.int32),
+                                       ("mask", np.float32))}
+            for pid in self.plan.buckets[k].proteins:
+                i = self.proteins.index(pid)
+                _, _, rows["species"][i], rows["resid"][i], rows["mask"][i], _ = \
+                    self._protein_arrays(i)
+            self._tables[k] = rows
+        return self._tables[k]
+
     def _read_window(self, k: int, lay: _Layout, w: int) -> dict[str, np.ndarray]:
         lo, hi = lay.window_start[w], lay.window_start[w + 1]
         prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
@@ -209,10 +223,9 @@ class BatchLoader:
                     parts[key].append(cache[w][key][a:b])
             prot = lay.protein[lo:hi]
             batch = {key: np.concatenate(v) for key, v in parts.items()}
-            per = [self._protein_arrays(int(i)) for i in prot]
-            batch["species"] = np.stack([p[2] for p in per])
-            batch["resid"] = np.stack([p[3] for p in per])
-            batch["mask"] = np.stack([p[4] for p in per])
+            table = self._bucket_table(k)
+            for key in ("species", "resid", "mask"):
+                batch[key] = table[key][prot]
             batch["protein"] = prot.astype(np.int32)
             batch["frame"] = lay.frame[lo:hi].astype(np.int32)
             batch["sample_mask"] = np.ones(hi - lo, np.float32)

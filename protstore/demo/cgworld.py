@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..store.layout import KB_KCAL_PER_MOL_K
 from ..vocab import STANDARD_RESIDUES
 
 AMU_A2_PER_PS2 = 418.4  # (kcal/mol/Å) / amu -> Å/ps²
-KB = 0.0019872041  # kcal/mol/K
+KB = KB_KCAL_PER_MOL_K
 
 #: Per-species attraction strength h (kcal/mol), hydrophobic residues high.
 HYDROPHOBICITY = dict(zip(STANDARD_RESIDUES, [

@@ -202,7 +202,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         if units:
             raise InputError(f"{where}: protein {pid}: {units}")
         _fill_checksums(source, checksum)
-        writer.finish(_protein_doc(source, resname, excluded, writer))
+        writer.finish(_protein_doc(source, resname, excluded))
         status = store.commit(writer, overwrite=options.overwrite)
     except BaseException:
         bar.close()
@@ -218,7 +218,7 @@ def _maybe(t) -> float | None:
     return None if np.isnan(t) else t
 
 
-def _protein_doc(source: ProteinSource, resname, excluded, writer) -> dict:
+def _protein_doc(source: ProteinSource, resname, excluded) -> dict:
     chains = source.chain
     n_chains = int(1 + np.count_nonzero(chains[1:] != chains[:-1])) if len(chains) else 0
     return {
