@@ -100,6 +100,103 @@ def _demo(args) -> int:
     return 0 if result["ok"] else 1
 
 
+def _fit_priors(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .model.fit import collect_samples, fit_priors, plot_fit, priors_to_doc
+    from .store import open_store
+    from .store.schemas import check_document
+
+    store = open_store(args.store)
+    plan = store.plan(args.plan)
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise ProtstoreError(f"{out}: the priors file must end in .json")
+    priors, curves, info = fit_priors(collect_samples(
+        store, plan, max_frames=args.max_frames, temperature=args.temperature, seed=args.seed))
+    doc = priors_to_doc(priors, info, store=store.url, plan=plan.name,
+                        created_by=f"protstore {__version__}")
+    check_document(doc, "priors", str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    plot_fit(priors, curves, info, out.with_suffix(".png"))
+    p = doc["params"]
+    print(f"priors fitted on {info['n_frames']} training frames at T = {info['temperature_K']:.1f} K: "
+          f"bond k={p['bond']['k']:.1f} kcal/mol/Å² r0={p['bond']['r0']:.3f} Å; repulsion "
+          f"σ={p['repulsion']['sigma']:.2f} Å p={p['repulsion']['power']:.1f}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _model_options(pairs: list[str] | None) -> dict | None:
+    import json
+
+    if not pairs:
+        return None
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ProtstoreError(f"--model-option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _train(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .model.fit import priors_from_doc
+    from .store import open_store
+    from .train import TrainConfig, train
+
+    store = open_store(args.store)
+    plan = store.plan(args.plan)
+    if bool(args.out) == bool(args.resume):
+        raise ProtstoreError("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
+    if args.resume:
+        result = train(store, plan, args.resume, resume=True, progress=not args.no_progress)
+    else:
+        config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+        config = config.replace(
+            epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule,
+            learning_rate=args.lr, seed=args.seed, checkpoint_every_steps=args.checkpoint_every,
+            model=args.model, model_options=_model_options(args.model_option))
+        priors = None
+        if args.priors:
+            try:
+                priors = priors_from_doc(json.loads(Path(args.priors).read_text()))
+            except (OSError, json.JSONDecodeError, KeyError) as exc:
+                raise ProtstoreError(f"{args.priors}: cannot read priors ({exc})") from None
+        result = train(store, plan, args.out, config, priors=priors, progress=not args.no_progress)
+    v = result.final_val_rmse
+    print(f"trained {result.steps} steps ({result.compilations} compilation(s) of the train step); "
+          f"final validation force RMSE per component: "
+          f"{'n/a' if v is None else f'{v:.4f}'} kcal/mol/Å; outputs in {result.run_dir}")
+    return 0
+
+
+def _ema(args) -> int:
+    from .ema import compute_ema
+
+    compute_ema(args.source, args.out, decay=args.decay, decay_per=args.decay_per,
+                debias=args.debias, from_step=args.from_step, to_step=args.to_step, pkl=args.pkl)
+    return 0
+
+
+def _import_checkpoints(args) -> int:
+    from .ema import import_checkpoints
+
+    written = import_checkpoints(args.dir, args.out, allow_pickle=args.allow_pickle,
+                                 steps_per_epoch=args.steps_per_epoch)
+    print(f"imported {len(written)} checkpoints into {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="protstore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"protstore {__version__}")
@@ -165,6 +262,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["all", "train", "val"], default="all")
     p.add_argument("--pickle-objects", action="store_true",
                    help="write object arrays and aa_to_id dicts as the predecessor did")
+
+    p = command("fit-priors", _fit_priors,
+                "fit the prior terms by Boltzmann inversion on a plan's training split")
+    p.add_argument("store")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--out", required=True, metavar="PRIORS.json",
+                   help="fitted parameters (JSON); a PNG of the fit is written beside it")
+    p.add_argument("--max-frames", type=int, default=20000, help="training frames to sample")
+    p.add_argument("--temperature", type=float, metavar="K",
+                   help="use only frames at this temperature (default: all, at their mean T)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command("train", _train, "train a CG force field (priors + network) by force matching")
+    p.add_argument("store")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--out", metavar="RUN_DIR", help="a new run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--config", metavar="FILE.json", help="TrainConfig fields (flags override)")
+    p.add_argument("--priors", metavar="PRIORS.json", help="from fit-priors (default: fit now)")
+    p.add_argument("--schedule", choices=["interleaved", "sequential"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also checkpoint every N steps (always at epoch ends)")
+    p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
+                   help="learned energy (default protstore.model.network:schnet)")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="keyword option of the model factory (JSON value), repeatable")
+
+    p = command("ema", _ema, "exponential moving average of parameters over stored checkpoints")
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINTS")
+    p.add_argument("--out", required=True, help="the EMA checkpoint group to write")
+    p.add_argument("--decay", type=float, default=0.999, help="per-step (or per-checkpoint) decay")
+    p.add_argument("--decay-per", choices=["step", "checkpoint"], default="step",
+                   help="step: d^Δ between checkpoints Δ steps apart (default); checkpoint: d "
+                        "once per checkpoint (the predecessor's convention)")
+    p.add_argument("--debias", action=argparse.BooleanOptionalAction, default=True,
+                   help="remove the weight left on the first checkpoint (default: on)")
+    p.add_argument("--from-step", type=int)
+    p.add_argument("--to-step", type=int)
+    p.add_argument("--pkl", metavar="PATH", help="also pickle the nested params dict here")
+
+    p = command("import-checkpoints", _import_checkpoints,
+                "convert the predecessor's epoch*.pkl checkpoints into Zarr checkpoint groups")
+    p.add_argument("dir")
+    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="required: unpickling runs code from the files (only for files you trust)")
+    p.add_argument("--steps-per-epoch", type=int,
+                   help="store step = epoch x this (else the step is the epoch number)")
 
     p = command("demo-data", _demo_data, "generate the demo data set (mdCATH-layout HDF5)")
     p.add_argument("out")

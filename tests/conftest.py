@@ -99,3 +99,35 @@ def demo_store(tmp_path_factory, demo_files):
     path = tmp_path_factory.mktemp("store") / "demo.zarr"
     ingest(demo_files, protstore.open_store(path, mode="a"), progress=False, log=lambda m: None)
     return protstore.open_store(path, mode="a")
+
+
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory):
+    """A small demo store for training: 3 proteins (one two-chain), 80 frames each, with a
+    2-bucket plan 'p' holding out 25% of every protein's frames."""
+    import protstore
+    from protstore.batching import plan_from_store, save_plan
+    from protstore.ingest import ingest
+
+    out = tmp_path_factory.mktemp("train-data")
+    config = DemoConfig(lengths=(16, 30, 45), two_chain=(1,), temperatures=(320, 348),
+                        replicas=1, frames=40, corrupt=False, seed=3)
+    files = make_demo_dataset(out / "data", config, progress=False)
+    store = protstore.open_store(out / "store.zarr", mode="a")
+    ingest(files, store, progress=False, log=lambda m: None)
+    plan = plan_from_store(store, name="p", strategy="optimal", n_buckets=2, split="frame",
+                           val_fraction=0.25, seed=0)
+    save_plan(store, plan)
+    return protstore.open_store(out / "store.zarr")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, train_store):
+    """A short interleaved run on ``train_store`` (3 epochs, extra checkpoints every 5 steps)."""
+    from protstore.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    config = TrainConfig(epochs=3, batch_size=8, checkpoint_every_steps=5, learning_rate=3e-3)
+    result = train(train_store, train_store.plan("p"), out, config, progress=False,
+                   echo=lambda m: None)
+    return result

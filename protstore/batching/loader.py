@@ -49,6 +49,7 @@ class LoaderConfig:
     last: str = "drop"  # or "pad": fill the last batch of a bucket with masked samples
     buffer_chunks: int = 8
     prefetch: int = 4
+    buckets: tuple[int, ...] | None = None  # only these buckets (None: all)
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ class BatchLoader:
     """Batches of one plan's split as dicts of NumPy arrays with static shapes per bucket.
 
     Keys: ``R``, ``F`` [B, N_max, 3] float32; ``mask`` [B, N_max] float32; ``species``,
-    ``resid`` [B, N_max] int32; ``protein`` [B] int32 (index into ``plan.proteins``, -1 for a
-    padded sample); ``frame`` [B] int32; ``sample_mask`` [B] float32; ``bucket``, ``epoch``,
+    ``resid``, ``chain`` [B, N_max] int32 (``chain``: the protein's chains numbered 0, 1, ... in
+    bead order; -1 for padding); ``protein`` [B] int32 (index into ``plan.proteins``, -1 for a
+    padded sample); ``frame`` [B] int32; ``temperature`` [B] float32 (K); ``sample_mask`` [B] float32; ``bucket``, ``epoch``,
     ``step`` ints.
     """
 
@@ -130,7 +132,9 @@ class BatchLoader:
 
     def schedule(self, epoch: int) -> list[tuple[int, int]]:
         """(bucket, batch number within the bucket) for every step of ``epoch``."""
-        counts = [self._layout(k, epoch).n_batches for k in range(len(self.plan.buckets))]
+        chosen = self.config.buckets
+        counts = [self._layout(k, epoch).n_batches if chosen is None or k in chosen else 0
+                  for k in range(len(self.plan.buckets))]
         steps = [(k, i) for k, n in enumerate(counts) for i in range(n)]
         if self.config.order == "interleaved":
             perm = np.random.default_rng([self.config.seed, epoch, 1 << 30]).permutation(len(steps))
@@ -164,9 +168,14 @@ class BatchLoader:
             species[:n] = g["species"][:]
             resid = np.full(n_max, -1, np.int32)
             resid[:n] = g["resid"][:]
+            chain = np.full(n_max, -1, np.int32)
+            labels = np.array([str(c) for c in g["chain"][:]])
+            _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
+            chain[:n] = np.argsort(np.argsort(first))[codes]  # numbered in order of appearance
             mask = np.zeros(n_max, np.float32)
             mask[:n] = 1.0
-            self._arrays[i] = (g["R"], g["F"], species, resid, mask, n)
+            temperature = np.asarray(g["temperature"][:], np.float32)
+            self._arrays[i] = (g["R"], g["F"], temperature, species, resid, chain, mask, n)
         return self._arrays[i]
 
     def _bucket_table(self, k: int) -> dict[str, np.ndarray]:
@@ -174,11 +183,11 @@ class BatchLoader:
         if k not in self._tables:
             rows = {key: np.zeros((len(self.proteins), self.n_max[k]), dtype)
                     for key, dtype in (("species", np.int32), ("resid", np.int32),
-                                       ("mask", np.float32))}
+                                       ("chain", np.int32), ("mask", np.float32))}
             for pid in self.plan.buckets[k].proteins:
                 i = self.proteins.index(pid)
-                _, _, rows["species"][i], rows["resid"][i], rows["mask"][i], _ = \
-                    self._protein_arrays(i)
+                (_, _, _, rows["species"][i], rows["resid"][i], rows["chain"][i], rows["mask"][i],
+                 _) = self._protein_arrays(i)
             self._tables[k] = rows
         return self._tables[k]
 
@@ -189,7 +198,7 @@ class BatchLoader:
         out = {"R": np.zeros((hi - lo, n_max, 3), np.float32),
                "F": np.zeros((hi - lo, n_max, 3), np.float32)}
         for i in np.unique(prot):
-            R, F, _, _, _, n = self._protein_arrays(int(i))
+            R, F, *_, n = self._protein_arrays(int(i))
             rows = np.flatnonzero(prot == i)
             fr = frame[rows]
             a, b = int(fr.min()), int(fr.max()) + 1  # whole chunk reads
@@ -224,10 +233,13 @@ class BatchLoader:
             prot = lay.protein[lo:hi]
             batch = {key: np.concatenate(v) for key, v in parts.items()}
             table = self._bucket_table(k)
-            for key in ("species", "resid", "mask"):
+            for key in ("species", "resid", "chain", "mask"):
                 batch[key] = table[key][prot]
             batch["protein"] = prot.astype(np.int32)
             batch["frame"] = lay.frame[lo:hi].astype(np.int32)
+            batch["temperature"] = np.array(
+                [self._protein_arrays(int(i))[2][f] for i, f in zip(prot, batch["frame"])],
+                np.float32)
             batch["sample_mask"] = np.ones(hi - lo, np.float32)
             if hi - lo < B:  # only with last="pad"
                 batch = _pad_batch(batch, B)
@@ -278,7 +290,7 @@ class BatchLoader:
 
 def _pad_batch(batch: dict, B: int) -> dict:
     n = len(batch["protein"])
-    fills = {"species": PAD_ID, "resid": -1, "protein": -1, "frame": -1}
+    fills = {"species": PAD_ID, "resid": -1, "chain": -1, "protein": -1, "frame": -1}
     out = {}
     for key, value in batch.items():
         pad = np.full((B - n,) + value.shape[1:], fills.get(key, 0), dtype=value.dtype)

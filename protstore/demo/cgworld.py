@@ -42,6 +42,7 @@ class WorldParams:
     sigma: float = 4.0
     r_att: float = 6.0
     w_att: float = 1.0
+    attraction: float = 1.0  # multiplies every ε_ab
     mass: float = 110.0
     friction: float = 5.0  # 1/ps
     dt: float = 0.01  # ps
@@ -100,7 +101,7 @@ def energy(R, h, topo: Topology, p: WorldParams):
     q = topo.pairs
     if len(q):
         rp = jnp.linalg.norm(R[q[:, 1]] - R[q[:, 0]], axis=-1)
-        eps = jnp.sqrt(h[q[:, 0]] * h[q[:, 1]])
+        eps = p.attraction * jnp.sqrt(h[q[:, 0]] * h[q[:, 1]])
         e += jnp.sum(p.eps_rep * (p.sigma / rp) ** 12
                      - eps * jnp.exp(-((rp - p.r_att) ** 2) / (2 * p.w_att ** 2)))
     return e

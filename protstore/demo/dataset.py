@@ -46,10 +46,10 @@ class DemoConfig:
     frames: int = 100
     stride: int = 50
     equilibration: int = 1000
-    force_noise: float = 4.0
+    force_noise: float = 1.0
     corrupt: bool = True
     seed: int = 0
-    world: WorldParams = field(default_factory=WorldParams)
+    world: WorldParams = field(default_factory=lambda: WorldParams(attraction=3.0))
 
 
 def _pdb_line(serial, name, resname, chain, resid, xyz, element) -> str:

@@ -1,0 +1,203 @@
+"""Parameter pytrees <-> Zarr checkpoint groups; a run's checkpoints listed by step.
+
+A checkpoint is a directory that is a Zarr v3 group (``xr``/``zarr`` can open it without
+protstore)::
+
+    step_00001200/
+      zarr.json                 attrs["protstore_checkpoint"]: step, epoch, val_rmse, ... (schemas/checkpoint.json)
+      params/prior/bond/k       one array per leaf, at the path of the nested params dict
+      params/model/embed        ...
+      opt_state/00000 ...       optimizer-state leaves in tree order (resumable checkpoints only)
+
+Groups are written to a hidden sibling directory and renamed into place, so a checkpoint either
+exists whole or not at all, and an existing checkpoint is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jax
+import numpy as np
+import zarr
+
+from . import __version__
+from .errors import ProtstoreError, StoreError
+from .store.schemas import check_document
+from .store.writer import fsync_tree
+
+CHECKPOINT_DOC = "protstore_checkpoint"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class CheckpointError(ProtstoreError):
+    """A checkpoint that cannot be written or read as asked."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    attrs: dict
+    params: dict
+    opt_state: object | None = None
+
+    @property
+    def step(self) -> int:
+        return self.attrs["step"]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def _check_tree(params, where: str) -> None:
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{where}: params must be a nested dict of arrays")
+    for key, value in params.items():
+        if not isinstance(key, str) or not key or "/" in key or key.startswith("."):
+            raise CheckpointError(f"{where}: params key {key!r} is not a valid group name")
+        if isinstance(value, dict):
+            _check_tree(value, f"{where}/{key}")
+
+
+def _write_tree(group: zarr.Group, tree: dict) -> None:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _write_tree(group.create_group(key), value)
+        else:
+            a = np.asarray(value)
+            group.create_array(key, shape=a.shape, dtype=a.dtype, chunks=a.shape)[...] = a
+
+
+def _read_tree(group: zarr.Group) -> dict:
+    out = {}
+    for key, node in sorted(group.members()):
+        out[key] = _read_tree(node) if isinstance(node, zarr.Group) else node[...]
+    return out
+
+
+def is_finite(tree) -> bool:
+    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
+def write_checkpoint(path: str | os.PathLike, params: dict, attrs: dict, *,
+                     opt_state=None) -> Path:
+    """Write ``params`` (and ``opt_state``) as the checkpoint group ``path``; never overwrites.
+
+    ``attrs`` needs at least kind, step, epoch and model; format, finite and created are filled.
+    """
+    path = Path(path)
+    if path.exists():
+        raise CheckpointError(f"{path}: checkpoint exists; checkpoints are never overwritten")
+    _check_tree(params, str(path))
+    params = jax.device_get(params)
+    doc = {"format": CHECKPOINT_DOC, "version": 1, "created_by": f"protstore {__version__}",
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "finite": is_finite(params) and (opt_state is None or is_finite(opt_state)), **attrs}
+    if opt_state is not None:
+        leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(opt_state))
+        doc["opt_state_paths"] = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
+    check_document(doc, "checkpoint", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root = zarr.open_group(tmp, mode="w-", zarr_format=3)
+            root.attrs[CHECKPOINT_DOC] = doc
+            _write_tree(root.create_group("params"), params)
+            if opt_state is not None:
+                g = root.create_group("opt_state")
+                for i, (_, leaf) in enumerate(leaves_with_path):
+                    _write_tree(g, {f"{i:05d}": leaf})
+        fsync_tree(tmp)
+        os.rename(tmp, path)  # fails rather than replace a non-empty directory
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_attrs(path: str | os.PathLike) -> dict:
+    """The checkpoint document of ``path`` (schema-checked)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            doc = zarr.open_group(path, mode="r").attrs[CHECKPOINT_DOC]
+    except Exception as exc:  # noqa: BLE001 - any failure means: not a readable checkpoint
+        raise CheckpointError(f"{path}: not a protstore checkpoint ({type(exc).__name__}: {exc})") from None
+    try:
+        check_document(dict(doc), "checkpoint", str(path))
+    except StoreError as exc:
+        raise CheckpointError(str(exc)) from None
+    return dict(doc)
+
+
+def read_checkpoint(path: str | os.PathLike, *, opt_template=None) -> Checkpoint:
+    """Read a checkpoint; with ``opt_template`` (e.g. ``optimizer.init(params)``) also its
+    optimizer state, checked leaf by leaf against the template's structure and shapes."""
+    path = Path(path)
+    attrs = read_attrs(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = zarr.open_group(path, mode="r")
+        params = _read_tree(root["params"])
+        opt_state = None
+        if opt_template is not None:
+            if "opt_state" not in root:
+                raise CheckpointError(f"{path}: no optimizer state (not a resumable checkpoint)")
+            leaves, treedef = jax.tree_util.tree_flatten(opt_template)
+            stored = root["opt_state"]
+            if len(list(stored.array_keys())) != len(leaves):
+                raise CheckpointError(f"{path}: optimizer state has {len(list(stored.array_keys()))} "
+                                      f"leaves, the optimizer expects {len(leaves)}")
+            values = []
+            for i, ref in enumerate(leaves):
+                value = stored[f"{i:05d}"][...]
+                if value.shape != np.shape(ref):
+                    raise CheckpointError(f"{path}: optimizer state leaf "
+                                          f"{attrs['opt_state_paths'][i]} has shape {value.shape}, "
+                                          f"expected {np.shape(ref)}")
+                values.append(value)
+            opt_state = jax.tree_util.tree_unflatten(treedef, values)
+    return Checkpoint(path, attrs, params, opt_state)
+
+
+def list_checkpoints(path: str | os.PathLike, *, warn=warnings.warn) -> list[tuple[Path, dict]]:
+    """(path, attrs) of the valid, finite checkpoints under ``path`` ordered by stored step.
+
+    ``path`` is a run directory (its ``checkpoints/`` is searched) or a directory of checkpoint
+    groups. Anything else there (unreadable, failing the schema, non-finite) is skipped with a
+    warning naming it; hidden staging directories are ignored.
+    """
+    path = Path(path)
+    base = path / CHECKPOINTS_DIR if (path / CHECKPOINTS_DIR).is_dir() else path
+    if not base.is_dir():
+        raise CheckpointError(f"{path}: no such run or checkpoint directory")
+    found = []
+    for child in sorted(base.iterdir()):
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        try:
+            attrs = read_attrs(child)
+        except CheckpointError as exc:
+            warn(f"skipping {child}: {exc}")
+            continue
+        if not attrs["finite"]:
+            warn(f"skipping {child}: non-finite (diverged) state")
+            continue
+        found.append((child, attrs))
+    found.sort(key=lambda item: item[1]["step"])
+    steps = [a["step"] for _, a in found]
+    if len(set(steps)) != len(steps):
+        dup = sorted({s for s in steps if steps.count(s) > 1})
+        raise CheckpointError(f"{base}: several checkpoints claim step {dup[0]}")
+    return found

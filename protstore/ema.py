@@ -1,0 +1,225 @@
+"""Post-hoc EMA of parameters over stored checkpoints (domain notes section 6).
+
+Online EMA with per-step decay d is e_t = d e_{t-1} + (1 - d) p_t. Checkpoints are a sample of
+that stream; between consecutive checkpoints Δ steps apart the exact update for params held
+constant over the interval is
+
+    e <- d^Δ e + (1 - d^Δ) p                      (decay_per="step", the default)
+
+The predecessor applied d once per checkpoint (decay_per="checkpoint"), so with d = 0.999 and
+8 checkpoints the "EMA" was 99% the first one. The first checkpoint is the EMA's initial value;
+``debias`` removes the weight it still carries, d^(s_last - s_first), and renormalises, exactly
+like ``optax.ema(debias=True)`` when the first checkpoint is the step-0 state.
+
+The state is an optax-style pure ``init``/``update`` pair over NumPy pytrees (float64
+accumulation); ``compute_ema`` streams checkpoints through it, holding one running mean and one
+checkpoint at a time.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, list_checkpoints, read_checkpoint,
+                          write_checkpoint)
+from .errors import PickleRefusedError, ProtstoreError
+
+DECAY_PER = ("step", "checkpoint")
+
+
+class EmaState(NamedTuple):
+    mean: dict  # running mean, float64 leaves
+    step: int  # step of the last checkpoint folded in
+    initial_weight: float  # weight the initial value (first checkpoint) still carries
+
+
+def ema_init(params: dict, step: int, *, debias: bool) -> EmaState:
+    """Start from the first checkpoint (zeros in its place when debiasing)."""
+    mean = jax.tree.map(lambda x: np.zeros(np.shape(x)) if debias else np.asarray(x, np.float64),
+                        params)
+    return EmaState(mean, step, 1.0)
+
+
+def interval_decay(decay: float, delta: int, decay_per: str) -> float:
+    """The factor d^Δ (per step) or d (per checkpoint) applied between two checkpoints."""
+    if decay_per not in DECAY_PER:
+        raise ProtstoreError(f"decay_per must be one of {DECAY_PER}, not {decay_per!r}")
+    return decay ** delta if decay_per == "step" else decay
+
+
+def ema_update(state: EmaState, params: dict, step: int, *, decay: float,
+               decay_per: str = "step") -> EmaState:
+    """Fold in the checkpoint ``params`` saved at ``step`` (> the previous step)."""
+    if step <= state.step:
+        raise ProtstoreError(f"checkpoints must come in increasing step order ({step} after "
+                             f"{state.step})")
+    a = interval_decay(decay, step - state.step, decay_per)
+    mean = jax.tree.map(lambda e, p: a * e + (1.0 - a) * np.asarray(p, np.float64),
+                        state.mean, params)
+    return EmaState(mean, step, state.initial_weight * a)
+
+
+def ema_params(state: EmaState, *, debias: bool) -> dict:
+    """The EMA parameters (float64); debiased: divided by 1 - (initial weight)."""
+    if not debias:
+        return state.mean
+    if state.initial_weight >= 1.0:
+        raise ProtstoreError("debiased EMA of a single checkpoint is undefined: give at least "
+                             "two checkpoints, or --no-debias")
+    return jax.tree.map(lambda e: e / (1.0 - state.initial_weight), state.mean)
+
+
+def effective_weights(steps: list[int], *, decay: float, decay_per: str,
+                      debias: bool) -> np.ndarray:
+    """Weight of each checkpoint in the result (they sum to 1), from the steps alone."""
+    a = np.array([interval_decay(decay, s1 - s0, decay_per) for s0, s1 in zip(steps, steps[1:])])
+    after = np.append(np.cumprod(a[::-1])[::-1], 1.0)  # Π of the factors after each checkpoint
+    w = np.empty(len(steps))
+    w[0] = after[0]
+    w[1:] = (1.0 - a) * after[1:]
+    if debias:
+        w[0] = 0.0
+        w = w / w.sum()
+    return w
+
+
+def _leaf_signature(params: dict) -> dict[str, tuple]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    return {jax.tree_util.keystr(p): np.shape(x) for p, x in leaves}
+
+
+def check_same_structure(ref: dict[str, tuple], params: dict, where: str) -> None:
+    """Raise naming the first leaf that is missing, extra, or of another shape than in the
+    reference signature ``{leaf path: shape}``."""
+    got = _leaf_signature(params)
+    for key in sorted(set(ref) | set(got)):
+        if key not in got:
+            raise CheckpointError(f"{where}: leaf params{key} is missing")
+        if key not in ref:
+            raise CheckpointError(f"{where}: leaf params{key} is not in the first checkpoint")
+        if ref[key] != got[key]:
+            raise CheckpointError(f"{where}: leaf params{key} has shape {got[key]}, the first "
+                                  f"checkpoint has {ref[key]}")
+
+
+def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
+                decay_per: str = "step", debias: bool = True, from_step: int | None = None,
+                to_step: int | None = None, pkl: str | Path | None = None,
+                echo: Callable[[str], None] = print) -> dict:
+    """EMA over the checkpoints of ``source`` (a run directory or a directory of checkpoint
+    groups), written as the checkpoint group ``out``; returns its attrs['ema']."""
+    if not 0.0 < decay < 1.0:
+        raise ProtstoreError(f"decay must be in (0, 1), not {decay}")
+    found = list_checkpoints(source, warn=lambda m: echo(f"warning: {m}"))
+    found = [(p, a) for p, a in found if a["kind"] in ("checkpoint", "imported")
+             and (from_step is None or a["step"] >= from_step)
+             and (to_step is None or a["step"] <= to_step)]
+    if not found:
+        raise CheckpointError(f"{source}: no valid checkpoints in the step range")
+    steps = [a["step"] for _, a in found]
+    if decay_per == "step" and any(a.get("step_unit") == "epoch" for _, a in found):
+        echo("warning: these imported checkpoints store epochs, not steps (no --steps-per-epoch "
+             "at import): the per-step decay is applied per epoch")
+    weights = effective_weights(steps, decay=decay, decay_per=decay_per, debias=debias)
+
+    first = read_checkpoint(found[0][0]).params
+    dtypes = jax.tree.map(lambda x: np.asarray(x).dtype, first)
+    state = ema_init(first, steps[0], debias=debias)
+    reference = _leaf_signature(first)
+    del first
+    for path, attrs in found[1:]:
+        params = read_checkpoint(path).params
+        check_same_structure(reference, params, str(path))
+        state = ema_update(state, params, attrs["step"], decay=decay, decay_per=decay_per)
+        del params
+    result = jax.tree.map(lambda x, dt: np.asarray(x, dt), ema_params(state, debias=debias),
+                          dtypes)
+
+    last = found[-1][1]
+    doc = {"decay": decay, "decay_per": decay_per, "debias": debias, "steps": steps,
+           "weights": [float(w) for w in weights], "sources": [p.name for p, _ in found],
+           "initial_weight": float(state.initial_weight)}
+    attrs = {"kind": "ema", "step": last["step"], "epoch": last["epoch"], "model": last["model"],
+             "source": str(Path(source).resolve()), "ema": doc}
+    for key in ("phase", "bucket", "config_hash"):
+        if key in last:
+            attrs[key] = last[key]
+    write_checkpoint(out, result, attrs)
+    if pkl is not None:
+        with open(pkl, "wb") as fh:
+            pickle.dump(result, fh)
+
+    echo(f"EMA over {len(found)} checkpoints (steps {steps[0]}..{steps[-1]}), decay {decay} per "
+         f"{decay_per}, {'debiased' if debias else 'not debiased'}")
+    echo("  checkpoint              step    weight")
+    for (path, _), s, w in zip(found, steps, weights):
+        echo(f"  {path.name:<20s} {s:>7d}  {w:8.2%}")
+    top = int(np.argmax(weights))
+    if len(found) > 1 and weights[top] > 0.5:
+        which = "the first checkpoint" if top == 0 else found[top][0].name
+        echo(f"warning: {which} carries {weights[top]:.0%} of the weight: the EMA is mostly one "
+             "checkpoint (decay too close to 1 for the interval; use --decay-per step or a "
+             "smaller --decay)")
+    echo(f"wrote {out}" + (f" and {pkl}" if pkl else ""))
+    return doc
+
+
+# ---------------------------------------------------------------------- predecessor import
+_EPOCH = re.compile(r"epoch[_-]?(\d+)")
+
+
+def import_checkpoints(source: str | Path, out: str | Path, *, allow_pickle: bool = False,
+                       steps_per_epoch: int | None = None,
+                       echo: Callable[[str], None] = print) -> list[Path]:
+    """Convert the predecessor's ``epoch*.pkl`` files (``{'trainer_state': {'params': ...}}``)
+    into checkpoint groups ``out/checkpoints/step_XXXXXXXX``. Unpickling runs code from the file,
+    so it needs ``allow_pickle=True``; ``*_error_state.pkl`` and ``*.meta.pkl`` are skipped."""
+    source = Path(source)
+    files = sorted(p for p in source.glob("epoch*.pkl")
+                   if not p.name.endswith(("_error_state.pkl", ".meta.pkl")))
+    if not files:
+        raise ProtstoreError(f"{source}: no epoch*.pkl checkpoint files")
+    if not allow_pickle:
+        raise PickleRefusedError(f"{files[0]}: importing pickle checkpoints runs code stored in "
+                                 "them; pass --allow-pickle only for files you trust")
+    written = []
+    for path in sorted(files, key=lambda p: int(_EPOCH.search(p.name).group(1))
+                       if _EPOCH.search(p.name) else -1):
+        match = _EPOCH.search(path.name)
+        if match is None:
+            raise ProtstoreError(f"{path}: no epoch number in the file name")
+        epoch = int(match.group(1))
+        try:
+            with open(path, "rb") as fh:
+                blob = pickle.load(fh)  # noqa: S301 - explicitly allowed by the user
+            params = blob["trainer_state"]["params"]
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as exc:
+            raise ProtstoreError(f"{path}: not a predecessor checkpoint "
+                                 f"(expected trainer_state['params']: {exc!r})") from None
+        params = jax.tree.map(np.asarray, _as_plain_dict(params, path))
+        step = epoch * steps_per_epoch if steps_per_epoch else epoch
+        attrs = {"kind": "imported", "step": step, "epoch": epoch,
+                 "model": {"factory": "unknown (imported from pickle)", "options": {}},
+                 "source": str(path.resolve()),
+                 "step_unit": "step" if steps_per_epoch else "epoch"}
+        target = Path(out) / CHECKPOINTS_DIR / f"step_{step:08d}"
+        written.append(write_checkpoint(target, params, attrs))
+        echo(f"{path.name} -> {target}")
+    return written
+
+
+def _as_plain_dict(tree, path) -> dict:
+    """Nested mappings (dict, FrozenDict, ...) as plain dicts."""
+    if hasattr(tree, "items"):
+        return {str(k): _as_plain_dict(v, path) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        raise ProtstoreError(f"{path}: params hold a {type(tree).__name__}; only nested dicts of "
+                             "arrays can be imported")
+    return tree

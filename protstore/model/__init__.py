@@ -1,0 +1,10 @@
+"""The CG force field: topology, NaN-safe geometry, priors (+ their fit), the network, energies."""
+
+from .energy import (DEFAULT_MODEL, MODES, EnergyModel, batch_forces, load_model,
+                     squared_error_sums, total_energy)
+from .priors import default_priors, prior_energy, prior_terms
+from .topology import Topology, build_topology
+
+__all__ = ["DEFAULT_MODEL", "MODES", "EnergyModel", "Topology", "batch_forces", "build_topology",
+           "default_priors", "load_model", "prior_energy", "prior_terms", "squared_error_sums",
+           "total_energy"]

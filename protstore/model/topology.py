@@ -1,0 +1,43 @@
+"""CG topology of one padded frame, from bead order, ``resid``, ``chain`` and the mask.
+
+Two beads are bonded when they are consecutive in bead order, both real, on the same chain, and
+their resids differ by exactly one (a resid gap or a chain change breaks the chain: no fake
+bonds). Angles and dihedrals are runs of 2 and 3 consecutive bonds. Non-bonded pairs are all
+pairs of real beads except those joined by one or two bonds, which is |i - j| >= 3 within a
+continuous chain and includes beads across chain breaks.
+
+All terms are masks over fixed-size arrays (shapes depend only on N_max), so one compiled
+function serves every protein of a bucket; works under ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+
+class Topology(NamedTuple):
+    """Masks (bool) of the terms of one frame with N_max beads."""
+
+    bond: jnp.ndarray  # [N-1]: beads i, i+1 bonded
+    angle: jnp.ndarray  # [N-2]: beads i, i+1, i+2
+    dihedral: jnp.ndarray  # [N-3]: beads i .. i+3
+    pair: jnp.ndarray  # [N, N]: non-bonded pair i < j (upper triangle)
+    real: jnp.ndarray  # [N]: real beads
+
+
+def build_topology(resid: jnp.ndarray, chain: jnp.ndarray, mask: jnp.ndarray) -> Topology:
+    """Topology from resid [N] int, chain [N] int and mask [N] (1 real, 0 padded)."""
+    real = mask > 0
+    bond = real[:-1] & real[1:] & (chain[:-1] == chain[1:]) & (resid[1:] == resid[:-1] + 1)
+    angle = bond[:-1] & bond[1:]
+    dihedral = angle[:-1] & bond[2:]
+    n = real.shape[0]
+    i = jnp.arange(n)[:, None]
+    j = jnp.arange(n)[None, :]
+    sep = j - i
+    one_bond = (sep == 1) & jnp.pad(bond, (0, 1))[:, None]
+    two_bonds = (sep == 2) & jnp.pad(angle, (0, 2))[:, None]
+    pair = (sep > 0) & real[:, None] & real[None, :] & ~one_bond & ~two_bonds
+    return Topology(bond, angle, dihedral, pair, real)

@@ -1,0 +1,76 @@
+"""Training configuration as data: a frozen dataclass, read from JSON and saved into the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ProtstoreError
+from ..model.energy import DEFAULT_MODEL
+
+SCHEDULES = ("interleaved", "sequential")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (saved as ``RUN_DIR/config.json``).
+
+    schedule : ``interleaved`` (one model and optimizer state, batches of all buckets mixed in
+        every epoch) or ``sequential`` (the predecessor's: all epochs on bucket 0 from the
+        initial params, then bucket 1 from bucket 0's params with a fresh optimizer, ...).
+    epochs : epochs per phase (interleaved has one phase; sequential one per bucket).
+    learning_rate, warmup_steps, weight_decay, clip_norm : AdamW with linear warmup and cosine
+        decay to 1% over each phase, after global-norm gradient clipping.
+    checkpoint_every_steps : extra checkpoints every N steps (0: only at epoch ends).
+    model, model_options : the learned energy ``package.module:factory`` and its keyword options.
+    """
+
+    epochs: int = 3
+    batch_size: int = 16
+    schedule: str = "interleaved"
+    learning_rate: float = 2e-3
+    warmup_steps: int = 20
+    weight_decay: float = 1e-4
+    clip_norm: float = 10.0
+    seed: int = 0
+    checkpoint_every_steps: int = 0
+    model: str = DEFAULT_MODEL
+    model_options: dict = field(default_factory=dict)
+    buffer_chunks: int = 8
+    prefetch: int = 4
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ProtstoreError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ProtstoreError(f"{name} must be >= 1, not {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ProtstoreError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**doc)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ProtstoreError(f"{path}: cannot read training config ({exc})") from None
+        return cls.from_dict(doc)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,372 @@
+"""A training run: its directory, the epoch loop over bucket schedules, validation, metrics,
+checkpoints, resume and the final export.
+
+    RUN_DIR/
+      run.json            store, plan, devices, protstore version
+      config.json         the TrainConfig (its sha256 is in every checkpoint)
+      priors.json         the priors used (fitted by Boltzmann inversion unless given)
+      metrics.jsonl       one line per epoch: train loss, validation RMSE overall and per bucket
+      checkpoints/step_XXXXXXXX/   params + optimizer state (Zarr groups; step 0 is the init)
+      final/ best/        params of the last step and of the best validation epoch
+      params.pkl          the final params as a nested dict of NumPy arrays
+      loss_curve.png
+      diverged/           a non-finite state, kept for inspection (never a checkpoint)
+
+Resume continues from the last checkpoint with its optimizer state and loader position
+(``loader.epoch(e, start_step=s)``), so an interrupted run ends with the same params as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from .. import __version__
+from ..batching import BatchLoader, BucketPlan, LoaderConfig
+from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is_finite,
+                           list_checkpoints, read_checkpoint, write_checkpoint)
+from ..errors import ProtstoreError
+from ..model.energy import load_model, total_energy
+from ..model.fit import priors_from_doc
+from ..store import Store
+from ..store.schemas import check_document
+from .config import TrainConfig
+from .step import DataParallel, TrainState, make_eval_step, make_optimizer, make_train_step
+
+
+class TrainingDiverged(ProtstoreError):
+    """The loss or the parameters became non-finite."""
+
+
+@dataclass
+class Position:
+    """Where a run is: phase, epochs completed in it, next step of the epoch, global step."""
+
+    phase: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    step: int = 0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_val_rmse: float | None
+    final_val_rmse_per_bucket: dict
+    best_step: int | None
+    steps: int
+    compilations: int
+    metrics: list = field(default_factory=list)
+
+
+def force_rms(loader: BatchLoader, n_batches: int = 8) -> float:
+    """RMS of the reference force components (kcal/mol/Å) over the first batches of epoch 0."""
+    total, count = 0.0, 0.0
+    for i, batch in enumerate(loader.epoch(0)):
+        w = batch["mask"] * batch["sample_mask"][:, None]
+        total += float(np.sum(w[..., None] * batch["F"].astype(np.float64) ** 2))
+        count += 3.0 * float(w.sum())
+        if i + 1 >= n_batches:
+            break
+    return math.sqrt(total / count) if count else 1.0
+
+
+def validate(evaluate: Callable, params, loader: BatchLoader | None, place) -> dict:
+    """Validation force RMSE per component (kcal/mol/Å), overall and per bucket."""
+    if loader is None:
+        return {"val_rmse": None, "val_rmse_per_bucket": {}}
+    sums: dict[int, list[float]] = {}
+    for batch in loader.epoch(0):
+        sq, n = evaluate(params, place(batch))
+        acc = sums.setdefault(batch["bucket"], [0.0, 0.0])
+        acc[0] += float(sq)
+        acc[1] += float(n)
+    per = {str(k): math.sqrt(s / (3 * n)) if n else None for k, (s, n) in sorted(sums.items())}
+    s, n = sum(v[0] for v in sums.values()), sum(v[1] for v in sums.values())
+    return {"val_rmse": math.sqrt(s / (3 * n)) if n else None, "val_rmse_per_bucket": per}
+
+
+class Run:
+    """One run directory (see the module docstring)."""
+
+    def __init__(self, out: str | Path, store: Store, plan: BucketPlan, config: TrainConfig,
+                 priors: dict, *, progress: bool = True, echo: Callable[[str], None] = print):
+        self.dir = Path(out)
+        self.store, self.plan, self.config, self.priors = store, plan, config, priors
+        self.progress, self.echo = progress, echo
+        self.model = load_model(config.model, config.model_options)
+        self.energy = total_energy(self.model)
+        self.placement = DataParallel(config.batch_size)
+        self.evaluate = make_eval_step(self.energy)
+        self.compilations = 0  # of the train step, summed over phases
+        self.wall0 = 0.0
+        self.t_start = time.perf_counter()
+        self.n_phases = len(plan.buckets) if config.schedule == "sequential" else 1
+        has_val = any(len(plan.split.frames(p, plan.frames[p], "val")) for p in plan.proteins)
+        self.val_loader = BatchLoader(store, plan, LoaderConfig(
+            batch_size=config.batch_size, order="sequential", split="val", shuffle=False,
+            last="pad", prefetch=config.prefetch)) if has_val else None
+
+    # ------------------------------------------------------------------ files
+    @property
+    def model_doc(self) -> dict:
+        return {"factory": self.config.model, "options": dict(self.config.model_options)}
+
+    def loader(self, phase: int) -> BatchLoader:
+        cfg = self.config
+        return BatchLoader(self.store, self.plan, LoaderConfig(
+            batch_size=cfg.batch_size, order="interleaved", split="train", seed=cfg.seed,
+            buffer_chunks=cfg.buffer_chunks, prefetch=cfg.prefetch,
+            buckets=(phase,) if cfg.schedule == "sequential" else None))
+
+    def wall(self) -> float:
+        return self.wall0 + time.perf_counter() - self.t_start
+
+    def attrs(self, kind: str, pos: Position, **extra) -> dict:
+        return {"kind": kind, "step": pos.step, "epoch": pos.epoch,
+                "step_in_epoch": pos.step_in_epoch, "phase": pos.phase,
+                "bucket": pos.phase if self.config.schedule == "sequential" else None,
+                "wall_time_s": round(self.wall(), 3), "config_hash": self.config.hash(),
+                "model": self.model_doc, "source": str(self.dir.resolve()), **extra}
+
+    def save(self, state: TrainState, pos: Position, **extra) -> Path:
+        if not is_finite(state.params):
+            self.diverged(state, pos, "the parameters are not finite")
+        return write_checkpoint(self.dir / CHECKPOINTS_DIR / checkpoint_name(pos.step),
+                                state.params, self.attrs("checkpoint", pos, **extra),
+                                opt_state=state.opt_state)
+
+    def diverged(self, state: TrainState, pos: Position, what: str):
+        where = self.dir / "diverged" / checkpoint_name(pos.step)
+        if not where.exists():
+            write_checkpoint(where, state.params, self.attrs("diverged", pos))
+        raise TrainingDiverged(
+            f"{self.dir}: training diverged at step {pos.step} (phase {pos.phase}, epoch "
+            f"{pos.epoch + 1}): {what}; the state is kept in {where}, resume from the last "
+            "checkpoint with a lower learning rate")
+
+    def write_metrics(self, line: dict) -> None:
+        with open(self.dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # ------------------------------------------------------------------ start / resume
+    def start(self) -> tuple[TrainState, Position]:
+        """Fresh state (priors + initialised model) saved as the step-0 checkpoint."""
+        stats = {"force_rms": force_rms(self.loader(0))}
+        model_params = self.model.init(jax.random.PRNGKey(self.config.seed), stats)
+        params = {"prior": jax.tree.map(np.asarray, self.priors), "model": model_params}
+        optimizer = make_optimizer(self.config, self.phase_steps(0))
+        state = TrainState(params, optimizer.init(params))
+        pos = Position()
+        self.save(state, pos, val_rmse=None)
+        return state, pos
+
+    def phase_steps(self, phase: int) -> int:
+        return self.config.epochs * self.loader(phase).steps_per_epoch(0)
+
+    def resume(self) -> tuple[TrainState, Position]:
+        found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
+        if not found:
+            raise CheckpointError(f"{self.dir}: no checkpoint to resume from")
+        path, attrs = found[-1]
+        if attrs.get("config_hash") != self.config.hash():
+            raise CheckpointError(f"{path}: written with a different config.json")
+        pos = Position(attrs["phase"], attrs["epoch"], attrs["step_in_epoch"], attrs["step"])
+        probe = read_checkpoint(path)
+        template = make_optimizer(self.config, self.phase_steps(pos.phase)).init(probe.params)
+        ckpt = read_checkpoint(path, opt_template=template)
+        self.wall0 = attrs["wall_time_s"]
+        kept = [m for m in self.read_metrics() if m["step"] <= pos.step]
+        (self.dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+        self.echo(f"resuming from {path.name} (phase {pos.phase}, epoch {pos.epoch}, "
+                  f"step {pos.step})")
+        return TrainState(ckpt.params, ckpt.opt_state), pos
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, state: TrainState, pos: Position) -> TrainState:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        state = self.placement.replicate(state)
+        for phase in range(pos.phase, self.n_phases):
+            loader = self.loader(phase)
+            steps_per_epoch = loader.steps_per_epoch(0)
+            optimizer = make_optimizer(cfg, cfg.epochs * steps_per_epoch)
+            step_fn = make_train_step(self.energy, optimizer)
+            if phase != pos.phase:  # sequential: next bucket from these params, fresh optimizer
+                pos = Position(phase, 0, 0, pos.step)
+                state = self.placement.replicate(TrainState(state.params,
+                                                            optimizer.init(state.params)))
+            if steps_per_epoch == 0:
+                self.echo(f"phase {phase}: no training batches, skipped")
+                continue
+            while pos.epoch < cfg.epochs:
+                state, pos = self.epoch(state, pos, loader, step_fn, steps_per_epoch, tqdm)
+            self.compilations += step_fn._cache_size()
+        return state
+
+    def epoch(self, state, pos, loader, step_fn, steps_per_epoch, tqdm):
+        cfg = self.config
+        label = (f"bucket {pos.phase} " if cfg.schedule == "sequential" else "") + \
+            f"epoch {pos.epoch + 1}/{cfg.epochs}"
+        bar = tqdm(total=steps_per_epoch, initial=pos.step_in_epoch, desc=label,
+                   disable=not self.progress, leave=False)
+        losses, frames, wait, t0 = [], 0, 0.0, time.perf_counter()
+        batches = loader.epoch(pos.epoch, start_step=pos.step_in_epoch)
+        while True:
+            t_wait = time.perf_counter()
+            batch = next(batches, None)
+            wait += time.perf_counter() - t_wait
+            if batch is None:
+                break
+            state, loss = step_fn(state, self.placement.batch(batch))
+            loss = float(loss)
+            pos = Position(pos.phase, pos.epoch, pos.step_in_epoch + 1, pos.step + 1)
+            if not math.isfinite(loss):
+                self.diverged(state, pos, f"the loss is {loss}")
+            losses.append(loss)
+            frames += int(batch["sample_mask"].sum())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3g}")
+            every = cfg.checkpoint_every_steps
+            if every and pos.step % every == 0 and pos.step_in_epoch < steps_per_epoch:
+                self.save(state, pos, val_rmse=None, train_loss=float(np.mean(losses)))
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        val = validate(self.evaluate, state.params, self.val_loader, self.placement.batch)
+        pos = Position(pos.phase, pos.epoch + 1, 0, pos.step)
+        train_loss = float(np.mean(losses)) if losses else None
+        line = {"phase": pos.phase, "bucket": pos.phase if cfg.schedule == "sequential" else None,
+                "epoch": pos.epoch, "step": pos.step, "train_loss": train_loss,
+                "train_rmse": math.sqrt(train_loss) if train_loss is not None else None, **val,
+                "frames": frames, "frames_per_s": frames / elapsed if elapsed else None,
+                "data_wait_s": wait, "epoch_time_s": elapsed, "wall_time_s": self.wall()}
+        self.save(state, pos, train_loss=train_loss, **val)
+        self.write_metrics(line)
+        v = val["val_rmse"]
+        per = " ".join(f"b{k}={x:.3f}" for k, x in val["val_rmse_per_bucket"].items()
+                       if x is not None)
+        self.echo(f"{label}: step {pos.step}, train RMSE {line['train_rmse'] or float('nan'):.3f}, "
+                  f"val RMSE {v if v is not None else float('nan'):.3f} ({per}) kcal/mol/Å per "
+                  f"component; {frames / elapsed:.0f} frames/s, waited {wait:.2f} s for data")
+        return state, pos
+
+    # ------------------------------------------------------------------ export
+    def export(self, state: TrainState) -> tuple[int | None, dict]:
+        found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
+        last_path, last = found[-1]
+        final = jax.device_get(state.params)
+        keep = {k: last.get(k) for k in ("val_rmse", "val_rmse_per_bucket", "train_loss")
+                if k in last}
+        pos = Position(last["phase"], last["epoch"], last["step_in_epoch"], last["step"])
+        write_checkpoint(self.dir / "final", final, self.attrs("final", pos, **keep))
+        scored = [(a["val_rmse"], p, a) for p, a in found if a.get("val_rmse") is not None]
+        best_step = None
+        if scored:
+            _, best_path, best = min(scored, key=lambda t: (t[0], -t[2]["step"]))
+            best_step = best["step"]
+            bpos = Position(best["phase"], best["epoch"], best["step_in_epoch"], best["step"])
+            write_checkpoint(self.dir / "best", read_checkpoint(best_path).params,
+                             self.attrs("best", bpos, val_rmse=best["val_rmse"],
+                                        val_rmse_per_bucket=best.get("val_rmse_per_bucket", {})))
+        with open(self.dir / "params.pkl", "wb") as fh:
+            pickle.dump(jax.tree.map(np.asarray, final), fh)
+        plot_metrics(self.read_metrics(), self.dir / "loss_curve.png", self.config.schedule)
+        return best_step, last
+
+
+def plot_metrics(metrics: list[dict], path: Path, schedule: str) -> None:
+    """Loss curve: training RMSE and validation RMSE (overall and per bucket) against step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [m["step"] for m in metrics]
+    ax.plot(steps, [m["train_rmse"] for m in metrics], "o-", label="train (epoch mean)")
+    if any(m["val_rmse"] is not None for m in metrics):
+        ax.plot(steps, [m["val_rmse"] for m in metrics], "s-", lw=2, label="validation, all")
+        buckets = sorted({k for m in metrics for k in m["val_rmse_per_bucket"]}, key=int)
+        for k in buckets:
+            ax.plot(steps, [m["val_rmse_per_bucket"].get(k) for m in metrics], "--", alpha=0.7,
+                    label=f"validation, bucket {k}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("force RMSE per component (kcal/mol/Å)")
+    ax.set_title(f"Force matching ({schedule} schedule)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig | None = None, *,
+          priors: dict | None = None, resume: bool = False, progress: bool = True,
+          echo: Callable[[str], None] = print) -> TrainResult:
+    """Train (or resume) a run in ``out``; see the module docstring for what it writes.
+
+    ``priors``: prior params (``protstore.model.fit``); fitted on the plan's training split
+    when not given. On resume, config and priors come from the run directory.
+    """
+    out = Path(out)
+    if resume:
+        for name in ("config.json", "priors.json", "run.json"):
+            if not (out / name).exists():
+                raise ProtstoreError(f"{out}: not a training run (no {name})")
+        run_doc = json.loads((out / "run.json").read_text())
+        if run_doc["plan"] != plan.name:
+            raise ProtstoreError(f"{out}: the run trained on plan {run_doc['plan']!r}, "
+                                 f"not {plan.name!r}")
+        if (out / "final").exists():
+            raise ProtstoreError(f"{out}: the run has finished (final/ exists)")
+        config = TrainConfig.from_file(out / "config.json")
+        priors = priors_from_doc(json.loads((out / "priors.json").read_text()))
+    else:
+        config = config or TrainConfig()
+        if out.exists() and any(out.iterdir()):
+            raise ProtstoreError(f"{out}: run directory exists and is not empty (each run has its "
+                                 "own directory; use --resume to continue it)")
+        out.mkdir(parents=True, exist_ok=True)
+        if priors is None:
+            from ..model.fit import collect_samples, fit_priors, plot_fit, priors_to_doc
+            echo("fitting priors by Boltzmann inversion on the training split")
+            fitted, curves, info = fit_priors(collect_samples(store, plan, seed=config.seed))
+            plot_fit(fitted, curves, info, out / "priors.png")
+            doc = priors_to_doc(fitted, info, store=store.url, plan=plan.name,
+                                created_by=f"protstore {__version__}")
+        else:
+            from ..model.fit import priors_to_doc
+            doc = priors_to_doc(priors, {"temperature_K": 1.0, "kT_kcal_per_mol": 1.0,
+                                         "n_frames": 1, "observations": {}}, plan=plan.name,
+                                created_by="given")
+        check_document(doc, "priors", str(out / "priors.json"))
+        (out / "priors.json").write_text(json.dumps(doc, indent=1) + "\n")
+        priors = priors_from_doc(doc)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        (out / "run.json").write_text(json.dumps({
+            "store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
+            "devices": [str(d) for d in jax.devices()], "config_hash": config.hash()},
+            indent=1) + "\n")
+    run = Run(out, store, plan, config, priors, progress=progress, echo=echo)
+    if len(run.placement.devices) > 1:
+        echo(f"data-parallel over {len(run.placement.devices)} devices")
+    state, pos = run.resume() if resume else run.start()
+    state = run.train(state, pos)
+    best_step, last = run.export(state)
+    metrics = run.read_metrics()
+    return TrainResult(out, last.get("val_rmse"), last.get("val_rmse_per_bucket", {}), best_step,
+                       last["step"], run.compilations, metrics)

@@ -1,0 +1,100 @@
+"""Pure training pieces: state, optimizer, the jitted force-matching step and evaluation step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..errors import ProtstoreError
+from ..model.energy import batch_forces, squared_error_sums
+from .config import TrainConfig
+
+#: The batch arrays the step functions take (everything else in a loader batch is host-side).
+BATCH_KEYS = ("R", "F", "species", "resid", "chain", "mask", "sample_mask")
+
+
+class TrainState(NamedTuple):
+    params: dict
+    opt_state: Any
+
+
+def param_labels(params: dict) -> dict:
+    """'frozen' for the priors and for every leaf under a ``"frozen"`` key, else 'train'."""
+    def label(path, _):
+        keys = [getattr(k, "key", None) for k in path]
+        return "frozen" if keys[0] == "prior" or "frozen" in keys else "train"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with warmup + cosine decay (to 1%) and gradient clipping; frozen leaves untouched."""
+    warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, max(total_steps, warmup + 1),
+        end_value=config.learning_rate * 0.01)
+    train = optax.chain(optax.clip_by_global_norm(config.clip_norm),
+                        optax.adamw(schedule, weight_decay=config.weight_decay))
+    return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, param_labels)
+
+
+def force_loss(energy: Callable) -> Callable:
+    """``loss(params, batch) -> (mse, (Σ||ΔF||², n_real))``: the mean squared force-component
+    error over real beads of real samples only, (kcal/mol/Å)²."""
+    forces = batch_forces(energy)
+
+    def loss(params, batch):
+        F = forces(params, batch["R"], batch["species"], batch["resid"], batch["chain"],
+                   batch["mask"])
+        sq, n = squared_error_sums(F, batch["F"], batch["mask"], batch["sample_mask"])
+        return sq / (3.0 * jnp.maximum(n, 1.0)), (sq, n)
+
+    return loss
+
+
+def make_train_step(energy: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """``step(state, batch) -> (state, loss)``, jitted: one compilation per batch shape."""
+    loss_fn = force_loss(energy)
+
+    @jax.jit
+    def step(state: TrainState, batch: dict):
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+
+    return step
+
+
+def make_eval_step(energy: Callable) -> Callable:
+    """``evaluate(params, batch) -> (Σ||ΔF||², n_real)``, jitted."""
+    loss_fn = force_loss(energy)
+    return jax.jit(lambda params, batch: loss_fn(params, batch)[1])
+
+
+class DataParallel:
+    """Places batches split over all local devices and state replicated (no-op on one device)."""
+
+    def __init__(self, batch_size: int, devices=None):
+        self.devices = list(devices if devices is not None else jax.devices())
+        self.mesh = None
+        if len(self.devices) > 1:
+            if batch_size % len(self.devices):
+                raise ProtstoreError(f"batch size {batch_size} is not divisible by the "
+                                     f"{len(self.devices)} devices")
+            self.mesh = Mesh(np.array(self.devices), ("data",))
+
+    def batch(self, batch: dict) -> dict:
+        arrays = {k: batch[k] for k in BATCH_KEYS}
+        if self.mesh is None:
+            return arrays
+        return jax.device_put(arrays, NamedSharding(self.mesh, PartitionSpec("data")))
+
+    def replicate(self, tree):
+        if self.mesh is None:
+            return jax.device_put(tree)
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))

@@ -1,0 +1,32 @@
+"""Plug-in energies used by the tests (the ``--model package.module:factory`` contract)."""
+
+import jax.numpy as jnp
+
+from protstore.model import EnergyModel
+
+
+def pairwise_species(scale: float = 1.0) -> EnergyModel:
+    """A tiny learned energy: a species-pair weight on a Gaussian of the distance."""
+
+    def init(key, stats):
+        return {"w": jnp.zeros((22, 22), jnp.float32), "frozen": {"scale": jnp.float32(scale)}}
+
+    def energy(params, R, species, mask, topo):
+        from protstore.model.geometry import pair_distances
+        d = pair_distances(R, topo.pair)
+        w = params["w"][species[:, None], species[None, :]]
+        return params["frozen"]["scale"] * jnp.sum(jnp.where(topo.pair, w * jnp.exp(-(d - 6.0) ** 2), 0.0))
+
+    return EnergyModel(init, energy)
+
+
+def exploding() -> EnergyModel:
+    """An energy whose forces are NaN: training must stop and never save it as a checkpoint."""
+
+    def init(key, stats):
+        return {"w": jnp.ones(3, jnp.float32)}
+
+    def energy(params, R, species, mask, topo):
+        return jnp.sum(params["w"]) * jnp.sqrt(-jnp.sum(R * R) - 1.0)
+
+    return EnergyModel(init, energy)

@@ -1,0 +1,192 @@
+"""Training: learning beyond the priors, compilations, checkpoints, resume, schedules, devices."""
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protstore.batching import BatchLoader, LoaderConfig
+from protstore.checkpoints import (CheckpointError, list_checkpoints, read_checkpoint,
+                                   write_checkpoint)
+from protstore.model import load_model, total_energy
+from protstore.train import TrainConfig, TrainingDiverged, make_eval_step, train
+from protstore.train.step import BATCH_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def val_rmse(store, params, mode):
+    """Validation force RMSE per component of ``params`` in ``mode`` (None: zero forces)."""
+    loader = BatchLoader(store, store.plan("p"), LoaderConfig(batch_size=8, split="val",
+                                                              shuffle=False, last="pad"))
+    evaluate = make_eval_step(total_energy(load_model(), mode)) if mode else None
+    s = n = 0.0
+    for batch in loader.epoch(0):
+        if evaluate is None:
+            w = batch["mask"] * batch["sample_mask"][:, None]
+            s += float((w[..., None] * batch["F"].astype(np.float64) ** 2).sum())
+            n += float(w.sum())
+        else:
+            a, b = evaluate(params, {k: batch[k] for k in BATCH_KEYS})
+            s, n = s + float(a), n + float(b)
+    return np.sqrt(s / (3 * n))
+
+
+def test_training_learns_beyond_the_priors(train_store, trained_run):
+    final = read_checkpoint(trained_run.run_dir / "final").params
+    zero = val_rmse(train_store, None, None)
+    prior = val_rmse(train_store, final, "prior-only")
+    full = val_rmse(train_store, final, "full")
+    assert full == pytest.approx(trained_run.final_val_rmse, rel=1e-4)
+    assert prior < 0.5 * zero
+    assert full < prior - 0.02, (zero, prior, full)
+
+
+def test_one_compilation_per_bucket_shape(trained_run):
+    assert trained_run.compilations == 2  # two buckets
+
+
+def test_run_directory_contents(trained_run):
+    d = trained_run.run_dir
+    for name in ("config.json", "priors.json", "priors.png", "run.json", "metrics.jsonl",
+                 "loss_curve.png", "params.pkl", "final", "best"):
+        assert (d / name).exists(), name
+    metrics = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert all(set(m["val_rmse_per_bucket"]) == {"0", "1"} for m in metrics)
+    found = list_checkpoints(d)
+    steps = [a["step"] for _, a in found]
+    assert steps[0] == 0 and steps == sorted(steps)
+    assert any(a["val_rmse"] is None for _, a in found[1:])  # mid-epoch (every 5 steps)
+    epoch_end = [a for _, a in found if a["val_rmse"] is not None]
+    assert len(epoch_end) == 3
+    best = read_checkpoint(d / "best")
+    assert best.attrs["val_rmse"] == min(a["val_rmse"] for a in epoch_end)
+    with open(d / "params.pkl", "rb") as fh:
+        pkl = pickle.load(fh)
+    final = read_checkpoint(d / "final").params
+    assert pkl["model"]["embed"].shape == (22, 32)  # vocabulary-sized, whatever the proteins
+    np.testing.assert_array_equal(pkl["model"]["embed"], final["model"]["embed"])
+    # the priors are not trained
+    step0 = read_checkpoint(found[0][0]).params
+    np.testing.assert_array_equal(step0["prior"]["bond"]["k"], final["prior"]["bond"]["k"])
+    assert not np.array_equal(step0["model"]["embed"], final["model"]["embed"])
+
+
+def test_checkpoints_are_plain_zarr_and_never_overwritten(trained_run, tmp_path):
+    import zarr
+    path = trained_run.run_dir / "final"
+    g = zarr.open_group(path, mode="r")
+    assert g["params/prior/bond/r0"].shape == ()
+    assert g.attrs["protstore_checkpoint"]["kind"] == "final"
+    with pytest.raises(CheckpointError, match="never overwritten"):
+        write_checkpoint(path, {"a": np.zeros(2)}, {"kind": "final", "step": 1, "epoch": 0,
+                                                   "model": {"factory": "x:y", "options": {}}})
+
+
+def test_list_checkpoints_orders_by_stored_step_and_skips_bad(tmp_path):
+    model = {"factory": "x:y", "options": {}}
+    d = tmp_path / "checkpoints"
+    # names sort the other way round from the steps
+    write_checkpoint(d / "b", {"w": np.ones(2)}, {"kind": "checkpoint", "step": 10, "epoch": 1, "model": model})
+    write_checkpoint(d / "c", {"w": np.zeros(2)}, {"kind": "checkpoint", "step": 2, "epoch": 0, "model": model})
+    write_checkpoint(d / "a", {"w": np.array([np.nan, 1])}, {"kind": "checkpoint", "step": 5, "epoch": 0, "model": model})
+    (d / "junk").mkdir()
+    warnings = []
+    found = list_checkpoints(tmp_path, warn=warnings.append)
+    assert [p.name for p, _ in found] == ["c", "b"]
+    assert any("a: non-finite" in w for w in warnings) and any("junk" in w for w in warnings)
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(train_store, trained_run, tmp_path):
+    full = trained_run.run_dir
+    cut = tmp_path / "run"
+    shutil.copytree(full, cut)
+    # simulate a crash after step 15 (mid-epoch 2): later checkpoints and outputs never happened
+    for p, a in list_checkpoints(cut):
+        if a["step"] > 15:
+            shutil.rmtree(p)
+    for name in ("final", "best"):
+        shutil.rmtree(cut / name)
+    for name in ("params.pkl", "loss_curve.png"):
+        (cut / name).unlink()
+    (cut / "checkpoints" / ".step_00000020.tmp-dead").mkdir()  # an interrupted write
+    result = train(train_store, train_store.plan("p"), cut, resume=True, progress=False,
+                   echo=lambda m: None)
+    a = read_checkpoint(full / "final").params
+    b = read_checkpoint(cut / "final").params
+    for x, y in zip(__import__("jax").tree.leaves(a), __import__("jax").tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert result.final_val_rmse == pytest.approx(trained_run.final_val_rmse, rel=1e-5)
+    metrics = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+
+
+def test_new_run_refuses_an_existing_directory(train_store, trained_run):
+    from protstore.errors import ProtstoreError
+    with pytest.raises(ProtstoreError, match="not empty"):
+        train(train_store, train_store.plan("p"), trained_run.run_dir, progress=False)
+
+
+def test_sequential_schedule_trains_bucket_after_bucket(train_store, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=8, schedule="sequential",
+                         model="plugin_models:pairwise_species")
+    priors = json.loads((REPO / "tests" / "data" / "priors.json").read_text())
+    from protstore.model.fit import priors_from_doc
+    result = train(train_store, train_store.plan("p"), tmp_path / "seq", config,
+                   priors=priors_from_doc(priors), progress=False, echo=lambda m: None)
+    metrics = result.metrics
+    assert [m["bucket"] for m in metrics] == [0, 1]
+    assert result.compilations == 2
+    ck = list_checkpoints(tmp_path / "seq")
+    assert [a["bucket"] for _, a in ck if a["val_rmse"] is not None] == [0, 1]
+    final = read_checkpoint(tmp_path / "seq" / "final")
+    assert final.attrs["model"]["factory"] == "plugin_models:pairwise_species"
+    assert final.params["model"]["w"].shape == (22, 22)
+
+
+def test_divergence_stops_without_a_checkpoint(train_store, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:exploding")
+    from protstore.model import default_priors
+    with pytest.raises(TrainingDiverged, match="diverged at step 1"):
+        train(train_store, train_store.plan("p"), tmp_path / "bad", config,
+              priors=default_priors(), progress=False, echo=lambda m: None)
+    assert [a["step"] for _, a in list_checkpoints(tmp_path / "bad")] == [0]
+    diverged = list((tmp_path / "bad" / "diverged").iterdir())
+    assert len(diverged) == 1
+
+
+def test_data_parallel_on_two_cpu_devices_matches_one(train_store, tmp_path):
+    script = f"""
+import jax, json, numpy as np
+import protstore
+from protstore.train import train, TrainConfig
+from protstore.model.fit import priors_from_doc
+assert len(jax.devices()) == 2, jax.devices()
+store = protstore.open_store({str(train_store.url)!r})
+priors = priors_from_doc(json.load(open({str(REPO / "tests" / "data" / "priors.json")!r})))
+r = train(store, store.plan("p"), {str(tmp_path / "two")!r}, TrainConfig(epochs=1, batch_size=8),
+          priors=priors, progress=False)
+print("VAL", r.final_val_rmse)
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=str(REPO / "tests"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "data-parallel over 2 devices" in out.stdout
+    from protstore.model.fit import priors_from_doc
+    priors = priors_from_doc(json.loads((REPO / "tests" / "data" / "priors.json").read_text()))
+    one = train(train_store, train_store.plan("p"), tmp_path / "one",
+                TrainConfig(epochs=1, batch_size=8), priors=priors, progress=False,
+                echo=lambda m: None)
+    two_val = float(out.stdout.split("VAL")[-1])
+    assert two_val == pytest.approx(one.final_val_rmse, rel=1e-4)
+    a = read_checkpoint(tmp_path / "one" / "final").params["model"]["embed"]
+    b = read_checkpoint(tmp_path / "two" / "final").params["model"]["embed"]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
