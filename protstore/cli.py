@@ -197,6 +197,21 @@ def _import_checkpoints(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .evaluate import evaluate
+    from .store import open_store
+
+    store = open_store(args.store)
+    plan = store.plan(args.plan) if args.plan else None
+    split = args.split or ("val" if plan is not None else "all")
+    evaluate(store, args.params, args.out, mode=args.mode, plan=plan, split=split,
+             proteins=args.proteins, n_frames=args.n_frames, seed=args.seed,
+             address=args.scheduler, workers=args.workers, model_id=args.model_id,
+             allow_pickle=args.allow_pickle, model=args.model, frame_block=args.frame_block,
+             progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="protstore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"protstore {__version__}")
@@ -314,6 +329,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="required: unpickling runs code from the files (only for files you trust)")
     p.add_argument("--steps-per-epoch", type=int,
                    help="store step = epoch x this (else the step is the epoch number)")
+
+    p = command("evaluate", _evaluate,
+                "force errors of a trained model: overall or per residue (dask-parallel)")
+    p.add_argument("store")
+    p.add_argument("--params", required=True, metavar="CHECKPOINT",
+                   help="a checkpoint group (training, final/best, EMA) or, with --allow-pickle, "
+                        "a params.pkl")
+    p.add_argument("--mode", choices=["per-residue", "full", "prior-only", "ml-only"],
+                   default="per-residue")
+    p.add_argument("--plan", help="bucket plan: its split and bucket shapes")
+    p.add_argument("--split", choices=["val", "train", "all"],
+                   help="frames to evaluate (default: val with --plan, else all)")
+    p.add_argument("--proteins", nargs="+", metavar="ID")
+    p.add_argument("--n-frames", type=int, metavar="N", help="at most N frames per protein")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="dask.distributed scheduler (tcp://...); default: local threads")
+    p.add_argument("--workers", type=int, help="local threads (0: serial)")
+    p.add_argument("--frame-block", type=int, default=32, help="frames per task")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--model-id", help="prefix of the output files (default: the params' name)")
+    p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
+                   help="model of a params.pkl (default protstore's network)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read a params.pkl (runs code from the file; only files you trust)")
 
     p = command("demo-data", _demo_data, "generate the demo data set (mdCATH-layout HDF5)")
     p.add_argument("out")

@@ -30,3 +30,15 @@ def exploding() -> EnergyModel:
         return jnp.sum(params["w"]) * jnp.sqrt(-jnp.sum(R * R) - 1.0)
 
     return EnergyModel(init, energy)
+
+
+def zero() -> EnergyModel:
+    """No learned energy at all: in ml-only mode the predicted forces are exactly zero."""
+
+    def init(key, stats):
+        return {"w": jnp.zeros(1, jnp.float32)}
+
+    def energy(params, R, species, mask, topo):
+        return params["w"][0] * 0.0 * jnp.sum(jnp.where(mask[:, None] > 0, R, 0.0))
+
+    return EnergyModel(init, energy)

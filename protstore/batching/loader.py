@@ -30,7 +30,7 @@ import zarr
 
 from ..errors import ProtstoreError
 from ..store import Store
-from ..store.layout import protein_path
+from ..store.layout import chain_codes, protein_path
 from ..vocab import PAD_ID
 from .plan import BucketPlan
 
@@ -169,9 +169,7 @@ class BatchLoader:
             resid = np.full(n_max, -1, np.int32)
             resid[:n] = g["resid"][:]
             chain = np.full(n_max, -1, np.int32)
-            labels = np.array([str(c) for c in g["chain"][:]])
-            _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
-            chain[:n] = np.argsort(np.argsort(first))[codes]  # numbered in order of appearance
+            chain[:n] = chain_codes(g["chain"][:])
             mask = np.zeros(n_max, np.float32)
             mask[:n] = 1.0
             temperature = np.asarray(g["temperature"][:], np.float32)

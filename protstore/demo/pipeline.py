@@ -6,9 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import json
+import shutil
+
+import numpy as np
 
 from ..batching import plan_from_store, save_plan
 from ..checkpoints import read_checkpoint
+from ..ema import compute_ema
+from ..evaluate import evaluate
 from ..model.fit import collect_samples, fit_priors, plot_fit, priors_from_doc, priors_to_doc
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
@@ -16,9 +21,10 @@ from ..report import store_info
 from ..store import open_store
 from .dataset import DemoConfig, make_demo_dataset
 
-STEPS = 6
-#: A short run that trains meaningfully on a 2-core CPU in about two minutes.
-DEMO_TRAINING = TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3)
+STEPS = 8
+#: A short run that trains meaningfully on a 2-core CPU in a few minutes.
+DEMO_TRAINING = TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3, checkpoint_every_steps=20)
+DEMO_EMA_DECAY = 0.99
 
 
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bool = True,
@@ -75,5 +81,75 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
          f"{final.attrs['val_rmse']:.4f} kcal/mol/Å (per bucket: "
          + ", ".join(f"{k}: {v:.4f}" for k, v in final.attrs["val_rmse_per_bucket"].items())
          + ")")
+
+    ema_path = out / "ema"
+    echo(f"[7/{STEPS}] EMA of the run's checkpoints (decay {DEMO_EMA_DECAY} per step) -> {ema_path}")
+    if ema_path.exists():
+        shutil.rmtree(ema_path)
+    compute_ema(run_dir, ema_path, decay=DEMO_EMA_DECAY, echo=echo)
+
+    eval_dir = out / "eval"
+    echo(f"[8/{STEPS}] evaluate on the held-out frames -> {eval_dir}")
+    per_residue = evaluate(store, run_dir / "final", eval_dir, mode="per-residue", plan=plan,
+                           progress=progress, echo=echo)
+    ema_eval = evaluate(store, ema_path, eval_dir, mode="full", plan=plan, progress=progress,
+                        echo=echo)
+    prior_eval = evaluate(store, run_dir / "final", eval_dir, mode="prior-only", plan=plan,
+                          model_id="final", progress=progress, echo=echo)
+    datasets = {"zero-force baseline": None, "prior-only": prior_eval["result"].dataset,
+                "final params": per_residue["result"].dataset,
+                "EMA params": ema_eval["result"].dataset}
+    per_bucket = {k: rmse_by_bucket(per_residue["result"].dataset if ds is None else ds,
+                                    zero=ds is None) for k, ds in datasets.items()}
+    summary = {k: v["all"] for k, v in per_bucket.items()}
+    buckets = [b for b in per_bucket["final params"] if b != "all"]
+    lines = ["validation force RMSE per component (kcal/mol/Å), held-out frames:",
+             f"  {'model':<20s} {'all':>7s} " + " ".join(f"{'bucket ' + b:>9s}" for b in buckets)]
+    lines += [f"  {k:<20s} {v['all']:7.4f} " + " ".join(f"{v[b]:9.4f}" for b in buckets)
+              for k, v in per_bucket.items()]
+    (out / "summary.txt").write_text("\n".join(lines) + "\n")
+    plot_summary(per_bucket, out / "summary.png")
+    for line in lines:
+        echo(line)
     return {"data": data_dir, "store": store_path, "info": out / "info.txt",
-            "plan": out / "plan.txt", "run": run_dir, "train": result, "ok": report.ok}
+            "plan": out / "plan.txt", "run": run_dir, "train": result, "ema": ema_path,
+            "eval": eval_dir, "summary": summary, "ok": report.ok}
+
+
+def rmse_by_bucket(ds, *, zero: bool = False) -> dict[str, float]:
+    """Force RMSE per component over real beads, overall and per bucket, of an error Dataset
+    (``zero``: of predicting zero force, i.e. the reference forces' RMS)."""
+    sq = (ds["F_ref"].astype("float64") ** 2).sum("xyz") if zero else ds["sq_error"]
+    valid = ds["mask"]
+    sums = sq.where(valid, 0.0).sum("atom")
+    n = valid.sum("atom")
+    out = {"all": float(np.sqrt(sums.sum() / (3 * n.sum())))}
+    for b, s in sums.groupby("bucket").sum().compute().to_series().items():
+        out[str(b)] = float(np.sqrt(s / (3 * float(n.where(ds["bucket"] == b, 0).sum()))))
+    return out
+
+
+def plot_summary(per_bucket: dict[str, dict[str, float]], path: Path) -> None:
+    """Grouped bars: validation RMSE per bucket for each model (zero, prior, final, EMA)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(next(iter(per_bucket.values())))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(per_bucket)
+    for i, (name, values) in enumerate(per_bucket.items()):
+        x = np.arange(len(groups)) + i * width
+        ax.bar(x, [values[g] for g in groups], width, label=name)
+        for xi, g in zip(x, groups):
+            ax.text(xi, values[g], f"{values[g]:.3f}", ha="center", va="bottom", fontsize=6,
+                    rotation=90)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2,
+                  ["all buckets" if g == "all" else f"bucket {g}" for g in groups])
+    ax.set_yscale("log")
+    ax.set_ylabel("validation force RMSE per component (kcal/mol/Å)")
+    ax.set_title("Demo: zero force vs priors vs trained (final and EMA) params")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from zarr.codecs import BloscCodec, TransposeCodec
 
 FORMAT_VERSION = 1
@@ -84,3 +86,10 @@ class Encoding:
 
 def protein_path(protein_id: str) -> str:
     return f"{PROTEINS}/{protein_id}"
+
+
+def chain_codes(labels) -> np.ndarray:
+    """[N] int32 chain numbers 0, 1, ... in order of first appearance of the chain labels."""
+    labels = np.array([str(c) for c in labels])
+    _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[codes].astype(np.int32)

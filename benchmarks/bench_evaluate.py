@@ -1,0 +1,86 @@
+"""Evaluation benchmark: jit+vmap force evaluation against the predecessor's per-frame
+``jax.grad`` Python loop on the same model and frames, and dask scaling from 1 to 2 workers.
+
+    python benchmarks/bench_evaluate.py [--store demo-output/store.zarr] [--frames 64]
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from _demo import demo_args
+from protstore.batching import BatchLoader, LoaderConfig
+from protstore.evaluate import ModelParams, compute_per_residue_errors
+from protstore.model import (DEFAULT_MODEL, batch_forces, build_topology, default_priors,
+                             load_model, total_energy)
+
+
+def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
+    energy = total_energy(load_model())
+    vmapped = jax.jit(batch_forces(energy))
+
+    @jax.jit
+    def one_frame(params, R, species, resid, chain, mask):  # the predecessor: grad per frame
+        return -jax.grad(energy, argnums=1)(params, R, species, mask,
+                                            build_topology(resid, chain, mask))
+
+    print(f"\n## Forces: jit(vmap) over blocks of {block} frames vs a Python loop of a jitted "
+          f"per-frame jax.grad ({n_frames} frames per bucket)")
+    print(f"{'bucket':>6s} {'N_max':>6s} {'vmap frames/s':>14s} {'loop frames/s':>14s} "
+          f"{'speed-up':>9s} {'max |dF|':>9s}")
+    for b in plan.buckets:
+        loader = BatchLoader(store, plan, LoaderConfig(batch_size=block, buckets=(b.index,),
+                                                       split="all", shuffle=False))
+        batches = []
+        for batch in loader.epoch(0):
+            batches.append(batch)
+            if len(batches) * block >= n_frames:
+                break
+        keys = ("R", "species", "resid", "chain", "mask")
+        vmapped(params, *(batches[0][k] for k in keys)).block_until_ready()  # compile
+        t0 = time.perf_counter()
+        out_v = [vmapped(params, *(x[k] for k in keys)) for x in batches]
+        jax.block_until_ready(out_v)
+        t_v = time.perf_counter() - t0
+        one_frame(params, *(batches[0][k][0] for k in keys)).block_until_ready()
+        t0 = time.perf_counter()
+        out_l = [one_frame(params, *(x[k][i] for k in keys)) for x in batches
+                 for i in range(block)]
+        jax.block_until_ready(out_l)
+        t_l = time.perf_counter() - t0
+        n = len(batches) * block
+        diff = np.abs(np.concatenate([np.asarray(o) for o in out_v]) -
+                      np.stack([np.asarray(o) for o in out_l])).max()
+        print(f"{b.index:6d} {b.n_max:6d} {n / t_v:14.0f} {n / t_l:14.0f} {t_l / t_v:8.1f}x "
+              f"{diff:9.1e}")
+
+
+def dask_scaling(store, plan, params) -> None:
+    mp = ModelParams(params, DEFAULT_MODEL, {}, "bench", "bench")
+    compute_per_residue_errors(store, mp, plan=plan, n_frames=8, workers=1)  # compile per shape
+    print("\n## Per-residue evaluation of the validation split, local threads")
+    print(f"{'workers':>7s} {'frames':>7s} {'time s':>7s} {'frames/s':>9s} {'speed-up':>9s}")
+    base = None
+    for workers in (1, 2):
+        t0 = time.perf_counter()
+        r = compute_per_residue_errors(store, mp, plan=plan, workers=workers)
+        dt = time.perf_counter() - t0
+        base = base or dt
+        n = r.dataset.sizes["sample"]
+        print(f"{workers:7d} {n:7d} {dt:7.2f} {n / dt:9.0f} {base / dt:8.2f}x")
+
+
+def main() -> None:
+    args, store, plan = demo_args(__doc__, frames=64, block=32)
+    model = load_model()
+    params = {"prior": default_priors(),
+              "model": model.init(jax.random.PRNGKey(0), {"force_rms": 5.0})}
+    vmap_vs_loop(store, plan, params, args.frames, args.block)
+    dask_scaling(store, plan, params)
+
+
+if __name__ == "__main__":
+    main()

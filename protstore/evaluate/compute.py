@@ -1,0 +1,198 @@
+"""Force errors of a model on stored frames as a lazy, dask-backed xarray Dataset.
+
+Work is split into tasks of one protein × one frame block. A task reads its frames from the
+store, pads them to its bucket's N_max and to ``frame_block`` frames (static shapes: one
+compilation per bucket shape), and computes forces with ``jax.jit(jax.vmap(force))``. Only
+real beads and frames come back. Memory per task is bounded by the block size; reductions and
+the Zarr write stream over tasks.
+
+The Dataset (dims ``sample``, ``atom``, ``xyz``; ``atom`` padded with NaN to the longest
+protein evaluated):
+
+- ``dF`` (sample, atom, xyz) float32: F_pred - F_ref, kcal/mol/Å; ``F_ref`` the same shape;
+- ``sq_error`` (sample, atom) float64: ||F_pred - F_ref||², (kcal/mol/Å)²;
+- coords on ``sample``: ``protein``, ``frame``, ``temperature``, ``bucket``;
+- coords on (sample, atom), from each sample's own protein: ``species``, ``resid``,
+  ``position`` (0-based from the N-terminus of the bead's chain), ``position_from_c`` (0 at
+  the chain's C-terminal bead),
+  and ``mask`` (real bead); -1 / PAD_ID / False on padding.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import zlib
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from ..batching import BucketPlan
+from ..errors import ProtstoreError
+from ..store import Store
+from ..store.layout import chain_codes, protein_path
+from ..vocab import PAD_ID, VOCABULARY
+
+RMSE_CONVENTION = ("per-bead RMSE_i = sqrt(mean over frames of ||F_pred - F_ref||^2) (vector "
+                   "norm, kcal/mol/Å); per-component value = RMSE_i / sqrt(3); per type/position/"
+                   "protein/temperature: pooled RMSE = sqrt(sum of squared errors / count)")
+
+
+@dataclass(frozen=True)
+class ProteinSelection:
+    """One protein's frames to evaluate and the padded bead count of its shape."""
+
+    protein: str
+    frames: np.ndarray
+    n_atoms: int
+    n_max: int
+    bucket: int
+
+
+def select(store: Store, *, plan: BucketPlan | None = None, split: str = "val",
+           proteins: list[str] | None = None, n_frames: int | None = None,
+           seed: int = 0) -> list[ProteinSelection]:
+    """The frames to evaluate: the plan's ``split`` ('val', 'train' or 'all') of ``proteins``
+    (default all of the plan's), optionally ``n_frames`` per protein drawn with ``seed``."""
+    lengths = store.lengths()
+    if plan is None:
+        if split != "all":
+            raise ProtstoreError(f"--split {split} needs --plan (the plan holds the split)")
+        chosen = proteins or list(store.proteins)
+    else:
+        chosen = proteins or plan.proteins
+    out = []
+    for pid in chosen:
+        if pid not in lengths.index:
+            raise ProtstoreError(f"protein {pid!r} is not in the store")
+        n_total = int(store.protein_doc(pid)["n_frames"])
+        if plan is not None and pid in plan.lengths:
+            frames = plan.split.frames(pid, n_total, split)
+            bucket = next(b for b in plan.buckets if pid in b.proteins)
+            n_max, k = bucket.n_max, bucket.index
+        else:
+            if plan is not None and split != "all":
+                raise ProtstoreError(f"protein {pid!r} is not in plan {plan.name!r}")
+            frames, n_max, k = np.arange(n_total), int(lengths[pid]), -1
+        if n_frames is not None and len(frames) > n_frames:
+            rng = np.random.default_rng([seed, zlib.crc32(pid.encode())])
+            frames = np.sort(rng.choice(frames, n_frames, replace=False))
+        if len(frames):
+            out.append(ProteinSelection(pid, frames, int(lengths[pid]), n_max, k))
+    if not out:
+        raise ProtstoreError(f"no frames to evaluate (split {split!r})")
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _force_fn(factory: str, options_json: str, mode: str):
+    """The jitted batch force function (one per model and mode per process; jax caches the
+    compilation per shape)."""
+    import jax
+
+    from ..model import batch_forces, load_model, total_energy
+    model = load_model(factory, json.loads(options_json))
+    return jax.jit(batch_forces(total_energy(model, mode)))
+
+
+def _protein_static(url: str, storage_options, pid: str) -> dict:
+    g = zarr.open_group(url, path=protein_path(pid), mode="r", storage_options=storage_options)
+    return {"species": np.asarray(g["species"][:], np.int32),
+            "resid": np.asarray(g["resid"][:], np.int32), "chain": chain_codes(g["chain"][:]),
+            "temperature": np.asarray(g["temperature"][:], np.float64)}
+
+
+def forces_block(url: str, storage_options, pid: str, frames: np.ndarray, n_max: int,
+                 frame_block: int, params: dict, factory: str, options_json: str,
+                 mode: str) -> np.ndarray:
+    """[len(frames), n_atoms, 6] float32: F_pred - F_ref (first 3) and F_ref (last 3)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = zarr.open_group(url, path=protein_path(pid), mode="r", storage_options=storage_options)
+        static = _protein_static(url, storage_options, pid)
+        lo, hi = int(frames.min()), int(frames.max()) + 1
+        R = g["R"][lo:hi][frames - lo]
+        F = g["F"][lo:hi][frames - lo]
+    b, n = R.shape[:2]
+    pad_b = frame_block - b
+    Rp = np.zeros((frame_block, n_max, 3), np.float32)
+    Rp[:b, :n] = R
+    Rp[b:, :n] = R[:1]  # padded samples: a copy of a real frame, dropped below
+    rows = lambda a, fill: np.broadcast_to(np.pad(a, (0, n_max - n), constant_values=fill),
+                                           (frame_block, n_max))
+    mask = rows(np.ones(n, np.float32), 0.0)
+    F_pred = np.asarray(_force_fn(factory, options_json, mode)(
+        params, Rp, rows(static["species"], PAD_ID), rows(static["resid"], -1),
+        rows(static["chain"], -1), mask))[:frame_block - pad_b, :n]
+    return np.concatenate([F_pred - F, F], axis=-1).astype(np.float32)
+
+
+def chain_positions(chain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each bead's 0-based index from the N-terminus and from the C-terminus of its chain."""
+    pos, from_c = np.zeros(len(chain), np.int64), np.zeros(len(chain), np.int64)
+    for c in np.unique(chain):
+        idx = np.flatnonzero(chain == c)
+        pos[idx] = np.arange(len(idx))
+        from_c[idx] = len(idx) - 1 - np.arange(len(idx))
+    return pos, from_c
+
+
+def error_dataset(store: Store, selection: list[ProteinSelection], params: dict, *,
+                  factory: str, options: dict | None = None, mode: str = "full",
+                  frame_block: int = 32) -> xr.Dataset:
+    """The lazy Dataset of force errors (module docstring) over ``selection``."""
+    options_json = json.dumps(options or {}, sort_keys=True)
+    n_all = max(s.n_atoms for s in selection)
+    params_task = dask.delayed(params, pure=True, traverse=False)
+    blocks, coords = [], {k: [] for k in ("protein", "frame", "temperature", "bucket")}
+    atom_coords = {k: [] for k in ("species", "resid", "position", "position_from_c", "mask")}
+    for s in selection:
+        static = _protein_static(store.url, store.storage_options, s.protein)
+        parts = []
+        for start in range(0, len(s.frames), frame_block):
+            fr = s.frames[start:start + frame_block]
+            task = dask.delayed(forces_block, pure=True)(
+                store.url, store.storage_options, s.protein, fr, s.n_max, frame_block,
+                params_task, factory, options_json, mode,
+                dask_key_name=f"forces-{s.protein}-{start}-{mode}")
+            parts.append(da.from_delayed(task, shape=(len(fr), s.n_atoms, 6), dtype=np.float32))
+        arr = da.concatenate(parts, axis=0)
+        blocks.append(da.pad(arr, ((0, 0), (0, n_all - s.n_atoms), (0, 0)),
+                             constant_values=np.nan).rechunk({1: -1}))
+        m = len(s.frames)
+        coords["protein"].append(np.full(m, s.protein, dtype=object))
+        coords["frame"].append(s.frames)
+        coords["temperature"].append(static["temperature"][s.frames])
+        coords["bucket"].append(np.full(m, s.bucket))
+        chunks = ((frame_block,) * (m // frame_block) + ((m % frame_block,) if m % frame_block else ()),
+                  (n_all,))
+        pos, from_c = chain_positions(static["chain"])
+        per_atom = {"species": (static["species"], PAD_ID), "resid": (static["resid"], -1),
+                    "position": (pos, -1), "position_from_c": (from_c, -1),
+                    "mask": (np.ones(s.n_atoms, bool), False)}
+        for key, (row, fill) in per_atom.items():
+            row = np.pad(row, (0, n_all - s.n_atoms), constant_values=fill)
+            atom_coords[key].append(da.broadcast_to(row, (m, n_all), chunks=chunks))
+    data = da.concatenate(blocks, axis=0)
+    dF = data[..., :3]
+    dims = ("sample", "atom")
+    ds = xr.Dataset(
+        {"dF": (dims + ("xyz",), dF), "F_ref": (dims + ("xyz",), data[..., 3:]),
+         "sq_error": (dims, (dF.astype(np.float64) ** 2).sum(axis=-1))},
+        coords={"protein": ("sample", np.concatenate(coords["protein"]).astype(str)),
+                "frame": ("sample", np.concatenate(coords["frame"])),
+                "temperature": ("sample", np.concatenate(coords["temperature"])),
+                "bucket": ("sample", np.concatenate(coords["bucket"])),
+                "xyz": ["x", "y", "z"],
+                **{k: (dims, da.concatenate(v, axis=0)) for k, v in atom_coords.items()}})
+    ds["dF"].attrs = {"long_name": "F_pred - F_ref", "units": "kcal/mol/Å"}
+    ds["F_ref"].attrs = {"long_name": "reference (mapped) force", "units": "kcal/mol/Å"}
+    ds["sq_error"].attrs = {"long_name": "||F_pred - F_ref||^2", "units": "(kcal/mol/Å)^2"}
+    ds.attrs = {"mode": mode, "model": factory, "aa_names": list(VOCABULARY),
+                "convention": RMSE_CONVENTION, "store": store.url}
+    return ds

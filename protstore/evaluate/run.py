@@ -1,0 +1,184 @@
+"""``protstore evaluate``: errors computed once (dask graph -> Zarr), then reduced and reported."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+
+from ..batching import BucketPlan
+from ..errors import ProtstoreError
+from ..model.energy import MODES
+from ..store import Store
+from ..vocab import PAD_ID, VOCABULARY
+from .compute import error_dataset, select
+from .params import ModelParams, load_params
+from .reduce import overall_metrics, per_residue_tables
+from .report import overall_text, per_residue_text, plot_overall, plot_per_residue
+
+EVAL_MODES = ("per-residue",) + MODES
+
+
+@contextlib.contextmanager
+def scheduler(address: str | None = None, workers: int | None = None, progress: bool = False):
+    """Where the dask graph runs: ``address`` of a dask.distributed scheduler, else local
+    threads (``workers`` of them; ``workers=0`` runs serially in this thread)."""
+    if address:
+        from distributed import Client
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as exc:
+            raise ProtstoreError(f"cannot reach dask scheduler {address} ({exc})") from None
+        with client:
+            yield
+        return
+    config = {"scheduler": "synchronous"} if workers == 0 else {"scheduler": "threads",
+                                                                  "num_workers": workers}
+    with dask.config.set(config):
+        if progress:
+            from dask.diagnostics import ProgressBar
+            with ProgressBar(minimum=2.0):
+                yield
+        else:
+            yield
+
+
+@dataclass
+class PerResidueResult:
+    """What ``compute_per_residue_errors`` returns (the fields of the predecessor's plan, now
+    one row per protein, plus the xarray results).
+
+    rmse_per_atom [P, N_max] float: per-bead RMSE (vector norm, kcal/mol/Å), NaN on padding;
+    species [P, N_max] int (PAD_ID on padding); mask [P, N_max] float (1 real);
+    aa_names: species id -> name (the fixed vocabulary); proteins [P];
+    dataset: the (sample, atom) error Dataset; tables: per_bead, by_resname, by_position,
+    by_position_from_c, by_protein, by_temperature.
+    """
+
+    rmse_per_atom: np.ndarray
+    species: np.ndarray
+    mask: np.ndarray
+    aa_names: list[str]
+    proteins: list[str]
+    dataset: xr.Dataset
+    tables: dict = field(default_factory=dict)
+
+
+def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *,
+                               plan: BucketPlan | None = None, split: str = "val",
+                               proteins: list[str] | None = None, n_frames: int | None = None,
+                               seed: int = 0, mode: str = "full", frame_block: int = 32,
+                               save_to: str | Path | None = None, address: str | None = None,
+                               workers: int | None = None,
+                               progress: bool = False) -> PerResidueResult:
+    """Per-residue force errors of ``params`` on the selected frames (see PerResidueResult).
+
+    With ``save_to`` the error Dataset is written there as Zarr (streamed, each task computed
+    once) and reduced from it; otherwise it is computed into memory.
+    """
+    if not isinstance(params, ModelParams):
+        params = load_params(params)
+    if mode not in MODES:
+        raise ProtstoreError(f"mode must be one of {MODES}, not {mode!r}")
+    selection = select(store, plan=plan, split=split, proteins=proteins, n_frames=n_frames,
+                       seed=seed)
+    ds = error_dataset(store, selection, params.params, factory=params.factory,
+                       options=params.options, mode=mode, frame_block=frame_block)
+    with scheduler(address, workers, progress):
+        if save_to is not None:
+            save_to = Path(save_to)
+            if save_to.exists():
+                shutil.rmtree(save_to)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.chunk({"sample": frame_block, "atom": -1, "xyz": -1}).to_zarr(save_to, mode="w-", consolidated=True)
+            ds = xr.open_zarr(save_to)
+            ds = ds.assign_coords({k: ds[k].compute() for k in ("protein", "frame",
+                                                                 "temperature", "bucket")})
+        else:
+            ds = ds.compute()
+        tables = per_residue_tables(ds)
+    beads = tables["per_bead"]
+    names = [s.protein for s in selection]
+    n_all = ds.sizes["atom"]
+    rmse = np.full((len(names), n_all), np.nan)
+    species = np.full((len(names), n_all), PAD_ID, np.int32)
+    mask = np.zeros((len(names), n_all), np.float32)
+    row = {p: i for i, p in enumerate(names)}
+    r = np.array([row[p] for p in beads["protein"].values])
+    a = beads["atom"].values
+    rmse[r, a] = beads["rmse"].values
+    species[r, a] = beads["species"].values
+    mask[r, a] = 1.0
+    return PerResidueResult(rmse, species, mask, list(VOCABULARY), names, ds, tables)
+
+
+def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: str = "per-residue",
+             plan: BucketPlan | None = None, split: str = "val", proteins: list[str] | None = None,
+             n_frames: int | None = None, seed: int = 0, address: str | None = None,
+             workers: int | None = None, model_id: str | None = None, allow_pickle: bool = False,
+             model: str | None = None, frame_block: int = 32, progress: bool = True,
+             echo: Callable[[str], None] = print) -> dict:
+    """Evaluate and write the outputs of ``mode`` into ``out``; returns their paths and numbers."""
+    if mode not in EVAL_MODES:
+        raise ProtstoreError(f"mode must be one of {EVAL_MODES}, not {mode!r}")
+    params = load_params(params_path, allow_pickle=allow_pickle, model=model)
+    if split != "val":
+        echo(f"warning: evaluating the {split!r} frames, which include training frames; "
+             "held-out frames (--plan NAME --split val) measure generalisation")
+    model_id = model_id or Path(params_path).name.replace(".pkl", "")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    energy_mode = "full" if mode == "per-residue" else mode
+    stem = f"{model_id}_{mode.replace('-', '_')}"
+    zarr_path = out / f"{stem}_errors.zarr"
+    result = compute_per_residue_errors(
+        store, params, plan=plan, split=split, proteins=proteins, n_frames=n_frames, seed=seed,
+        mode=energy_mode, frame_block=frame_block, save_to=zarr_path, address=address,
+        workers=workers, progress=progress)
+    ds = result.dataset
+    n_samples = ds.sizes["sample"]
+    paths = {"errors": zarr_path}
+    if mode == "per-residue":
+        for name, table in result.tables.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                table.to_zarr(zarr_path, group=f"tables/{name}", mode="w", consolidated=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(zarr_path))
+        text = per_residue_text(result.tables, model_id=model_id, mode=energy_mode,
+                                n_samples=n_samples)
+        paths["table"] = out / f"{model_id}_per_residue_rmse.txt"
+        paths["plot"] = out / f"{model_id}_per_residue_rmse.png"
+        paths["table"].write_text(text)
+        plot_per_residue(result.tables, paths["plot"], model_id=model_id)
+        by = result.tables["by_resname"].sortby("rmse_pooled", ascending=False)
+        echo(f"per-residue force RMSE (vector norm, pooled) of {model_id} on {n_samples} frames: "
+             f"hardest {by.resname.values[0]} {float(by.rmse_pooled[0]):.3f}, easiest "
+             f"{by.resname.values[-1]} {float(by.rmse_pooled[-1]):.3f} kcal/mol/Å")
+        metrics = overall_metrics(ds)
+    else:
+        metrics = overall_metrics(ds)
+        paths["table"] = out / f"{stem}_forces.txt"
+        paths["plot"] = out / f"{stem}_forces.png"
+        paths["table"].write_text(overall_text(metrics, model_id=model_id, mode=mode,
+                                               n_samples=n_samples))
+        plot_overall(ds, metrics, paths["plot"], model_id=model_id, mode=mode)
+        echo(f"{mode} model {model_id}: force RMSE per component {metrics['rmse_component']:.4f}, "
+             f"vector {metrics['rmse_vector']:.4f}, MAE per component "
+             f"{metrics['mae_component']:.4f} kcal/mol/Å on {n_samples} frames")
+    (out / f"{stem}_metrics.json").write_text(json.dumps(
+        {"model_id": model_id, "mode": mode, "params": str(params_path), "split": split,
+         "n_frames": n_samples, **metrics}, indent=1) + "\n")
+    echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    return {"paths": paths, "metrics": metrics, "result": result}

@@ -1,0 +1,172 @@
+"""Force-error analysis: hand-computed per-residue values, padding, parallel = serial, CLI."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import protstore
+from protstore.checkpoints import write_checkpoint
+from protstore.cli import main
+from protstore.evaluate import (compute_per_residue_errors, forces_block, load_params, select)
+from protstore.ingest import IngestOptions, ingest
+from protstore.model import default_priors
+from protstore.vocab import PAD_ID, SPECIES_ID
+
+FRAMES = 4
+PROTEINS = {"aa": (["ALA", "GLY", "ALA"], 300.0), "bb": (["GLY", "LYS", "ALA", "GLY", "GLY"], 350.0)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Two proteins of different lengths and species orders, and a zero-force model."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(7)
+    forces = {}
+    store = protstore.open_store(tmp / "s.zarr", mode="a")
+    for pid, (names, T) in PROTEINS.items():
+        n = len(names)
+        R = np.zeros((FRAMES, n, 3), np.float32)
+        R[..., 0] = 3.8 * np.arange(n)
+        # bead-dependent force scales so that per-bead RMSEs differ
+        F = (rng.normal(size=(FRAMES, n, 3)) * (1 + 3 * rng.random(n))[None, :, None] * 3)
+        forces[pid] = F.astype(np.float32)
+        np.savez(tmp / f"{pid}.npz", R=R, F=forces[pid], resname=np.array(names))
+        ingest([tmp / f"{pid}.npz"], store, IngestOptions(temperature=T), progress=False,
+               log=lambda m: None)
+    params = {"prior": default_priors(), "model": {"w": np.zeros(1, np.float32)}}
+    write_checkpoint(tmp / "zero", params, {"kind": "final", "step": 0, "epoch": 0,
+                                            "model": {"factory": "plugin_models:zero",
+                                                      "options": {}}})
+    return protstore.open_store(tmp / "s.zarr"), tmp / "zero", forces
+
+
+def test_per_residue_matches_a_hand_computation(tiny):
+    store, zero, forces = tiny
+    res = compute_per_residue_errors(store, zero, split="all", mode="ml-only", workers=0)
+    assert res.proteins == ["aa", "bb"]
+    assert res.aa_names[SPECIES_ID["ALA"]] == "ALA"
+    # per bead: sqrt(mean over frames of ||F_ref||²) because the model predicts zero force
+    for i, pid in enumerate(res.proteins):
+        expect = np.sqrt((forces[pid].astype(np.float64) ** 2).sum(-1).mean(0))
+        n = len(expect)
+        np.testing.assert_allclose(res.rmse_per_atom[i, :n], expect, rtol=1e-6)
+        assert np.isnan(res.rmse_per_atom[i, n:]).all() and (res.mask[i, n:] == 0).all()
+        species = [SPECIES_ID[x] for x in PROTEINS[pid][0]]
+        assert res.species[i, :n].tolist() == species  # from each protein, not from one frame
+        assert (res.species[i, n:] == PAD_ID).all()
+
+    sq = {pid: (f.astype(np.float64) ** 2).sum(-1) for pid, f in forces.items()}  # [T, n]
+    by = res.tables["by_resname"]
+    for name in ("ALA", "GLY", "LYS"):
+        values = np.concatenate([sq[pid][:, [j for j, x in enumerate(PROTEINS[pid][0]) if x == name]]
+                                 .ravel() for pid in sq])
+        bead_rmse = np.concatenate([np.sqrt(sq[pid][:, [j for j, x in enumerate(PROTEINS[pid][0])
+                                                        if x == name]].mean(0)) for pid in sq])
+        row = by.sel(resname=name)
+        assert float(row.rmse_pooled) == pytest.approx(np.sqrt(values.mean()), rel=1e-9)
+        assert int(row.n_values) == len(values) and int(row.n_beads) == len(bead_rmse)
+        assert float(row.mean_bead_rmse_predecessor) == pytest.approx(bead_rmse.mean(), rel=1e-9)
+    # pooled and mean-of-RMSE differ where beads of one type have different errors
+    gly = by.sel(resname="GLY")
+    assert abs(float(gly.rmse_pooled) - float(gly.mean_bead_rmse_predecessor)) > 1e-3
+
+    # chain positions from each terminus, per temperature
+    pos = res.tables["by_position"]
+    first = np.concatenate([sq["aa"][:, 0], sq["bb"][:, 0]])
+    assert float(pos.sel(position=0).rmse_pooled) == pytest.approx(np.sqrt(first.mean()))
+    last = np.concatenate([sq["aa"][:, -1], sq["bb"][:, -1]])
+    assert float(res.tables["by_position_from_c"].sel(position_from_c=0).rmse_pooled) == \
+        pytest.approx(np.sqrt(last.mean()))
+    temps = res.tables["by_temperature"]
+    assert float(temps.sel(temperature=350.0).rmse_pooled) == pytest.approx(np.sqrt(sq["bb"].mean()))
+
+
+def test_padded_beads_are_never_counted(train_store, trained_run):
+    plan = train_store.plan("p")
+    res = compute_per_residue_errors(train_store, trained_run.run_dir / "final", plan=plan,
+                                     split="val", workers=1)
+    beads = res.tables["per_bead"]
+    selection = select(train_store, plan=plan, split="val")
+    assert beads.sizes["bead"] == sum(s.n_atoms for s in selection)
+    assert int(beads["n_frames"].sum()) == sum(s.n_atoms * len(s.frames) for s in selection)
+    # the full model's pooled per-component RMSE equals training's own validation RMSE
+    total = float(beads["sum_sq"].sum()) / (3 * float(beads["n_frames"].sum()))
+    assert np.sqrt(total) == pytest.approx(trained_run.final_val_rmse, rel=1e-4)
+
+
+def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
+    from distributed import LocalCluster
+
+    plan = train_store.plan("p")
+    final = trained_run.run_dir / "final"
+    runs = {w: compute_per_residue_errors(train_store, final, plan=plan, n_frames=9, seed=1,
+                                          workers=w).tables["per_bead"] for w in (0, 1, 2)}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        runs["cluster"] = compute_per_residue_errors(
+            train_store, final, plan=plan, n_frames=9, seed=1,
+            address=cluster.scheduler_address).tables["per_bead"]
+    # no dask at all: the task function called directly, reduced with numpy
+    mp = load_params(final)
+    expect = []
+    for s in select(train_store, plan=plan, n_frames=9, seed=1):
+        out = forces_block(train_store.url, None, s.protein, s.frames, s.n_max, 32, mp.params,
+                           mp.factory, "{}", "full")
+        expect.append(np.sqrt((out[..., :3].astype(np.float64) ** 2).sum(-1).mean(0)))
+    expect = np.concatenate(expect)
+    for name, beads in runs.items():
+        np.testing.assert_allclose(beads["rmse"].values, expect, rtol=1e-12, err_msg=str(name))
+
+
+def test_evaluate_cli_writes_plots_tables_and_a_zarr_result(train_store, trained_run, tmp_path,
+                                                           capsys):
+    out = tmp_path / "eval"
+    run = trained_run.run_dir
+    assert main(["evaluate", train_store.url, "--params", str(run / "best"), "--plan", "p",
+                 "--out", str(out), "--model-id", "m1", "--no-progress"]) == 0
+    for name in ("m1_per_residue_rmse.png", "m1_per_residue_rmse.txt",
+                 "m1_per_residue_errors.zarr"):
+        assert (out / name).exists(), name
+    text = (out / "m1_per_residue_rmse.txt").read_text()
+    assert "vector norm" in text and "mean_bead_rmse_predecessor" in text
+    ds = xr.open_zarr(out / "m1_per_residue_errors.zarr")
+    assert set(ds.sq_error.dims) == {"sample", "atom"}
+    assert {"protein", "species", "resid", "position", "position_from_c",
+            "temperature"} <= set(ds.coords)
+    table = xr.open_zarr(out / "m1_per_residue_errors.zarr", group="tables/by_resname")
+    assert "rmse_pooled" in table
+
+    assert main(["evaluate", train_store.url, "--params", str(run / "params.pkl"), "--plan", "p",
+                 "--out", str(out), "--mode", "prior-only"]) == 1
+    assert "--allow-pickle" in capsys.readouterr().err
+    assert main(["evaluate", train_store.url, "--params", str(run / "params.pkl"), "--plan", "p",
+                 "--out", str(out), "--mode", "prior-only", "--allow-pickle",
+                 "--no-progress"]) == 0
+    assert (out / "params_prior_only_forces.png").exists()
+    text = (out / "params_prior_only_forces.txt").read_text()
+    assert "rmse_component" in text and "rmse_x" in text and "mae_vector" in text
+
+    # an EMA of the run evaluates unchanged
+    assert main(["ema", str(run), "--out", str(tmp_path / "ema"), "--decay", "0.9"]) == 0
+    assert main(["evaluate", train_store.url, "--params", str(tmp_path / "ema"), "--plan", "p",
+                 "--out", str(out), "--mode", "full", "--no-progress"]) == 0
+    assert (out / "ema_full_forces.txt").exists()
+
+
+def test_notebook_runs_on_a_fresh_result(train_store, trained_run, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from protstore.evaluate import evaluate
+    from pathlib import Path
+
+    evaluate(train_store, trained_run.run_dir / "final", tmp_path, plan=train_store.plan("p"),
+             model_id="nb", progress=False, echo=lambda m: None)
+    monkeypatch.setenv("PROTSTORE_EVAL", str(tmp_path / "nb_per_residue_errors.zarr"))
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "per_residue_analysis.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum(o.output_type == "display_data" for o in outputs) >= 4  # the plots
