@@ -22,7 +22,7 @@ def demo_store(path: str | Path, plan: str = "demo"):
         files = make_demo_dataset(path.parent / "bench-data", DemoConfig(), progress=True)
         ingest(files, open_store(path, mode="a"), progress=True)
     store = open_store(path, mode="a")
-    if plan not in store.plans:
+    if plan not in store.plans():
         save_plan(store, plan_from_store(store, name=plan, strategy="optimal", n_buckets=3,
                                          split="frame", val_fraction=0.2, seed=0))
     return open_store(path)

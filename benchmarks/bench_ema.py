@@ -24,7 +24,7 @@ from protstore.model import default_priors, load_model
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--checkpoints", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("--checkpoints", type=int, nargs="+", default=[25, 100])
     ap.add_argument("--features", type=int, default=128, help="network width (sets params size)")
     args = ap.parse_args()
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
@@ -52,10 +52,11 @@ def main() -> None:
             for path, _ in list_checkpoints(run):
                 read_checkpoint(path)
             t_read = time.perf_counter() - t0
-            tracemalloc.start()
             t0 = time.perf_counter()
             compute_ema(run, Path(tmp) / "ema", decay=0.999, echo=lambda m: None)
             t_ema = time.perf_counter() - t0
+            tracemalloc.start()  # a second pass for memory: tracing slows Python down
+            compute_ema(run, Path(tmp) / "ema2", decay=0.999, echo=lambda m: None)
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
         print(f"{n:11d} {t_write:8.1f} {t_read:10.2f} {t_ema:7.2f} {t_ema / t_read:8.2f} "

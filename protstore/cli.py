@@ -150,8 +150,8 @@ def _train(args) -> int:
     import json
     from pathlib import Path
 
-    from .model.fit import priors_from_doc
     from .store import open_store
+    from .store.schemas import check_document
     from .train import TrainConfig, train
 
     store = open_store(args.store)
@@ -169,9 +169,10 @@ def _train(args) -> int:
         priors = None
         if args.priors:
             try:
-                priors = priors_from_doc(json.loads(Path(args.priors).read_text()))
-            except (OSError, json.JSONDecodeError, KeyError) as exc:
+                priors = json.loads(Path(args.priors).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
                 raise ProtstoreError(f"{args.priors}: cannot read priors ({exc})") from None
+            check_document(priors, "priors", args.priors)
         result = train(store, plan, args.out, config, priors=priors, progress=not args.no_progress)
     v = result.final_val_rmse
     print(f"trained {result.steps} steps ({result.compilations} compilation(s) of the train step); "

@@ -7,7 +7,8 @@ import xarray as xr
 import protstore
 from protstore.checkpoints import write_checkpoint
 from protstore.cli import main
-from protstore.evaluate import (compute_per_residue_errors, forces_block, load_params, select)
+from protstore.evaluate import compute_per_residue_errors, forces_block, load_params, select
+from protstore.evaluate.compute import protein_static
 from protstore.ingest import IngestOptions, ingest
 from protstore.model import default_priors
 from protstore.vocab import PAD_ID, SPECIES_ID
@@ -110,8 +111,10 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     mp = load_params(final)
     expect = []
     for s in select(train_store, plan=plan, n_frames=9, seed=1):
-        out = forces_block(train_store.url, None, s.protein, s.frames, s.n_max, 32, mp.params,
-                           mp.factory, "{}", "full")
+        static = protein_static(train_store.url, None, s.protein)
+        beads = {k: static[k] for k in ("species", "resid", "chain")}
+        out = forces_block(train_store.url, None, s.protein, s.frames, s.n_max, 32, beads,
+                           mp.params, mp.factory, "{}", "full")
         expect.append(np.sqrt((out[..., :3].astype(np.float64) ** 2).sum(-1).mean(0)))
     expect = np.concatenate(expect)
     for name, beads in runs.items():

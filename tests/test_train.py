@@ -190,3 +190,27 @@ print("VAL", r.final_val_rmse)
     a = read_checkpoint(tmp_path / "one" / "final").params["model"]["embed"]
     b = read_checkpoint(tmp_path / "two" / "final").params["model"]["embed"]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_priors_and_train_cli(train_store, tmp_path, capsys):
+    from protstore.cli import main
+    pri = tmp_path / "priors.json"
+    assert main(["fit-priors", train_store.url, "--plan", "p", "--out", str(pri)]) == 0
+    doc = json.loads(pri.read_text())
+    assert doc["fit"]["temperature_K"] == pytest.approx(334.0, abs=0.5)  # mean of 320 and 348
+    assert abs(doc["params"]["bond"]["r0"] - 3.8) < 0.05  # the generator's bond length
+    assert pri.with_suffix(".png").exists()
+    run = tmp_path / "cli-run"
+    args = ["train", train_store.url, "--plan", "p", "--out", str(run), "--priors", str(pri),
+            "--epochs", "1", "--batch-size", "8", "--model", "plugin_models:pairwise_species",
+            "--model-option", "scale=0.5", "--no-progress"]
+    assert main(args) == 0
+    assert "final validation force RMSE per component" in capsys.readouterr().out
+    assert json.loads((run / "priors.json").read_text())["params"] == doc["params"]
+    ck = read_checkpoint(run / "final")
+    assert ck.attrs["model"]["options"] == {"scale": 0.5}
+    assert float(ck.params["model"]["frozen"]["scale"]) == 0.5
+    assert main(args) == 1  # the run directory is taken
+    assert "not empty" in capsys.readouterr().err
+    assert main(["train", train_store.url, "--plan", "p", "--resume", str(run)]) == 1
+    assert "has finished" in capsys.readouterr().err

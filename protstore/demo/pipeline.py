@@ -14,7 +14,7 @@ from ..batching import plan_from_store, save_plan
 from ..checkpoints import read_checkpoint
 from ..ema import compute_ema
 from ..evaluate import evaluate
-from ..model.fit import collect_samples, fit_priors, plot_fit, priors_from_doc, priors_to_doc
+from ..model.fit import collect_samples, fit_priors, plot_fit, priors_to_doc
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
 from ..report import store_info
@@ -74,7 +74,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
     else:
         resume = (run_dir / "config.json").exists()
         echo(f"[6/{STEPS}] train ({'resuming' if resume else 'interleaved schedule'}) -> {run_dir}")
-        result = train(store, plan, run_dir, train_config, priors=priors_from_doc(doc),
+        result = train(store, plan, run_dir, train_config, priors=doc,
                        resume=resume, progress=progress, echo=echo)
     final = read_checkpoint(run_dir / "final")
     echo(f"validation force RMSE per component of the final params: "

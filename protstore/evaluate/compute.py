@@ -99,7 +99,8 @@ def _force_fn(factory: str, options_json: str, mode: str):
     return jax.jit(batch_forces(total_energy(model, mode)))
 
 
-def _protein_static(url: str, storage_options, pid: str) -> dict:
+def protein_static(url: str, storage_options, pid: str) -> dict:
+    """Per-bead ``species``, ``resid``, ``chain`` (codes) and per-frame ``temperature``."""
     g = zarr.open_group(url, path=protein_path(pid), mode="r", storage_options=storage_options)
     return {"species": np.asarray(g["species"][:], np.int32),
             "resid": np.asarray(g["resid"][:], np.int32), "chain": chain_codes(g["chain"][:]),
@@ -107,14 +108,15 @@ def _protein_static(url: str, storage_options, pid: str) -> dict:
 
 
 def forces_block(url: str, storage_options, pid: str, frames: np.ndarray, n_max: int,
-                 frame_block: int, params: dict, factory: str, options_json: str,
+                 frame_block: int, static: dict, params: dict, factory: str, options_json: str,
                  mode: str) -> np.ndarray:
-    """[len(frames), n_atoms, 6] float32: F_pred - F_ref (first 3) and F_ref (last 3)."""
+    """[len(frames), n_atoms, 6] float32: F_pred - F_ref (first 3) and F_ref (last 3).
+
+    ``static``: the protein's per-bead ``species``, ``resid``, ``chain`` (chain codes)."""
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = zarr.open_group(url, path=protein_path(pid), mode="r", storage_options=storage_options)
-        static = _protein_static(url, storage_options, pid)
         lo, hi = int(frames.min()), int(frames.max()) + 1
         R = g["R"][lo:hi][frames - lo]
         F = g["F"][lo:hi][frames - lo]
@@ -152,12 +154,13 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
     blocks, coords = [], {k: [] for k in ("protein", "frame", "temperature", "bucket")}
     atom_coords = {k: [] for k in ("species", "resid", "position", "position_from_c", "mask")}
     for s in selection:
-        static = _protein_static(store.url, store.storage_options, s.protein)
+        static = protein_static(store.url, store.storage_options, s.protein)
+        beads = {k: static[k] for k in ("species", "resid", "chain")}
         parts = []
         for start in range(0, len(s.frames), frame_block):
             fr = s.frames[start:start + frame_block]
             task = dask.delayed(forces_block, pure=True)(
-                store.url, store.storage_options, s.protein, fr, s.n_max, frame_block,
+                store.url, store.storage_options, s.protein, fr, s.n_max, frame_block, beads,
                 params_task, factory, options_json, mode,
                 dask_key_name=f"forces-{s.protein}-{start}-{mode}")
             parts.append(da.from_delayed(task, shape=(len(fr), s.n_atoms, 6), dtype=np.float32))

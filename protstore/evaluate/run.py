@@ -148,6 +148,7 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
     ds = result.dataset
     n_samples = ds.sizes["sample"]
     paths = {"errors": zarr_path}
+    metrics = overall_metrics(ds)
     if mode == "per-residue":
         for name, table in result.tables.items():
             with warnings.catch_warnings():
@@ -166,9 +167,7 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
         echo(f"per-residue force RMSE (vector norm, pooled) of {model_id} on {n_samples} frames: "
              f"hardest {by.resname.values[0]} {float(by.rmse_pooled[0]):.3f}, easiest "
              f"{by.resname.values[-1]} {float(by.rmse_pooled[-1]):.3f} kcal/mol/Å")
-        metrics = overall_metrics(ds)
     else:
-        metrics = overall_metrics(ds)
         paths["table"] = out / f"{stem}_forces.txt"
         paths["plot"] = out / f"{stem}_forces.png"
         paths["table"].write_text(overall_text(metrics, model_id=model_id, mode=mode,

@@ -225,12 +225,16 @@ def plot_fit(priors: dict, curves: dict, info: dict, path) -> None:
     plt.close(fig)
 
 
-def priors_to_doc(priors: dict, info: dict, **provenance) -> dict:
-    """The priors as a JSON-ready document (schemas/priors.json)."""
+def priors_to_doc(priors: dict, info: dict | None, **provenance) -> dict:
+    """The priors as a JSON-ready document (schemas/priors.json); ``info`` describes the fit
+    (None for priors that were not fitted here)."""
     as_py = jax.tree.map(lambda a: np.asarray(a).tolist(), priors)
-    return {"format": PRIORS_DOC, "version": 1, "units": {
+    doc = {"format": PRIORS_DOC, "version": 1, "units": {
         "length": "Å", "energy": "kcal/mol", "angle": "rad", "temperature": "K"},
-        "params": as_py, "fit": info, **provenance}
+        "params": as_py, **provenance}
+    if info is not None:
+        doc["fit"] = info
+    return doc
 
 
 def priors_from_doc(doc: dict) -> dict:

@@ -36,7 +36,8 @@ from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is
                            list_checkpoints, read_checkpoint, write_checkpoint)
 from ..errors import ProtstoreError
 from ..model.energy import load_model, total_energy
-from ..model.fit import priors_from_doc
+from ..model.fit import (PRIORS_DOC, collect_samples, fit_priors, plot_fit, priors_from_doc,
+                         priors_to_doc)
 from ..store import Store
 from ..store.schemas import check_document
 from .config import TrainConfig
@@ -319,8 +320,8 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
           echo: Callable[[str], None] = print) -> TrainResult:
     """Train (or resume) a run in ``out``; see the module docstring for what it writes.
 
-    ``priors``: prior params (``protstore.model.fit``); fitted on the plan's training split
-    when not given. On resume, config and priors come from the run directory.
+    ``priors``: a priors document (``fit-priors``' JSON, loaded) or prior params; fitted on the
+    plan's training split when not given. On resume, config and priors come from the run directory.
     """
     out = Path(out)
     if resume:
@@ -342,17 +343,15 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
                                  "own directory; use --resume to continue it)")
         out.mkdir(parents=True, exist_ok=True)
         if priors is None:
-            from ..model.fit import collect_samples, fit_priors, plot_fit, priors_to_doc
             echo("fitting priors by Boltzmann inversion on the training split")
             fitted, curves, info = fit_priors(collect_samples(store, plan, seed=config.seed))
             plot_fit(fitted, curves, info, out / "priors.png")
             doc = priors_to_doc(fitted, info, store=store.url, plan=plan.name,
                                 created_by=f"protstore {__version__}")
-        else:
-            from ..model.fit import priors_to_doc
-            doc = priors_to_doc(priors, {"temperature_K": 1.0, "kT_kcal_per_mol": 1.0,
-                                         "n_frames": 1, "observations": {}}, plan=plan.name,
-                                created_by="given")
+        elif priors.get("format") == PRIORS_DOC:  # a priors document (fit-priors' JSON)
+            doc = dict(priors)
+        else:  # prior params
+            doc = priors_to_doc(priors, None, plan=plan.name, created_by="given as params")
         check_document(doc, "priors", str(out / "priors.json"))
         (out / "priors.json").write_text(json.dumps(doc, indent=1) + "\n")
         priors = priors_from_doc(doc)
