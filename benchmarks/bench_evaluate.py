@@ -1,5 +1,6 @@
-"""Evaluation benchmark: jit+vmap force evaluation against the predecessor's per-frame
-``jax.grad`` Python loop on the same model and frames, and dask scaling from 1 to 2 workers.
+"""Evaluation benchmark: jit+vmap force evaluation against per-frame ``jax.grad`` Python loops
+(jitted once, and op by op without jit) on the same model and frames, and dask scaling from 1
+to 2 workers.
 
     python benchmarks/bench_evaluate.py [--store demo-output/store.zarr] [--frames 64]
 """
@@ -22,15 +23,16 @@ def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
     energy = total_energy(load_model())
     vmapped = jax.jit(batch_forces(energy))
 
-    @jax.jit
-    def one_frame(params, R, species, resid, chain, mask):  # the predecessor: grad per frame
+    def eager_frame(params, R, species, resid, chain, mask):  # the predecessor: grad per frame
         return -jax.grad(energy, argnums=1)(params, R, species, mask,
                                             build_topology(resid, chain, mask))
 
-    print(f"\n## Forces: jit(vmap) over blocks of {block} frames vs a Python loop of a jitted "
-          f"per-frame jax.grad ({n_frames} frames per bucket)")
-    print(f"{'bucket':>6s} {'N_max':>6s} {'vmap frames/s':>14s} {'loop frames/s':>14s} "
-          f"{'speed-up':>9s} {'max |dF|':>9s}")
+    one_frame = jax.jit(eager_frame)
+
+    print(f"\n## Forces: jit(vmap) over blocks of {block} frames vs per-frame jax.grad loops "
+          f"(jitted, and eager: the predecessor's; {n_frames} frames per bucket)")
+    print(f"{'bucket':>6s} {'N_max':>6s} {'vmap frames/s':>14s} {'jit loop f/s':>13s} "
+          f"{'eager loop f/s':>15s} {'vs jit loop':>12s} {'vs eager':>9s} {'max |dF|':>9s}")
     for b in plan.buckets:
         loader = BatchLoader(store, plan, LoaderConfig(batch_size=block, buckets=(b.index,),
                                                        split="all", shuffle=False))
@@ -51,11 +53,16 @@ def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
                  for i in range(block)]
         jax.block_until_ready(out_l)
         t_l = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n_eager = 2
+        jax.block_until_ready([eager_frame(params, *(batches[0][k][i] for k in keys))
+                               for i in range(n_eager)])
+        t_e = (time.perf_counter() - t0) / n_eager
         n = len(batches) * block
         diff = np.abs(np.concatenate([np.asarray(o) for o in out_v]) -
                       np.stack([np.asarray(o) for o in out_l])).max()
-        print(f"{b.index:6d} {b.n_max:6d} {n / t_v:14.0f} {n / t_l:14.0f} {t_l / t_v:8.1f}x "
-              f"{diff:9.1e}")
+        print(f"{b.index:6d} {b.n_max:6d} {n / t_v:14.0f} {n / t_l:13.0f} {1 / t_e:15.1f} "
+              f"{t_l / t_v:11.2f}x {t_e * n / t_v:8.0f}x {diff:9.1e}")
 
 
 def dask_scaling(store, plan, params) -> None:
