@@ -80,6 +80,34 @@ def dask_scaling(store, plan, params) -> None:
         print(f"{workers:7d} {n:7d} {dt:7.2f} {n / dt:9.0f} {base / dt:8.2f}x")
 
 
+def memory(store, plan, params) -> None:
+    """Peak traced memory of ``evaluate`` (written to Zarr, reduced from it) for 1x and 5x the
+    frames: bounded by the frame block, not by the number of frames."""
+    import tempfile
+    import tracemalloc
+
+    from protstore.evaluate import evaluate
+    from protstore.checkpoints import write_checkpoint
+
+    print("\n## Peak memory of `evaluate --mode per-residue` (tracemalloc: NumPy + Python)")
+    print(f"{'frames':>7s} {'time s':>7s} {'peak MiB':>9s} {'errors on disk MiB':>19s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = write_checkpoint(f"{tmp}/params", params, {
+            "kind": "final", "step": 0, "epoch": 0,
+            "model": {"factory": DEFAULT_MODEL, "options": {}}})
+        for n_frames in (80, 400):
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            out = evaluate(store, ckpt, f"{tmp}/e{n_frames}", plan=plan, split="all",
+                           n_frames=n_frames, workers=1, progress=False, echo=lambda m: None)
+            dt = time.perf_counter() - t0
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            size = sum(f.stat().st_size for f in out["paths"]["errors"].rglob("*") if f.is_file())
+            n = out["result"].dataset.sizes["sample"]
+            print(f"{n:7d} {dt:7.1f} {peak / 2**20:9.1f} {size / 2**20:19.1f}")
+
+
 def main() -> None:
     args, store, plan = demo_args(__doc__, frames=64, block=32)
     model = load_model()
@@ -87,6 +115,7 @@ def main() -> None:
               "model": model.init(jax.random.PRNGKey(0), {"force_rms": 5.0})}
     vmap_vs_loop(store, plan, params, args.frames, args.block)
     dask_scaling(store, plan, params)
+    memory(store, plan, params)
 
 
 if __name__ == "__main__":

@@ -142,8 +142,9 @@ def read_attrs(path: str | os.PathLike) -> dict:
 
 
 def read_checkpoint(path: str | os.PathLike, *, opt_template=None) -> Checkpoint:
-    """Read a checkpoint; with ``opt_template`` (e.g. ``optimizer.init(params)``) also its
-    optimizer state, checked leaf by leaf against the template's structure and shapes."""
+    """Read a checkpoint; with ``opt_template`` (e.g. ``optimizer.init(params)``, or a function
+    of the stored params that returns it, such as ``optimizer.init``) also its optimizer state,
+    checked leaf by leaf against the template's structure and shapes."""
     path = Path(path)
     attrs = read_attrs(path)
     with warnings.catch_warnings():
@@ -154,6 +155,8 @@ def read_checkpoint(path: str | os.PathLike, *, opt_template=None) -> Checkpoint
         if opt_template is not None:
             if "opt_state" not in root:
                 raise CheckpointError(f"{path}: no optimizer state (not a resumable checkpoint)")
+            if callable(opt_template):
+                opt_template = opt_template(params)
             leaves, treedef = jax.tree_util.tree_flatten(opt_template)
             stored = root["opt_state"]
             if len(list(stored.array_keys())) != len(leaves):

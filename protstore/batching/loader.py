@@ -68,8 +68,8 @@ class BatchLoader:
     Keys: ``R``, ``F`` [B, N_max, 3] float32; ``mask`` [B, N_max] float32; ``species``,
     ``resid``, ``chain`` [B, N_max] int32 (``chain``: the protein's chains numbered 0, 1, ... in
     bead order; -1 for padding); ``protein`` [B] int32 (index into ``plan.proteins``, -1 for a
-    padded sample); ``frame`` [B] int32; ``temperature`` [B] float32 (K); ``sample_mask`` [B] float32; ``bucket``, ``epoch``,
-    ``step`` ints.
+    padded sample); ``frame`` [B] int32; ``temperature`` [B] float32 (K); ``sample_mask`` [B]
+    float32; ``bucket``, ``epoch``, ``step`` ints.
     """
 
     def __init__(self, store: Store, plan: BucketPlan, config: LoaderConfig = LoaderConfig()):

@@ -42,7 +42,7 @@ class WorldParams:
     sigma: float = 4.0
     r_att: float = 6.0
     w_att: float = 1.0
-    attraction: float = 1.0  # multiplies every ε_ab
+    attraction: float = 3.0  # multiplies every ε_ab: species-specific forces for a network to learn
     mass: float = 110.0
     friction: float = 5.0  # 1/ps
     dt: float = 0.01  # ps

@@ -34,7 +34,8 @@ class DemoConfig:
     temperatures, replicas : mdCATH-style runs per protein.
     frames : frames per run; stride : Langevin steps (0.01 ps each) between frames.
     equilibration : steps discarded at the start of every run.
-    force_noise : kcal/mol/Å, std of the Gaussian noise on each bead-force component.
+    force_noise : kcal/mol/Å, std of the Gaussian noise on each bead-force component (the
+        irreducible error floor of a perfect model).
     corrupt : append mdCATH-like corrupt frames (int32 overflow, all-zero) to one run of the
         first protein, which ingest must detect and exclude.
     """
@@ -49,7 +50,7 @@ class DemoConfig:
     force_noise: float = 1.0
     corrupt: bool = True
     seed: int = 0
-    world: WorldParams = field(default_factory=lambda: WorldParams(attraction=3.0))
+    world: WorldParams = field(default_factory=WorldParams)
 
 
 def _pdb_line(serial, name, resname, chain, resid, xyz, element) -> str:

@@ -188,9 +188,8 @@ class Run:
         if attrs.get("config_hash") != self.config.hash():
             raise CheckpointError(f"{path}: written with a different config.json")
         pos = Position(attrs["phase"], attrs["epoch"], attrs["step_in_epoch"], attrs["step"])
-        probe = read_checkpoint(path)
-        template = make_optimizer(self.config, self.phase_steps(pos.phase)).init(probe.params)
-        ckpt = read_checkpoint(path, opt_template=template)
+        optimizer = make_optimizer(self.config, self.phase_steps(pos.phase))
+        ckpt = read_checkpoint(path, opt_template=optimizer.init)
         self.wall0 = attrs["wall_time_s"]
         kept = [m for m in self.read_metrics() if m["step"] <= pos.step]
         (self.dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
@@ -270,7 +269,7 @@ class Run:
     # ------------------------------------------------------------------ export
     def export(self, state: TrainState) -> tuple[int | None, dict]:
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
-        last_path, last = found[-1]
+        _, last = found[-1]
         final = jax.device_get(state.params)
         keep = {k: last.get(k) for k in ("val_rmse", "val_rmse_per_bucket", "train_loss")
                 if k in last}
