@@ -179,8 +179,9 @@ def import_checkpoints(source: str | Path, out: str | Path, *, allow_pickle: boo
                        steps_per_epoch: int | None = None,
                        echo: Callable[[str], None] = print) -> list[Path]:
     """Convert the predecessor's ``epoch*.pkl`` files (``{'trainer_state': {'params': ...}}``)
-    into checkpoint groups ``out/checkpoints/step_XXXXXXXX``. Unpickling runs code from the file,
-    so it needs ``allow_pickle=True``; ``*_error_state.pkl`` and ``*.meta.pkl`` are skipped."""
+    into checkpoint groups ``out/checkpoints/step_<8-digit step>``. Unpickling runs code from the
+    file, so the caller must opt in with the ``allow_pickle`` flag; ``*_error_state.pkl`` and
+    ``*.meta.pkl`` are skipped."""
     source = Path(source)
     files = sorted(p for p in source.glob("epoch*.pkl")
                    if not p.name.endswith(("_error_state.pkl", ".meta.pkl")))

@@ -6,7 +6,7 @@ checkpoints, resume and the final export.
       config.json         the TrainConfig (its sha256 is in every checkpoint)
       priors.json         the priors used (fitted by Boltzmann inversion unless given)
       metrics.jsonl       one line per epoch: train loss, validation RMSE overall and per bucket
-      checkpoints/step_XXXXXXXX/   params + optimizer state (Zarr groups; step 0 is the init)
+      checkpoints/        step_00001200/, ...: params + optimizer state (Zarr; step 0: the init)
       final/ best/        params of the last step and of the best validation epoch
       params.pkl          the final params as a nested dict of NumPy arrays
       loss_curve.png
@@ -225,7 +225,7 @@ class Run:
         label = (f"bucket {pos.phase} " if cfg.schedule == "sequential" else "") + \
             f"epoch {pos.epoch + 1}/{cfg.epochs}"
         bar = tqdm(total=steps_per_epoch, initial=pos.step_in_epoch, desc=label,
-                   disable=not self.progress, leave=False)
+                   disable=None if self.progress else True, leave=False)  # None: off when not a tty
         losses, frames, wait, t0 = [], 0, 0.0, time.perf_counter()
         batches = loader.epoch(pos.epoch, start_step=pos.step_in_epoch)
         while True:
