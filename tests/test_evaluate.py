@@ -1,5 +1,7 @@
 """Force-error analysis: hand-computed per-residue values, padding, parallel = serial, CLI."""
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -138,6 +140,10 @@ def test_evaluate_cli_writes_plots_tables_and_a_zarr_result(train_store, trained
             "temperature"} <= set(ds.coords)
     table = xr.open_zarr(out / "m1_per_residue_errors.zarr", group="tables/by_resname")
     assert "rmse_pooled" in table
+    from protstore.store.schemas import check_document
+    summary = json.loads((out / "m1_per_residue_metrics.json").read_text())
+    check_document(summary, "eval_metrics", "summary")
+    assert summary["split"] == "val" and summary["mode"] == "per-residue"
 
     assert main(["evaluate", train_store.url, "--params", str(run / "params.pkl"), "--plan", "p",
                  "--out", str(out), "--mode", "prior-only"]) == 1

@@ -60,6 +60,12 @@ def test_run_directory_contents(trained_run):
     metrics = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert all(set(m["val_rmse_per_bucket"]) == {"0", "1"} for m in metrics)
+    from protstore.store.schemas import check_document
+    for name, schema in (("config.json", "train_config"), ("run.json", "run"),
+                         ("priors.json", "priors")):
+        check_document(json.loads((d / name).read_text()), schema, name)
+    for m in metrics:
+        check_document(m, "metrics", "metrics.jsonl")
     found = list_checkpoints(d)
     steps = [a["step"] for _, a in found]
     assert steps[0] == 0 and steps == sorted(steps)
@@ -126,6 +132,19 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(train_store, train
     assert result.final_val_rmse == pytest.approx(trained_run.final_val_rmse, rel=1e-5)
     metrics = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
+
+
+def test_config_file_errors_name_the_file_and_field(tmp_path):
+    from protstore.errors import ProtstoreError
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"epochs": 2, "learning_rat": 1e-3}))
+    with pytest.raises(ProtstoreError, match=r"cfg.json.*'learning_rat' was unexpected"):
+        TrainConfig.from_file(path)
+    path.write_text(json.dumps({"schedule": "round-robin"}))
+    with pytest.raises(ProtstoreError, match=r"cfg.json.*schedule"):
+        TrainConfig.from_file(path)
+    path.write_text(json.dumps({"epochs": 2, "schedule": "sequential"}))
+    assert TrainConfig.from_file(path) == TrainConfig(epochs=2, schedule="sequential")
 
 
 def test_new_run_refuses_an_existing_directory(train_store, trained_run):

@@ -19,6 +19,7 @@ from ..batching import BucketPlan
 from ..errors import ProtstoreError
 from ..model.energy import MODES
 from ..store import Store
+from ..store.schemas import check_document
 from ..vocab import PAD_ID, VOCABULARY
 from .compute import error_dataset, select
 from .params import ModelParams, load_params
@@ -176,8 +177,9 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
         echo(f"{mode} model {model_id}: force RMSE per component {metrics['rmse_component']:.4f}, "
              f"vector {metrics['rmse_vector']:.4f}, MAE per component "
              f"{metrics['mae_component']:.4f} kcal/mol/Å on {n_samples} frames")
-    (out / f"{stem}_metrics.json").write_text(json.dumps(
-        {"model_id": model_id, "mode": mode, "params": str(params_path), "split": split,
-         "n_frames": n_samples, **metrics}, indent=1) + "\n")
+    summary = {"model_id": model_id, "mode": mode, "params": str(params_path), "split": split,
+               "n_frames": n_samples, **metrics}
+    check_document(summary, "eval_metrics", str(out / f"{stem}_metrics.json"))
+    (out / f"{stem}_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     echo("wrote " + ", ".join(str(p) for p in paths.values()))
     return {"paths": paths, "metrics": metrics, "result": result}

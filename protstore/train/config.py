@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import ProtstoreError
 from ..model.energy import DEFAULT_MODEL
+from ..store.schemas import check_document
 
 SCHEDULES = ("interleaved", "sequential")
 
@@ -53,11 +54,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise ProtstoreError(f"unknown training option(s): {', '.join(unknown)}")
+    def from_dict(cls, doc: dict, where: str = "training config") -> "TrainConfig":
+        """From a (partial) config document, checked against schemas/train_config.json."""
+        check_document(doc, "train_config", where)
         return cls(**doc)
 
     @classmethod
@@ -66,7 +65,7 @@ class TrainConfig:
             doc = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ProtstoreError(f"{path}: cannot read training config ({exc})") from None
-        return cls.from_dict(doc)
+        return cls.from_dict(doc, str(path))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -156,6 +156,7 @@ class Run:
             "checkpoint with a lower learning rate")
 
     def write_metrics(self, line: dict) -> None:
+        check_document(line, "metrics", str(self.dir / "metrics.jsonl"))
         with open(self.dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")
 
@@ -354,11 +355,12 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         check_document(doc, "priors", str(out / "priors.json"))
         (out / "priors.json").write_text(json.dumps(doc, indent=1) + "\n")
         priors = priors_from_doc(doc)
+        check_document(config.to_dict(), "train_config", str(out / "config.json"))
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-        (out / "run.json").write_text(json.dumps({
-            "store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
-            "devices": [str(d) for d in jax.devices()], "config_hash": config.hash()},
-            indent=1) + "\n")
+        run_doc = {"store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
+                   "devices": [str(d) for d in jax.devices()], "config_hash": config.hash()}
+        check_document(run_doc, "run", str(out / "run.json"))
+        (out / "run.json").write_text(json.dumps(run_doc, indent=1) + "\n")
     run = Run(out, store, plan, config, priors, progress=progress, echo=echo)
     if len(run.placement.devices) > 1:
         echo(f"data-parallel over {len(run.placement.devices)} devices")
