@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from _demo import demo_args
 from protstore.batching import BatchLoader, LoaderConfig

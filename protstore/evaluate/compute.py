@@ -172,8 +172,7 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
         coords["frame"].append(s.frames)
         coords["temperature"].append(static["temperature"][s.frames])
         coords["bucket"].append(np.full(m, s.bucket))
-        chunks = ((frame_block,) * (m // frame_block) + ((m % frame_block,) if m % frame_block else ()),
-                  (n_all,))
+        chunks = (arr.chunks[0], (n_all,))  # aligned with the force blocks
         pos, from_c = chain_positions(static["chain"])
         per_atom = {"species": (static["species"], PAD_ID), "resid": (static["resid"], -1),
                     "position": (pos, -1), "position_from_c": (from_c, -1),

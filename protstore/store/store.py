@@ -11,7 +11,6 @@ import uuid
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
