@@ -27,8 +27,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, list_checkpoints, read_checkpoint,
-                          write_checkpoint)
+from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, is_finite, list_checkpoints,
+                          read_checkpoint, write_checkpoint)
 from .errors import PickleRefusedError, ProtstoreError
 
 DECAY_PER = ("step", "checkpoint")
@@ -123,24 +123,32 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
              and (to_step is None or a["step"] <= to_step)]
     if not found:
         raise CheckpointError(f"{source}: no valid checkpoints in the step range")
-    steps = [a["step"] for _, a in found]
     if decay_per == "step" and any(a.get("step_unit") == "epoch" for _, a in found):
         echo("warning: these imported checkpoints store epochs, not steps (no --steps-per-epoch "
              "at import): the per-step decay is applied per epoch")
-    weights = effective_weights(steps, decay=decay, decay_per=decay_per, debias=debias)
 
-    first = read_checkpoint(found[0][0]).params
-    dtypes = jax.tree.map(lambda x: np.asarray(x).dtype, first)
-    state = ema_init(first, steps[0], debias=debias)
-    reference = _leaf_signature(first)
-    del first
-    for path, attrs in found[1:]:
+    state, reference, dtypes, used = None, None, None, []
+    for path, attrs in found:
         params = read_checkpoint(path).params
-        check_same_structure(reference, params, str(path))
-        state = ema_update(state, params, attrs["step"], decay=decay, decay_per=decay_per)
+        if not is_finite(params):  # attrs said finite, the arrays disagree: never average it in
+            echo(f"warning: skipping {path}: its arrays hold NaN or inf")
+            continue
+        if state is None:
+            reference = _leaf_signature(params)
+            dtypes = jax.tree.map(lambda x: np.asarray(x).dtype, params)
+            state = ema_init(params, attrs["step"], debias=debias)
+        else:
+            check_same_structure(reference, params, str(path))
+            state = ema_update(state, params, attrs["step"], decay=decay, decay_per=decay_per)
+        used.append((path, attrs))
         del params
+    if state is None:
+        raise CheckpointError(f"{source}: no finite checkpoints in the step range")
     result = jax.tree.map(lambda x, dt: np.asarray(x, dt), ema_params(state, debias=debias),
                           dtypes)
+    found = used
+    steps = [a["step"] for _, a in found]
+    weights = effective_weights(steps, decay=decay, decay_per=decay_per, debias=debias)
 
     last = found[-1][1]
     doc = {"decay": decay, "decay_per": decay_per, "debias": debias, "steps": steps,

@@ -102,10 +102,18 @@ def test_order_comes_from_stored_steps_and_bad_checkpoints_are_skipped(tmp_path)
     bad = params_at(15, rng)
     bad["b"][0] = np.inf
     write_checkpoint(d / "nan", bad, {"kind": "checkpoint", "step": 15, "epoch": 0, "model": MODEL})
+    # attrs claim finite, but the stored arrays were corrupted afterwards
+    write_checkpoint(d / "late", params_at(30, rng), {"kind": "checkpoint", "step": 30,
+                                                      "epoch": 0, "model": MODEL})
+    import zarr
+    arr = zarr.open_array(d / "late" / "params" / "b", mode="r+")
+    arr[0] = np.nan
     lines = []
     doc = compute_ema(d, tmp_path / "ema", decay=0.9, echo=lines.append)
     assert doc["steps"] == [0, 10, 20] and doc["sources"] == ["z", "y", "x"]
     assert any("skipping" in line and "nan" in line for line in lines)
+    assert any("skipping" in line and "late" in line and "NaN" in line for line in lines)
+    assert np.isfinite(read_checkpoint(tmp_path / "ema").params["b"]).all()
 
 
 def test_mismatched_checkpoints_are_refused_naming_the_leaf(tmp_path):
