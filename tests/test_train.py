@@ -233,3 +233,19 @@ def test_fit_priors_and_train_cli(train_store, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert main(["train", train_store.url, "--plan", "p", "--resume", str(run)]) == 1
     assert "has finished" in capsys.readouterr().err
+
+
+def test_a_plan_without_held_out_data_trains_without_validation(train_store, tmp_path):
+    import protstore
+    from protstore.batching import plan_from_store, save_plan
+    writable = protstore.open_store(train_store.url, mode="a")
+    plan = plan_from_store(writable, name="all-train", strategy="optimal", n_buckets=2,
+                           split="none")
+    save_plan(writable, plan, overwrite=True)
+    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:pairwise_species")
+    from protstore.model import default_priors
+    result = train(train_store, plan, tmp_path / "noval", config, priors=default_priors(),
+                   progress=False, echo=lambda m: None)
+    assert result.final_val_rmse is None and result.best_step is None
+    assert (tmp_path / "noval" / "final").exists() and not (tmp_path / "noval" / "best").exists()
+    assert result.metrics[0]["val_rmse"] is None and result.metrics[0]["train_loss"] > 0
