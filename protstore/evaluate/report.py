@@ -9,6 +9,8 @@ import xarray as xr
 
 from .compute import RMSE_CONVENTION
 
+TERMINAL_RANGE = 30  # beads from each terminus shown in the terminal-effect plot
+
 
 def _plt():
     import matplotlib
@@ -71,10 +73,9 @@ def plot_per_residue(tables: dict[str, xr.Dataset], path: Path, *, model_id: str
     for key, label in (("by_position", "from N-terminus"), ("by_position_from_c", "from C-terminus")):
         t = tables[key]
         coord = key.replace("by_", "")
-        keep = t["n_beads"] >= 1
-        ax2.plot(t[coord].values[keep.values], t["rmse_pooled"].values[keep.values], ".-",
-                 label=label)
-    ax2.set_xlabel("beads from the terminus")
+        t = t.where(t[coord] < TERMINAL_RANGE, drop=True)  # the ends; the middle is in the table
+        ax2.plot(t[coord].values, t["rmse_pooled"].values, ".-", label=label)
+    ax2.set_xlabel(f"beads from the terminus (first {TERMINAL_RANGE})")
     ax2.set_ylabel("pooled force RMSE (kcal/mol/Å)")
     ax2.set_title("terminal effect")
     ax2.legend(fontsize=8)
