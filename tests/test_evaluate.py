@@ -100,10 +100,15 @@ def test_padded_beads_are_never_counted(train_store, trained_run):
 def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     from distributed import LocalCluster
 
+    from protstore.evaluate.compute import _force_fn
+
     plan = train_store.plan("p")
     final = trained_run.run_dir / "final"
+    _force_fn.cache_clear()
     runs = {w: compute_per_residue_errors(train_store, final, plan=plan, n_frames=9, seed=1,
                                           workers=w).tables["per_bead"] for w in (0, 1, 2)}
+    # one compilation per bucket shape, whatever the number of proteins, blocks and workers
+    assert _force_fn(load_params(final).factory, "{}", "full")._cache_size() == len(plan.buckets)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         runs["cluster"] = compute_per_residue_errors(
