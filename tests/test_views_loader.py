@@ -92,14 +92,19 @@ def test_every_sample_once_per_epoch(demo_store, plan, order):
 
 
 def test_batches_hold_the_right_data(demo_store, plan):
+    from protstore.store.layout import chain_codes
     loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=5, seed=4))
-    batch = next(iter(loader.epoch(1)))
-    for i in range(5):
-        pid = plan.proteins[batch["protein"][i]]
-        ref = demo_store.protein(pid)
-        n = ref.sizes["atom"]
-        np.testing.assert_array_equal(batch["R"][i, :n], ref.R.values[batch["frame"][i]])
-        np.testing.assert_array_equal(batch["species"][i, :n], ref.species.values)
+    for batch in list(loader.epoch(1))[:4]:
+        for i in range(5):
+            pid = plan.proteins[batch["protein"][i]]
+            ref = demo_store.protein(pid)
+            n, f = ref.sizes["atom"], batch["frame"][i]
+            np.testing.assert_array_equal(batch["R"][i, :n], ref.R.values[f])
+            np.testing.assert_array_equal(batch["F"][i, :n], ref.F.values[f])
+            np.testing.assert_array_equal(batch["species"][i, :n], ref.species.values)
+            np.testing.assert_array_equal(batch["chain"][i, :n], chain_codes(ref.chain.values))
+            assert (batch["chain"][i, n:] == -1).all()
+            assert batch["temperature"][i] == ref.temperature.values[f]
 
 
 def test_drop_last_never_short(demo_store, plan):

@@ -177,15 +177,22 @@ class BatchLoader:
         return self._arrays[i]
 
     def _bucket_table(self, k: int) -> dict[str, np.ndarray]:
-        """Padded per-bead arrays of bucket k's proteins, rows indexed by protein index."""
+        """Padded per-bead arrays of bucket k's proteins, rows indexed by protein index, and
+        their per-frame temperatures (flat, with offsets)."""
         if k not in self._tables:
             rows = {key: np.zeros((len(self.proteins), self.n_max[k]), dtype)
                     for key, dtype in (("species", np.int32), ("resid", np.int32),
                                        ("chain", np.int32), ("mask", np.float32))}
+            offset = np.zeros(len(self.proteins), np.int64)
+            temperatures = []
             for pid in self.plan.buckets[k].proteins:
                 i = self.proteins.index(pid)
-                (_, _, _, rows["species"][i], rows["resid"][i], rows["chain"][i], rows["mask"][i],
+                (_, _, t, rows["species"][i], rows["resid"][i], rows["chain"][i], rows["mask"][i],
                  _) = self._protein_arrays(i)
+                offset[i] = sum(len(x) for x in temperatures)
+                temperatures.append(t)
+            rows["temperature_offset"] = offset  # temperature of (i, f): flat[offset[i] + f]
+            rows["temperature"] = np.concatenate(temperatures)
             self._tables[k] = rows
         return self._tables[k]
 
@@ -235,9 +242,8 @@ class BatchLoader:
                 batch[key] = table[key][prot]
             batch["protein"] = prot.astype(np.int32)
             batch["frame"] = lay.frame[lo:hi].astype(np.int32)
-            batch["temperature"] = np.array(
-                [self._protein_arrays(int(i))[2][f] for i, f in zip(prot, batch["frame"])],
-                np.float32)
+            batch["temperature"] = table["temperature"][table["temperature_offset"][prot]
+                                                         + batch["frame"]]
             batch["sample_mask"] = np.ones(hi - lo, np.float32)
             if hi - lo < B:  # only with last="pad"
                 batch = _pad_batch(batch, B)
