@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import queue
 import threading
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import zarr
 
 from ..errors import ProtstoreError
 from ..store import Store
-from ..store.layout import chain_codes, protein_path
+from ..store.layout import chain_codes
 from ..vocab import PAD_ID
 from .plan import BucketPlan
 
@@ -158,10 +156,7 @@ class BatchLoader:
     def _protein_arrays(self, i: int):
         if i not in self._arrays:
             pid = self.proteins[i]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                g = zarr.open_group(self.store.url, path=protein_path(pid), mode="r",
-                                    storage_options=self.store.storage_options)
+            g = self.store.protein_group(pid)
             n_max = self.n_max[self._bucket_of[pid]]
             n = self.plan.lengths[pid]
             species = np.full(n_max, PAD_ID, np.int32)

@@ -130,6 +130,16 @@ class Store:
                                     storage_options=self.storage_options)
         return group.attrs[PROTEIN_DOC]
 
+    def protein_group(self, protein_id: str) -> zarr.Group:
+        """The protein's Zarr group, read-only. Its metadata comes from the root's consolidated
+        metadata when the protein is in it (no I/O until data is read)."""
+        path = protein_path(check_protein_id(protein_id))
+        with _quiet():
+            if path in self._consolidated:
+                return self._group[path]
+            return zarr.open_group(self.url, path=path, mode="r",
+                                   storage_options=self.storage_options)
+
     def protein(self, protein_id: str) -> xr.Dataset:
         """Lazy ``xr.Dataset`` (dask arrays) of one protein.
 
