@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import ProtstoreError
@@ -101,31 +102,17 @@ def _demo(args) -> int:
 
 
 def _fit_priors(args) -> int:
-    import json
-    from pathlib import Path
-
-    from .model.fit import collect_samples, fit_priors, plot_fit, priors_to_doc
+    from .model.fit import fit_priors_to_file
     from .store import open_store
-    from .store.schemas import check_document
 
     store = open_store(args.store)
-    plan = store.plan(args.plan)
-    out = Path(args.out)
-    if out.suffix != ".json":
-        raise ProtstoreError(f"{out}: the priors file must end in .json")
-    priors, curves, info = fit_priors(collect_samples(
-        store, plan, max_frames=args.max_frames, temperature=args.temperature, seed=args.seed))
-    doc = priors_to_doc(priors, info, store=store.url, plan=plan.name,
-                        created_by=f"protstore {__version__}")
-    check_document(doc, "priors", str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    plot_fit(priors, curves, info, out.with_suffix(".png"))
-    p = doc["params"]
-    print(f"priors fitted on {info['n_frames']} training frames at T = {info['temperature_K']:.1f} K: "
+    doc = fit_priors_to_file(store, store.plan(args.plan), args.out, max_frames=args.max_frames,
+                             temperature=args.temperature, seed=args.seed)
+    p, fit = doc["params"], doc["fit"]
+    print(f"priors fitted on {fit['n_frames']} training frames at T = {fit['temperature_K']:.1f} K: "
           f"bond k={p['bond']['k']:.1f} kcal/mol/Å² r0={p['bond']['r0']:.3f} Å; repulsion "
           f"σ={p['repulsion']['sigma']:.2f} Å p={p['repulsion']['power']:.1f}")
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
     return 0
 
 
@@ -148,7 +135,6 @@ def _model_options(pairs: list[str] | None) -> dict | None:
 
 def _train(args) -> int:
     import json
-    from pathlib import Path
 
     from .store import open_store
     from .store.schemas import check_document

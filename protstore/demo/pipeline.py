@@ -1,12 +1,10 @@
-"""The end-to-end demo job: generate data, ingest it into a local store, report."""
+"""The end-to-end demo job: generate data, ingest, plan, fit priors, train, EMA, evaluate."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
-
-import json
-import shutil
 
 import numpy as np
 
@@ -14,7 +12,7 @@ from ..batching import plan_from_store, save_plan
 from ..checkpoints import read_checkpoint
 from ..ema import compute_ema
 from ..evaluate import evaluate
-from ..model.fit import collect_samples, fit_priors, plot_fit, priors_to_doc
+from ..model.fit import fit_priors_to_file
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
 from ..report import store_info
@@ -61,11 +59,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
     store = open_store(store_path)
 
     echo(f"[5/{STEPS}] fit priors by Boltzmann inversion -> {out / 'priors.json'}")
-    fitted, curves, fit_info = fit_priors(collect_samples(store, plan))
-    doc = priors_to_doc(fitted, fit_info, store=store.url, plan=plan.name,
-                        created_by="protstore demo")
-    (out / "priors.json").write_text(json.dumps(doc, indent=1) + "\n")
-    plot_fit(fitted, curves, fit_info, out / "priors.png")
+    doc = fit_priors_to_file(store, plan, out / "priors.json")
 
     run_dir = out / "run"
     if (run_dir / "final").exists():

@@ -16,7 +16,9 @@ T is the mean temperature of the frames used (the data's temperature; select one
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -24,6 +26,7 @@ import numpy as np
 from ..batching import BatchLoader, BucketPlan, LoaderConfig
 from ..errors import ProtstoreError
 from ..store.layout import KB_KCAL_PER_MOL_K
+from ..store.schemas import check_document
 from .geometry import bond_angles, bond_lengths, dihedral_angles, pair_distances
 from .priors import N_FOURIER
 from .topology import build_topology
@@ -241,3 +244,29 @@ def priors_from_doc(doc: dict) -> dict:
     """Prior params (float32 arrays) from a priors document."""
     return jax.tree.map(lambda v: np.asarray(v, np.float32), doc["params"],
                         is_leaf=lambda v: isinstance(v, list | float | int))
+
+
+def write_priors(doc: dict, path: str | Path) -> None:
+    """Check a priors document against schemas/priors.json and write it as JSON."""
+    path = Path(path)
+    check_document(doc, "priors", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def fit_priors_to_file(store, plan: BucketPlan, path: str | Path, *, max_frames: int = 20000,
+                       temperature: float | None = None, seed: int = 0) -> dict:
+    """Fit the priors on ``plan``'s training split; write ``path`` (JSON) and the fit plot
+    beside it (``.png``); return the priors document."""
+    from .. import __version__
+
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ProtstoreError(f"{path}: the priors file must end in .json")
+    priors, curves, info = fit_priors(collect_samples(
+        store, plan, max_frames=max_frames, temperature=temperature, seed=seed))
+    doc = priors_to_doc(priors, info, store=store.url, plan=plan.name,
+                        created_by=f"protstore {__version__}")
+    write_priors(doc, path)
+    plot_fit(priors, curves, info, path.with_suffix(".png"))
+    return doc

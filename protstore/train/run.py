@@ -36,8 +36,8 @@ from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is
                            list_checkpoints, read_checkpoint, write_checkpoint)
 from ..errors import ProtstoreError
 from ..model.energy import load_model, total_energy
-from ..model.fit import (PRIORS_DOC, collect_samples, fit_priors, plot_fit, priors_from_doc,
-                         priors_to_doc)
+from ..model.fit import (PRIORS_DOC, fit_priors_to_file, priors_from_doc, priors_to_doc,
+                         write_priors)
 from ..store import Store
 from ..store.schemas import check_document
 from .config import TrainConfig
@@ -344,16 +344,11 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         out.mkdir(parents=True, exist_ok=True)
         if priors is None:
             echo("fitting priors by Boltzmann inversion on the training split")
-            fitted, curves, info = fit_priors(collect_samples(store, plan, seed=config.seed))
-            plot_fit(fitted, curves, info, out / "priors.png")
-            doc = priors_to_doc(fitted, info, store=store.url, plan=plan.name,
-                                created_by=f"protstore {__version__}")
-        elif priors.get("format") == PRIORS_DOC:  # a priors document (fit-priors' JSON)
-            doc = dict(priors)
-        else:  # prior params
-            doc = priors_to_doc(priors, None, plan=plan.name, created_by="given as params")
-        check_document(doc, "priors", str(out / "priors.json"))
-        (out / "priors.json").write_text(json.dumps(doc, indent=1) + "\n")
+            doc = fit_priors_to_file(store, plan, out / "priors.json", seed=config.seed)
+        else:
+            doc = (dict(priors) if priors.get("format") == PRIORS_DOC  # fit-priors' JSON, loaded
+                   else priors_to_doc(priors, None, plan=plan.name, created_by="given as params"))
+            write_priors(doc, out / "priors.json")
         priors = priors_from_doc(doc)
         check_document(config.to_dict(), "train_config", str(out / "config.json"))
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
