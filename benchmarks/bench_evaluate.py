@@ -66,7 +66,7 @@ def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
 
 
 def dask_scaling(store, plan, params) -> None:
-    mp = ModelParams(params, DEFAULT_MODEL, {}, "bench", "bench")
+    mp = ModelParams(params, DEFAULT_MODEL, {})
     compute_per_residue_errors(store, mp, plan=plan, n_frames=8, workers=1)  # compile per shape
     print("\n## Per-residue evaluation of the validation split, local threads")
     print(f"{'workers':>7s} {'frames':>7s} {'time s':>7s} {'frames/s':>9s} {'speed-up':>9s}")

@@ -47,10 +47,6 @@ class Checkpoint:
     params: dict
     opt_state: object | None = None
 
-    @property
-    def step(self) -> int:
-        return self.attrs["step"]
-
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}"

@@ -118,7 +118,7 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     mp = load_params(final)
     expect = []
     for s in select(train_store, plan=plan, n_frames=9, seed=1):
-        static = protein_static(train_store.url, None, s.protein)
+        static = protein_static(train_store, s.protein)
         beads = {k: static[k] for k in ("species", "resid", "chain")}
         out = forces_block(train_store.url, None, s.protein, s.frames, s.n_max, 32, beads,
                            mp.params, mp.factory, "{}", "full")

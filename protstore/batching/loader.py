@@ -23,6 +23,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,6 +49,20 @@ class LoaderConfig:
     buffer_chunks: int = 8
     prefetch: int = 4
     buckets: tuple[int, ...] | None = None  # only these buckets (None: all)
+
+
+class _Protein(NamedTuple):
+    """One protein's arrays: R, F (lazy Zarr arrays), per-frame temperature, and per-bead
+    arrays padded to its bucket's N_max."""
+
+    R: object
+    F: object
+    temperature: np.ndarray
+    species: np.ndarray
+    resid: np.ndarray
+    chain: np.ndarray
+    mask: np.ndarray
+    n: int
 
 
 @dataclass(frozen=True)
@@ -79,9 +94,10 @@ class BatchLoader:
             raise ProtstoreError(f"batch size must be >= 1, not {config.batch_size}")
         self.store, self.plan, self.config = store, plan, config
         self.proteins = plan.proteins
+        self._index = {p: i for i, p in enumerate(self.proteins)}
         self.n_max = [b.n_max for b in plan.buckets]
         self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
-        self._arrays: dict[int, tuple] = {}
+        self._arrays: dict[int, _Protein] = {}
         self._tables: dict[int, dict[str, np.ndarray]] = {}
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
@@ -92,14 +108,13 @@ class BatchLoader:
 
     def _bucket_units(self, k: int) -> list[tuple[int, np.ndarray]]:
         units = []
-        index = {p: i for i, p in enumerate(self.proteins)}
         for pid in self.plan.buckets[k].proteins:
             frames = self.plan.split.frames(pid, self.plan.frames[pid], self.config.split)
             if not len(frames):
                 continue
             chunk_of = frames // self._chunk(pid)
             for c in np.unique(chunk_of):
-                units.append((index[pid], frames[chunk_of == c]))
+                units.append((self._index[pid], frames[chunk_of == c]))
         return units
 
     def _layout(self, k: int, epoch: int) -> _Layout:
@@ -153,7 +168,7 @@ class BatchLoader:
         return {k: (self.config.batch_size, n) for k, n in enumerate(self.n_max)}
 
     # ------------------------------------------------------------------ reading
-    def _protein_arrays(self, i: int):
+    def _protein_arrays(self, i: int) -> _Protein:
         if i not in self._arrays:
             pid = self.proteins[i]
             g = self.store.protein_group(pid)
@@ -168,7 +183,7 @@ class BatchLoader:
             mask = np.zeros(n_max, np.float32)
             mask[:n] = 1.0
             temperature = np.asarray(g["temperature"][:], np.float32)
-            self._arrays[i] = (g["R"], g["F"], temperature, species, resid, chain, mask, n)
+            self._arrays[i] = _Protein(g["R"], g["F"], temperature, species, resid, chain, mask, n)
         return self._arrays[i]
 
     def _bucket_table(self, k: int) -> dict[str, np.ndarray]:
@@ -179,13 +194,15 @@ class BatchLoader:
                     for key, dtype in (("species", np.int32), ("resid", np.int32),
                                        ("chain", np.int32), ("mask", np.float32))}
             offset = np.zeros(len(self.proteins), np.int64)
-            temperatures = []
+            temperatures, total = [], 0
             for pid in self.plan.buckets[k].proteins:
-                i = self.proteins.index(pid)
-                (_, _, t, rows["species"][i], rows["resid"][i], rows["chain"][i], rows["mask"][i],
-                 _) = self._protein_arrays(i)
-                offset[i] = sum(len(x) for x in temperatures)
-                temperatures.append(t)
+                i = self._index[pid]
+                protein = self._protein_arrays(i)
+                for key in ("species", "resid", "chain", "mask"):
+                    rows[key][i] = getattr(protein, key)
+                offset[i] = total
+                total += len(protein.temperature)
+                temperatures.append(protein.temperature)
             rows["temperature_offset"] = offset  # temperature of (i, f): flat[offset[i] + f]
             rows["temperature"] = np.concatenate(temperatures)
             self._tables[k] = rows
@@ -198,12 +215,12 @@ class BatchLoader:
         out = {"R": np.zeros((hi - lo, n_max, 3), np.float32),
                "F": np.zeros((hi - lo, n_max, 3), np.float32)}
         for i in np.unique(prot):
-            R, F, *_, n = self._protein_arrays(int(i))
+            protein = self._protein_arrays(int(i))
             rows = np.flatnonzero(prot == i)
             fr = frame[rows]
             a, b = int(fr.min()), int(fr.max()) + 1  # whole chunk reads
-            out["R"][rows, :n] = R[a:b][fr - a]
-            out["F"][rows, :n] = F[a:b][fr - a]
+            out["R"][rows, :protein.n] = protein.R[a:b][fr - a]
+            out["F"][rows, :protein.n] = protein.F[a:b][fr - a]
         return out
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:

@@ -99,9 +99,9 @@ def _force_fn(factory: str, options_json: str, mode: str):
     return jax.jit(batch_forces(total_energy(model, mode)))
 
 
-def protein_static(url: str, storage_options, pid: str) -> dict:
+def protein_static(store: Store, pid: str) -> dict:
     """Per-bead ``species``, ``resid``, ``chain`` (codes) and per-frame ``temperature``."""
-    g = zarr.open_group(url, path=protein_path(pid), mode="r", storage_options=storage_options)
+    g = store.protein_group(pid)
     return {"species": np.asarray(g["species"][:], np.int32),
             "resid": np.asarray(g["resid"][:], np.int32), "chain": chain_codes(g["chain"][:]),
             "temperature": np.asarray(g["temperature"][:], np.float64)}
@@ -154,7 +154,7 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
     blocks, coords = [], {k: [] for k in ("protein", "frame", "temperature", "bucket")}
     atom_coords = {k: [] for k in ("species", "resid", "position", "position_from_c", "mask")}
     for s in selection:
-        static = protein_static(store.url, store.storage_options, s.protein)
+        static = protein_static(store, s.protein)
         beads = {k: static[k] for k in ("species", "resid", "chain")}
         parts = []
         for start in range(0, len(s.frames), frame_block):

@@ -21,8 +21,6 @@ class ModelParams:
     params: dict
     factory: str
     options: dict
-    source: str
-    kind: str
 
 
 def load_params(path: str | Path, *, allow_pickle: bool = False,
@@ -43,8 +41,7 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
         if "(imported" in factory:
             raise ProtstoreError(f"{path}: imported from the predecessor; its params belong to "
                                  "another model (give --model package.module:factory)")
-        return ModelParams(ckpt.params, factory, spec.get("options", {}), str(path),
-                           ckpt.attrs["kind"])
+        return ModelParams(ckpt.params, factory, spec.get("options", {}))
     if not path.exists():
         raise ProtstoreError(f"{path}: no such checkpoint or params file")
     if not allow_pickle:
@@ -57,5 +54,4 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
         raise ProtstoreError(f"{path}: cannot read params pickle ({exc})") from None
     if not isinstance(params, dict) or "prior" not in params or "model" not in params:
         raise ProtstoreError(f"{path}: expected a dict with 'prior' and 'model' params")
-    return ModelParams(jax.tree.map(np.asarray, params), model or DEFAULT_MODEL, {}, str(path),
-                       "pickle")
+    return ModelParams(jax.tree.map(np.asarray, params), model or DEFAULT_MODEL, {})
