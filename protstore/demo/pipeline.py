@@ -11,7 +11,7 @@ import numpy as np
 from ..batching import plan_from_store, save_plan
 from ..checkpoints import read_checkpoint
 from ..ema import compute_ema
-from ..evaluate import evaluate
+from ..evaluate import evaluate, pooled_by_sample
 from ..model.fit import fit_priors_to_file
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
@@ -113,13 +113,11 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
 def rmse_by_bucket(ds, *, zero: bool = False) -> dict[str, float]:
     """Force RMSE per component over real beads, overall and per bucket, of an error Dataset
     (``zero``: of predicting zero force, i.e. the reference forces' RMS)."""
-    sq = (ds["F_ref"].astype("float64") ** 2).sum("xyz") if zero else ds["sq_error"]
-    valid = ds["mask"]
-    sums = sq.where(valid, 0.0).sum("atom")
-    n = valid.sum("atom")
-    out = {"all": float(np.sqrt(sums.sum() / (3 * n.sum())))}
-    for b, s in sums.groupby("bucket").sum().compute().to_series().items():
-        out[str(b)] = float(np.sqrt(s / (3 * float(n.where(ds["bucket"] == b, 0).sum()))))
+    sq = (ds["F_ref"].astype("float64") ** 2).sum("xyz") if zero else None
+    t = pooled_by_sample(ds, "bucket", sq)
+    n = t["n_values"]
+    out = {"all": float(np.sqrt((t["rmse_pooled"] ** 2 * n).sum() / n.sum() / 3))}
+    out.update({str(b): float(r / np.sqrt(3)) for b, r in t["rmse_pooled"].to_series().items()})
     return out
 
 

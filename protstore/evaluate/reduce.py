@@ -57,11 +57,14 @@ def pooled(table: xr.Dataset, by: str) -> xr.Dataset:
     return out
 
 
-def by_temperature(ds: xr.Dataset) -> xr.Dataset:
-    """Pooled RMSE per temperature (all real bead-frames at that temperature)."""
+def pooled_by_sample(ds: xr.Dataset, coord: str, sq: xr.DataArray | None = None) -> xr.Dataset:
+    """Pooled RMSE per value of the per-sample coordinate ``coord`` (e.g. temperature, bucket)
+    over all real bead-frames; ``sq`` replaces ``ds.sq_error`` (e.g. ||F_ref||² for the
+    zero-force baseline)."""
     valid = ds["mask"]
-    g = xr.Dataset({"sum_sq": ds["sq_error"].where(valid, 0.0).sum("atom"),
-                    "n": valid.sum("atom")}).groupby("temperature").sum().compute()
+    sq = ds["sq_error"] if sq is None else sq
+    g = xr.Dataset({"sum_sq": sq.where(valid, 0.0).sum("atom"),
+                    "n": valid.sum("atom")}).groupby(coord).sum().compute()
     return xr.Dataset({"rmse_pooled": np.sqrt(g["sum_sq"] / g["n"]), "n_values": g["n"]})
 
 
@@ -71,7 +74,7 @@ def per_residue_tables(ds: xr.Dataset) -> dict[str, xr.Dataset]:
     return {"per_bead": beads, "by_resname": pooled(beads, "resname"),
             "by_position": pooled(beads, "position"),
             "by_position_from_c": pooled(beads, "position_from_c"),
-            "by_protein": pooled(beads, "protein"), "by_temperature": by_temperature(ds)}
+            "by_protein": pooled(beads, "protein"), "by_temperature": pooled_by_sample(ds, "temperature")}
 
 
 def overall_metrics(ds: xr.Dataset) -> dict:
