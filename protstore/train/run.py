@@ -109,6 +109,7 @@ class Run:
         self.placement = DataParallel(config.batch_size)
         self.evaluate = make_eval_step(self.energy)
         self.compilations = 0  # of the train step, summed over phases
+        self._loaders: dict[int, BatchLoader] = {}
         self.wall0 = 0.0
         self.t_start = time.perf_counter()
         self.n_phases = len(plan.buckets) if config.schedule == "sequential" else 1
@@ -123,11 +124,14 @@ class Run:
         return {"factory": self.config.model, "options": dict(self.config.model_options)}
 
     def loader(self, phase: int) -> BatchLoader:
-        cfg = self.config
-        return BatchLoader(self.store, self.plan, LoaderConfig(
-            batch_size=cfg.batch_size, order="interleaved", split="train", seed=cfg.seed,
-            buffer_chunks=cfg.buffer_chunks, prefetch=cfg.prefetch,
-            buckets=(phase,) if cfg.schedule == "sequential" else None))
+        """The training loader of ``phase``, made once (it keeps its proteins open)."""
+        if phase not in self._loaders:
+            cfg = self.config
+            self._loaders[phase] = BatchLoader(self.store, self.plan, LoaderConfig(
+                batch_size=cfg.batch_size, order="interleaved", split="train", seed=cfg.seed,
+                buffer_chunks=cfg.buffer_chunks, prefetch=cfg.prefetch,
+                buckets=(phase,) if cfg.schedule == "sequential" else None))
+        return self._loaders[phase]
 
     def wall(self) -> float:
         return self.wall0 + time.perf_counter() - self.t_start
