@@ -5,6 +5,7 @@ import xarray as xr
 import protstore
 from protstore.errors import InputError
 from protstore.ingest import IngestOptions, ingest
+from protstore.ingest.source import file_checksum
 
 from conftest import write_mdcath
 
@@ -32,7 +33,7 @@ def test_ca_positions_and_summed_forces_bit_exact(tmp_path):
     assert ds.R.dims == ("frame", "atom", "xyz") and ds.R.attrs["units"] == "angstrom"
     doc = ds.attrs["protstore_protein"]
     assert doc["n_frames"] == 18 and doc["temperatures"] == [320.0, 348.0]
-    assert doc["sources"][0]["checksum"].startswith("sha256:")
+    assert doc["sources"][0]["checksum"] == file_checksum(tmp_path / "toy.h5")
 
 
 def test_store_opens_with_plain_xarray_and_is_lazy(tmp_path):
@@ -142,6 +143,22 @@ def test_reingest_is_idempotent_and_overwrite_replaces(tmp_path):
     assert "already in" in msg and "--overwrite" in msg
     store, r4 = _ingest(tmp_path, [tmp_path / "toy.h5"], overwrite=True)
     assert r4.replaced == ["toy1"] and store.protein("toy1").sizes["frame"] == 6
+
+
+def test_reingest_recognises_sha256_checksums_of_older_stores(tmp_path):
+    import zarr
+    write_mdcath(tmp_path / "toy.h5")
+    _ingest(tmp_path, [tmp_path / "toy.h5"])
+    group = zarr.open_group(tmp_path / "s.zarr", path="proteins/toy1", mode="r+")
+    doc = group.attrs["protstore_protein"]
+    doc["sources"][0]["checksum"] = file_checksum(tmp_path / "toy.h5", "sha256")
+    group.attrs["protstore_protein"] = doc  # as protstore 0.1 recorded it
+    protstore.open_store(tmp_path / "s.zarr", mode="a").consolidate()
+    _, again = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    assert again.skipped == ["toy1"]
+    write_mdcath(tmp_path / "toy.h5", seed=5)  # other content: still refused
+    _, other = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    assert "already in" in next(iter(other.failed.values()))
 
 
 def test_missing_file_and_non_hdf5(tmp_path):

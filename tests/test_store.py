@@ -57,12 +57,14 @@ CHILD = textwrap.dedent("""
     import protstore
     from protstore.ingest import IngestOptions, ingest
     from protstore.store.writer import ProteinWriter
-    slow = ProteinWriter._write
-    def _write(self, block):
-        slow(self, block)
-        print("WROTE", flush=True)
-        time.sleep(float(sys.argv[3]))
-    ProteinWriter._write = _write
+    slow = ProteinWriter._flush
+    def _flush(self, whole_chunks_only):
+        before = self.n_frames
+        slow(self, whole_chunks_only)
+        if self.n_frames > before:
+            print("WROTE", flush=True)
+            time.sleep(float(sys.argv[3]))
+    ProteinWriter._flush = _flush
     store = protstore.open_store(sys.argv[1], mode="a")
     report = ingest(sys.argv[4:], store, IngestOptions(block_bytes=int(sys.argv[2])),
                     progress=False)

@@ -19,8 +19,6 @@ ahead of the consumer (``prefetch``).
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -28,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ProtstoreError
+from ..prefetch import prefetch
 from ..store import Store
 from ..store.layout import chain_codes
 from ..vocab import PAD_ID
@@ -264,41 +263,8 @@ class BatchLoader:
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
         """The batches of ``epoch`` from ``start_step`` on, assembled in a background thread."""
-        if self.config.prefetch <= 0:
-            yield from self._batches(epoch, start_step)
-            return
-        q: queue.Queue = queue.Queue(maxsize=self.config.prefetch)
-        stop = threading.Event()
-        done = object()
-
-        def produce():
-            try:
-                for batch in self._batches(epoch, start_step):
-                    while not stop.is_set():
-                        try:
-                            q.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                q.put(done)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-                q.put(exc)
-
-        thread = threading.Thread(target=produce, name="protstore-loader", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            thread.join(timeout=5)
+        return prefetch(self._batches(epoch, start_step), self.config.prefetch,
+                        name="protstore-loader")
 
     def __iter__(self) -> Iterator[dict]:
         return self.epoch(0)

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from ..prefetch import prefetch
 from .cgmap import CA_AGGREGATE, ca_indices, map_block, residue_starts
 from .source import FrameBlock, ProteinSource
 from .validate import FrameChecks, atom_problems
@@ -140,27 +141,30 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                       _unit_factor(f, _FORCE, 1.0, f"{rw}/forces"))
         n_frames += c.shape[0]
 
-    def blocks(block_frames: int):
+    def read(block_frames: int):
         with h5py.File(path, "r") as fh:
             grp = fh[domain]
             for temp, rep, key in runs:
                 c_ds, f_ds = grp[key]["coords"], grp[key]["forces"]
-                sc, sf = scale[key]
                 for lo in range(0, c_ds.shape[0], block_frames):
                     hi = min(lo + block_frames, c_ds.shape[0])
-                    coords = c_ds[lo:hi]
-                    forces = f_ds[lo:hi]
-                    if sc != 1.0:
-                        coords = coords * np.float32(sc)
-                    if sf != 1.0:
-                        forces = forces * np.float32(sf)
-                    problems = atom_problems(coords, forces, checks)
-                    R, F = map_block(coords, forces, ca, starts)
-                    b = hi - lo
-                    yield FrameBlock(R=R, F=F, temperature=np.full(b, temp, np.float32),
-                                     replica=np.full(b, rep, np.int32),
-                                     source_frame=np.arange(lo, hi, dtype=np.int32),
-                                     problems=problems)
+                    yield temp, rep, key, lo, hi, c_ds[lo:hi], f_ds[lo:hi]
+
+    def blocks(block_frames: int):
+        # h5py reads the next block in its own thread while this one is mapped and checked
+        for temp, rep, key, lo, hi, coords, forces in prefetch(read(block_frames), depth=1,
+                                                                name="protstore-h5-read"):
+            sc, sf = scale[key]
+            if sc != 1.0:
+                coords = coords * np.float32(sc)
+            if sf != 1.0:
+                forces = forces * np.float32(sf)
+            R, F = map_block(coords, forces, ca, starts)
+            problems = atom_problems(coords, F, checks)
+            b = hi - lo
+            yield FrameBlock(R=R, F=F, temperature=np.full(b, temp, np.float32),
+                             replica=np.full(b, rep, np.int32),
+                             source_frame=np.arange(lo, hi, dtype=np.int32), problems=problems)
 
     return ProteinSource(
         protein_id=domain, origin=where,

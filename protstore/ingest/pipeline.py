@@ -14,11 +14,12 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import InputError, ProteinExistsError, ProtstoreError
+from ..prefetch import prefetch
 from ..store import Store
 from ..vocab import canonical_resnames, species_ids
 from .mdcath import open_mdcath
 from .npz import open_npz
-from .source import ProteinSource, file_checksum
+from .source import CHECKSUM, ProteinSource, file_checksum
 from .validate import FrameChecks, bead_problems, bonded_pairs, force_rms, force_units_problem
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -136,7 +137,9 @@ def _existing_status(store: Store, source: ProteinSource, options: IngestOptions
     _fill_checksums(source, checksum)
     old = {s["checksum"] for s in store.protein_doc(source.protein_id)["sources"]}
     new = {s["checksum"] for s in source.sources}
-    if old == new and not options.overwrite:
+    for algorithm in {c.split(":", 1)[0] for c in old} - {CHECKSUM}:  # an older store's
+        new |= {file_checksum(s["path"], algorithm) for s in source.sources}
+    if old <= new and not options.overwrite:
         return "skipped"
     if not options.overwrite:
         raise ProteinExistsError(
@@ -168,15 +171,16 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         raise InputError(f"{where}: protein {pid}: {exc}") from None
     n = len(resname)
     pairs = bonded_pairs(source.chain, source.resid)
-    writer = store.writer(pid, resname=resname, species=species_ids(resname),
-                          resid=source.resid, chain=source.chain)
+    writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
+                          species=species_ids(resname), resid=source.resid, chain=source.chain)
     excluded: list[dict] = []
     rms: list[np.ndarray] = []
     block_frames = max(1, options.block_bytes // max(1, n * 24 * 8))
     bar = tqdm(total=source.n_frames, desc=pid, unit="frame", leave=False,
                disable=not progress)
     try:
-        for block in source.blocks(block_frames):
+        # the next block is read, mapped and checked while this one is compressed and written
+        for block in prefetch(source.blocks(block_frames), depth=1, name="protstore-ingest"):
             problems = bead_problems(block.R, block.F, pairs, options.checks, source.resid)
             problems = [a or b for a, b in zip(block.problems, problems)]
             bad = np.array([p is not None for p in problems], dtype=bool)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 
 @dataclass
@@ -57,7 +58,26 @@ class ProteinSource:
     blocks: Callable[[int], Iterator[FrameBlock]]
 
 
-def file_checksum(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file's bytes (hardware-accelerated on current CPUs)."""
-    with open(path, "rb") as fh:
-        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+CHECKSUM = "xxh3_128"
+
+
+def file_checksum(path: str | Path, algorithm: str = CHECKSUM) -> str:
+    """``<algorithm>:<hex>`` of a file's bytes.
+
+    ``xxh3_128`` (the default) is a 128-bit non-cryptographic checksum at ~10 GB/s: it
+    identifies a source and detects corruption, cheaply enough to run beside ingest on every
+    byte. ``sha256`` (~1.6 GB/s) is what stores of protstore 0.1 recorded; re-ingest compares
+    checksums in the algorithm the store recorded.
+    """
+    if algorithm == "sha256":
+        digest = hashlib.sha256()
+    elif algorithm == "xxh3_128":
+        digest = xxhash.xxh3_128()
+    else:
+        raise ValueError(f"unknown checksum algorithm {algorithm!r} (xxh3_128 or sha256)")
+    buffer = bytearray(8 << 20)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer):
+            digest.update(view[:n])
+    return f"{algorithm}:{digest.hexdigest()}"

@@ -26,17 +26,20 @@ class FrameChecks:
 
 
 def atom_problems(coords: np.ndarray, forces: np.ndarray, checks: FrameChecks) -> list[str | None]:
-    """Per-frame problems of all-atom (or bead) arrays [b, n, 3]: NaN/inf, overflow, all zero.
+    """Per-frame problems of [b, n, 3] arrays: NaN/inf, overflow, all-zero coordinates.
 
-    One pass over each array: a frame's sum is finite iff its values are (a NaN or inf, or
-    values near float32 max, make it non-finite), and the max |x| finds overflow and zeros.
+    ``coords`` may be all-atom or bead positions; ``forces`` all-atom or bead forces (a bead
+    force is a sum over atoms, non-finite iff one of them is, so the cheaper bead array does).
+    Two passes over the coordinates, no temporaries: max and min propagate NaN, and
+    max(|x|) = max(max x, -min x) finds overflow, infinities and zeros.
     """
     b = len(coords)
     out: list[str | None] = [None] * b
+    flat = coords.reshape(b, -1)
     with np.errstate(invalid="ignore", over="ignore"):
-        finite_c = np.isfinite(coords.reshape(b, -1).sum(axis=1))
-        finite_f = np.isfinite(forces.reshape(b, -1).sum(axis=1))
-        big = np.abs(coords.reshape(b, -1)).max(axis=1, initial=0.0)
+        big = np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
+        finite_c = np.isfinite(big)
+        finite_f = np.isfinite(forces.reshape(b, -1).sum(axis=1, dtype=np.float64))
     zero = big == 0
     for i in np.flatnonzero(~finite_c | ~finite_f | (big > checks.max_abs_coordinate) | zero):
         if not finite_c[i]:
@@ -67,16 +70,18 @@ def bead_problems(R: np.ndarray, F: np.ndarray, pairs: np.ndarray, checks: Frame
     out: list[str | None] = [None] * b
     lo, hi = checks.ca_ca_range
     if len(pairs):
-        d = np.linalg.norm(R[:, pairs[:, 1]] - R[:, pairs[:, 0]], axis=-1)
+        diff = R[:, pairs[:, 1]] - R[:, pairs[:, 0]]
+        d2 = np.einsum("bmk,bmk->bm", diff, diff)  # squared distances: no sqrt per pair
         with np.errstate(invalid="ignore"):
-            bad = (d < lo) | (d > hi)
+            bad = (d2 < lo * lo) | (d2 > hi * hi)
         for i in np.flatnonzero(bad.any(axis=1)):
             k = int(np.flatnonzero(bad[i])[0])
             a, c = pairs[k]
-            out[i] = (f"CA-CA distance {d[i, k]:.2f} Å between residues {resid[a]} and "
-                      f"{resid[c]} outside [{lo:g}, {hi:g}] Å")
+            out[i] = (f"CA-CA distance {np.sqrt(d2[i, k]):.2f} Å between residues {resid[a]} "
+                      f"and {resid[c]} outside [{lo:g}, {hi:g}] Å")
+    flat = F.reshape(b, -1)
     with np.errstate(invalid="ignore"):
-        fmax = np.abs(F).reshape(b, -1).max(axis=1, initial=0.0)
+        fmax = np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
     for i in np.flatnonzero(fmax > checks.max_abs_force):
         out[i] = out[i] or f"|force| {fmax[i]:.3g} kcal/mol/Å exceeds {checks.max_abs_force:g}"
     return out

@@ -208,15 +208,17 @@ class Store:
         with store_lock(self._require_writable()):
             yield
 
-    def writer(self, protein_id: str, *, resname, species, resid, chain) -> ProteinWriter:
-        """A :class:`ProteinWriter` into a fresh private staging directory."""
+    def writer(self, protein_id: str, *, max_frames: int, resname, species, resid,
+               chain) -> ProteinWriter:
+        """A :class:`ProteinWriter` (at most ``max_frames`` frames) into a fresh private
+        staging directory."""
         root = self._require_writable()
         check_protein_id(protein_id)
         staging = root / STAGING
         staging.mkdir(exist_ok=True)
         path = staging / f"{protein_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        return ProteinWriter(path, resname=resname, species=species, resid=resid, chain=chain,
-                             encoding=self.encoding)
+        return ProteinWriter(path, max_frames=max_frames, resname=resname, species=species,
+                             resid=resid, chain=chain, encoding=self.encoding)
 
     def commit(self, writer: ProteinWriter, *, overwrite: bool = False) -> str:
         """Move a finished staging group into ``proteins/`` atomically.

@@ -14,36 +14,46 @@ import zarr
 from .layout import ATOM, COORD_DTYPES, FRAME, PROTEIN_DOC, UNITS, XYZ, Encoding
 
 
+# Frames are written FLUSH_CHUNKS chunks at a time: zarr compresses the chunks of one write in
+# parallel, so fewer, larger writes keep every core busy (memory: that many chunks per array).
+FLUSH_CHUNKS = 4
+
+
 def directory_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 class ProteinWriter:
-    """Buffers frames and appends them to a staging Zarr group in whole chunks.
+    """Buffers frames and writes them into a staging Zarr group in whole chunks.
 
-    Memory is bounded by one chunk plus the incoming block. ``finish`` writes the protein
-    document and consolidated metadata; the :class:`~protstore.store.Store` then moves the group
-    into ``proteins/`` with one atomic rename.
+    The group's layout is created once, for ``max_frames`` frames, from an xarray template
+    (metadata and per-atom coordinates only); frames then go straight
+    into the Zarr arrays chunk by chunk, and ``finish`` trims the frame dimension to the frames
+    actually kept (validation may exclude some). Memory is bounded by one chunk plus the incoming
+    block. ``finish`` also writes the protein document and consolidated metadata; the
+    :class:`~protstore.store.Store` then moves the group into ``proteins/`` with one atomic rename.
 
     Parameters
     ----------
     path : staging directory (must not exist).
+    max_frames : frames in the source (an upper bound of the frames written).
     resname, species, resid, chain : [N] per-bead topology.
     encoding : chunking and codecs of R and F.
     """
 
-    def __init__(self, path: Path, *, resname, species, resid, chain, encoding: Encoding):
+    def __init__(self, path: Path, *, max_frames: int, resname, species, resid, chain,
+                 encoding: Encoding):
         self.path = Path(path)
+        self.max_frames = int(max_frames)
         self.n_atoms = len(resname)
         self.chunk = encoding.frames_per_chunk(self.n_atoms)
-        self._encoding = encoding
-        self._atoms = {
+        self._arrays = _create_layout(self.path, self.max_frames, self.chunk, encoding, {
             "resname": (ATOM, np.asarray(resname, dtype=object)),
             "species": (ATOM, np.asarray(species, dtype=COORD_DTYPES["species"])),
             "resid": (ATOM, np.asarray(resid, dtype=COORD_DTYPES["resid"])),
             "chain": (ATOM, np.asarray(chain, dtype=object)),
             "xyz": (XYZ, np.array(["x", "y", "z"], dtype=object)),
-        }
+        })
         self._buffer: list[dict[str, np.ndarray]] = []
         self._buffered = 0
         self._temperatures: set[float] = set()
@@ -59,11 +69,13 @@ class ProteinWriter:
         b = len(R)
         if b == 0:
             return
+        if self.frames_queued + b > self.max_frames:
+            raise ValueError(f"{self.path}: more than max_frames={self.max_frames} frames")
         self._buffer.append({"R": R, "F": F, "temperature": temperature, "replica": replica,
                              "source_frame": source_frame})
         self._buffered += b
         self._temperatures.update(float(t) for t in np.unique(temperature))
-        if self._buffered >= self.chunk:
+        if self._buffered >= FLUSH_CHUNKS * self.chunk:
             self._flush(whole_chunks_only=True)
 
     def _flush(self, whole_chunks_only: bool) -> None:
@@ -73,47 +85,20 @@ class ProteinWriter:
         n = (self._buffered // self.chunk) * self.chunk if whole_chunks_only else self._buffered
         if n == 0:
             return
-        self._write({k: v[:n] for k, v in cat.items()})
+        lo, hi = self.n_frames, self.n_frames + n
+        for name, array in self._arrays.items():
+            array[lo:hi] = cat[name][:n].astype(array.dtype, copy=False)
+        self.n_frames = hi
         rest = {k: v[n:] for k, v in cat.items()}
         self._buffered -= n
         self._buffer = [rest] if self._buffered else []
 
-    def _write(self, block: dict[str, np.ndarray]) -> None:
-        vec = (FRAME, ATOM, XYZ)
-        ds = xr.Dataset(
-            {
-                "R": (vec, block["R"].astype(np.float32, copy=False), {"units": UNITS["R"]}),
-                "F": (vec, block["F"].astype(np.float32, copy=False), {"units": UNITS["F"]}),
-            },
-            coords={
-                "temperature": (FRAME, block["temperature"].astype(COORD_DTYPES["temperature"]),
-                                {"units": UNITS["temperature"]}),
-                "replica": (FRAME, block["replica"].astype(COORD_DTYPES["replica"])),
-                "source_frame": (FRAME, block["source_frame"].astype(COORD_DTYPES["source_frame"])),
-            },
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            if self.n_frames == 0:
-                ds = ds.assign_coords(self._atoms)
-                vector_encoding = {"chunks": (self.chunk, self.n_atoms, 3),
-                                   **self._encoding.codecs_for_vectors()}
-                per_frame = {"chunks": (self.chunk,)}
-                encoding = {"R": vector_encoding, "F": vector_encoding,
-                            "temperature": per_frame, "replica": per_frame,
-                            "source_frame": per_frame}
-                # NaN is a real value nowhere in R/F, but _FillValue would make xarray mask it:
-                for name in ("R", "F", "temperature"):
-                    encoding[name]["_FillValue"] = None
-                ds.to_zarr(self.path, mode="w-", zarr_format=3, consolidated=False,
-                           encoding=encoding)
-            else:
-                ds.to_zarr(self.path, append_dim=FRAME, consolidated=False)
-        self.n_frames += len(block["R"])
-
     def finish(self, doc: dict) -> None:
-        """Flush remaining frames, then write the protein document and consolidated metadata."""
+        """Flush remaining frames, trim to them, write the protein document and consolidate."""
         self._flush(whole_chunks_only=False)
+        if self.n_frames < self.max_frames:
+            for array in self._arrays.values():
+                array.resize((self.n_frames, *array.shape[1:]))
         group = zarr.open_group(self.path, mode="r+", zarr_format=3)
         temps = sorted(t for t in self._temperatures if not np.isnan(t))
         temps += [None] * any(np.isnan(t) for t in self._temperatures)
@@ -128,6 +113,42 @@ class ProteinWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _create_layout(path: Path, n_frames: int, chunk: int, encoding: Encoding,
+                   per_atom: dict) -> dict[str, zarr.Array]:
+    """Create the protein group (metadata, per-atom coordinates) for ``n_frames`` frames and
+    return its per-frame arrays (R, F, temperature, replica, source_frame), still empty.
+
+    xarray writes the layout from a zero-frame template (its conventions: dimension names,
+    coordinates, units), then the frame dimension is grown to ``n_frames`` without data.
+    """
+    n_atoms = len(per_atom["resname"][1])
+    vec = (FRAME, ATOM, XYZ)
+    no_frames = np.empty((0, n_atoms, 3), np.float32)
+    template = xr.Dataset(
+        {"R": (vec, no_frames, {"units": UNITS["R"]}), "F": (vec, no_frames, {"units": UNITS["F"]})},
+        coords={
+            "temperature": (FRAME, np.empty(0, COORD_DTYPES["temperature"]),
+                            {"units": UNITS["temperature"]}),
+            "replica": (FRAME, np.empty(0, COORD_DTYPES["replica"])),
+            "source_frame": (FRAME, np.empty(0, COORD_DTYPES["source_frame"])),
+            **per_atom,
+        },
+    )
+    vector = {"chunks": (chunk, n_atoms, 3), **encoding.codecs_for_vectors()}
+    # NaN is a real value nowhere in R/F, but _FillValue would make xarray mask it:
+    enc = {"R": dict(vector, _FillValue=None), "F": dict(vector, _FillValue=None),
+           "temperature": {"chunks": (chunk,), "_FillValue": None},
+           "replica": {"chunks": (chunk,)}, "source_frame": {"chunks": (chunk,)}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        template.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=enc)
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    arrays = {name: group[name] for name in ("R", "F", "temperature", "replica", "source_frame")}
+    for array in arrays.values():
+        array.resize((n_frames, *array.shape[1:]))
+    return arrays
 
 
 def fsync_tree(path: Path) -> None:
