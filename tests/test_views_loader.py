@@ -154,3 +154,53 @@ def test_export_npz_round_trips_through_ingest(demo_store, plan, tmp_path):
     for pid in plan.proteins:
         np.testing.assert_array_equal(store.protein(pid).R.values,
                                       demo_store.protein(pid).R.values)
+
+
+@pytest.mark.parametrize("transpose", [True, False])
+def test_chunk_reader_matches_zarr_bit_for_bit(tmp_path, transpose):
+    from protstore.batching.chunks import ChunkReader
+
+    rng = np.random.default_rng(0)
+    R = rng.normal(scale=0.1, size=(23, 5, 3)).astype(np.float32)  # 23 frames: partial last chunk
+    R[..., 0] += 3.8 * np.arange(5, dtype=np.float32)
+    F = rng.normal(scale=10.0, size=(23, 5, 3)).astype(np.float32)
+    np.savez(tmp_path / "p.npz", R=R, F=F, resname=np.array(["ALA", "GLY", "HSD", "CYS", "TRP"]))
+    protstore.store.create_store(tmp_path / "s.zarr",
+                                 protstore.Encoding(chunk_bytes=1024, transpose=transpose))
+    report = ingest([tmp_path / "p.npz"], protstore.open_store(tmp_path / "s.zarr", mode="a"),
+                    progress=False, log=lambda m: None)
+    assert report.written == ["p"] and not report.excluded
+    group = protstore.open_store(tmp_path / "s.zarr").protein_group("p")
+    for name in ("R", "F", "species", "resid", "chain", "temperature"):
+        reader = ChunkReader(group[name])
+        assert reader.direct is not None  # the store's own layout takes the fast path
+        ref, got = group[name][:], reader.read_all()
+        if name == "chain":  # strings
+            assert list(got) == list(ref)
+        else:
+            assert got.dtype == ref.dtype and got.tobytes() == ref.tobytes()
+    reader = ChunkReader(group["R"])
+    assert reader.chunk < 23 and reader.read(23 // reader.chunk).shape[0] == 23 % reader.chunk
+    np.testing.assert_array_equal(np.concatenate([reader.read(c) for c in range(3)])[:23], R)
+
+
+def test_chunk_reader_falls_back_to_zarr(tmp_path):
+    import zarr
+
+    from protstore.batching.chunks import ChunkReader
+
+    data = np.arange(40, dtype=np.float32).reshape(10, 4)
+    gz = zarr.create_array(tmp_path / "gzip.zarr", shape=data.shape, chunks=(3, 4),
+                           dtype="float32", compressors=[zarr.codecs.GzipCodec()])
+    gz[:] = data
+    mem = zarr.create_array(zarr.storage.MemoryStore(), shape=data.shape, chunks=(3, 4),
+                            dtype="float32")
+    mem[:] = data
+    unwritten = zarr.create_array(tmp_path / "empty.zarr", shape=data.shape, chunks=(3, 4),
+                                  dtype="float32", fill_value=7.0)
+    for array in (gz, mem):
+        reader = ChunkReader(array)
+        assert reader.direct is None
+        np.testing.assert_array_equal(reader.read_all(), data)
+    reader = ChunkReader(unwritten)
+    assert reader.direct is not None and (reader.read(3) == 7.0).all()

@@ -20,6 +20,7 @@ ahead of the consumer (``prefetch``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -30,6 +31,7 @@ from ..prefetch import prefetch
 from ..store import Store
 from ..store.layout import chain_codes
 from ..vocab import PAD_ID
+from .chunks import ChunkReader
 from .plan import BucketPlan
 
 ORDERS = ("interleaved", "sequential")
@@ -47,15 +49,16 @@ class LoaderConfig:
     last: str = "drop"  # or "pad": fill the last batch of a bucket with masked samples
     buffer_chunks: int = 8
     prefetch: int = 4
+    read_threads: int = 4  # chunk reads and decodes in flight (they release the GIL)
     buckets: tuple[int, ...] | None = None  # only these buckets (None: all)
 
 
 class _Protein(NamedTuple):
-    """One protein's arrays: R, F (lazy Zarr arrays), per-frame temperature, and per-bead
+    """One protein's arrays: R, F (whole-chunk readers), per-frame temperature, and per-bead
     arrays padded to its bucket's N_max."""
 
-    R: object
-    F: object
+    R: ChunkReader
+    F: ChunkReader
     temperature: np.ndarray
     species: np.ndarray
     resid: np.ndarray
@@ -99,6 +102,7 @@ class BatchLoader:
         self._arrays: dict[int, _Protein] = {}
         self._tables: dict[int, dict[str, np.ndarray]] = {}
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
+        self._pool: ThreadPoolExecutor | None = None  # started on the first read
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
 
     # ------------------------------------------------------------------ layout (metadata only)
@@ -167,23 +171,34 @@ class BatchLoader:
         return {k: (self.config.batch_size, n) for k, n in enumerate(self.n_max)}
 
     # ------------------------------------------------------------------ reading
+    def _read_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, self.config.read_threads),
+                                            thread_name_prefix="protstore-read")
+        return self._pool
+
     def _protein_arrays(self, i: int) -> _Protein:
         if i not in self._arrays:
-            pid = self.proteins[i]
-            g = self.store.protein_group(pid)
-            n_max = self.n_max[self._bucket_of[pid]]
-            n = self.plan.lengths[pid]
-            species = np.full(n_max, PAD_ID, np.int32)
-            species[:n] = g["species"][:]
-            resid = np.full(n_max, -1, np.int32)
-            resid[:n] = g["resid"][:]
-            chain = np.full(n_max, -1, np.int32)
-            chain[:n] = chain_codes(g["chain"][:])
-            mask = np.zeros(n_max, np.float32)
-            mask[:n] = 1.0
-            temperature = np.asarray(g["temperature"][:], np.float32)
-            self._arrays[i] = _Protein(g["R"], g["F"], temperature, species, resid, chain, mask, n)
+            self._arrays[i] = self._open_protein(i)
         return self._arrays[i]
+
+    def _open_protein(self, i: int) -> _Protein:
+        """Read protein i's small arrays (per bead, per frame) and make its chunk readers."""
+        pid = self.proteins[i]
+        g = dict(self.store.protein_group(pid).arrays())  # one call for all of its arrays
+        n_max = self.n_max[self._bucket_of[pid]]
+        n = self.plan.lengths[pid]
+        species = np.full(n_max, PAD_ID, np.int32)
+        species[:n] = ChunkReader(g["species"]).read_all()
+        resid = np.full(n_max, -1, np.int32)
+        resid[:n] = ChunkReader(g["resid"]).read_all()
+        chain = np.full(n_max, -1, np.int32)
+        chain[:n] = chain_codes(ChunkReader(g["chain"]).read_all())
+        mask = np.zeros(n_max, np.float32)
+        mask[:n] = 1.0
+        temperature = ChunkReader(g["temperature"]).read_all().astype(np.float32, copy=False)
+        return _Protein(ChunkReader(g["R"]), ChunkReader(g["F"]), temperature,
+                        species, resid, chain, mask, n)
 
     def _bucket_table(self, k: int) -> dict[str, np.ndarray]:
         """Padded per-bead arrays of bucket k's proteins, rows indexed by protein index, and
@@ -194,6 +209,10 @@ class BatchLoader:
                                        ("chain", np.int32), ("mask", np.float32))}
             offset = np.zeros(len(self.proteins), np.int64)
             temperatures, total = [], 0
+            # open the bucket's proteins concurrently: each is a few small reads
+            closed = [self._index[p] for p in self.plan.buckets[k].proteins
+                      if self._index[p] not in self._arrays]
+            self._arrays.update(zip(closed, self._read_pool().map(self._open_protein, closed)))
             for pid in self.plan.buckets[k].proteins:
                 i = self._index[pid]
                 protein = self._protein_arrays(i)
@@ -207,20 +226,26 @@ class BatchLoader:
             self._tables[k] = rows
         return self._tables[k]
 
-    def _read_window(self, k: int, lay: _Layout, w: int) -> dict[str, np.ndarray]:
+    def _read_window(self, k: int, lay: _Layout, w: int) -> _Window:
+        """Start reading window ``w``: one task per (protein, chunk, R|F) on the read pool, each
+        gathering its samples' frames straight into the window's padded arrays."""
         lo, hi = lay.window_start[w], lay.window_start[w + 1]
         prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
         n_max = self.n_max[k]
         out = {"R": np.zeros((hi - lo, n_max, 3), np.float32),
                "F": np.zeros((hi - lo, n_max, 3), np.float32)}
+        tasks = []
         for i in np.unique(prot):
             protein = self._protein_arrays(int(i))
             rows = np.flatnonzero(prot == i)
-            fr = frame[rows]
-            a, b = int(fr.min()), int(fr.max()) + 1  # whole chunk reads
-            out["R"][rows, :protein.n] = protein.R[a:b][fr - a]
-            out["F"][rows, :protein.n] = protein.F[a:b][fr - a]
-        return out
+            chunk_of = frame[rows] // protein.R.chunk
+            for c in np.unique(chunk_of):
+                sel = rows[chunk_of == c]
+                offset = frame[sel] - c * protein.R.chunk
+                for key in ("R", "F"):
+                    tasks.append(self._read_pool().submit(_gather, getattr(protein, key), int(c),
+                                                   offset, out[key], sel, protein.n))
+        return _Window(out, tasks)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
         cfg = self.config
@@ -230,6 +255,7 @@ class BatchLoader:
             if step < start_step:
                 continue
             lay = self._layout(k, epoch)
+            table = self._bucket_table(k)  # first use opens the bucket's proteins
             cache = caches.setdefault(k, {})
             lo = j * B
             hi = min(lo + B, len(lay.protein))
@@ -239,15 +265,19 @@ class BatchLoader:
                 if w < w_lo:
                     del cache[w]  # windows are consumed in order: free the finished ones
             parts = {"R": [], "F": []}
-            for w in range(w_lo, w_hi):
+            # the window after this batch's last one is read ahead, on the read pool
+            for w in range(w_lo, min(w_hi + 1, len(lay.window_start) - 1)):
                 if w not in cache:
                     cache[w] = self._read_window(k, lay, w)
+            for w in range(w_lo, w_hi):
+                window = cache[w].result()
                 s0 = lay.window_start[w]
                 a, b = max(lo, s0) - s0, min(hi, lay.window_start[w + 1]) - s0
                 for key in parts:
-                    parts[key].append(cache[w][key][a:b])
+                    parts[key].append(window[key][a:b])
             prot = lay.protein[lo:hi]
-            batch = {key: np.concatenate(v) for key, v in parts.items()}
+            # a batch inside one window is a view of it (windows are fresh arrays, never reused)
+            batch = {key: v[0] if len(v) == 1 else np.concatenate(v) for key, v in parts.items()}
             table = self._bucket_table(k)
             for key in ("species", "resid", "chain", "mask"):
                 batch[key] = table[key][prot]
@@ -268,6 +298,26 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[dict]:
         return self.epoch(0)
+
+
+class _Window:
+    """A window being read: its padded arrays and the read tasks filling them."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], tasks: list[Future]):
+        self.arrays, self.tasks = arrays, tasks
+
+    def result(self) -> dict[str, np.ndarray]:
+        """The arrays, once every read task is done (re-raises a task's error)."""
+        for task in self.tasks:
+            task.result()
+        self.tasks = []
+        return self.arrays
+
+
+def _gather(reader: ChunkReader, c: int, offset: np.ndarray, out: np.ndarray, rows: np.ndarray,
+            n: int) -> None:
+    """out[rows, :n] = frames ``offset`` of chunk ``c`` (one decode, one strided copy)."""
+    out[rows, :n] = reader.read(c)[offset]
 
 
 def _pad_batch(batch: dict, B: int) -> dict:
