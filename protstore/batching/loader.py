@@ -31,7 +31,7 @@ from ..prefetch import prefetch
 from ..store import Store
 from ..store.layout import chain_codes
 from ..vocab import PAD_ID
-from .chunks import ChunkReader
+from ..store.chunks import ChunkReader
 from .plan import BucketPlan
 
 ORDERS = ("interleaved", "sequential")

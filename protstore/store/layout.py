@@ -40,6 +40,9 @@ KB_KCAL_PER_MOL_K = 0.0019872041
 FRAME, ATOM, XYZ = "frame", "atom", "xyz"
 PER_ATOM = ("resname", "species", "resid", "chain")
 PER_FRAME = ("temperature", "replica", "source_frame")
+# frames per chunk of the per-frame coordinates: tiny arrays, so one chunk for any mdCATH protein
+# (25 x 440 frames) and one read when a protein is opened
+PER_FRAME_CHUNK = 1 << 16
 COORD_DTYPES = {
     "species": "int32",
     "resid": "int32",

@@ -11,7 +11,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .layout import ATOM, COORD_DTYPES, FRAME, PROTEIN_DOC, UNITS, XYZ, Encoding
+from .layout import (ATOM, COORD_DTYPES, FRAME, PER_FRAME_CHUNK, PROTEIN_DOC, UNITS, XYZ,
+                     Encoding)
 
 
 # Frames are written FLUSH_CHUNKS chunks at a time: zarr compresses the chunks of one write in
@@ -139,8 +140,9 @@ def _create_layout(path: Path, n_frames: int, chunk: int, encoding: Encoding,
     vector = {"chunks": (chunk, n_atoms, 3), **encoding.codecs_for_vectors()}
     # NaN is a real value nowhere in R/F, but _FillValue would make xarray mask it:
     enc = {"R": dict(vector, _FillValue=None), "F": dict(vector, _FillValue=None),
-           "temperature": {"chunks": (chunk,), "_FillValue": None},
-           "replica": {"chunks": (chunk,)}, "source_frame": {"chunks": (chunk,)}}
+           "temperature": {"chunks": (PER_FRAME_CHUNK,), "_FillValue": None},
+           "replica": {"chunks": (PER_FRAME_CHUNK,)},
+           "source_frame": {"chunks": (PER_FRAME_CHUNK,)}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         template.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=enc)

@@ -89,3 +89,31 @@ def _direct_layout(array: zarr.Array) -> tuple[Path, tuple[int, ...], np.dtype |
     if codecs[0].endian is not None:
         dtype = dtype.newbyteorder("<" if codecs[0].endian.value == "little" else ">")
     return Path(array.store.root) / array.path, order, dtype
+
+
+class LazyFrames:
+    """Array-like view of a frame-chunked Zarr array for ``dask.array.from_array``.
+
+    ``self[key]`` reads only the chunks that the key's frame range touches (through
+    :class:`ChunkReader`), then applies the rest of the key. Shape and dtype are the array's.
+    """
+
+    def __init__(self, reader: ChunkReader):
+        self.reader = reader
+        self.shape = reader.array.shape
+        self.dtype = np.dtype(reader.array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if not isinstance(first, slice) or first.step not in (None, 1):
+            return np.asarray(self.reader.read_all()[key])
+        lo, hi, _ = first.indices(self.shape[0])
+        chunk = self.reader.chunk
+        if hi <= lo:
+            return np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)]
+        c0, c1 = lo // chunk, (hi - 1) // chunk
+        parts = [self.reader.read(c) for c in range(c0, c1 + 1)]
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return np.ascontiguousarray(block[(slice(lo - c0 * chunk, hi - c0 * chunk), *rest)])
