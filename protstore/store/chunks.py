@@ -116,4 +116,5 @@ class LazyFrames:
         c0, c1 = lo // chunk, (hi - 1) // chunk
         parts = [self.reader.read(c) for c in range(c0, c1 + 1)]
         block = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return np.ascontiguousarray(block[(slice(lo - c0 * chunk, hi - c0 * chunk), *rest)])
+        # may be a view of a transposed chunk: dask's concatenation makes the one copy
+        return block[(slice(lo - c0 * chunk, hi - c0 * chunk), *rest)]
