@@ -100,6 +100,7 @@ class BatchLoader:
         self.n_max = [b.n_max for b in plan.buckets]
         self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
         self._arrays: dict[int, _Protein] = {}
+        self._opening: dict[int, Future] = {}  # proteins being opened on the read pool
         self._tables: dict[int, dict[str, np.ndarray]] = {}
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._pool: ThreadPoolExecutor | None = None  # started on the first read
@@ -179,8 +180,17 @@ class BatchLoader:
 
     def _protein_arrays(self, i: int) -> _Protein:
         if i not in self._arrays:
-            self._arrays[i] = self._open_protein(i)
+            opening = self._opening.pop(i, None)
+            self._arrays[i] = opening.result() if opening else self._open_protein(i)
         return self._arrays[i]
+
+    def _start_opening(self, buckets) -> None:
+        """Open the proteins of ``buckets`` on the read pool, in that order, ahead of use."""
+        for k in buckets:
+            for pid in self.plan.buckets[k].proteins:
+                i = self._index[pid]
+                if i not in self._arrays and i not in self._opening:
+                    self._opening[i] = self._read_pool().submit(self._open_protein, i)
 
     def _open_protein(self, i: int) -> _Protein:
         """Read protein i's small arrays (per bead, per frame) and make its chunk readers."""
@@ -209,10 +219,6 @@ class BatchLoader:
                                        ("chain", np.int32), ("mask", np.float32))}
             offset = np.zeros(len(self.proteins), np.int64)
             temperatures, total = [], 0
-            # open the bucket's proteins concurrently: each is a few small reads
-            closed = [self._index[p] for p in self.plan.buckets[k].proteins
-                      if self._index[p] not in self._arrays]
-            self._arrays.update(zip(closed, self._read_pool().map(self._open_protein, closed)))
             for pid in self.plan.buckets[k].proteins:
                 i = self._index[pid]
                 protein = self._protein_arrays(i)
@@ -247,28 +253,32 @@ class BatchLoader:
                                                    offset, out[key], sel, protein.n))
         return _Window(out, tasks)
 
+    def _windows(self, lay: _Layout, j: int) -> tuple[int, int, int, int]:
+        """Sample range [lo, hi) of batch j and the windows [w_lo, w_hi) holding it."""
+        lo = j * self.config.batch_size
+        hi = min(lo + self.config.batch_size, len(lay.protein))
+        w_lo = int(np.searchsorted(lay.window_start, lo, side="right") - 1)
+        w_hi = int(np.searchsorted(lay.window_start, hi, side="left"))
+        return lo, hi, w_lo, w_hi
+
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
-        cfg = self.config
-        B = cfg.batch_size
-        caches: dict[int, dict[int, dict]] = {}
-        for step, (k, j) in enumerate(self.schedule(epoch)):
-            if step < start_step:
-                continue
+        B = self.config.batch_size
+        schedule = self.schedule(epoch)[start_step:]
+        self._start_opening(dict.fromkeys(k for k, _ in schedule))  # buckets in order of use
+        caches: dict[int, dict[int, _Window]] = {}
+        for n, (k, j) in enumerate(schedule):
+            step = start_step + n
             lay = self._layout(k, epoch)
-            table = self._bucket_table(k)  # first use opens the bucket's proteins
             cache = caches.setdefault(k, {})
-            lo = j * B
-            hi = min(lo + B, len(lay.protein))
-            w_lo = int(np.searchsorted(lay.window_start, lo, side="right") - 1)
-            w_hi = int(np.searchsorted(lay.window_start, hi, side="left"))
+            lo, hi, w_lo, w_hi = self._windows(lay, j)
             for w in list(cache):
                 if w < w_lo:
                     del cache[w]  # windows are consumed in order: free the finished ones
-            parts = {"R": [], "F": []}
             # the window after this batch's last one is read ahead, on the read pool
             for w in range(w_lo, min(w_hi + 1, len(lay.window_start) - 1)):
                 if w not in cache:
                     cache[w] = self._read_window(k, lay, w)
+            parts = {"R": [], "F": []}
             for w in range(w_lo, w_hi):
                 window = cache[w].result()
                 s0 = lay.window_start[w]

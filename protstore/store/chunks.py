@@ -43,6 +43,8 @@ class ChunkReader:
     def read_all(self) -> np.ndarray:
         """The whole array (all chunks), contiguous."""
         n_chunks = -(-self.array.shape[0] // self.chunk)
+        if n_chunks == 0:
+            return self.array[:]
         if n_chunks == 1:
             return np.ascontiguousarray(self.read(0))
         return np.concatenate([self.read(c) for c in range(n_chunks)])
@@ -50,14 +52,18 @@ class ChunkReader:
     def read(self, c: int) -> np.ndarray:
         lo = c * self.chunk
         hi = min(lo + self.chunk, self.array.shape[0])
+        if not 0 <= lo < self.array.shape[0]:
+            raise IndexError(f"{self.array.path}: no chunk {c} (shape {self.array.shape})")
         if self.direct is not None:
             path, order, dtype = self.direct
             try:
                 with open(path / self.array.metadata.encode_chunk_key((c,) + (0,) * (
                         self.array.ndim - 1)), "rb") as fh:
                     raw = fh.read()
-            except FileNotFoundError:  # never written: zarr supplies the fill value
-                return self.array[lo:hi]
+            except FileNotFoundError:  # not stored (never written, or all fill value)
+                if dtype is None:
+                    return self.array[lo:hi]
+                return np.full((hi - lo, *self.array.shape[1:]), self.array.fill_value, dtype)
             shape = self.array.chunks
             raw = self._decompress(raw)
             if dtype is None:  # variable-length strings
