@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -14,13 +15,13 @@ _DONE = object()
 def prefetch(items: Iterable[T], depth: int, name: str = "protstore-prefetch") -> Iterator[T]:
     """Yield ``items`` in order while a thread produces up to ``depth`` of them ahead.
 
-    The producer's exception is re-raised in the consumer at the point it happened. Closing
-    the returned generator early (``break``, an error in the consumer) stops the producer.
+    The thread starts at once (work begins before the first ``next``). The producer's
+    exception is re-raised in the consumer at the point it happened. Closing the returned
+    iterator early (``break``, an error in the consumer), or dropping it, stops the producer.
     ``depth <= 0`` iterates in the caller's thread.
     """
     if depth <= 0:
-        yield from items
-        return
+        return iter(items)
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -44,6 +45,12 @@ def prefetch(items: Iterable[T], depth: int, name: str = "protstore-prefetch") -
 
     thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
+    consumer = _consume(q, stop, thread)
+    weakref.finalize(consumer, stop.set)  # dropped without being run to the end
+    return consumer
+
+
+def _consume(q: queue.Queue, stop: threading.Event, thread: threading.Thread) -> Iterator:
     try:
         while True:
             item = q.get()

@@ -171,16 +171,23 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         raise InputError(f"{where}: protein {pid}: {exc}") from None
     n = len(resname)
     pairs = bonded_pairs(source.chain, source.resid)
-    writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
-                          species=species_ids(resname), resid=source.resid, chain=source.chain)
+    block_frames = max(1, options.block_bytes // max(1, n * 24 * 8))
+    # reading, mapping and checking start at once in their threads (overlapping the writer's
+    # set-up); then the next block is read, mapped and checked while this one is written
+    blocks = prefetch(source.blocks(block_frames), depth=1, name="protstore-ingest")
+    try:
+        writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
+                              species=species_ids(resname), resid=source.resid,
+                              chain=source.chain)
+    except BaseException:
+        blocks.close()
+        raise
     excluded: list[dict] = []
     rms: list[np.ndarray] = []
-    block_frames = max(1, options.block_bytes // max(1, n * 24 * 8))
     bar = tqdm(total=source.n_frames, desc=pid, unit="frame", leave=False,
                disable=not progress)
     try:
-        # the next block is read, mapped and checked while this one is compressed and written
-        for block in prefetch(source.blocks(block_frames), depth=1, name="protstore-ingest"):
+        for block in blocks:
             problems = bead_problems(block.R, block.F, pairs, options.checks, source.resid)
             problems = [a or b for a, b in zip(block.problems, problems)]
             bad = np.array([p is not None for p in problems], dtype=bool)
