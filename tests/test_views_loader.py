@@ -156,21 +156,26 @@ def test_export_npz_round_trips_through_ingest(demo_store, plan, tmp_path):
                                       demo_store.protein(pid).R.values)
 
 
-@pytest.mark.parametrize("transpose", [True, False])
-def test_chunk_reader_matches_zarr_bit_for_bit(tmp_path, transpose):
-    from protstore.store.chunks import ChunkReader
-
+def _small_chunk_protein(tmp_path, transpose=True, frames=23):
+    """A store of one 5-bead protein "p" in chunks of 17 frames; returns (zarr group, R)."""
     rng = np.random.default_rng(0)
-    R = rng.normal(scale=0.1, size=(23, 5, 3)).astype(np.float32)  # 23 frames: partial last chunk
+    R = rng.normal(scale=0.1, size=(frames, 5, 3)).astype(np.float32)
     R[..., 0] += 3.8 * np.arange(5, dtype=np.float32)
-    F = rng.normal(scale=10.0, size=(23, 5, 3)).astype(np.float32)
+    F = rng.normal(scale=10.0, size=(frames, 5, 3)).astype(np.float32)
     np.savez(tmp_path / "p.npz", R=R, F=F, resname=np.array(["ALA", "GLY", "HSD", "CYS", "TRP"]))
     protstore.store.create_store(tmp_path / "s.zarr",
                                  protstore.Encoding(chunk_bytes=1024, transpose=transpose))
     report = ingest([tmp_path / "p.npz"], protstore.open_store(tmp_path / "s.zarr", mode="a"),
                     progress=False, log=lambda m: None)
     assert report.written == ["p"] and not report.excluded
-    group = protstore.open_store(tmp_path / "s.zarr").protein_group("p")
+    return protstore.open_store(tmp_path / "s.zarr").protein_group("p"), R
+
+
+@pytest.mark.parametrize("transpose", [True, False])
+def test_chunk_reader_matches_zarr_bit_for_bit(tmp_path, transpose):
+    from protstore.store.chunks import ChunkReader
+
+    group, R = _small_chunk_protein(tmp_path, transpose)  # 23 frames: a partial last chunk
     for name in ("R", "F", "species", "resid", "chain", "temperature"):
         reader = ChunkReader(group[name])
         assert reader.direct is not None  # the store's own layout takes the fast path
@@ -185,6 +190,22 @@ def test_chunk_reader_matches_zarr_bit_for_bit(tmp_path, transpose):
     np.testing.assert_array_equal(np.concatenate([reader.read(c) for c in range(n_chunks)]), R)
     with pytest.raises(IndexError):
         reader.read(n_chunks)
+
+
+def test_lazy_frames_indexes_like_numpy(tmp_path):
+    from protstore.store.chunks import ChunkReader, LazyFrames
+
+    group, _ = _small_chunk_protein(tmp_path, frames=60)
+    lazy, ref = LazyFrames(ChunkReader(group["F"])), group["F"][:]
+    chunk = group["F"].chunks[0]
+    assert ref.shape[0] > 3 * chunk  # keys below span several chunks
+    picks = np.random.default_rng(1).choice(60, 25, replace=False)
+    keys = [slice(None), slice(chunk - 3, 2 * chunk + 5), slice(10, 5), 7, -1, picks,
+            np.sort(picks), [2, 0, 1], [chunk, chunk - 1, 0], (slice(3, chunk + 4), 2),
+            (picks, slice(None), 2), (slice(0, 10, 2),), np.arange(60) < 5, (picks[:2], [0, 1])]
+    for key in keys:
+        got, want = lazy[key], ref[key]
+        assert got.shape == want.shape and np.array_equal(got, want), key
 
 
 def test_chunk_reader_falls_back_to_zarr(tmp_path):

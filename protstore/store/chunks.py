@@ -12,6 +12,9 @@ Anything else (other codecs, remote stores, a chunk never written) goes through 
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numcodecs.blosc
@@ -100,8 +103,10 @@ def _direct_layout(array: zarr.Array) -> tuple[Path, tuple[int, ...], np.dtype |
 class LazyFrames:
     """Array-like view of a frame-chunked Zarr array for ``dask.array.from_array``.
 
-    ``self[key]`` reads only the chunks that the key's frame range touches (through
-    :class:`ChunkReader`), then applies the rest of the key. Shape and dtype are the array's.
+    ``self[key]`` reads only the chunks holding the frames the key selects (a slice, an integer
+    or an integer array along the first axis), decoding several chunks at once on a shared
+    pool of threads, each copying its frames straight into the result; then it applies the
+    rest of the key. Shape and dtype are the array's.
     """
 
     def __init__(self, reader: ChunkReader):
@@ -113,14 +118,45 @@ class LazyFrames:
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         first, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if not isinstance(first, slice) or first.step not in (None, 1):
+        if isinstance(first, slice) and first.step in (None, 1):
+            lo, hi, _ = first.indices(self.shape[0])
+            frames, consecutive = np.arange(lo, max(lo, hi)), True
+        elif isinstance(first, (int, np.integer)):  # drops the first axis
+            return self._frames(np.arange(self.shape[0])[[first]], True)[(0, *rest)]
+        elif _is_int_array(first) and not any(_is_int_array(k) for k in rest):
+            frames, consecutive = np.arange(self.shape[0])[np.asarray(first)], False  # bounds
+        else:  # anything else (steps, booleans, several arrays): NumPy on the whole array
             return np.asarray(self.reader.read_all()[key])
-        lo, hi, _ = first.indices(self.shape[0])
+        return self._frames(frames, consecutive)[(slice(None), *rest)]
+
+    def _frames(self, frames: np.ndarray, consecutive: bool) -> np.ndarray:
+        """[len(frames), ...] the given frames; ``consecutive``: frames is a range."""
+        out = np.empty((len(frames), *self.shape[1:]), self.dtype)
         chunk = self.reader.chunk
-        if hi <= lo:
-            return np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)]
-        c0, c1 = lo // chunk, (hi - 1) // chunk
-        parts = [self.reader.read(c) for c in range(c0, c1 + 1)]
-        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        # may be a view of a transposed chunk: dask's concatenation makes the one copy
-        return block[(slice(lo - c0 * chunk, hi - c0 * chunk), *rest)]
+        chunk_of = frames // chunk
+        chunks = np.unique(chunk_of)
+
+        def copy(c: int) -> None:
+            if consecutive:  # slices: one strided copy, no fancy indexing
+                a, b = max(frames[0], c * chunk), min(frames[-1] + 1, (c + 1) * chunk)
+                out[a - frames[0]:b - frames[0]] = self.reader.read(c)[a - c * chunk:b - c * chunk]
+            else:
+                rows = np.flatnonzero(chunk_of == c)
+                out[rows] = self.reader.read(c)[frames[rows] - c * chunk]
+
+        if len(chunks) == 1:
+            copy(int(chunks[0]))
+        else:
+            for task in [_decode_pool().submit(copy, int(c)) for c in chunks]:
+                task.result()
+        return out
+
+
+def _is_int_array(key) -> bool:
+    return isinstance(key, (list, np.ndarray)) and np.asarray(key).dtype.kind in "iu"
+
+
+@functools.cache
+def _decode_pool() -> ThreadPoolExecutor:
+    """The process's pool for chunk decodes (Blosc and zstd release the GIL)."""
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="protstore-decode")

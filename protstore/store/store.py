@@ -27,7 +27,7 @@ from .lock import store_lock
 from .schemas import check_document
 from .writer import ProteinWriter, fsync_tree
 
-DASK_CHUNK_BYTES = 4 << 20
+DASK_CHUNK_BYTES = 128 << 20  # dask's own default chunk size
 PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -159,7 +159,7 @@ class Store:
         arrays = dict(group.arrays())
         n_atoms = arrays["R"].shape[1]
         zarr_chunk = arrays["R"].chunks[0]
-        # one dask task per ~4 MiB (a few chunks): enough tasks to keep every core decoding
+        # one dask task per array up to 128 MiB: the task decodes its chunks in parallel
         frames = zarr_chunk * max(1, DASK_CHUNK_BYTES // (zarr_chunk * n_atoms * 12))
         token = dask.base.tokenize(self.url, protein_id, group.attrs.get(PROTEIN_DOC))
         data = {
