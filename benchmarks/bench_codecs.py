@@ -62,8 +62,8 @@ def main() -> None:
                 t_enc += per_call(lambda: codec.encode(a), max(1, args.repeat // 4))
                 t_dec += per_call(lambda: codec.decode(enc), args.repeat)
             shuffle_name = {Blosc.SHUFFLE: "byte", Blosc.BITSHUFFLE: "bit"}[shuffle]
-            print(f"| blosc {cname}-{level} {shuffle_name}-shuffle | {'yes' if transpose else 'no'} "
-                  f"| {ratio['R']:.3f} | {ratio['F']:.3f} | {raw / stored:.3f} "
+            print(f"| blosc {cname}-{level} {shuffle_name}-shuffle "
+                  f"| {'yes' if transpose else 'no'} | {ratio['R']:.3f} | {ratio['F']:.3f} | {raw / stored:.3f} "
                   f"| {raw / t_enc / 1e6:.0f} | {raw / t_dec / 1e6:.0f} |")
 
 

@@ -1,5 +1,4 @@
 import collections
-import re
 
 import jax
 import jax.numpy as jnp

@@ -1,13 +1,15 @@
-"""Whole-chunk reads of R and F for the batch loader: the store's own encoding decoded directly.
+"""Whole-chunk reads of frame-chunked arrays: the store's own encoding decoded directly.
 
-The loader reads thousands of whole ~1 MiB chunks per epoch. Through ``zarr.Array.__getitem__``
-each costs ~1.6 ms of CPU on the development machine (README), of which only ~0.8 ms is
-reading, Blosc and the transpose; the rest is zarr's general machinery (selection, async hops,
-buffers), paid while holding the GIL. For chunks in the layout protstore writes (optional ``transpose``, little- or
-native-endian ``bytes`` or UTF-8 strings, ``blosc`` or ``zstd``) on a local store, :class:`ChunkReader` reads the chunk file
-and decodes it with numcodecs, which releases the GIL, so a few threads keep every core busy.
-Anything else (other codecs, remote stores, a chunk never written) goes through zarr itself.
-``tests/test_views_loader.py`` checks both paths bit for bit against zarr.
+The batch loader reads thousands of whole ~1 MiB chunks per epoch, and reading a protein reads
+all of its chunks. Through ``zarr.Array.__getitem__`` each chunk costs ~1.6 ms of CPU on the
+development machine (README), of which only ~0.8 ms is reading, Blosc and the transpose; the
+rest is zarr's general machinery (selection, async hops, buffers), paid while holding the GIL.
+For chunks in the layout protstore writes (an optional ``transpose``; little- or native-endian
+``bytes`` or UTF-8 strings; ``blosc`` or ``zstd``) on a local store, :class:`ChunkReader`
+reads the chunk file and decodes it with numcodecs, which releases the GIL, so a few threads
+keep every core busy. Anything else (other codecs, remote stores) goes through zarr itself.
+:class:`LazyFrames` puts chunk readers behind dask (``Store.protein``).
+``tests/test_views_loader.py`` checks both paths against zarr, bit for bit.
 """
 
 from __future__ import annotations
@@ -139,7 +141,8 @@ class LazyFrames:
         def copy(c: int) -> None:
             if consecutive:  # slices: one strided copy, no fancy indexing
                 a, b = max(frames[0], c * chunk), min(frames[-1] + 1, (c + 1) * chunk)
-                out[a - frames[0]:b - frames[0]] = self.reader.read(c)[a - c * chunk:b - c * chunk]
+                first = frames[0]
+                out[a - first:b - first] = self.reader.read(c)[a - c * chunk:b - c * chunk]
             else:
                 rows = np.flatnonzero(chunk_of == c)
                 out[rows] = self.reader.read(c)[frames[rows] - c * chunk]
@@ -160,3 +163,6 @@ def _is_int_array(key) -> bool:
 def _decode_pool() -> ThreadPoolExecutor:
     """The process's pool for chunk decodes (Blosc and zstd release the GIL)."""
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="protstore-decode")
+
+
+os.register_at_fork(after_in_child=_decode_pool.cache_clear)  # a forked child has no threads

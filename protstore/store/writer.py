@@ -128,7 +128,8 @@ def _create_layout(path: Path, n_frames: int, chunk: int, encoding: Encoding,
     vec = (FRAME, ATOM, XYZ)
     no_frames = np.empty((0, n_atoms, 3), np.float32)
     template = xr.Dataset(
-        {"R": (vec, no_frames, {"units": UNITS["R"]}), "F": (vec, no_frames, {"units": UNITS["F"]})},
+        {"R": (vec, no_frames, {"units": UNITS["R"]}),
+         "F": (vec, no_frames, {"units": UNITS["F"]})},
         coords={
             "temperature": (FRAME, np.empty(0, COORD_DTYPES["temperature"]),
                             {"units": UNITS["temperature"]}),
