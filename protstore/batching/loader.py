@@ -29,9 +29,9 @@ import numpy as np
 from ..errors import ProtstoreError
 from ..prefetch import prefetch
 from ..store import Store
+from ..store.chunks import ChunkReader
 from ..store.layout import chain_codes
 from ..vocab import PAD_ID
-from ..store.chunks import ChunkReader
 from .plan import BucketPlan
 
 ORDERS = ("interleaved", "sequential")

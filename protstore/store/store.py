@@ -166,10 +166,8 @@ class Store:
             name: ((FRAME, ATOM, XYZ),
                    da.from_array(LazyFrames(ChunkReader(arrays[name])), chunks=(frames, -1, -1),
                                  name=f"protstore-{name}-{token}", lock=False, asarray=False),
-                   dict(arrays[name].attrs))
+                   {k: v for k, v in arrays[name].attrs.items() if k != "coordinates"})
             for name in ("R", "F")}
-        for attrs in (v[2] for v in data.values()):
-            attrs.pop("coordinates", None)
         coords = {name: (arrays[name].metadata.dimension_names[0],
                          ChunkReader(arrays[name]).read_all(), dict(arrays[name].attrs))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}

@@ -28,11 +28,12 @@ class ProteinWriter:
     """Buffers frames and writes them into a staging Zarr group in whole chunks.
 
     The group's layout is created once, for ``max_frames`` frames, from an xarray template
-    (metadata and per-atom coordinates only); frames then go straight
-    into the Zarr arrays chunk by chunk, and ``finish`` trims the frame dimension to the frames
-    actually kept (validation may exclude some). Memory is bounded by one chunk plus the incoming
-    block. ``finish`` also writes the protein document and consolidated metadata; the
-    :class:`~protstore.store.Store` then moves the group into ``proteins/`` with one atomic rename.
+    (metadata and per-atom coordinates only); frames then go straight into the Zarr arrays,
+    ``FLUSH_CHUNKS`` whole chunks at a time, and ``finish`` trims the frame dimension to the
+    frames actually kept (validation may exclude some). Memory is bounded by ``FLUSH_CHUNKS``
+    chunks plus the incoming block. ``finish`` also writes the protein document and consolidated
+    metadata; the :class:`~protstore.store.Store` then moves the group into ``proteins/`` with
+    one atomic rename.
 
     Parameters
     ----------
