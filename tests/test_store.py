@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import protstore
@@ -126,3 +127,21 @@ def test_concurrent_ingest_into_one_store(tmp_path):
     assert verify_store(store) == []
     for k in range(6):
         assert store.protein(f"prot{k}").sizes["frame"] == 60
+
+
+def test_auto_shuffle_keeps_the_smaller_of_byte_and_bit_shuffle(demo_store):
+    from numcodecs import Blosc
+
+    assert demo_store.encoding.shuffle == "auto"
+    picked = set()
+    for pid in demo_store.proteins:
+        group = demo_store.protein_group(pid)
+        for name in ("R", "F"):
+            array = group[name]
+            first = np.ascontiguousarray(array[:array.chunks[0]].transpose(1, 2, 0))
+            size = {sh: len(Blosc("zstd", 3, code).encode(first))
+                    for sh, code in (("shuffle", Blosc.SHUFFLE), ("bitshuffle", Blosc.BITSHUFFLE))}
+            shuffle = array.metadata.codecs[-1].shuffle.value
+            assert size[shuffle] == min(size.values()), (pid, name, size)
+            picked.add(shuffle)
+    assert picked == {"shuffle", "bitshuffle"}  # the demo's data wants both

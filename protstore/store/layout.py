@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numcodecs
 import numpy as np
 
 from zarr.codecs import BloscCodec, TransposeCodec
@@ -52,37 +53,55 @@ COORD_DTYPES = {
 }
 
 
+SHUFFLES = ("shuffle", "bitshuffle")
+
+
 @dataclass(frozen=True)
 class Encoding:
     """How R and F are chunked and compressed. Config as data: every field lands in the store doc.
 
-    The default (Blosc/zstd level 3 with bit-shuffle, on the frame-last transposed chunk) was
-    measured best among lossless options (``benchmarks/bench_codecs.py``): bit-shuffle gains
-    ~0.07x over byte-shuffle at the same decode speed (~1.9 GB/s per core); zstd levels above 3
-    gain < 0.02x at a third of the write speed; lz4 decodes no faster once bit-shuffled.
+    The default (Blosc/zstd level 3 on the frame-last transposed chunk, with the better of byte-
+    and bit-shuffle per array) was measured best among lossless options
+    (``benchmarks/bench_codecs.py``): which shuffle wins depends on the data (bit-shuffle gains
+    0.07x on smooth trajectories, byte-shuffle 0.03x on decorrelated frames), both decode at
+    ~1.9 GB/s per core; zstd levels above 3 gain < 0.02x at a third of the write speed; lz4
+    compresses less. ``shuffle="auto"`` compresses each array's first chunk both ways and keeps
+    the smaller; the choice is in the array's own codec metadata.
     """
 
     chunk_bytes: int = 1 << 20
     cname: str = "zstd"
     clevel: int = 3
-    shuffle: str = "bitshuffle"
+    shuffle: str = "auto"
     transpose: bool = True
 
     def frames_per_chunk(self, n_atoms: int) -> int:
         """Frames per chunk so that one uncompressed R or F chunk is about ``chunk_bytes``."""
         return max(1, round(self.chunk_bytes / (n_atoms * 3 * 4)))
 
-    def codecs_for_vectors(self) -> dict:
-        """xarray/zarr encoding entries (minus chunks) for a (frame, atom, xyz) float32 array."""
-        enc: dict = {
-            "compressors": [BloscCodec(cname=self.cname, clevel=self.clevel,
-                                       shuffle=self.shuffle, typesize=4)],
-        }
+    def codecs_for_vectors(self, sample: np.ndarray | None = None) -> dict:
+        """xarray/zarr encoding entries (minus chunks) for a (frame, atom, xyz) float32 array;
+        ``sample`` (its first chunk) decides ``shuffle="auto"`` (bit-shuffle without one)."""
+        enc: dict = {}
         if self.transpose:
             # Each coordinate's time series becomes contiguous: exponents and high mantissa
-            # bits then repeat along the stream, which bit-shuffle + zstd exploit.
+            # bits then repeat along the stream, which the shuffle + zstd exploit.
             enc["filters"] = [TransposeCodec(order=(1, 2, 0))]
+        shuffle = self.shuffle
+        if shuffle == "auto":
+            shuffle = "bitshuffle" if sample is None else min(
+                SHUFFLES, key=lambda sh: self._compressed_size(sample, sh))
+        enc["compressors"] = [BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=shuffle,
+                                         typesize=4)]
         return enc
+
+    def _compressed_size(self, sample: np.ndarray, shuffle: str) -> int:
+        if self.transpose:
+            sample = np.ascontiguousarray(sample.transpose(1, 2, 0))
+        blosc = numcodecs.Blosc(cname=self.cname, clevel=self.clevel,
+                                shuffle=numcodecs.Blosc.SHUFFLE if shuffle == "shuffle"
+                                else numcodecs.Blosc.BITSHUFFLE)
+        return len(blosc.encode(np.ascontiguousarray(sample, dtype=np.float32)))
 
     def as_dict(self) -> dict:
         return {"chunk_bytes": self.chunk_bytes, "cname": self.cname, "clevel": self.clevel,

@@ -27,8 +27,9 @@ def directory_size(path: Path) -> int:
 class ProteinWriter:
     """Buffers frames and writes them into a staging Zarr group in whole chunks.
 
-    The group's layout is created once, for ``max_frames`` frames, from an xarray template
-    (metadata and per-atom coordinates only); frames then go straight into the Zarr arrays,
+    The group's layout is created once, at the first write (whose first chunk decides the
+    codecs), for ``max_frames`` frames, from an xarray template (metadata and per-atom
+    coordinates only); frames then go straight into the Zarr arrays,
     ``FLUSH_CHUNKS`` whole chunks at a time, and ``finish`` trims the frame dimension to the
     frames actually kept (validation may exclude some). Memory is bounded by ``FLUSH_CHUNKS``
     chunks plus the incoming block. ``finish`` also writes the protein document and consolidated
@@ -49,13 +50,15 @@ class ProteinWriter:
         self.max_frames = int(max_frames)
         self.n_atoms = len(resname)
         self.chunk = encoding.frames_per_chunk(self.n_atoms)
-        self._arrays = _create_layout(self.path, self.max_frames, self.chunk, encoding, {
+        self._encoding = encoding
+        self._per_atom = {
             "resname": (ATOM, np.asarray(resname, dtype=object)),
             "species": (ATOM, np.asarray(species, dtype=COORD_DTYPES["species"])),
             "resid": (ATOM, np.asarray(resid, dtype=COORD_DTYPES["resid"])),
             "chain": (ATOM, np.asarray(chain, dtype=object)),
             "xyz": (XYZ, np.array(["x", "y", "z"], dtype=object)),
-        })
+        }
+        self._arrays: dict[str, zarr.Array] | None = None  # created at the first write
         self._buffer: list[dict[str, np.ndarray]] = []
         self._buffered = 0
         self._temperatures: set[float] = set()
@@ -87,6 +90,8 @@ class ProteinWriter:
         n = (self._buffered // self.chunk) * self.chunk if whole_chunks_only else self._buffered
         if n == 0:
             return
+        if self._arrays is None:  # the first chunk decides the codecs (Encoding.shuffle "auto")
+            self._create({name: cat[name][:self.chunk] for name in ("R", "F")})
         lo, hi = self.n_frames, self.n_frames + n
         for name, array in self._arrays.items():
             array[lo:hi] = cat[name][:n].astype(array.dtype, copy=False)
@@ -98,6 +103,8 @@ class ProteinWriter:
     def finish(self, doc: dict) -> None:
         """Flush remaining frames, trim to them, write the protein document and consolidate."""
         self._flush(whole_chunks_only=False)
+        if self._arrays is None:
+            self._create({})
         if self.n_frames < self.max_frames:
             for array in self._arrays.values():
                 array.resize((self.n_frames, *array.shape[1:]))
@@ -113,14 +120,19 @@ class ProteinWriter:
             zarr.consolidate_metadata(str(self.path))
         self.doc = doc
 
+    def _create(self, samples: dict[str, np.ndarray]) -> None:
+        self._arrays = _create_layout(self.path, self.max_frames, self.chunk, self._encoding,
+                                      self._per_atom, samples)
+
     def abort(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _create_layout(path: Path, n_frames: int, chunk: int, encoding: Encoding,
-                   per_atom: dict) -> dict[str, zarr.Array]:
+                   per_atom: dict, samples: dict[str, np.ndarray]) -> dict[str, zarr.Array]:
     """Create the protein group (metadata, per-atom coordinates) for ``n_frames`` frames and
     return its per-frame arrays (R, F, temperature, replica, source_frame), still empty.
+    ``samples``: the first chunk of R and F, for the encoding's choices.
 
     xarray writes the layout from a zero-frame template (its conventions: dimension names,
     coordinates, units), then the frame dimension is grown to ``n_frames`` without data.
@@ -139,9 +151,10 @@ def _create_layout(path: Path, n_frames: int, chunk: int, encoding: Encoding,
             **per_atom,
         },
     )
-    vector = {"chunks": (chunk, n_atoms, 3), **encoding.codecs_for_vectors()}
     # NaN is a real value nowhere in R/F, but _FillValue would make xarray mask it:
-    enc = {"R": dict(vector, _FillValue=None), "F": dict(vector, _FillValue=None),
+    vector = {name: {"chunks": (chunk, n_atoms, 3), "_FillValue": None,
+                     **encoding.codecs_for_vectors(samples.get(name))} for name in ("R", "F")}
+    enc = {**vector,
            "temperature": {"chunks": (PER_FRAME_CHUNK,), "_FillValue": None},
            "replica": {"chunks": (PER_FRAME_CHUNK,)},
            "source_frame": {"chunks": (PER_FRAME_CHUNK,)}}
