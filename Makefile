@@ -22,7 +22,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/bench_store.py
-	$(PY) benchmarks/bench_codecs.py
+	$(PY) benchmarks/bench_codecs.py --store $(DEMO_OUT)/store.zarr
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_train.py --store $(DEMO_OUT)/store.zarr
 	$(PY) benchmarks/bench_evaluate.py --store $(DEMO_OUT)/store.zarr
