@@ -195,20 +195,19 @@ class BatchLoader:
     def _open_protein(self, i: int) -> _Protein:
         """Read protein i's small arrays (per bead, per frame) and make its chunk readers."""
         pid = self.proteins[i]
-        g = dict(self.store.protein_group(pid).arrays())  # one call for all of its arrays
+        readers = self.store.protein_readers(pid)
         n_max = self.n_max[self._bucket_of[pid]]
         n = self.plan.lengths[pid]
         species = np.full(n_max, PAD_ID, np.int32)
-        species[:n] = ChunkReader(g["species"]).read_all()
+        species[:n] = readers["species"].read_all()
         resid = np.full(n_max, -1, np.int32)
-        resid[:n] = ChunkReader(g["resid"]).read_all()
+        resid[:n] = readers["resid"].read_all()
         chain = np.full(n_max, -1, np.int32)
-        chain[:n] = chain_codes(ChunkReader(g["chain"]).read_all())
+        chain[:n] = chain_codes(readers["chain"].read_all())
         mask = np.zeros(n_max, np.float32)
         mask[:n] = 1.0
-        temperature = ChunkReader(g["temperature"]).read_all().astype(np.float32, copy=False)
-        return _Protein(ChunkReader(g["R"]), ChunkReader(g["F"]), temperature,
-                        species, resid, chain, mask, n)
+        temperature = readers["temperature"].read_all().astype(np.float32, copy=False)
+        return _Protein(readers["R"], readers["F"], temperature, species, resid, chain, mask, n)
 
     def _bucket_table(self, k: int) -> dict[str, np.ndarray]:
         """Padded per-bead arrays of bucket k's proteins, rows indexed by protein index, and

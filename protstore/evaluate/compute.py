@@ -34,6 +34,7 @@ import zarr
 from ..batching import BucketPlan
 from ..errors import ProtstoreError
 from ..store import Store
+from ..store.chunks import ChunkReader, LazyFrames
 from ..store.layout import chain_codes, protein_path
 from ..vocab import PAD_ID, VOCABULARY
 
@@ -101,10 +102,11 @@ def _force_fn(factory: str, options_json: str, mode: str):
 
 def protein_static(store: Store, pid: str) -> dict:
     """Per-bead ``species``, ``resid``, ``chain`` (codes) and per-frame ``temperature``."""
-    g = store.protein_group(pid)
-    return {"species": np.asarray(g["species"][:], np.int32),
-            "resid": np.asarray(g["resid"][:], np.int32), "chain": chain_codes(g["chain"][:]),
-            "temperature": np.asarray(g["temperature"][:], np.float64)}
+    readers = store.protein_readers(pid)
+    return {"species": readers["species"].read_all().astype(np.int32, copy=False),
+            "resid": readers["resid"].read_all().astype(np.int32, copy=False),
+            "chain": chain_codes(readers["chain"].read_all()),
+            "temperature": readers["temperature"].read_all().astype(np.float64)}
 
 
 def forces_block(url: str, storage_options, pid: str, frames: np.ndarray, n_max: int,
@@ -117,9 +119,7 @@ def forces_block(url: str, storage_options, pid: str, frames: np.ndarray, n_max:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = zarr.open_group(url, path=protein_path(pid), mode="r", storage_options=storage_options)
-        lo, hi = int(frames.min()), int(frames.max()) + 1
-        R = g["R"][lo:hi][frames - lo]
-        F = g["F"][lo:hi][frames - lo]
+        R, F = (LazyFrames(ChunkReader(g[name]))[frames] for name in ("R", "F"))
     b, n = R.shape[:2]
     pad_b = frame_block - b
     Rp = np.zeros((frame_block, n_max, 3), np.float32)

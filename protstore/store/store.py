@@ -156,22 +156,28 @@ class Store:
         if protein_id not in self:
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
         group = self.protein_group(protein_id)
-        arrays = dict(group.arrays())
-        n_atoms = arrays["R"].shape[1]
-        zarr_chunk = arrays["R"].chunks[0]
+        readers = self.protein_readers(protein_id, group)
+        n_atoms, zarr_chunk = readers["R"].array.shape[1], readers["R"].chunk
         # one dask task per array up to 128 MiB: the task decodes its chunks in parallel
         frames = zarr_chunk * max(1, DASK_CHUNK_BYTES // (zarr_chunk * n_atoms * 12))
         token = dask.base.tokenize(self.url, protein_id, group.attrs.get(PROTEIN_DOC))
         data = {
             name: ((FRAME, ATOM, XYZ),
-                   da.from_array(LazyFrames(ChunkReader(arrays[name])), chunks=(frames, -1, -1),
+                   da.from_array(LazyFrames(readers[name]), chunks=(frames, -1, -1),
                                  name=f"protstore-{name}-{token}", lock=False, asarray=False),
-                   {k: v for k, v in arrays[name].attrs.items() if k != "coordinates"})
+                   {k: v for k, v in readers[name].array.attrs.items() if k != "coordinates"})
             for name in ("R", "F")}
-        coords = {name: (arrays[name].metadata.dimension_names[0],
-                         ChunkReader(arrays[name]).read_all(), dict(arrays[name].attrs))
+        coords = {name: (readers[name].array.metadata.dimension_names[0],
+                         readers[name].read_all(), dict(readers[name].array.attrs))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}
         return xr.Dataset(data, coords=coords, attrs=dict(group.attrs))
+
+    def protein_readers(self, protein_id: str,
+                        group: zarr.Group | None = None) -> dict[str, ChunkReader]:
+        """A :class:`~protstore.store.chunks.ChunkReader` per array of the protein (R, F and
+        every coordinate), from one metadata call; no data is read until asked for."""
+        group = group if group is not None else self.protein_group(protein_id)
+        return {name: ChunkReader(array) for name, array in group.arrays()}
 
     def summary(self) -> pd.DataFrame:
         """One row per protein from metadata only: atoms, frames, temperatures, excluded, bytes."""
