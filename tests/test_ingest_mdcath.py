@@ -190,3 +190,50 @@ def test_a_block_of_only_bad_frames(tmp_path):
     _, report = _ingest(tmp_path, [tmp_path / "all.h5"])
     (msg,) = report.failed.values()
     assert "all 6 frames failed validation (most common: all-zero coordinates)" in msg
+
+
+def test_frame_reader_reads_plain_datasets_from_the_file_and_others_through_h5py(tmp_path):
+    import h5py
+
+    from protstore.ingest.mdcath import FrameReader
+
+    data = np.random.default_rng(0).normal(size=(9, 4, 3)).astype(np.float32)
+    with h5py.File(tmp_path / "f.h5", "w") as fh:
+        fh["plain"] = data
+        fh["big_endian"] = data.astype(">f4")
+        fh.create_dataset("chunked", data=data, chunks=(2, 4, 3))
+        fh.create_dataset("gzip", data=data, compression="gzip")
+        fh.create_dataset("unwritten", shape=data.shape, dtype="f4")
+    with h5py.File(tmp_path / "f.h5") as fh, open(tmp_path / "f.h5", "rb") as raw:
+        readers = {name: FrameReader(fh[name], raw.fileno(), name) for name in fh}
+        assert {n for n, r in readers.items() if r.offset is not None} == {"plain", "big_endian"}
+        for name in ("plain", "big_endian", "chunked", "gzip"):
+            np.testing.assert_array_equal(readers[name].read(2, 7), data[2:7])
+        assert (readers["unwritten"].read(0, 9) == 0).all()
+        size = (tmp_path / "f.h5").stat().st_size
+    with open(tmp_path / "f.h5", "r+b") as fh:  # the file loses its end after being opened
+        fh.truncate(readers["plain"].offset + 3 * readers["plain"].frame_bytes)
+    with open(tmp_path / "f.h5", "rb") as raw:
+        reader = readers["plain"]
+        reader.fd = raw.fileno()
+        np.testing.assert_array_equal(reader.read(0, 3), data[:3])
+        with pytest.raises(InputError, match=r"plain: the file ends inside frames 2-5"):
+            reader.read(2, 6)
+    assert size > (tmp_path / "f.h5").stat().st_size
+
+
+def test_residue_force_sums_over_cache_blocks_are_the_float64_sums():
+    from protstore.ingest import cgmap
+
+    rng = np.random.default_rng(1)
+    starts = np.array([0, 3, 4, 11, 12, 20])  # residues of 3, 1, 7, 1, 8 and 2 atoms
+    forces = rng.normal(scale=30, size=(300, 22, 3)).astype(np.float32)
+    expect = np.add.reduceat(forces.astype(np.float64), starts, axis=1).astype(np.float32)
+    old, cgmap._SUM_BLOCK_BYTES = cgmap._SUM_BLOCK_BYTES, 22 * 24 * 7  # 7 frames per block
+    try:
+        got = cgmap.residue_force_sums(forces, starts)
+    finally:
+        cgmap._SUM_BLOCK_BYTES = old
+    assert got.dtype == np.float32 and got.tobytes() == expect.tobytes()
+    big_endian = cgmap.residue_force_sums(forces.astype(">f4"), starts)
+    assert big_endian.tobytes() == expect.tobytes()

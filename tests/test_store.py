@@ -59,9 +59,10 @@ CHILD = textwrap.dedent("""
     from protstore.ingest import IngestOptions, ingest
     from protstore.store.writer import ProteinWriter
     slow = ProteinWriter._flush
-    def _flush(self, whole_chunks_only):
+    def _flush(self, final):
         before = self.n_frames
-        slow(self, whole_chunks_only)
+        slow(self, final)
+        self._wait()
         if self.n_frames > before:
             print("WROTE", flush=True)
             time.sleep(float(sys.argv[3]))
@@ -139,9 +140,111 @@ def test_auto_shuffle_keeps_the_smaller_of_byte_and_bit_shuffle(demo_store):
         for name in ("R", "F"):
             array = group[name]
             first = np.ascontiguousarray(array[:array.chunks[0]].transpose(1, 2, 0))
-            size = {sh: len(Blosc("zstd", 3, code).encode(first))
+            enc = demo_store.encoding
+            size = {sh: len(Blosc(enc.cname, enc.clevel, code, blocksize=enc.block_bytes)
+                            .encode(first))
                     for sh, code in (("shuffle", Blosc.SHUFFLE), ("bitshuffle", Blosc.BITSHUFFLE))}
             shuffle = array.metadata.codecs[-1].shuffle.value
             assert size[shuffle] == min(size.values()), (pid, name, size)
             picked.add(shuffle)
     assert picked == {"shuffle", "bitshuffle"}  # the demo's data wants both
+
+
+def _layout_inputs(n_atoms=7):
+    rng = np.random.default_rng(3)
+    return {"resname": ("atom", np.array(["ALA", "GLY", "HIS", "CYS", "TRP", "MET", "LYS"][:n_atoms],
+                                         dtype=object)),
+            "species": ("atom", rng.integers(0, 20, n_atoms).astype(np.int32)),
+            "resid": ("atom", np.arange(1, n_atoms + 1, dtype=np.int32)),
+            "chain": ("atom", np.array(["A"] * n_atoms, dtype=object)),
+            "xyz": ("xyz", np.array(["x", "y", "z"], dtype=object))}
+
+
+def test_layout_is_the_one_xarray_writes(tmp_path):
+    """The writer makes the group with zarr directly; it must be what ``Dataset.to_zarr``
+    writes for the same Dataset (xarray's conventions), file for file."""
+    import warnings
+
+    import xarray as xr
+    import zarr
+
+    from protstore.store.layout import UNITS, Encoding
+    from protstore.store.writer import _create_layout
+
+    per_atom, encoding, n_frames, chunk = _layout_inputs(), Encoding(), 50, 11
+    _create_layout(tmp_path / "direct", n_frames, chunk, encoding, per_atom)
+    vec, empty = ("frame", "atom", "xyz"), np.empty((0, 7, 3), np.float32)
+    template = xr.Dataset(
+        {"R": (vec, empty, {"units": UNITS["R"]}), "F": (vec, empty, {"units": UNITS["F"]})},
+        coords={"temperature": ("frame", np.empty(0, np.float32), {"units": "kelvin"}),
+                "replica": ("frame", np.empty(0, np.int32)),
+                "source_frame": ("frame", np.empty(0, np.int32)), **per_atom})
+    enc = {**{name: {"chunks": (chunk, 7, 3), "_FillValue": None,
+                     **encoding.codecs_for_vectors()} for name in ("R", "F")},
+           "temperature": {"chunks": (1 << 16,), "_FillValue": None},
+           "replica": {"chunks": (1 << 16,)}, "source_frame": {"chunks": (1 << 16,)}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        template.to_zarr(tmp_path / "xarray", zarr_format=3, consolidated=False, encoding=enc)
+    group = zarr.open_group(tmp_path / "xarray", mode="r+")
+    for name in ("R", "F", "temperature", "replica", "source_frame"):
+        group[name].resize((n_frames, *group[name].shape[1:]))
+    files = {p.relative_to(tmp_path / "xarray") for p in (tmp_path / "xarray").rglob("*")
+             if p.is_file()}
+    assert files == {p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*")
+                     if p.is_file()}
+    assert any(f.parts[0] == "resname" and "c" in f.parts for f in files)  # data, not only meta
+    for f in files:
+        assert (tmp_path / "direct" / f).read_bytes() == (tmp_path / "xarray" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("transpose", [True, False])
+def test_chunk_writer_writes_what_zarr_writes(tmp_path, transpose):
+    import zarr
+
+    from protstore.store.chunks import ChunkWriter
+    from protstore.store.layout import Encoding
+
+    data = np.random.default_rng(0).normal(size=(23, 5, 3)).astype(np.float32)
+    codecs = Encoding(transpose=transpose).codecs_for_vectors(data[:10])
+
+    def array(name):
+        return zarr.create_array(tmp_path / f"{name}.zarr", shape=data.shape, chunks=(10, 5, 3),
+                                 dtype="float32", fill_value=np.nan, **codecs)
+
+    by_zarr, direct = array("zarr"), ChunkWriter(array("direct"))
+    by_zarr[:] = data
+    assert direct.direct is not None
+    for c in range(3):  # the last chunk is partial: padded with the fill value, as zarr does
+        direct.write(c, data[10 * c:10 * c + 10])
+    for c in range(3):
+        key = f"c/{c}/0/0"
+        assert (tmp_path / "direct.zarr" / key).read_bytes() == \
+            (tmp_path / "zarr.zarr" / key).read_bytes()
+    assert direct.array[:].tobytes() == data.tobytes()
+    with pytest.raises(IndexError):
+        direct.write(2, data[:10])  # frames 20-29 of 23
+    # layouts it does not know go through zarr
+    mem = ChunkWriter(zarr.create_array(zarr.storage.MemoryStore(), shape=(4, 2), chunks=(3, 2),
+                                        dtype="int32"))
+    assert mem.direct is None and mem.write(1, np.ones((1, 2), np.int32)) is None
+    np.testing.assert_array_equal(mem.array[:], [[0, 0], [0, 0], [0, 0], [1, 1]])
+
+
+def test_first_chunk_picks_the_compressor_and_the_rest_of_the_metadata_stays(tmp_path):
+    import json
+
+    from protstore.store.layout import Encoding
+    from protstore.store.writer import _create_layout, _fit_codecs
+
+    per_atom = _layout_inputs()
+    writers = _create_layout(tmp_path / "g", 40, 10, Encoding(), per_atom)
+    before = json.loads((tmp_path / "g" / "R" / "zarr.json").read_text())
+    assert before["codecs"][-1]["configuration"]["shuffle"] == "bitshuffle"  # for unseen data
+    noise = np.random.default_rng(0).normal(size=(10, 7, 3)).astype(np.float32)
+    assert _fit_codecs(writers["R"], Encoding(shuffle="bitshuffle"), noise) is writers["R"]
+    refit = _fit_codecs(writers["R"], Encoding(shuffle="shuffle"), noise)
+    after = json.loads((tmp_path / "g" / "R" / "zarr.json").read_text())
+    assert after["codecs"][-1]["configuration"]["shuffle"] == "shuffle"
+    after["codecs"][-1]["configuration"]["shuffle"] = "bitshuffle"
+    assert after == before and refit.array.attrs["units"] == "angstrom"

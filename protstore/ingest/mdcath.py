@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,6 +68,46 @@ def _runs(group: h5py.Group, temperatures, replicas, where: str) -> list[tuple[f
         raise InputError(f"{where}: no temperature/replica runs selected "
                          f"(temperatures={temperatures}, replicas={replicas})")
     return runs
+
+
+class FrameReader:
+    """Reads frame ranges ``[lo, hi)`` of an HDF5 dataset [frames, ...].
+
+    A contiguous, unfiltered dataset (mdCATH's files are uncompressed) is read straight from
+    its bytes in the file with ``os.preadv``, which releases the GIL: h5py holds it for the
+    whole of a read, which would stall the threads that map and compress the frames meanwhile.
+    Any other storage (chunked, filtered, external, not yet allocated) is read by h5py.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, fd: int, where: str):
+        self.dataset, self.fd, self.where = dataset, fd, where
+        self.n_frames = dataset.shape[0]
+        self.frame_bytes = int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
+        self.offset = _raw_offset(dataset)
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self.offset is None:
+            return self.dataset[lo:hi]
+        out = np.empty((hi - lo, *self.dataset.shape[1:]), self.dataset.dtype)
+        view = memoryview(out).cast("B")
+        start, done = self.offset + lo * self.frame_bytes, 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], start + done)
+            if n == 0:
+                raise InputError(f"{self.where}: the file ends inside frames {lo}-{hi - 1} "
+                                 f"(truncated?)")
+            done += n
+        return out
+
+
+def _raw_offset(dataset: h5py.Dataset) -> int | None:
+    """File offset of a dataset's bytes when they are stored as one plain run, else None."""
+    plist = dataset.id.get_create_plist()
+    if (not hasattr(os, "preadv") or plist.get_layout() != h5py.h5d.CONTIGUOUS
+            or plist.get_nfilters() or plist.get_external_count()
+            or dataset.dtype.kind not in "fiu"):
+        return None
+    return dataset.id.get_offset()  # None while no space is allocated (all fill value)
 
 
 def open_mdcath(path: str | Path, *, temperatures: Iterable[int] | None = None,
@@ -142,13 +183,14 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         n_frames += c.shape[0]
 
     def read(block_frames: int):
-        with h5py.File(path, "r") as fh:
+        with h5py.File(path, "r") as fh, open(path, "rb", buffering=0) as raw:
             grp = fh[domain]
             for temp, rep, key in runs:
-                c_ds, f_ds = grp[key]["coords"], grp[key]["forces"]
-                for lo in range(0, c_ds.shape[0], block_frames):
-                    hi = min(lo + block_frames, c_ds.shape[0])
-                    yield temp, rep, key, lo, hi, c_ds[lo:hi], f_ds[lo:hi]
+                coords = FrameReader(grp[key]["coords"], raw.fileno(), f"{where}/{key}/coords")
+                forces = FrameReader(grp[key]["forces"], raw.fileno(), f"{where}/{key}/forces")
+                for lo in range(0, coords.n_frames, block_frames):
+                    hi = min(lo + block_frames, coords.n_frames)
+                    yield temp, rep, key, lo, hi, coords.read(lo, hi), forces.read(lo, hi)
 
     def blocks(block_frames: int):
         # h5py reads the next block in its own thread while this one is mapped and checked

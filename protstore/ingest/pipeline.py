@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import collections
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ..vocab import canonical_resnames, species_ids
 from .mdcath import open_mdcath
 from .npz import open_npz
 from .source import CHECKSUM, ProteinSource, file_checksum
-from .validate import FrameChecks, bead_problems, bonded_pairs, force_rms, force_units_problem
+from .validate import FrameChecks, bead_problems, bonded_to_next, force_rms, force_units_problem
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
@@ -104,8 +105,7 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
             try:
                 if not path.is_file():
                     raise InputError(f"{path}: no such file")
-                # hashing releases the GIL: it overlaps with reading and mapping the frames
-                checksum = hasher.submit(file_checksum, path).result
+                checksum = FileChecksum(hasher, path)
                 sources = open_sources(path, options)
             except ProtstoreError as exc:
                 report.failed[str(path)] = str(exc)
@@ -128,6 +128,34 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
         hasher.shutdown(cancel_futures=True)
         store.consolidate()
     return report
+
+
+class FileChecksum:
+    """A source file's checksum, computed once on ``pool`` (hashing releases the GIL).
+
+    ``start()`` begins it; ingest calls it once the frames are read, so that the two do not
+    compete for the disk, and the hashing overlaps with the last blocks' mapping, compression
+    and the commit instead. Calling the object returns the checksum (starting it if needed).
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, path: Path):
+        self._pool, self._path = pool, path
+        self._future = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._future is None:
+                self._future = self._pool.submit(file_checksum, self._path)
+
+    def __call__(self) -> str:
+        self.start()
+        return self._future.result()
+
+
+def _then(items: Iterable, action: Callable[[], None]) -> Iterator:
+    yield from items
+    action()
 
 
 def _existing_status(store: Store, source: ProteinSource, options: IngestOptions,
@@ -155,11 +183,11 @@ def _fill_checksums(source: ProteinSource, checksum: Callable[[], str]) -> None:
 
 
 def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
-                   checksum: Callable[[], str], *,
+                   checksum: FileChecksum, *,
                    progress: bool = True, log: Callable[[str], None] = print) -> tuple[str, int]:
     """Validate, stage and commit one protein.
 
-    ``checksum()`` returns the source file's checksum (it may still be computing).
+    ``checksum()`` returns the source file's checksum; it is started once the frames are read.
     Returns ('written' | 'replaced' | 'skipped', number of frames excluded).
     """
     pid, where = source.protein_id, source.origin
@@ -170,17 +198,18 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
     except ProtstoreError as exc:
         raise InputError(f"{where}: protein {pid}: {exc}") from None
     n = len(resname)
-    pairs = bonded_pairs(source.chain, source.resid)
+    bonded = bonded_to_next(source.chain, source.resid)
     block_frames = max(1, options.block_bytes // max(1, n * 24 * 8))
-    # reading, mapping and checking start at once in their threads (overlapping the writer's
-    # set-up); then the next block is read, mapped and checked while this one is written
-    blocks = prefetch(source.blocks(block_frames), depth=1, name="protstore-ingest")
+    # the writer's set-up first: many short metadata writes, each waiting for the GIL, are
+    # several times slower once the reading and mapping threads run
+    writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
+                          species=species_ids(resname), resid=source.resid, chain=source.chain)
     try:
-        writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
-                              species=species_ids(resname), resid=source.resid,
-                              chain=source.chain)
+        # the next block is read, mapped and checked in threads while this one is written
+        blocks = prefetch(_then(source.blocks(block_frames), checksum.start), depth=1,
+                          name="protstore-ingest")
     except BaseException:
-        blocks.close()
+        writer.abort()
         raise
     excluded: list[dict] = []
     rms: list[np.ndarray] = []
@@ -188,7 +217,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
                disable=not progress)
     try:
         for block in blocks:
-            problems = bead_problems(block.R, block.F, pairs, options.checks, source.resid)
+            problems = bead_problems(block.R, block.F, bonded, options.checks, source.resid)
             problems = [a or b for a, b in zip(block.problems, problems)]
             bad = np.array([p is not None for p in problems], dtype=bool)
             for i in np.flatnonzero(bad):

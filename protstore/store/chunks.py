@@ -1,4 +1,4 @@
-"""Whole-chunk reads of frame-chunked arrays: the store's own encoding decoded directly.
+"""Whole-chunk reads and writes of frame-chunked arrays: the store's own encoding, directly.
 
 The batch loader reads thousands of whole ~1 MiB chunks per epoch, and reading a protein reads
 all of its chunks. Through ``zarr.Array.__getitem__`` each chunk costs ~1.6 ms of CPU on the
@@ -8,8 +8,10 @@ For chunks in the layout protstore writes (an optional ``transpose``; little- or
 ``bytes`` or UTF-8 strings; ``blosc`` or ``zstd``) on a local store, :class:`ChunkReader`
 reads the chunk file and decodes it with numcodecs, which releases the GIL, so a few threads
 keep every core busy. Anything else (other codecs, remote stores) goes through zarr itself.
-:class:`LazyFrames` puts chunk readers behind dask (``Store.protein``).
-``tests/test_views_loader.py`` checks both paths against zarr, bit for bit.
+:class:`LazyFrames` puts chunk readers behind dask (``Store.protein``). :class:`ChunkWriter`
+is the same for writing (ingest): it encodes a chunk with numcodecs and writes its file.
+``tests/test_views_loader.py`` and ``tests/test_store.py`` check both paths against zarr, bit
+for bit.
 """
 
 from __future__ import annotations
@@ -78,6 +80,57 @@ class ChunkReader:
             stored = stored.reshape([shape[o] for o in order])
             return stored.transpose(np.argsort(order))[: hi - lo]
         return self.array[lo:hi]
+
+
+class ChunkWriter:
+    """Writes whole chunks of a Zarr v3 array chunked along its first axis (the counterpart of
+    :class:`ChunkReader`; numeric arrays in the store's own local layout are encoded with
+    numcodecs, releasing the GIL; anything else goes through zarr).
+
+    ``write(c, data)`` stores frames ``[c*chunk, c*chunk + len(data))``; ``data`` is shorter
+    than a chunk only for the array's last chunk, which is padded with the fill value as zarr
+    does. Chunks may be written from several threads at once.
+    """
+
+    def __init__(self, array: zarr.Array):
+        self.array = array
+        self.chunk = array.chunks[0]
+        layout = _direct_layout(array)
+        self.direct = layout if layout is not None and layout[2] is not None else None
+        if self.direct is not None:
+            self._compress = _numcodecs_compressor(array.metadata.codecs[-1]).encode
+
+    def write(self, c: int, data: np.ndarray) -> Path | None:
+        """Store chunk ``c``; returns the chunk file written (None when zarr wrote it)."""
+        lo = c * self.chunk
+        if not (0 < len(data) <= self.chunk and lo + len(data) <= self.array.shape[0]) \
+                or data.shape[1:] != self.array.shape[1:]:
+            raise IndexError(f"{self.array.path}: {data.shape} frames do not fit chunk {c} "
+                             f"(shape {self.array.shape}, chunks {self.array.chunks})")
+        if self.direct is None:
+            self.array[lo:lo + len(data)] = data
+            return None
+        path, order, dtype = self.direct
+        if len(data) < self.chunk:
+            full = np.full(self.array.chunks, self.array.fill_value, dtype)
+            full[:len(data)] = data
+            data = full
+        stored = np.ascontiguousarray(np.asarray(data, dtype=dtype).transpose(order))
+        key = path / self.array.metadata.encode_chunk_key((c,) + (0,) * (self.array.ndim - 1))
+        encoded = self._compress(stored)
+        key.parent.mkdir(parents=True, exist_ok=True)
+        with open(key, "wb") as fh:
+            fh.write(encoded)
+        return key
+
+
+def _numcodecs_compressor(codec: BloscCodec | ZstdCodec):
+    if isinstance(codec, ZstdCodec):
+        return numcodecs.zstd.Zstd(level=codec.level, checksum=codec.checksum)
+    shuffle = {"noshuffle": numcodecs.blosc.NOSHUFFLE, "shuffle": numcodecs.blosc.SHUFFLE,
+               "bitshuffle": numcodecs.blosc.BITSHUFFLE}[codec.shuffle.value]
+    return numcodecs.blosc.Blosc(cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle,
+                                 blocksize=codec.blocksize, typesize=codec.typesize)
 
 
 def _direct_layout(array: zarr.Array) -> tuple[Path, tuple[int, ...], np.dtype | None] | None:
@@ -150,7 +203,7 @@ class LazyFrames:
         if len(chunks) == 1:
             copy(int(chunks[0]))
         else:
-            for task in [_decode_pool().submit(copy, int(c)) for c in chunks]:
+            for task in [codec_pool().submit(copy, int(c)) for c in chunks]:
                 task.result()
         return out
 
@@ -160,9 +213,9 @@ def _is_int_array(key) -> bool:
 
 
 @functools.cache
-def _decode_pool() -> ThreadPoolExecutor:
-    """The process's pool for chunk decodes (Blosc and zstd release the GIL)."""
+def codec_pool() -> ThreadPoolExecutor:
+    """The process's pool for chunk decodes and encodes (Blosc and zstd release the GIL)."""
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="protstore-decode")
 
 
-os.register_at_fork(after_in_child=_decode_pool.cache_clear)  # a forked child has no threads
+os.register_at_fork(after_in_child=codec_pool.cache_clear)  # a forked child has no threads

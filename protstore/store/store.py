@@ -90,7 +90,7 @@ class Store:
 
     @property
     def encoding(self) -> Encoding:
-        return Encoding(**self.doc["encoding"])
+        return Encoding(**{"block_bytes": 0, **self.doc["encoding"]})  # 0: stores before 0.3
 
     @property
     def proteins(self) -> list[str]:
@@ -249,7 +249,7 @@ class Store:
         """
         root = self._require_writable()
         pid = writer.doc["protein_id"]
-        fsync_tree(writer.path)
+        fsync_tree(writer.path, skip=writer.synced)
         dest = root / protein_path(pid)
         with self.lock():
             if not dest.exists():
