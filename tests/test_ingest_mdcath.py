@@ -237,3 +237,34 @@ def test_residue_force_sums_over_cache_blocks_are_the_float64_sums():
     assert got.dtype == np.float32 and got.tobytes() == expect.tobytes()
     big_endian = cgmap.residue_force_sums(forces.astype(">f4"), starts)
     assert big_endian.tobytes() == expect.tobytes()
+
+
+def test_stream_checksum_is_the_file_checksum_when_reads_come_in_order(tmp_path):
+    from protstore.ingest.source import StreamChecksum
+
+    data = np.random.default_rng(0).bytes(3 << 20)
+    (tmp_path / "f").write_bytes(data)
+    with open(tmp_path / "f", "rb") as fh:
+        in_order = StreamChecksum(fh.fileno())
+        for lo, hi in [(100, 5000), (5000, 9000), (1 << 20, 2 << 20)]:  # gaps are read by it
+            in_order.update(lo, memoryview(data)[lo:hi])
+        assert in_order.finish() == file_checksum(tmp_path / "f")
+        backwards = StreamChecksum(fh.fileno())
+        backwards.update(5000, memoryview(data)[5000:9000])
+        backwards.update(100, memoryview(data)[100:5000])
+        assert backwards.finish() is None
+
+
+def test_checksum_of_a_file_not_read_in_order_is_computed_on_its_own(tmp_path):
+    import h5py
+
+    write_mdcath(tmp_path / "toy.h5")
+    with h5py.File(tmp_path / "toy.h5", "r+") as fh:  # chunked forces: read through h5py
+        for run in ("320/0", "320/1", "348/0"):
+            forces = fh[f"toy1/{run}/forces"][()]
+            del fh[f"toy1/{run}/forces"]
+            fh[f"toy1/{run}"].create_dataset("forces", data=forces, chunks=(2, 20, 3))
+    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    assert report.written == ["toy1"]
+    doc = store.protein_doc("toy1")
+    assert doc["sources"][0]["checksum"] == file_checksum(tmp_path / "toy.h5")

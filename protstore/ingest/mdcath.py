@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import InputError
 from ..prefetch import prefetch
 from .cgmap import CA_AGGREGATE, ca_indices, map_block, residue_starts
-from .source import FrameBlock, ProteinSource
+from .source import FrameBlock, ProteinSource, StreamChecksum
 from .validate import FrameChecks, atom_problems
 
 LAYOUT = "mdcath-only-protein-v1.0"
@@ -77,16 +77,21 @@ class FrameReader:
     its bytes in the file with ``os.preadv``, which releases the GIL: h5py holds it for the
     whole of a read, which would stall the threads that map and compress the frames meanwhile.
     Any other storage (chunked, filtered, external, not yet allocated) is read by h5py.
+    ``stream`` (optional) is handed every range read from the file, to checksum it.
     """
 
-    def __init__(self, dataset: h5py.Dataset, fd: int, where: str):
-        self.dataset, self.fd, self.where = dataset, fd, where
+    def __init__(self, dataset: h5py.Dataset, fd: int, where: str,
+                 stream: StreamChecksum | None = None):
+        self.dataset, self.fd, self.where, self.stream = dataset, fd, where, stream
         self.n_frames = dataset.shape[0]
         self.frame_bytes = int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
         self.offset = _raw_offset(dataset)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
+        """Frames [lo, hi) in the dataset's dtype."""
         if self.offset is None:
+            if self.stream is not None:
+                self.stream.abandon()
             return self.dataset[lo:hi]
         out = np.empty((hi - lo, *self.dataset.shape[1:]), self.dataset.dtype)
         view = memoryview(out).cast("B")
@@ -97,6 +102,8 @@ class FrameReader:
                 raise InputError(f"{self.where}: the file ends inside frames {lo}-{hi - 1} "
                                  f"(truncated?)")
             done += n
+        if self.stream is not None:
+            self.stream.update(start, view)
         return out
 
 
@@ -182,18 +189,27 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                       _unit_factor(f, _FORCE, 1.0, f"{rw}/forces"))
         n_frames += c.shape[0]
 
+    provenance = {"path": str(path), "format": "mdcath-h5", "checksum": None, "entry": domain}
+
     def read(block_frames: int):
         with h5py.File(path, "r") as fh, open(path, "rb", buffering=0) as raw:
+            # the file's checksum from the bytes read for the frames (plus the rest of the file)
+            stream = StreamChecksum(raw.fileno()) if provenance["checksum"] is None else None
             grp = fh[domain]
             for temp, rep, key in runs:
-                coords = FrameReader(grp[key]["coords"], raw.fileno(), f"{where}/{key}/coords")
-                forces = FrameReader(grp[key]["forces"], raw.fileno(), f"{where}/{key}/forces")
-                for lo in range(0, coords.n_frames, block_frames):
-                    hi = min(lo + block_frames, coords.n_frames)
-                    yield temp, rep, key, lo, hi, coords.read(lo, hi), forces.read(lo, hi)
+                readers = {name: FrameReader(grp[key][name], raw.fileno(),
+                                             f"{where}/{key}/{name}", stream)
+                           for name in ("coords", "forces")}
+                in_file_order = sorted(readers.items(), key=lambda kv: kv[1].offset or 0)
+                for lo in range(0, readers["coords"].n_frames, block_frames):
+                    hi = min(lo + block_frames, readers["coords"].n_frames)
+                    frames = {name: reader.read(lo, hi) for name, reader in in_file_order}
+                    yield temp, rep, key, lo, hi, frames["coords"], frames["forces"]
+            if stream is not None:
+                provenance["checksum"] = stream.finish()
 
     def blocks(block_frames: int):
-        # h5py reads the next block in its own thread while this one is mapped and checked
+        # the next block is read in its own thread while this one is mapped and checked
         for temp, rep, key, lo, hi, coords, forces in prefetch(read(block_frames), depth=1,
                                                                 name="protstore-h5-read"):
             sc, sf = scale[key]
@@ -211,7 +227,6 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
     return ProteinSource(
         protein_id=domain, origin=where,
         resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
-        sources=[{"path": str(path), "format": "mdcath-h5", "checksum": None,
-                  "entry": domain}],
+        sources=[provenance],
         cg_map=dict(CA_AGGREGATE), n_frames=n_frames, blocks=blocks,
     )

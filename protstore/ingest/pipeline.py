@@ -133,9 +133,10 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
 class FileChecksum:
     """A source file's checksum, computed once on ``pool`` (hashing releases the GIL).
 
-    ``start()`` begins it; ingest calls it once the frames are read, so that the two do not
-    compete for the disk, and the hashing overlaps with the last blocks' mapping, compression
-    and the commit instead. Calling the object returns the checksum (starting it if needed).
+    ``start()`` begins it; ingest calls it once the frames are read (unless the reader hashed
+    the file as it read it, :class:`~protstore.ingest.source.StreamChecksum`), so that the two
+    do not compete for the disk. Calling the object returns the checksum (starting it if
+    needed).
     """
 
     def __init__(self, pool: ThreadPoolExecutor, path: Path):
@@ -151,6 +152,11 @@ class FileChecksum:
     def __call__(self) -> str:
         self.start()
         return self._future.result()
+
+
+def _start_unless_known(source: ProteinSource, checksum: FileChecksum) -> None:
+    if not all(entry.get("checksum") for entry in source.sources):  # a reader may hash as it reads
+        checksum.start()
 
 
 def _then(items: Iterable, action: Callable[[], None]) -> Iterator:
@@ -206,8 +212,8 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
                           species=species_ids(resname), resid=source.resid, chain=source.chain)
     try:
         # the next block is read, mapped and checked in threads while this one is written
-        blocks = prefetch(_then(source.blocks(block_frames), checksum.start), depth=1,
-                          name="protstore-ingest")
+        blocks = prefetch(_then(source.blocks(block_frames), lambda: _start_unless_known(
+            source, checksum)), depth=1, name="protstore-ingest")
     except BaseException:
         writer.abort()
         raise
@@ -229,9 +235,9 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
                                      f"(T={record['temperature']}, replica {record['replica']}): "
                                      f"{record['reason']} (--strict)")
                 excluded.append(record)
-            good = np.flatnonzero(~bad)
-            writer.append(**block.take(good))
-            rms.append(force_rms(block.F[good]))
+            kept = block.keep(~bad)
+            writer.append(**kept)
+            rms.append(force_rms(kept["F"]))
             bar.update(len(block.R))
         bar.close()
         if writer.frames_queued == 0:

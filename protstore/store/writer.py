@@ -81,7 +81,9 @@ class ProteinWriter:
         return self._written["R"]
 
     def append(self, R, F, temperature, replica, source_frame) -> None:
-        """Queue frames: R, F [b, N, 3] float32; temperature, replica, source_frame [b]."""
+        """Queue frames: R, F [b, N, 3] float32; temperature, replica, source_frame [b].
+
+        The arrays are written later, from other threads: they must not change afterwards."""
         b = len(R)
         if b == 0:
             return
@@ -112,7 +114,6 @@ class ProteinWriter:
                                           else writer.chunk)
             if buffered < min_frames:
                 continue
-            data = np.concatenate(pending) if len(pending) > 1 else pending[0]
             lo = self._written[name]
             n = buffered if final else (buffered // writer.chunk) * writer.chunk
             if lo % writer.chunk:  # appending to a partly written chunk (only in per-frame arrays)
@@ -120,9 +121,9 @@ class ProteinWriter:
             for a in range(0, n, writer.chunk):
                 self._tasks.append(codec_pool().submit(
                     self._write_chunk, writer, (lo + a) // writer.chunk,
-                    data[a:min(n, a + writer.chunk)]))
+                    _frames(pending, a, min(n, a + writer.chunk))))
             self._written[name] = lo + n
-            self._pending[name] = [data[n:]] if n < buffered else []
+            self._pending[name] = [_frames(pending, n, buffered)] if n < buffered else []
 
     def _write_chunk(self, writer: ChunkWriter, c: int, data: np.ndarray) -> None:
         path = writer.write(c, data)
@@ -166,6 +167,18 @@ class ProteinWriter:
                 task.result()
         self._tasks, self._syncs = [], []
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _frames(pieces: list[np.ndarray], lo: int, hi: int) -> np.ndarray:
+    """Frames ``[lo, hi)`` of the concatenation of ``pieces``: a view when they lie in one piece
+    (blocks are many chunks long, so nearly every chunk), else a copy of the parts."""
+    parts, start = [], 0
+    for piece in pieces:
+        a, b = max(lo - start, 0), min(hi - start, len(piece))
+        if a < b:
+            parts.append(piece[a:b])
+        start += len(piece)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _create_layout(path: Path, n_frames: int, chunk: int, encoding: Encoding,
