@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,13 +88,19 @@ class FrameReader:
         self.frame_bytes = int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
         self.offset = _raw_offset(dataset)
 
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        """Frames [lo, hi) in the dataset's dtype."""
+    def read(self, lo: int, hi: int, buffer: np.ndarray | None = None) -> np.ndarray:
+        """Frames [lo, hi) in the dataset's dtype, read into ``buffer`` (uint8, large enough)
+        if given: the kernel zeroes fresh memory before the read fills it (10% of ingest's
+        CPU), so the reader reuses its buffers."""
         if self.offset is None:
             if self.stream is not None:
                 self.stream.abandon()
             return self.dataset[lo:hi]
-        out = np.empty((hi - lo, *self.dataset.shape[1:]), self.dataset.dtype)
+        shape = (hi - lo, *self.dataset.shape[1:])
+        if buffer is None:
+            out = np.empty(shape, self.dataset.dtype)
+        else:
+            out = buffer[:(hi - lo) * self.frame_bytes].view(self.dataset.dtype).reshape(shape)
         view = memoryview(out).cast("B")
         start, done = self.offset + lo * self.frame_bytes, 0
         while done < len(view):
@@ -166,7 +173,7 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                          f"{len(starts)} residues")
 
     runs = _runs(g, temperatures, replicas, where)
-    n_frames = 0
+    n_frames = frame_bytes = 0
     scale = {}
     for temp, rep, key in runs:
         run = g[key]
@@ -188,10 +195,11 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         scale[key] = (_unit_factor(c, _LENGTH, 1.0, f"{rw}/coords"),
                       _unit_factor(f, _FORCE, 1.0, f"{rw}/forces"))
         n_frames += c.shape[0]
+        frame_bytes = max(frame_bytes, n_atoms * 3 * (c.dtype.itemsize + f.dtype.itemsize))
 
     provenance = {"path": str(path), "format": "mdcath-h5", "checksum": None, "entry": domain}
 
-    def read(block_frames: int):
+    def read(block_frames: int, free: queue.SimpleQueue):
         with h5py.File(path, "r") as fh, open(path, "rb", buffering=0) as raw:
             # the file's checksum from the bytes read for the frames (plus the rest of the file)
             stream = StreamChecksum(raw.fileno()) if provenance["checksum"] is None else None
@@ -203,15 +211,26 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                 in_file_order = sorted(readers.items(), key=lambda kv: kv[1].offset or 0)
                 for lo in range(0, readers["coords"].n_frames, block_frames):
                     hi = min(lo + block_frames, readers["coords"].n_frames)
-                    frames = {name: reader.read(lo, hi) for name, reader in in_file_order}
-                    yield temp, rep, key, lo, hi, frames["coords"], frames["forces"]
+                    try:
+                        buffers = free.get_nowait()
+                    except queue.Empty:  # at most 3 blocks are in flight: a new one, no wait
+                        buffers = {}
+                    frames = {}
+                    for name, reader in in_file_order:
+                        nbytes = min(block_frames, reader.n_frames) * reader.frame_bytes
+                        if len(buffers.get(name, ())) < nbytes:
+                            buffers[name] = np.empty(nbytes, np.uint8)
+                        frames[name] = reader.read(lo, hi, buffers[name])
+                    yield temp, rep, key, lo, hi, frames["coords"], frames["forces"], buffers
             if stream is not None:
                 provenance["checksum"] = stream.finish()
 
     def blocks(block_frames: int):
-        # the next block is read in its own thread while this one is mapped and checked
-        for temp, rep, key, lo, hi, coords, forces in prefetch(read(block_frames), depth=1,
-                                                                name="protstore-h5-read"):
+        # the next block is read in its own thread while this one is mapped and checked; its
+        # buffers come back (``free``) once it is mapped
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for temp, rep, key, lo, hi, coords, forces, buffers in prefetch(
+                read(block_frames, free), depth=1, name="protstore-h5-read"):
             sc, sf = scale[key]
             if sc != 1.0:
                 coords = coords * np.float32(sc)
@@ -219,6 +238,7 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                 forces = forces * np.float32(sf)
             R, F = map_block(coords, forces, ca, starts)
             problems = atom_problems(coords, F, checks)
+            free.put(buffers)
             b = hi - lo
             yield FrameBlock(R=R, F=F, temperature=np.full(b, temp, np.float32),
                              replica=np.full(b, rep, np.int32),
@@ -228,5 +248,5 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         protein_id=domain, origin=where,
         resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
         sources=[provenance],
-        cg_map=dict(CA_AGGREGATE), n_frames=n_frames, blocks=blocks,
+        cg_map=dict(CA_AGGREGATE), n_frames=n_frames, frame_bytes=frame_bytes, blocks=blocks,
     )

@@ -94,7 +94,7 @@ def _source(protein_id, where, resname, resid, chain, sources, R, F, rows, tempe
 
     return ProteinSource(protein_id=protein_id, origin=where, resname=resname, resid=resid,
                          chain=chain, sources=sources, cg_map=dict(NPZ_MAP), n_frames=len(rows),
-                         blocks=blocks)
+                         frame_bytes=R[0].nbytes + F[0].nbytes, blocks=blocks)
 
 
 def open_npz(path: str | Path, *, allow_pickle: bool = False,

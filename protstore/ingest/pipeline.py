@@ -203,9 +203,8 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         resname = canonical_resnames(source.resname, allow_unknown=options.allow_unknown)
     except ProtstoreError as exc:
         raise InputError(f"{where}: protein {pid}: {exc}") from None
-    n = len(resname)
     bonded = bonded_to_next(source.chain, source.resid)
-    block_frames = max(1, options.block_bytes // max(1, n * 24 * 8))
+    block_frames = max(1, options.block_bytes // max(1, source.frame_bytes))
     # the writer's set-up first: many short metadata writes, each waiting for the GIL, are
     # several times slower once the reading and mapping threads run
     writer = store.writer(pid, max_frames=source.n_frames, resname=resname,

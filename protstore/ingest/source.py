@@ -47,6 +47,7 @@ class ProteinSource:
     sources : provenance entries (path, format, checksum, entry) for the protein document.
     cg_map : how beads were made (name, position rule, force rule).
     n_frames : frames in the source (before validation).
+    frame_bytes : bytes of one source frame (all its arrays), to size the frame blocks.
     blocks : ``blocks(block_frames)`` yields :class:`FrameBlock` in source order.
     """
 
@@ -58,6 +59,7 @@ class ProteinSource:
     sources: list[dict]
     cg_map: dict
     n_frames: int
+    frame_bytes: int
     blocks: Callable[[int], Iterator[FrameBlock]]
 
 
