@@ -169,10 +169,13 @@ def test_layout_is_the_one_xarray_writes(tmp_path):
     import zarr
 
     from protstore.store.layout import UNITS, Encoding
-    from protstore.store.writer import _create_layout
+    from protstore.store.writer import _create_layout, _create_vectors
 
     per_atom, encoding, n_frames, chunk = _layout_inputs(), Encoding(), 50, 11
-    _create_layout(tmp_path / "direct", n_frames, chunk, encoding, per_atom)
+    first = {name: np.random.default_rng(k).normal(size=(chunk, 7, 3)).astype(np.float32)
+             for k, name in enumerate("RF")}
+    group, _ = _create_layout(tmp_path / "direct", n_frames, per_atom)
+    _create_vectors(group, n_frames, chunk, encoding, first)
     vec, empty = ("frame", "atom", "xyz"), np.empty((0, 7, 3), np.float32)
     template = xr.Dataset(
         {"R": (vec, empty, {"units": UNITS["R"]}), "F": (vec, empty, {"units": UNITS["F"]})},
@@ -180,7 +183,7 @@ def test_layout_is_the_one_xarray_writes(tmp_path):
                 "replica": ("frame", np.empty(0, np.int32)),
                 "source_frame": ("frame", np.empty(0, np.int32)), **per_atom})
     enc = {**{name: {"chunks": (chunk, 7, 3), "_FillValue": None,
-                     **encoding.codecs_for_vectors()} for name in ("R", "F")},
+                     **encoding.codecs_for_vectors(first[name])} for name in ("R", "F")},
            "temperature": {"chunks": (1 << 16,), "_FillValue": None},
            "replica": {"chunks": (1 << 16,)}, "source_frame": {"chunks": (1 << 16,)}}
     with warnings.catch_warnings():
@@ -193,7 +196,8 @@ def test_layout_is_the_one_xarray_writes(tmp_path):
              if p.is_file()}
     assert files == {p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*")
                      if p.is_file()}
-    assert any(f.parts[0] == "resname" and "c" in f.parts for f in files)  # data, not only meta
+    assert {f.parts[0] for f in files if "c" in f.parts} == {"resname", "species", "resid",
+                                                             "chain", "xyz"}  # data too
     for f in files:
         assert (tmp_path / "direct" / f).read_bytes() == (tmp_path / "xarray" / f).read_bytes(), f
 
@@ -231,20 +235,18 @@ def test_chunk_writer_writes_what_zarr_writes(tmp_path, transpose):
     np.testing.assert_array_equal(mem.array[:], [[0, 0], [0, 0], [0, 0], [1, 1]])
 
 
-def test_first_chunk_picks_the_compressor_and_the_rest_of_the_metadata_stays(tmp_path):
+def test_the_shuffle_is_the_only_difference_the_first_chunk_makes(tmp_path):
     import json
 
     from protstore.store.layout import Encoding
-    from protstore.store.writer import _create_layout, _fit_codecs
+    from protstore.store.writer import _create_layout, _create_vectors
 
-    per_atom = _layout_inputs()
-    writers = _create_layout(tmp_path / "g", 40, 10, Encoding(), per_atom)
-    before = json.loads((tmp_path / "g" / "R" / "zarr.json").read_text())
-    assert before["codecs"][-1]["configuration"]["shuffle"] == "bitshuffle"  # for unseen data
     noise = np.random.default_rng(0).normal(size=(10, 7, 3)).astype(np.float32)
-    assert _fit_codecs(writers["R"], Encoding(shuffle="bitshuffle"), noise) is writers["R"]
-    refit = _fit_codecs(writers["R"], Encoding(shuffle="shuffle"), noise)
-    after = json.loads((tmp_path / "g" / "R" / "zarr.json").read_text())
-    assert after["codecs"][-1]["configuration"]["shuffle"] == "shuffle"
-    after["codecs"][-1]["configuration"]["shuffle"] = "bitshuffle"
-    assert after == before and refit.array.attrs["units"] == "angstrom"
+    meta = {}
+    for shuffle in ("shuffle", "bitshuffle"):
+        group, _ = _create_layout(tmp_path / shuffle, 40, _layout_inputs())
+        _create_vectors(group, 40, 10, Encoding(shuffle=shuffle), {"R": noise, "F": noise})
+        meta[shuffle] = json.loads((tmp_path / shuffle / "R" / "zarr.json").read_text())
+        assert meta[shuffle]["codecs"][-1]["configuration"]["shuffle"] == shuffle
+    meta["shuffle"]["codecs"][-1]["configuration"]["shuffle"] = "bitshuffle"
+    assert meta["shuffle"] == meta["bitshuffle"]

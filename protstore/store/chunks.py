@@ -84,8 +84,8 @@ class ChunkReader:
 
 class ChunkWriter:
     """Writes whole chunks of a Zarr v3 array chunked along its first axis (the counterpart of
-    :class:`ChunkReader`; numeric arrays in the store's own local layout are encoded with
-    numcodecs, releasing the GIL; anything else goes through zarr).
+    :class:`ChunkReader`; arrays in the store's own local layout are encoded with numcodecs,
+    which releases the GIL; anything else goes through zarr).
 
     ``write(c, data)`` stores frames ``[c*chunk, c*chunk + len(data))``; ``data`` is shorter
     than a chunk only for the array's last chunk, which is padded with the fill value as zarr
@@ -96,7 +96,7 @@ class ChunkWriter:
         self.array = array
         self.chunk = array.chunks[0]
         layout = _direct_layout(array)
-        self.direct = layout if layout is not None and layout[2] is not None else None
+        self.direct = layout
         if self.direct is not None:
             self._compress = _numcodecs_compressor(array.metadata.codecs[-1]).encode
 
@@ -112,12 +112,15 @@ class ChunkWriter:
             return None
         path, order, dtype = self.direct
         if len(data) < self.chunk:
-            full = np.full(self.array.chunks, self.array.fill_value, dtype)
+            full = np.full(self.array.chunks, self.array.fill_value, dtype or object)
             full[:len(data)] = data
             data = full
-        stored = np.ascontiguousarray(np.asarray(data, dtype=dtype).transpose(order))
+        if dtype is None:  # variable-length strings
+            raw = numcodecs.vlen.VLenUTF8().encode(np.asarray(data, dtype=object).transpose(order))
+        else:
+            raw = np.ascontiguousarray(np.asarray(data, dtype=dtype).transpose(order))
         key = path / self.array.metadata.encode_chunk_key((c,) + (0,) * (self.array.ndim - 1))
-        encoded = self._compress(stored)
+        encoded = self._compress(raw)
         key.parent.mkdir(parents=True, exist_ok=True)
         with open(key, "wb") as fh:
             fh.write(encoded)

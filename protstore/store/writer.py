@@ -14,8 +14,8 @@ import numpy as np
 import zarr
 
 from .chunks import ChunkWriter, codec_pool
-from .layout import (ATOM, COORD_DTYPES, FRAME, PER_FRAME, PER_FRAME_CHUNK, PROTEIN_DOC, UNITS,
-                     XYZ, Encoding)
+from .layout import (ATOM, COORD_DTYPES, FRAME, PER_ATOM, PER_FRAME, PER_FRAME_CHUNK,
+                     PROTEIN_DOC, UNITS, XYZ, Encoding)
 
 
 # R and F are written FLUSH_CHUNKS chunks at a time, compressed on the codec pool while the
@@ -31,16 +31,16 @@ def directory_size(path: Path) -> int:
 class ProteinWriter:
     """Buffers frames and writes them into a staging Zarr group in whole chunks.
 
-    The group's layout is created once, for ``max_frames`` frames, from an xarray template
-    (metadata and per-atom coordinates only), by an I/O thread while the first frames are read;
-    the first chunk of R and F then decides their codecs (``Encoding.shuffle="auto"``). Frames go straight into the chunk files (:class:`ChunkWriter`),
-    R and F ``FLUSH_CHUNKS`` whole chunks at a time, compressed on a pool of threads while the
-    caller prepares the next frames, and flushed to disk by an I/O pool as soon as they are
-    written (so that the commit's fsync finds little left to do); ``finish`` trims the frame dimension to the frames
-    actually kept (validation may exclude some). Memory is bounded by ``2 * FLUSH_CHUNKS``
-    chunks plus the incoming block. ``finish`` also writes the protein document and consolidated
-    metadata; the :class:`~protstore.store.Store` then moves the group into ``proteins/`` with
-    one atomic rename.
+    The group (the layout xarray writes for the protein's Dataset) is created at once for
+    ``max_frames`` frames with its per-atom coordinates; R and F when their first chunk is in
+    (it decides their codecs, ``Encoding.shuffle="auto"``). Frames go straight into the chunk
+    files (:class:`ChunkWriter`), R and F ``FLUSH_CHUNKS`` whole chunks at a time, compressed
+    on a pool of threads while the caller prepares the next frames, and flushed to disk by an
+    I/O pool as soon as they are written (so that the commit's fsync finds little left to do).
+    ``finish`` trims the frame dimension to the frames actually kept (validation may exclude
+    some), writes the protein document and consolidated metadata; the
+    :class:`~protstore.store.Store` then moves the group into ``proteins/`` with one atomic
+    rename. Memory is bounded by ``2 * FLUSH_CHUNKS`` chunks plus the incoming block.
 
     Parameters
     ----------
@@ -64,9 +64,7 @@ class ProteinWriter:
             "chain": (ATOM, np.asarray(chain, dtype=object)),
             "xyz": (XYZ, np.array(["x", "y", "z"], dtype=object)),
         }
-        self._writers = _create_layout(self.path, self.max_frames, self.chunk, encoding,
-                                       self._per_atom)
-        self._codecs_fitted = False
+        self._group, self._writers = _create_layout(self.path, self.max_frames, self._per_atom)
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in FRAME_ARRAYS}
         self._written = dict.fromkeys(FRAME_ARRAYS, 0)  # frames handed to the chunk writers
         self._tasks: list[Future] = []
@@ -100,13 +98,14 @@ class ProteinWriter:
         """Hand the buffered whole chunks (every frame if ``final``) to the codec pool, after
         the previous flush's chunks are written (which bounds memory and re-raises errors)."""
         self._wait()
-        if not self._codecs_fitted:
+        if "R" not in self._writers:
             if self.frames_queued < self.chunk and not final:
                 return
-            self._codecs_fitted = True
-            for name in ("R", "F") if self.frames_queued else ():
-                first = np.concatenate(self._pending[name])[:self.chunk]
-                self._writers[name] = _fit_codecs(self._writers[name], self._encoding, first)
+            first = {name: _frames(self._pending[name], 0, min(self.chunk, self.frames_queued))
+                     for name in ("R", "F")} if self.frames_queued else \
+                {name: np.zeros((0, self.n_atoms, 3), np.float32) for name in ("R", "F")}
+            self._writers.update(_create_vectors(self._group, self.max_frames, self.chunk,
+                                                 self._encoding, first))
         for name, writer in self._writers.items():
             pending = self._pending[name]
             buffered = sum(len(p) for p in pending)
@@ -144,13 +143,12 @@ class ProteinWriter:
         if self.n_frames < self.max_frames:
             for writer in self._writers.values():
                 writer.array.resize((self.n_frames, *writer.array.shape[1:]))
-        group = zarr.open_group(self.path, mode="r+", zarr_format=3)
         temps = sorted(t for t in self._temperatures if not np.isnan(t))
         temps += [None] * any(np.isnan(t) for t in self._temperatures)
         doc = dict(doc, n_frames=self.n_frames, temperatures=temps,
                    nbytes_raw=2 * self.n_frames * self.n_atoms * 12)
         doc["nbytes_stored"] = directory_size(self.path)
-        group.attrs[PROTEIN_DOC] = doc
+        self._group.attrs[PROTEIN_DOC] = doc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             zarr.consolidate_metadata(str(self.path))
@@ -181,55 +179,46 @@ def _frames(pieces: list[np.ndarray], lo: int, hi: int) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _create_layout(path: Path, n_frames: int, chunk: int, encoding: Encoding,
-                   per_atom: dict) -> dict[str, ChunkWriter]:
-    """Create the protein group (metadata, per-atom coordinates) for ``n_frames`` frames and
-    return chunk writers of its per-frame arrays (R, F, temperature, replica, source_frame).
-    R and F get the encoding's codecs for data not yet seen (see :func:`_fit_codecs`).
+def _create_layout(path: Path, n_frames: int,
+                   per_atom: dict) -> tuple[zarr.Group, dict[str, ChunkWriter]]:
+    """Create the protein group with its per-atom coordinates (written) and its per-frame
+    coordinates for ``n_frames`` frames (empty); return it and chunk writers of the latter.
 
     The layout is the one ``xarray.Dataset.to_zarr`` writes for the protein's Dataset (its
     conventions: dimension names in the metadata, the non-index coordinates listed in the
     data variables' ``coordinates`` attribute; zarr's default codecs for the coordinates; no
     ``_FillValue``, so that no value of R or F is ever masked); ``tests/test_store.py`` checks
     it against ``to_zarr``, file by file. Made with zarr directly, it takes half the time.
+    R and F come later (:func:`_create_vectors`): their first chunk decides their codecs.
     """
-    n_atoms = len(per_atom["resname"][1])
     group = zarr.create_group(path, zarr_format=3)
-    coordinates = " ".join(sorted([*(name for name in per_atom if name != XYZ), *PER_FRAME]))
-    arrays = {}
-    for name in ("R", "F"):
-        arrays[name] = group.create_array(
-            name, shape=(n_frames, n_atoms, 3), chunks=(chunk, n_atoms, 3), dtype="float32",
-            fill_value=np.nan, dimension_names=(FRAME, ATOM, XYZ),
-            attributes={"units": UNITS[name], "coordinates": coordinates},
-            **encoding.codecs_for_vectors())
+    writers = {}
     for name in PER_FRAME:
-        arrays[name] = group.create_array(
+        writers[name] = ChunkWriter(group.create_array(
             name, shape=(n_frames,), chunks=(PER_FRAME_CHUNK,), dtype=COORD_DTYPES[name],
             fill_value=np.nan if name == "temperature" else 0, dimension_names=(FRAME,),
-            attributes={"units": UNITS[name]} if name in UNITS else {})
+            attributes={"units": UNITS[name]} if name in UNITS else {}))
     for name, (dim, values) in per_atom.items():
-        array = group.create_array(name, shape=values.shape, chunks=values.shape,
-                                   dtype=str if values.dtype == object else values.dtype,
-                                   dimension_names=(dim,))
-        array[:] = values
-    return {name: ChunkWriter(array) for name, array in arrays.items()}
+        ChunkWriter(group.create_array(
+            name, shape=values.shape, chunks=values.shape,
+            dtype=str if values.dtype == object else values.dtype,
+            dimension_names=(dim,))).write(0, values)
+    return group, writers
 
 
-def _fit_codecs(writer: ChunkWriter, encoding: Encoding, sample: np.ndarray) -> ChunkWriter:
-    """The writer of an array with the compressor ``encoding`` picks for data like ``sample``
-    (the array's first chunk): the array, still empty, is created again with it when it differs
-    (every other piece of its metadata kept)."""
-    array = writer.array
-    compressors = tuple(encoding.codecs_for_vectors(sample)["compressors"])
-    if compressors == tuple(array.compressors):
-        return writer
-    array = zarr.create_array(array.store, name=array.path, shape=array.shape,
-                              chunks=array.chunks, dtype=array.dtype, filters=array.filters,
-                              compressors=compressors, fill_value=array.fill_value,
-                              dimension_names=array.metadata.dimension_names,
-                              attributes=array.attrs.asdict(), zarr_format=3, overwrite=True)
-    return ChunkWriter(array)
+def _create_vectors(group: zarr.Group, n_frames: int, chunk: int, encoding: Encoding,
+                    first: dict[str, np.ndarray]) -> dict[str, ChunkWriter]:
+    """Create R and F [n_frames, N, 3] (empty) in the protein group of :func:`_create_layout`,
+    with the codecs ``encoding`` picks for their ``first`` chunk (may be empty); return their
+    chunk writers."""
+    n_atoms = first["R"].shape[1]
+    coordinates = " ".join(sorted([*PER_ATOM, *PER_FRAME]))
+    return {name: ChunkWriter(group.create_array(
+        name, shape=(n_frames, n_atoms, 3), chunks=(chunk, n_atoms, 3), dtype="float32",
+        fill_value=np.nan, dimension_names=(FRAME, ATOM, XYZ),
+        attributes={"units": UNITS[name], "coordinates": coordinates},
+        **encoding.codecs_for_vectors(first[name] if len(first[name]) else None)))
+        for name in ("R", "F")}
 
 
 def fsync_tree(path: Path, skip: set[str] = frozenset()) -> None:
