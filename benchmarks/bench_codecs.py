@@ -25,12 +25,24 @@ import numpy as np
 from numcodecs import Blosc
 
 from _demo import demo_store
+from protstore.store.layout import Encoding
 
 numcodecs.blosc.use_threads = False  # one core per chunk, as inside zarr's thread pool
 SHUFFLE_NAME = {Blosc.SHUFFLE: "byte", Blosc.BITSHUFFLE: "bit"}
-CODECS = [("zstd", Blosc.SHUFFLE, 3), ("zstd", Blosc.BITSHUFFLE, 1), ("zstd", Blosc.BITSHUFFLE, 3),
-          ("zstd", Blosc.BITSHUFFLE, 5), ("zstd", Blosc.BITSHUFFLE, 9), ("lz4", Blosc.SHUFFLE, 5),
-          ("lz4", Blosc.BITSHUFFLE, 5)]
+KIB = 1024
+# (compressor, shuffle, level, Blosc block bytes; 0 = Blosc's automatic size, 128 KiB here)
+CODECS = [("zstd", Blosc.SHUFFLE, 3, 0), ("zstd", Blosc.BITSHUFFLE, 1, 0),
+          ("zstd", Blosc.BITSHUFFLE, 3, 0), ("zstd", Blosc.BITSHUFFLE, 5, 0),
+          ("zstd", Blosc.BITSHUFFLE, 9, 0), ("zstd", Blosc.BITSHUFFLE, 2, 64 * KIB),
+          ("zstd", Blosc.BITSHUFFLE, 2, 128 * KIB), ("zstd", Blosc.BITSHUFFLE, 2, 256 * KIB),
+          ("zstd", Blosc.BITSHUFFLE, 1, 256 * KIB), ("lz4", Blosc.SHUFFLE, 5, 0),
+          ("lz4", Blosc.BITSHUFFLE, 5, 0)]
+
+
+def label(cname: str, shuffle, level: int, block: int) -> str:
+    shuffle = shuffle if shuffle == "auto" else SHUFFLE_NAME[shuffle]
+    return (f"blosc {cname}-{level} {shuffle}-shuffle"
+            + (f", {block // KIB} KiB blocks" if block else ""))
 
 
 def cg_chunk(n_res: int, frames: int) -> dict[str, np.ndarray]:
@@ -58,8 +70,8 @@ def synthetic_table(args) -> None:
     print(f"\n### 1. synthetic smooth trajectory ({args.residues} beads, {args.frames} frames)\n")
     print("| codec | T | ratio R | ratio F | ratio R+F | encode MB/s | decode MB/s |")
     print("|---|---|---|---|---|---|---|")
-    for cname, shuffle, level in CODECS:
-        codec = Blosc(cname=cname, clevel=level, shuffle=shuffle)
+    for cname, shuffle, level, block in CODECS:
+        codec = Blosc(cname=cname, clevel=level, shuffle=shuffle, blocksize=block)
         for transpose in (False, True):
             raw = size = t_enc = t_dec = 0
             ratio = {}
@@ -71,7 +83,7 @@ def synthetic_table(args) -> None:
                 raw, size = raw + a.nbytes, size + len(enc)
                 t_enc += per_call(lambda: codec.encode(a), max(1, args.repeat // 4))
                 t_dec += per_call(lambda: codec.decode(enc), args.repeat)
-            print(f"| blosc {cname}-{level} {SHUFFLE_NAME[shuffle]}-shuffle "
+            print(f"| {label(cname, shuffle, level, block)} "
                   f"| {'yes' if transpose else 'no'} | {ratio['R']:.3f} | {ratio['F']:.3f} "
                   f"| {raw / size:.3f} | {raw / t_enc / 1e6:.0f} | {raw / t_dec / 1e6:.0f} |")
 
@@ -84,9 +96,13 @@ def store_table(path: str) -> None:
     print(f"\n### 2. `make demo`'s store ({len(store.proteins)} proteins, all R and F chunks)\n")
     print("| codec (transposed) | ratio R | ratio F | ratio R+F |")
     print("|---|---|---|---|")
-    for cname, shuffle, level in [*CODECS, ("zstd", "auto", 3)]:
+    default = Encoding()
+    for cname, shuffle, level, block in [*CODECS, ("zstd", "auto", 3, 0),
+                                         (default.cname, "auto", default.clevel,
+                                          default.block_bytes)]:
         candidates = [Blosc.SHUFFLE, Blosc.BITSHUFFLE] if shuffle == "auto" else [shuffle]
-        codecs = [Blosc(cname=cname, clevel=level, shuffle=s) for s in candidates]
+        codecs = [Blosc(cname=cname, clevel=level, shuffle=s, blocksize=block)
+                  for s in candidates]
         raw, size = {"R": 0, "F": 0}, {"R": 0, "F": 0}
         for name, parts in chunks:
             parts = [stored(p, True) for p in parts]
@@ -94,8 +110,7 @@ def store_table(path: str) -> None:
             codec = min(codecs, key=lambda c: len(c.encode(parts[0])))
             raw[name] += sum(p.nbytes for p in parts)
             size[name] += sum(len(codec.encode(p)) for p in parts)
-        label = "auto" if shuffle == "auto" else SHUFFLE_NAME[shuffle]
-        print(f"| blosc {cname}-{level} {label}-shuffle | {raw['R'] / size['R']:.3f} "
+        print(f"| {label(cname, shuffle, level, block)} | {raw['R'] / size['R']:.3f} "
               f"| {raw['F'] / size['F']:.3f} | {sum(raw.values()) / sum(size.values()):.3f} |")
 
 

@@ -61,17 +61,17 @@ SHUFFLES = ("shuffle", "bitshuffle")
 class Encoding:
     """How R and F are chunked and compressed. Config as data: every field lands in the store doc.
 
-    The default (Blosc/zstd level 2 with 256 KiB blocks on the frame-last transposed chunk, with
-    the better of byte- and bit-shuffle per array) was measured best among lossless options
-    (``benchmarks/bench_codecs.py``): which shuffle wins depends on the data (bit-shuffle gains
-    0.07x on smooth trajectories, byte-shuffle 0.03x on decorrelated frames); 256 KiB blocks
-    compress better than Blosc's automatic size (~64 KiB here) and, because zstd then uses
-    its parameters for larger inputs, twice as fast (level 2: ~860 MB/s per core against 440
-    for level 3 with automatic blocks), at 5% lower decode speed (~1.8 GB/s per core); higher
-    levels gain < 0.01x at half the write speed or less; lz4 compresses less.
-    ``shuffle="auto"`` compresses each array's first chunk both ways and keeps the smaller; the
-    choice is in the array's own codec metadata. ``block_bytes`` 0 is Blosc's automatic size
-    (what stores written before the field existed used).
+    The default (Blosc/zstd level 2 with 128 KiB blocks on the frame-last transposed chunk,
+    with the better of byte- and bit-shuffle per array) was measured the best balance among
+    lossless options (``benchmarks/bench_codecs.py``): which shuffle wins depends on the data
+    (bit-shuffle gains 0.07x on smooth trajectories, byte-shuffle 0.03x on decorrelated
+    frames); level 2 with 128 KiB blocks encodes 1.7x faster than level 3 (Blosc's automatic
+    block here), decodes as fast (~1.9 GB/s per core) and compresses the same on smooth
+    trajectories (0.015x less on decorrelated frames); 256 KiB blocks compress 0.01-0.02x
+    better but decode 5% slower; higher levels gain < 0.02x at half the write speed or less;
+    lz4 compresses less. ``shuffle="auto"`` compresses each array's first chunk both ways and
+    keeps the smaller; the choice is in the array's own codec metadata. ``block_bytes`` 0 is
+    Blosc's automatic size (what stores written before the field existed used).
     """
 
     chunk_bytes: int = 1 << 20
@@ -79,7 +79,7 @@ class Encoding:
     clevel: int = 2
     shuffle: str = "auto"
     transpose: bool = True
-    block_bytes: int = 1 << 18
+    block_bytes: int = 1 << 17
 
     def frames_per_chunk(self, n_atoms: int) -> int:
         """Frames per chunk so that one uncompressed R or F chunk is about ``chunk_bytes``."""
