@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import dask.array as da
 import dask.base
+import fsspec
 import pandas as pd
 import xarray as xr
 import zarr
+from zarr.core.group import GroupMetadata
+from zarr.storage import StorePath
 
 from .. import __version__
 from ..errors import ProteinExistsError, StoreError
@@ -69,20 +73,34 @@ class Store:
 
     # ----------------------------------------------------------------------------- reading
     def _load(self) -> None:
-        with _quiet():
-            try:
-                self._group = zarr.open_group(self.url, mode="r", zarr_format=3,
-                                              storage_options=self.storage_options)
-            except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-                raise StoreError(f"{self.url}: not a protstore (no Zarr v3 group): {exc}") from None
-        doc = self._group.attrs.get(STORE_DOC)
+        # The root's zarr.json, read as JSON: zarr would build objects for every node of the
+        # consolidated metadata (1.6 ms per protein: 9 s for mdCATH's 5,398), and listing and
+        # summarising need only the protein documents in it (0.1 ms per protein).
+        try:
+            with fsspec.open(f"{self.url.rstrip('/')}/zarr.json", "rb",
+                             **(self.storage_options or {})) as fh:
+                root = json.loads(fh.read())
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{self.url}: not a protstore (no Zarr v3 group): {exc}") from None
+        if root.get("zarr_format") != 3 or root.get("node_type") != "group":
+            raise StoreError(f"{self.url}: not a protstore (no Zarr v3 group)")
+        doc = (root.get("attributes") or {}).get(STORE_DOC)
         if doc is None:
             raise StoreError(f"{self.url}: a Zarr group but not a protstore "
                              f"(root attrs lack {STORE_DOC!r})")
         self.doc = doc
-        consolidated = self._group.metadata.consolidated_metadata
-        self._consolidated = consolidated.flattened_metadata if consolidated is not None else {}
+        # path -> node metadata (JSON) of the nodes at the last consolidation
+        self._consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
         self._docs: dict[str, dict] = {}
+        self._nodes: dict[str, dict[str, dict]] | None = None
+        self.__dict__.pop("_group", None)
+
+    @functools.cached_property
+    def _group(self) -> zarr.Group:
+        """The root group (its metadata read at first use, without the consolidated part)."""
+        with _quiet():
+            return zarr.open_group(self.url, mode="r", zarr_format=3, use_consolidated=False,
+                                   storage_options=self.storage_options)
 
     @property
     def vocabulary(self) -> tuple[str, ...]:
@@ -119,7 +137,7 @@ class Store:
         if protein_id not in self._docs:
             meta = self._consolidated.get(protein_path(protein_id))
             if meta is not None:
-                attrs = meta.attributes
+                attrs = meta.get("attributes") or {}
             else:  # committed after the last consolidation
                 if protein_id not in self:
                     raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
@@ -134,14 +152,39 @@ class Store:
         return group.attrs[PROTEIN_DOC]
 
     def protein_group(self, protein_id: str) -> zarr.Group:
-        """The protein's Zarr group, read-only. Its metadata comes from the root's consolidated
-        metadata when the protein is in it (no I/O until data is read)."""
+        """The protein's Zarr group, read-only. Built from the root's consolidated metadata
+        when the protein is in it (no I/O), else opened (one read of its own)."""
         path = protein_path(check_protein_id(protein_id))
+        nodes = self._protein_nodes().get(protein_id)
         with _quiet():
-            if path in self._consolidated:
-                return self._group[path]
-            return zarr.open_group(self.url, path=path, mode="r",
-                                   storage_options=self.storage_options)
+            if nodes is None:  # committed after the last consolidation
+                return zarr.open_group(self.url, path=path, mode="r",
+                                       storage_options=self.storage_options)
+            meta = dict(nodes[""], consolidated_metadata={
+                "kind": "inline", "must_understand": False,
+                "metadata": {name: m for name, m in nodes.items() if name}})
+            return zarr.Group(zarr.AsyncGroup(GroupMetadata.from_dict(meta),
+                                              StorePath(self._zarr_store, path)))
+
+    def _protein_nodes(self) -> dict[str, dict[str, dict]]:
+        """protein id -> {"": group metadata, array name: its metadata} (JSON), from the
+        consolidated metadata; indexed once, at first use."""
+        if self._nodes is None:
+            self._nodes = {}
+            prefix = PROTEINS + "/"
+            for key, meta in self._consolidated.items():
+                if key.startswith(prefix):
+                    pid, _, name = key[len(prefix):].partition("/")
+                    self._nodes.setdefault(pid, {})[name] = meta
+            self._nodes = {pid: nodes for pid, nodes in self._nodes.items() if "" in nodes}
+        return self._nodes
+
+    @functools.cached_property
+    def _zarr_store(self) -> zarr.abc.store.Store:
+        if self.local:
+            return zarr.storage.LocalStore(self.root, read_only=True)
+        return zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options,
+                                                 read_only=True)
 
     def protein(self, protein_id: str) -> xr.Dataset:
         """Lazy ``xr.Dataset`` (dask arrays) of one protein.
@@ -320,9 +363,9 @@ class Store:
         self._load()
 
     def read_attrs_group(self, path: str, key: str) -> dict:
-        meta = self._consolidated.get(path)
-        if meta is not None and key in meta.attributes:
-            return meta.attributes[key]
+        attrs = (self._consolidated.get(path) or {}).get("attributes") or {}
+        if key in attrs:
+            return attrs[key]
         with _quiet():
             try:
                 group = zarr.open_group(self.url, path=path, mode="r",
