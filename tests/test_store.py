@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +251,45 @@ def test_the_shuffle_is_the_only_difference_the_first_chunk_makes(tmp_path):
         assert meta[shuffle]["codecs"][-1]["configuration"]["shuffle"] == shuffle
     meta["shuffle"]["codecs"][-1]["configuration"]["shuffle"] = "bitshuffle"
     assert meta["shuffle"] == meta["bitshuffle"]
+
+
+def test_consolidating_only_what_changed_gives_the_full_consolidation(tmp_path, monkeypatch):
+    import json
+    import shutil
+    import warnings
+
+    import zarr
+
+    from protstore.batching import plan_from_store, save_plan
+    from protstore.ingest import IngestOptions
+
+    def consolidated(root):
+        return json.loads((root / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+
+    root = tmp_path / "s.zarr"
+    for name, seed in (("a1", 0), ("b1", 1), ("c1", 2)):
+        write_mdcath(tmp_path / f"{name}.h5", domain=name, seed=seed)
+    store = protstore.open_store(root, mode="a")
+    full = zarr.consolidate_metadata
+
+    def no_full_walk(path, *args, **kwargs):  # protein groups still consolidate themselves
+        assert Path(path) != root, "the store was consolidated in full"
+        return full(path, *args, **kwargs)
+
+    monkeypatch.setattr(zarr, "consolidate_metadata", no_full_walk)
+    ingest([tmp_path / "a1.h5", tmp_path / "b1.h5"], store, progress=False, log=lambda m: None)
+    write_mdcath(tmp_path / "a1_new.h5", domain="a1", frames=4, seed=5)
+    report = ingest([tmp_path / "a1_new.h5", tmp_path / "c1.h5"], store,
+                    IngestOptions(overwrite=True), progress=False, log=lambda m: None)
+    assert report.replaced == ["a1"] and report.written == ["c1"]
+    save_plan(store, plan_from_store(store, name="p", strategy="optimal", n_buckets=2))
+    shutil.rmtree(root / "proteins" / "b1")  # removed behind the store's back
+    store.consolidate([])
+    incremental = consolidated(root)
+    assert "proteins/b1" not in incremental and "plans/p" in incremental
+    assert incremental["proteins/a1/R"]["shape"][0] == 4 * 3  # the replacement's frames
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's notes on .staging and .lock
+        full(str(root))
+    assert incremental == consolidated(root)
+    assert protstore.open_store(root).summary().index.tolist() == ["a1", "c1"]

@@ -17,6 +17,7 @@ from .. import __version__
 from ..errors import InputError, ProteinExistsError, ProtstoreError
 from ..prefetch import prefetch
 from ..store import Store
+from ..store.layout import protein_path
 from ..vocab import canonical_resnames, species_ids
 from .mdcath import open_mdcath
 from .npz import open_npz
@@ -96,7 +97,8 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
     """
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     report = IngestReport()
-    for line in store.recover_staging():
+    recovered = store.recover_staging()
+    for line in recovered:
         log(line)
     paths = [Path(p) for p in paths]
     hasher = ThreadPoolExecutor(1, thread_name_prefix="checksum")
@@ -126,7 +128,9 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
                     log(f"{source.protein_id}: already in the store from the same source; skipped")
     finally:
         hasher.shutdown(cancel_futures=True)
-        store.consolidate()
+        # only what this ingest changed is read again, unless a past one left things to repair
+        store.consolidate(None if recovered else
+                          [protein_path(p) for p in report.written + report.replaced])
     return report
 
 

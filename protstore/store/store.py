@@ -10,6 +10,7 @@ import re
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import dask.array as da
@@ -25,6 +26,7 @@ from .. import __version__
 from ..errors import ProteinExistsError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .chunks import ChunkReader, LazyFrames
+from .consolidate import CONTAINERS, merge_consolidated
 from .layout import (ATOM, FORMAT_VERSION, FRAME, PER_ATOM, PER_FRAME, PLANS, PROTEIN_DOC,
                      PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
 from .lock import store_lock
@@ -314,11 +316,18 @@ class Store:
         self._docs.pop(pid, None)
         return status
 
-    def consolidate(self) -> None:
-        """Rewrite the root's consolidated metadata (one read lists the whole store)."""
+    def consolidate(self, changed: Iterable[str] | None = None) -> None:
+        """Bring the root's consolidated metadata up to date (one read lists the whole store).
+
+        ``changed``: group paths (``"proteins/<id>"``, ``"plans/<name>"``) rewritten since the
+        last consolidation; groups added or removed are found on their own. Only those groups
+        are read (:func:`~protstore.store.consolidate.merge_consolidated`). None: a full
+        consolidation, which walks the whole store (~5 ms per protein).
+        """
         root = self._require_writable()
         with self.lock(), _quiet():
-            zarr.consolidate_metadata(str(root))
+            if changed is None or not merge_consolidated(root, changed):
+                zarr.consolidate_metadata(str(root))
         self._load()
 
     def recover_staging(self) -> list[str]:
@@ -359,7 +368,8 @@ class Store:
                 raise StoreError(f"{self.url}: {path} exists; pass --overwrite to replace it")
             child = parent.create_group(name, overwrite=True)
             child.attrs[key] = json.loads(json.dumps(doc))
-            zarr.consolidate_metadata(str(self.root))
+            if parent_name not in CONTAINERS or not merge_consolidated(self.root, [path]):
+                zarr.consolidate_metadata(str(self.root))
         self._load()
 
     def read_attrs_group(self, path: str, key: str) -> dict:

@@ -232,8 +232,7 @@ def fsync_tree(path: Path, skip: set[str] = frozenset()) -> None:
         dirs.append(dirpath)
         files.extend(f for f in (os.path.join(dirpath, name) for name in names) if f not in skip)
     list(io_pool().map(_fsync, files))
-    for d in dirs:
-        _fsync(d)
+    list(io_pool().map(_fsync, dirs))
 
 
 def _fsync(path: str) -> str:
