@@ -195,7 +195,7 @@ def test_a_block_of_only_bad_frames(tmp_path):
 def test_frame_reader_reads_plain_datasets_from_the_file_and_others_through_h5py(tmp_path):
     import h5py
 
-    from protstore.ingest.mdcath import FrameReader
+    from protstore.ingest.mdcath import DatasetPlace, FrameReader
 
     data = np.random.default_rng(0).normal(size=(9, 4, 3)).astype(np.float32)
     with h5py.File(tmp_path / "f.h5", "w") as fh:
@@ -205,7 +205,8 @@ def test_frame_reader_reads_plain_datasets_from_the_file_and_others_through_h5py
         fh.create_dataset("gzip", data=data, compression="gzip")
         fh.create_dataset("unwritten", shape=data.shape, dtype="f4")
     with h5py.File(tmp_path / "f.h5") as fh, open(tmp_path / "f.h5", "rb") as raw:
-        readers = {name: FrameReader(fh[name], raw.fileno(), name) for name in fh}
+        readers = {name: FrameReader(DatasetPlace.of(fh[name]), raw.fileno(), name, h5file=fh)
+                   for name in fh}
         assert {n for n, r in readers.items() if r.offset is not None} == {"plain", "big_endian"}
         for name in ("plain", "big_endian", "chunked", "gzip"):
             np.testing.assert_array_equal(readers[name].read(2, 7), data[2:7])

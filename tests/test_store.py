@@ -293,3 +293,24 @@ def test_consolidating_only_what_changed_gives_the_full_consolidation(tmp_path, 
         full(str(root))
     assert incremental == consolidated(root)
     assert protstore.open_store(root).summary().index.tolist() == ["a1", "c1"]
+
+
+def test_protein_group_metadata_is_what_zarr_consolidates(tmp_path):
+    import json
+    import shutil
+    import warnings
+
+    import zarr
+
+    write_mdcath(tmp_path / "a1.h5", domain="a1")
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    ingest([tmp_path / "a1.h5"], store, progress=False, log=lambda m: None)
+    group = tmp_path / "s.zarr" / "proteins" / "a1"
+    ours = json.loads((group / "zarr.json").read_text())
+    assert set(ours["consolidated_metadata"]["metadata"]) >= {"R", "F", "species", "temperature"}
+    shutil.copytree(group, tmp_path / "copy")
+    (tmp_path / "copy" / "zarr.json").write_text(json.dumps({**ours, "consolidated_metadata": None}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(tmp_path / "copy"))
+    assert json.loads((tmp_path / "copy" / "zarr.json").read_text()) == ours

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+from dataclasses import dataclass
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -71,22 +73,39 @@ def _runs(group: h5py.Group, temperatures, replicas, where: str) -> list[tuple[f
     return runs
 
 
+@dataclass(frozen=True)
+class DatasetPlace:
+    """Where an HDF5 dataset [frames, ...] is: its path in the file, shape, dtype, and the file
+    offset of its bytes when they are stored as one plain run (else None)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int | None
+
+    @classmethod
+    def of(cls, dataset: h5py.Dataset) -> DatasetPlace:
+        return cls(dataset.name, dataset.shape, dataset.dtype, _raw_offset(dataset))
+
+
 class FrameReader:
     """Reads frame ranges ``[lo, hi)`` of an HDF5 dataset [frames, ...].
 
     A contiguous, unfiltered dataset (mdCATH's files are uncompressed) is read straight from
     its bytes in the file with ``os.preadv``, which releases the GIL: h5py holds it for the
     whole of a read, which would stall the threads that map and compress the frames meanwhile.
-    Any other storage (chunked, filtered, external, not yet allocated) is read by h5py.
-    ``stream`` (optional) is handed every range read from the file, to checksum it.
+    Any other storage (chunked, filtered, external, not yet allocated) is read by h5py, from
+    ``h5file`` (an open :class:`h5py.File`). ``stream`` (optional) is handed every range read
+    from the file, to checksum it.
     """
 
-    def __init__(self, dataset: h5py.Dataset, fd: int, where: str,
-                 stream: StreamChecksum | None = None):
-        self.dataset, self.fd, self.where, self.stream = dataset, fd, where, stream
-        self.n_frames = dataset.shape[0]
-        self.frame_bytes = int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
-        self.offset = _raw_offset(dataset)
+    def __init__(self, place: DatasetPlace, fd: int, where: str,
+                 stream: StreamChecksum | None = None, h5file: h5py.File | None = None):
+        self.place, self.fd, self.where, self.stream, self.h5file = \
+            place, fd, where, stream, h5file
+        self.n_frames = place.shape[0]
+        self.frame_bytes = int(np.prod(place.shape[1:])) * place.dtype.itemsize
+        self.offset = place.offset
 
     def read(self, lo: int, hi: int, buffer: np.ndarray | None = None) -> np.ndarray:
         """Frames [lo, hi) in the dataset's dtype, read into ``buffer`` (uint8, large enough)
@@ -95,12 +114,12 @@ class FrameReader:
         if self.offset is None:
             if self.stream is not None:
                 self.stream.abandon()
-            return self.dataset[lo:hi]
-        shape = (hi - lo, *self.dataset.shape[1:])
+            return self.h5file[self.place.name][lo:hi]
+        shape = (hi - lo, *self.place.shape[1:])
         if buffer is None:
-            out = np.empty(shape, self.dataset.dtype)
+            out = np.empty(shape, self.place.dtype)
         else:
-            out = buffer[:(hi - lo) * self.frame_bytes].view(self.dataset.dtype).reshape(shape)
+            out = buffer[:(hi - lo) * self.frame_bytes].view(self.place.dtype).reshape(shape)
         view = memoryview(out).cast("B")
         start, done = self.offset + lo * self.frame_bytes, 0
         while done < len(view):
@@ -174,7 +193,7 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
 
     runs = _runs(g, temperatures, replicas, where)
     n_frames = frame_bytes = 0
-    scale = {}
+    scale, places = {}, {}
     for temp, rep, key in runs:
         run = g[key]
         rw = f"{where}/{key}"
@@ -194,20 +213,22 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                 raise InputError(f"{rw}/{name}: dtype {ds.dtype}, expected floating point")
         scale[key] = (_unit_factor(c, _LENGTH, 1.0, f"{rw}/coords"),
                       _unit_factor(f, _FORCE, 1.0, f"{rw}/forces"))
+        places[key] = {"coords": DatasetPlace.of(c), "forces": DatasetPlace.of(f)}
         n_frames += c.shape[0]
         frame_bytes = max(frame_bytes, n_atoms * 3 * (c.dtype.itemsize + f.dtype.itemsize))
 
     provenance = {"path": str(path), "format": "mdcath-h5", "checksum": None, "entry": domain}
 
     def read(block_frames: int, free: queue.SimpleQueue):
-        with h5py.File(path, "r") as fh, open(path, "rb", buffering=0) as raw:
+        plain = all(p.offset is not None for run in places.values() for p in run.values())
+        with open(path, "rb", buffering=0) as raw, \
+                (contextlib.nullcontext() if plain else h5py.File(path, "r")) as fh:
             # the file's checksum from the bytes read for the frames (plus the rest of the file)
             stream = StreamChecksum(raw.fileno()) if provenance["checksum"] is None else None
-            grp = fh[domain]
             for temp, rep, key in runs:
-                readers = {name: FrameReader(grp[key][name], raw.fileno(),
-                                             f"{where}/{key}/{name}", stream)
-                           for name in ("coords", "forces")}
+                readers = {name: FrameReader(place, raw.fileno(), f"{where}/{key}/{name}",
+                                             stream, fh)
+                           for name, place in places[key].items()}
                 in_file_order = sorted(readers.items(), key=lambda kv: kv[1].offset or 0)
                 for lo in range(0, readers["coords"].n_frames, block_frames):
                     hi = min(lo + block_frames, readers["coords"].n_frames)

