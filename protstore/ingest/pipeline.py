@@ -209,16 +209,16 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         raise InputError(f"{where}: protein {pid}: {exc}") from None
     bonded = bonded_to_next(source.chain, source.resid)
     block_frames = max(1, options.block_bytes // max(1, source.frame_bytes))
-    # the writer's set-up first: many short metadata writes, each waiting for the GIL, are
-    # several times slower once the reading and mapping threads run
-    writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
-                          species=species_ids(resname), resid=source.resid, chain=source.chain)
+    # the next block is read, mapped and checked in threads while this one is written; the
+    # first while the writer sets up
+    blocks = prefetch(_then(source.blocks(block_frames), lambda: _start_unless_known(
+        source, checksum)), depth=1, name="protstore-ingest")
     try:
-        # the next block is read, mapped and checked in threads while this one is written
-        blocks = prefetch(_then(source.blocks(block_frames), lambda: _start_unless_known(
-            source, checksum)), depth=1, name="protstore-ingest")
+        writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
+                              species=species_ids(resname), resid=source.resid,
+                              chain=source.chain)
     except BaseException:
-        writer.abort()
+        blocks.close()
         raise
     excluded: list[dict] = []
     rms: list[np.ndarray] = []

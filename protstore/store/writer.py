@@ -24,8 +24,14 @@ FLUSH_CHUNKS = 4
 FRAME_ARRAYS = ("R", "F", "temperature", "replica", "source_frame")
 
 
-def directory_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+def directory_size(path: str | os.PathLike) -> int:
+    """Bytes of the files under ``path``."""
+    total = 0
+    with os.scandir(path) as entries:
+        for entry in entries:
+            total += directory_size(entry.path) if entry.is_dir(follow_symlinks=False) \
+                else entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 class ProteinWriter:
@@ -127,7 +133,10 @@ class ProteinWriter:
     def _write_chunk(self, writer: ChunkWriter, c: int, data: np.ndarray) -> None:
         path = writer.write(c, data)
         if path is not None:
-            self._syncs.append(io_pool().submit(_fsync, str(path)))
+            # the file, then the directories only this chunk uses (c/<i>/0 and c/<i> of a
+            # 3-d array's c/<i>/0/0): their new entries must reach the disk too
+            own_dirs = [str(d) for d in path.parents[:writer.array.ndim - 1]]
+            self._syncs.append(io_pool().submit(_fsync_all, [str(path), *own_dirs]))
 
     def _wait(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -139,7 +148,7 @@ class ProteinWriter:
         self._flush(final=True)
         self._wait()
         for sync in self._syncs:
-            self.synced.add(sync.result())
+            self.synced.update(sync.result())
         if self.n_frames < self.max_frames:
             for writer in self._writers.values():
                 writer.array.resize((self.n_frames, *writer.array.shape[1:]))
@@ -221,15 +230,22 @@ def _create_vectors(group: zarr.Group, n_frames: int, chunk: int, encoding: Enco
 def fsync_tree(path: Path, skip: set[str] = frozenset()) -> None:
     """Flush a freshly written directory tree to disk before it is renamed into place.
 
-    The files (but those in ``skip``, already flushed) are flushed by a few threads at once
-    (fsync releases the GIL, and the device can merge the writes), then the directories: their
-    new entries must reach the disk too."""
+    The files (but those in ``skip``, paths already flushed) are flushed by a few threads at
+    once (fsync releases the GIL, and the device can merge the writes), then the directories
+    (but those in ``skip``): their new entries must reach the disk too."""
     files, dirs = [], []
     for dirpath, _, names in os.walk(path):
-        dirs.append(dirpath)
+        if dirpath not in skip:
+            dirs.append(dirpath)
         files.extend(f for f in (os.path.join(dirpath, name) for name in names) if f not in skip)
     list(io_pool().map(_fsync, files))
     list(io_pool().map(_fsync, dirs))
+
+
+def _fsync_all(paths: list[str]) -> list[str]:
+    for path in paths:
+        _fsync(path)
+    return paths
 
 
 def _fsync(path: str) -> str:
