@@ -41,6 +41,8 @@ def merge_consolidated(root: Path, changed: Iterable[str] = ()) -> bool:
         on_disk = {p.name for p in base.iterdir() if (p / "zarr.json").is_file()} \
             if base.is_dir() else set()
         if on_disk and container not in entries:
+            if not (base / "zarr.json").is_file():
+                return False
             entries[container] = _flattened(_read(base / "zarr.json"))
         known = {key.split("/")[1] for key in entries if key.startswith(container + "/")}
         for name in known - on_disk:

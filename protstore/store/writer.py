@@ -70,7 +70,12 @@ class ProteinWriter:
             "chain": (ATOM, np.asarray(chain, dtype=object)),
             "xyz": (XYZ, np.array(["x", "y", "z"], dtype=object)),
         }
-        self._group, self._writers = _create_layout(self.path, self.max_frames, self._per_atom)
+        try:
+            self._group, self._writers = _create_layout(self.path, self.max_frames,
+                                                        self._per_atom)
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in FRAME_ARRAYS}
         self._written = dict.fromkeys(FRAME_ARRAYS, 0)  # frames handed to the chunk writers
         self._tasks: list[Future] = []
