@@ -43,9 +43,7 @@ class ChunkReader:
         self.chunk = array.chunks[0]
         self.direct = _direct_layout(array)
         if self.direct is not None:
-            compressor = array.metadata.codecs[-1]
-            self._decompress = (numcodecs.blosc.decompress if isinstance(compressor, BloscCodec)
-                                else numcodecs.zstd.Zstd().decode)
+            self._decompress = numcodecs_compressor(array.metadata.codecs[-1]).decode
 
     def read_all(self) -> np.ndarray:
         """The whole array (all chunks), contiguous."""
@@ -95,10 +93,9 @@ class ChunkWriter:
     def __init__(self, array: zarr.Array):
         self.array = array
         self.chunk = array.chunks[0]
-        layout = _direct_layout(array)
-        self.direct = layout
+        self.direct = _direct_layout(array)
         if self.direct is not None:
-            self._compress = _numcodecs_compressor(array.metadata.codecs[-1]).encode
+            self._compress = numcodecs_compressor(array.metadata.codecs[-1]).encode
 
     def write(self, c: int, data: np.ndarray) -> Path | None:
         """Store chunk ``c``; returns the chunk file written (None when zarr wrote it)."""
@@ -127,7 +124,8 @@ class ChunkWriter:
         return key
 
 
-def _numcodecs_compressor(codec: BloscCodec | ZstdCodec):
+def numcodecs_compressor(codec: BloscCodec | ZstdCodec):
+    """The numcodecs codec that does what zarr's ``blosc`` or ``zstd`` codec does."""
     if isinstance(codec, ZstdCodec):
         return numcodecs.zstd.Zstd(level=codec.level, checksum=codec.checksum)
     shuffle = {"noshuffle": numcodecs.blosc.NOSHUFFLE, "shuffle": numcodecs.blosc.SHUFFLE,
