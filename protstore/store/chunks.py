@@ -30,20 +30,29 @@ from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec, VLenUTF8Codec, Z
 from zarr.storage import LocalStore
 
 
-class ChunkReader:
-    """Chunk ``c`` of a Zarr v3 array chunked along its first axis only, as a NumPy array.
-
-    ``read(c)`` returns the chunk's frames ``[c*chunk, min((c+1)*chunk, frames))`` with shape
-    ``(frames_in_chunk, *shape[1:])``; it may be a non-contiguous view (the transpose is not
-    copied: the caller's gather does that copy anyway).
-    """
+class _FrameChunks:
+    """A Zarr v3 array chunked along its first axis, with the numcodecs codec and the chunk
+    file paths of the fast path (``direct``: the store's own local layout, else None)."""
 
     def __init__(self, array: zarr.Array):
         self.array = array
         self.chunk = array.chunks[0]
         self.direct = _direct_layout(array)
         if self.direct is not None:
-            self._decompress = numcodecs_compressor(array.metadata.codecs[-1]).decode
+            self._codec = numcodecs_compressor(array.metadata.codecs[-1])
+
+    def _chunk_path(self, c: int) -> Path:
+        return self.direct[0] / self.array.metadata.encode_chunk_key(
+            (c,) + (0,) * (self.array.ndim - 1))
+
+
+class ChunkReader(_FrameChunks):
+    """Chunk ``c`` of a Zarr v3 array chunked along its first axis only, as a NumPy array.
+
+    ``read(c)`` returns the chunk's frames ``[c*chunk, min((c+1)*chunk, frames))`` with shape
+    ``(frames_in_chunk, *shape[1:])``; it may be a non-contiguous view (the transpose is not
+    copied: the caller's gather does that copy anyway).
+    """
 
     def read_all(self) -> np.ndarray:
         """The whole array (all chunks), contiguous."""
@@ -60,17 +69,16 @@ class ChunkReader:
         if not 0 <= lo < self.array.shape[0]:
             raise IndexError(f"{self.array.path}: no chunk {c} (shape {self.array.shape})")
         if self.direct is not None:
-            path, order, dtype = self.direct
+            _, order, dtype = self.direct
             try:
-                with open(path / self.array.metadata.encode_chunk_key((c,) + (0,) * (
-                        self.array.ndim - 1)), "rb") as fh:
+                with open(self._chunk_path(c), "rb") as fh:
                     raw = fh.read()
             except FileNotFoundError:  # not stored (never written, or all fill value)
                 if dtype is None:
                     return self.array[lo:hi]
                 return np.full((hi - lo, *self.array.shape[1:]), self.array.fill_value, dtype)
             shape = self.array.chunks
-            raw = self._decompress(raw)
+            raw = self._codec.decode(raw)
             if dtype is None:  # variable-length strings
                 stored = numcodecs.vlen.VLenUTF8().decode(raw)
             else:
@@ -80,7 +88,7 @@ class ChunkReader:
         return self.array[lo:hi]
 
 
-class ChunkWriter:
+class ChunkWriter(_FrameChunks):
     """Writes whole chunks of a Zarr v3 array chunked along its first axis (the counterpart of
     :class:`ChunkReader`; arrays in the store's own local layout are encoded with numcodecs,
     which releases the GIL; anything else goes through zarr).
@@ -89,13 +97,6 @@ class ChunkWriter:
     than a chunk only for the array's last chunk, which is padded with the fill value as zarr
     does. Chunks may be written from several threads at once.
     """
-
-    def __init__(self, array: zarr.Array):
-        self.array = array
-        self.chunk = array.chunks[0]
-        self.direct = _direct_layout(array)
-        if self.direct is not None:
-            self._compress = numcodecs_compressor(array.metadata.codecs[-1]).encode
 
     def write(self, c: int, data: np.ndarray) -> Path | None:
         """Store chunk ``c``; returns the chunk file written (None when zarr wrote it)."""
@@ -107,7 +108,7 @@ class ChunkWriter:
         if self.direct is None:
             self.array[lo:lo + len(data)] = data
             return None
-        path, order, dtype = self.direct
+        _, order, dtype = self.direct
         if len(data) < self.chunk:
             full = np.full(self.array.chunks, self.array.fill_value, dtype or object)
             full[:len(data)] = data
@@ -116,8 +117,8 @@ class ChunkWriter:
             raw = numcodecs.vlen.VLenUTF8().encode(np.asarray(data, dtype=object).transpose(order))
         else:
             raw = np.ascontiguousarray(np.asarray(data, dtype=dtype).transpose(order))
-        key = path / self.array.metadata.encode_chunk_key((c,) + (0,) * (self.array.ndim - 1))
-        encoded = self._compress(raw)
+        key = self._chunk_path(c)
+        encoded = self._codec.encode(raw)
         key.parent.mkdir(parents=True, exist_ok=True)
         with open(key, "wb") as fh:
             fh.write(encoded)
