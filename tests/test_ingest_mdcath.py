@@ -16,9 +16,18 @@ def _ingest(tmp_path, files, **opts):
     return protstore.open_store(tmp_path / "s.zarr"), report
 
 
-def test_ca_positions_and_summed_forces_bit_exact(tmp_path):
+@pytest.fixture(params=[None, 1, 4], ids=["one-piece", "1-frame-pieces", "4-frame-pieces"])
+def piece_frames(request, monkeypatch):
+    """Frames read, hashed, checked and mapped at a time (toy frames: 5 residues x 4 atoms)."""
+    if request.param is not None:
+        monkeypatch.setattr("protstore.ingest.mdcath.PIECE_BYTES", request.param * 20 * 3 * 4)
+    return request.param
+
+
+def test_ca_positions_and_summed_forces_bit_exact(tmp_path, piece_frames):
     truth = write_mdcath(tmp_path / "toy.h5")
-    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"])
+    # blocks of 5 frames: pieces of 4 frames end inside a block and a block inside a run
+    store, report = _ingest(tmp_path, [tmp_path / "toy.h5"], block_bytes=5 * 20 * 3 * 8)
     assert report.written == ["toy1"] and report.ok
     ds = store.protein("toy1").load()
     for (temp, rep), ca in truth["ca"].items():
@@ -54,7 +63,7 @@ def test_temperature_and_replica_selection(tmp_path):
     assert ds.sizes["frame"] == 6
 
 
-def test_bad_frames_are_excluded_and_recorded(tmp_path):
+def test_bad_frames_are_excluded_and_recorded(tmp_path, piece_frames):
     corrupt = {(320, 0, 1): "nan", (320, 1, 5): "overflow", (348, 0, 0): "zero",
                (348, 0, 3): "stretch"}
     write_mdcath(tmp_path / "toy.h5", corrupt=corrupt)

@@ -31,28 +31,28 @@ def ca_indices(atom_names: np.ndarray, starts: np.ndarray, where: str) -> np.nda
     return np.flatnonzero(is_ca)
 
 
-def map_block(coords: np.ndarray, forces: np.ndarray, ca: np.ndarray,
-              starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All-atom [b, n_atoms, 3] -> beads [b, n_res, 3]: CA positions, summed forces (float32).
-
-    Sums accumulate in float64 so the bead force is the correctly rounded float32 of the sum.
-    """
-    R = np.take(coords, ca, axis=1).astype(np.float32, copy=False)  # 8x faster than coords[:, ca]
-    return R, residue_force_sums(forces, starts)
+def ca_positions(coords: np.ndarray, ca: np.ndarray) -> np.ndarray:
+    """All-atom [b, n_atoms, 3] -> bead positions [b, n_res, 3] float32: the CA atoms."""
+    return np.take(coords, ca, axis=1).astype(np.float32, copy=False)  # 8x faster than [:, ca]
 
 
 # float64 copy of the atom forces summed per block of frames: one block stays in the CPU cache
 _SUM_BLOCK_BYTES = 1 << 20
 
 
-def residue_force_sums(forces: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """[b, n_atoms, 3] -> [b, n_res, 3] float32: float64 sums over each residue's atoms.
+def residue_force_sums(forces: np.ndarray, starts: np.ndarray,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """All-atom [b, n_atoms, 3] -> bead forces [b, n_res, 3] float32 (into ``out`` if given).
 
-    The float64 copy is made a few frames at a time into reused buffers (25% faster than
-    converting the whole block, which leaves the cache between the copy and the sums).
+    Sums accumulate in float64, so a bead force is the float32 rounding of the exact sum
+    (float64 holds the sum of a residue's float32 forces exactly unless their magnitudes span
+    more than ~2^29). The float64 copy is made a few frames at a time into reused buffers (25%
+    faster than converting the whole block, which leaves the cache between the copy and the
+    sums).
     """
     b, n_atoms, _ = forces.shape
-    out = np.empty((b, len(starts), 3), np.float32)
+    if out is None:
+        out = np.empty((b, len(starts), 3), np.float32)
     step = max(1, _SUM_BLOCK_BYTES // max(1, n_atoms * 24))
     buf = np.empty((min(step, b), n_atoms, 3), np.float64)
     acc = np.empty((min(step, b), len(starts), 3), np.float64)

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 from dataclasses import dataclass
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..errors import InputError
-from ..prefetch import prefetch
-from .cgmap import CA_AGGREGATE, ca_indices, map_block, residue_starts
+from .cgmap import CA_AGGREGATE, ca_indices, ca_positions, residue_force_sums, residue_starts
 from .source import FrameBlock, ProteinSource, StreamChecksum
-from .validate import FrameChecks, atom_problems
+from .validate import FrameChecks, coordinate_extent, extent_problems
 
 LAYOUT = "mdcath-only-protein-v1.0"
+# bytes of source frames read, hashed, checked and mapped at a time (see FrameReader.pieces)
+PIECE_BYTES = 1 << 20
 _LENGTH = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "ang": 1.0, "nm": 10.0, "nanometer": 10.0}
 _FORCE = {
     "kcal/mol/angstrom": 1.0, "kcal/mol/a": 1.0, "kcal/mol/å": 1.0, "kcal/(mol*angstrom)": 1.0,
@@ -109,8 +109,7 @@ class FrameReader:
 
     def read(self, lo: int, hi: int, buffer: np.ndarray | None = None) -> np.ndarray:
         """Frames [lo, hi) in the dataset's dtype, read into ``buffer`` (uint8, large enough)
-        if given: the kernel zeroes fresh memory before the read fills it (~8% of ingest's
-        CPU), so the reader reuses its buffers."""
+        if given (a view of it is returned)."""
         if self.offset is None:
             if self.stream is not None:
                 self.stream.abandon()
@@ -132,6 +131,20 @@ class FrameReader:
             self.stream.update(start, view)
         return out
 
+    def pieces(self, lo: int, hi: int, buffer: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames [lo, hi) in order as (first frame, frames [k, ...]), read into ``buffer``
+        (uint8) a piece of ``len(buffer)`` bytes at a time: each piece is only valid until the
+        next is asked for. A piece small enough to stay in the CPU cache is copied there by the
+        kernel and then hashed, checked and mapped from the cache: a block-sized buffer would
+        send every pass to memory (3x the CPU time for the read alone). Storage read by h5py
+        comes in one piece."""
+        if self.offset is None:
+            yield lo, self.read(lo, hi)
+            return
+        step = max(1, len(buffer) // self.frame_bytes)
+        for a in range(lo, hi, step):
+            yield a, self.read(a, min(a + step, hi), buffer)
+
 
 def _raw_offset(dataset: h5py.Dataset) -> int | None:
     """File offset of a dataset's bytes when they are stored as one plain run, else None."""
@@ -141,6 +154,32 @@ def _raw_offset(dataset: h5py.Dataset) -> int | None:
             or dataset.dtype.kind not in "fiu"):
         return None
     return dataset.id.get_offset()  # None while no space is allocated (all fill value)
+
+
+def _read_beads(readers: list[tuple[str, FrameReader]], lo: int, hi: int, piece: np.ndarray,
+                scale: tuple[float, float], ca: np.ndarray, starts: np.ndarray):
+    """Frames [lo, hi) of one run, read piece by piece (``FrameReader.pieces``) and mapped.
+
+    ``readers`` are the run's ("coords" | "forces", reader) in the order to read them;
+    ``scale`` the (length, force) unit factors to Å and kcal/mol/Å. Returns bead positions and
+    forces R, F [hi - lo, n_res, 3] float32 and the all-atom :func:`coordinate_extent` [hi - lo].
+    """
+    b = hi - lo
+    R = np.empty((b, len(starts), 3), np.float32)
+    F = np.empty((b, len(starts), 3), np.float32)
+    extent = np.empty(b, np.float64)
+    for name, reader in readers:
+        factor = np.float32(scale[0] if name == "coords" else scale[1])
+        for a, frames in reader.pieces(lo, hi, piece):
+            rows = slice(a - lo, a - lo + len(frames))
+            if factor != 1:
+                frames = frames * factor
+            if name == "coords":
+                R[rows] = ca_positions(frames, ca)
+                extent[rows] = coordinate_extent(frames)
+            else:
+                residue_force_sums(frames, starts, out=F[rows])
+    return R, F, extent
 
 
 def open_mdcath(path: str | Path, *, temperatures: Iterable[int] | None = None,
@@ -219,8 +258,9 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
 
     provenance = {"path": str(path), "format": "mdcath-h5", "checksum": None, "entry": domain}
 
-    def read(block_frames: int, free: queue.SimpleQueue):
+    def blocks(block_frames: int):
         plain = all(p.offset is not None for run in places.values() for p in run.values())
+        piece = np.empty(PIECE_BYTES, np.uint8)  # reused: fresh memory is zeroed by the kernel
         with open(path, "rb", buffering=0) as raw, \
                 (contextlib.nullcontext() if plain else h5py.File(path, "r")) as fh:
             # the file's checksum from the bytes read for the frames (plus the rest of the file)
@@ -232,38 +272,14 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                 in_file_order = sorted(readers.items(), key=lambda kv: kv[1].offset or 0)
                 for lo in range(0, readers["coords"].n_frames, block_frames):
                     hi = min(lo + block_frames, readers["coords"].n_frames)
-                    try:
-                        buffers = free.get_nowait()
-                    except queue.Empty:  # at most 3 blocks are in flight: a new one, no wait
-                        buffers = {}
-                    frames = {}
-                    for name, reader in in_file_order:
-                        nbytes = min(block_frames, reader.n_frames) * reader.frame_bytes
-                        if len(buffers.get(name, ())) < nbytes:
-                            buffers[name] = np.empty(nbytes, np.uint8)
-                        frames[name] = reader.read(lo, hi, buffers[name])
-                    yield temp, rep, key, lo, hi, frames["coords"], frames["forces"], buffers
+                    R, F, extent = _read_beads(in_file_order, lo, hi, piece, scale[key], ca,
+                                               starts)
+                    yield FrameBlock(R=R, F=F, temperature=np.full(hi - lo, temp, np.float32),
+                                     replica=np.full(hi - lo, rep, np.int32),
+                                     source_frame=np.arange(lo, hi, dtype=np.int32),
+                                     problems=extent_problems(extent, F, checks))
             if stream is not None:
                 provenance["checksum"] = stream.finish()
-
-    def blocks(block_frames: int):
-        # the next block is read in its own thread while this one is mapped and checked; its
-        # buffers come back (``free``) once it is mapped
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for temp, rep, key, lo, hi, coords, forces, buffers in prefetch(
-                read(block_frames, free), depth=1, name="protstore-h5-read"):
-            sc, sf = scale[key]
-            if sc != 1.0:
-                coords = coords * np.float32(sc)
-            if sf != 1.0:
-                forces = forces * np.float32(sf)
-            R, F = map_block(coords, forces, ca, starts)
-            problems = atom_problems(coords, F, checks)
-            free.put(buffers)
-            b = hi - lo
-            yield FrameBlock(R=R, F=F, temperature=np.full(b, temp, np.float32),
-                             replica=np.full(b, rep, np.int32),
-                             source_frame=np.arange(lo, hi, dtype=np.int32), problems=problems)
 
     return ProteinSource(
         protein_id=domain, origin=where,

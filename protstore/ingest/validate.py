@@ -30,18 +30,29 @@ def atom_problems(coords: np.ndarray, forces: np.ndarray, checks: FrameChecks) -
 
     ``coords`` may be all-atom or bead positions; ``forces`` all-atom or bead forces (a bead
     force is a sum over atoms, non-finite iff one of them is, so the cheaper bead array does).
-    Two passes over the coordinates, no temporaries: max and min propagate NaN, and
-    max(|x|) = max(max x, -min x) finds overflow, infinities and zeros.
     """
-    b = len(coords)
-    out: list[str | None] = [None] * b
-    flat = coords.reshape(b, -1)
+    return extent_problems(coordinate_extent(coords), forces, checks)
+
+
+def coordinate_extent(coords: np.ndarray) -> np.ndarray:
+    """[b] max |x| over each frame of ``coords`` [b, ...]: NaN if a coordinate is NaN, 0 for an
+    all-zero frame. Two passes, no temporaries: max and min propagate NaN, and
+    max(|x|) = max(max x, -min x)."""
+    flat = coords.reshape(len(coords), -1)
     with np.errstate(invalid="ignore", over="ignore"):
-        big = np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
-        finite_c = np.isfinite(big)
+        return np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
+
+
+def extent_problems(extent: np.ndarray, forces: np.ndarray,
+                    checks: FrameChecks) -> list[str | None]:
+    """Per-frame problems from the frames' :func:`coordinate_extent` [b] and forces [b, n, 3]."""
+    b = len(extent)
+    out: list[str | None] = [None] * b
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite_c = np.isfinite(extent)
         finite_f = np.isfinite(forces.reshape(b, -1).sum(axis=1, dtype=np.float64))
-    zero = big == 0
-    for i in np.flatnonzero(~finite_c | ~finite_f | (big > checks.max_abs_coordinate) | zero):
+    zero = extent == 0
+    for i in np.flatnonzero(~finite_c | ~finite_f | (extent > checks.max_abs_coordinate) | zero):
         if not finite_c[i]:
             out[i] = "non-finite coordinates"
         elif not finite_f[i]:
@@ -49,7 +60,7 @@ def atom_problems(coords: np.ndarray, forces: np.ndarray, checks: FrameChecks) -
         elif zero[i]:
             out[i] = "all-zero coordinates"
         else:
-            out[i] = (f"|coordinate| {big[i]:.3g} Å exceeds {checks.max_abs_coordinate:g} Å "
+            out[i] = (f"|coordinate| {extent[i]:.3g} Å exceeds {checks.max_abs_coordinate:g} Å "
                       f"(corrupt frame)")
     return out
 
