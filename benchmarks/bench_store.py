@@ -4,7 +4,9 @@ Prints a Markdown table. Data: one synthetic mdCATH-layout file written here (13
 atoms each = 2055 atoms; 5 replica runs of 440 frames at 320 K, like one temperature of an
 average mdCATH domain), with random-walk coordinates plus thermal noise and Gaussian forces, all
 float32 at full precision. Each ingest goes into a new empty store, created before the clock
-starts. Times are the best of ``--repeat`` runs; "cold" drops the OS page cache first (root).
+starts. ``--repeat`` rounds each time every contender right after its reference (so that a
+machine that is slower for a while is slower for both); the table has the best time of each,
+and the line below it the ratio within each round. "Cold" drops the OS page cache first (root).
 
     python benchmarks/bench_store.py [--frames 440] [--runs 5] [--residues 137]
 """
@@ -70,15 +72,12 @@ def drop_page_cache() -> bool:
         return False
 
 
-def best_of(n, fn, cold=False):
-    times = []
-    for _ in range(n):
-        if cold:
-            drop_page_cache()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def timed(fn, cold: bool = False) -> float:
+    if cold:
+        drop_page_cache()
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -93,21 +92,12 @@ def main() -> None:
         src = tmp / "mdcath_dataset_bench1.h5"
         raw = write_synthetic_mdcath(src, args.residues, 15, args.runs, args.frames)
         cold = drop_page_cache()
-        t_h5_cold = best_of(args.repeat, lambda: read_source(src), cold=True) if cold else None
-        read_source(src)  # warm the page cache for both contenders
-        t_h5 = best_of(args.repeat, lambda: read_source(src))
 
         def timed_ingest(cold: bool = False) -> float:
             # into a new empty store each time; creating the store is not part of ingest
             store = protstore.open_store(tmp / f"s{time.perf_counter_ns()}.zarr", mode="a")
-            if cold:
-                drop_page_cache()
-            t = time.perf_counter()
-            ingest([src], store, progress=False, log=lambda m: None)
-            return time.perf_counter() - t
+            return timed(lambda: ingest([src], store, progress=False, log=lambda m: None), cold)
 
-        t_ingest = min(timed_ingest() for _ in range(args.repeat))
-        t_ingest_cold = min(timed_ingest(cold) for _ in range(args.repeat)) if cold else None
         store = protstore.open_store(tmp / "read.zarr", mode="a")
         ingest([src], store, progress=False, log=lambda m: None)
         store = protstore.open_store(store.url)
@@ -123,8 +113,25 @@ def main() -> None:
         def read_store():
             protstore.open_store(store.url).protein("bench1").load()  # R, F and coordinates
 
-        t_npz = best_of(args.repeat, read_npz)
-        t_store = best_of(args.repeat, read_store)
+        # Rounds of every contender right after its reference: a machine that is slower for a
+        # while (a busy neighbour on a shared host) is slower for both.
+        rounds = []
+        for _ in range(args.repeat):
+            r = {}
+            if cold:
+                r["h5_cold"] = timed(lambda: read_source(src), cold=True)
+                r["ingest_cold"] = timed_ingest(cold=True)
+            read_source(src)  # warm the page cache for both contenders
+            r["h5"] = timed(lambda: read_source(src))
+            r["ingest"] = timed_ingest()
+            rounds.append(r)
+        read_npz(), read_store()  # from the page cache, as after a write
+        for r in rounds:
+            r["npz"] = timed(read_npz)
+            r["store"] = timed(read_store)
+        best = {k: min(r[k] for r in rounds) for k in rounds[0]}
+        t_h5_cold, t_ingest_cold = best.get("h5_cold"), best.get("ingest_cold")
+        t_h5, t_ingest, t_npz, t_store = best["h5"], best["ingest"], best["npz"], best["store"]
         cg = R.nbytes + F.nbytes
         ratio_r_f = cg / sum(f.stat().st_size for name in ("R", "F")
                              for f in (Path(store.url) / "proteins/bench1" / name).rglob("*")
@@ -154,6 +161,14 @@ def main() -> None:
     print(f"| compression ratio of R+F chunks (lossless) | | {ratio_r_f:.3f}x | target >= 1.3 |")
     print(f"| group on disk vs raw R+F (incl. coordinates) | | "
           f"{doc['nbytes_raw'] / doc['nbytes_stored']:.3f}x | |")
+
+    def spread(ref: str, contender: str) -> str:
+        ratios = sorted(r[ref] / r[contender] for r in rounds)
+        return f"{ratios[0]:.2f}-{ratios[-1]:.2f} (median {ratios[len(ratios) // 2]:.2f})"
+
+    print(f"\nvs reference within each of the {len(rounds)} rounds: "
+          + (f"cold ingest {spread('h5_cold', 'ingest_cold')}, " if cold else "")
+          + f"warm ingest {spread('h5', 'ingest')}, whole-protein read {spread('npz', 'store')}")
 
 
 if __name__ == "__main__":
