@@ -14,6 +14,7 @@ and the line below it the ratio within each round. "Cold" drops the OS page cach
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import tempfile
@@ -73,11 +74,18 @@ def drop_page_cache() -> bool:
 
 
 def timed(fn, cold: bool = False) -> float:
+    """Seconds ``fn()`` takes; like ``timeit``, with Python's cyclic garbage collector off (a
+    collection of what earlier rounds left would land in a random contender's time)."""
     if cold:
         drop_page_cache()
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    gc.collect()
+    gc.disable()
+    try:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+    finally:
+        gc.enable()
 
 
 def main() -> None:
@@ -114,21 +122,20 @@ def main() -> None:
             protstore.open_store(store.url).protein("bench1").load()  # R, F and coordinates
 
         # Rounds of every contender right after its reference: a machine that is slower for a
-        # while (a busy neighbour on a shared host) is slower for both.
-        rounds = []
-        for _ in range(args.repeat):
-            r = {}
+        # while (a busy neighbour on a shared host) is slower for both. Reads first (from the
+        # page cache, as right after a write), then ingests (which drop the page cache).
+        rounds = [{} for _ in range(args.repeat)]
+        read_npz(), read_store()
+        for r in rounds:
+            r["npz"] = timed(read_npz)
+            r["store"] = timed(read_store)
+        for r in rounds:
             if cold:
                 r["h5_cold"] = timed(lambda: read_source(src), cold=True)
                 r["ingest_cold"] = timed_ingest(cold=True)
             read_source(src)  # warm the page cache for both contenders
             r["h5"] = timed(lambda: read_source(src))
             r["ingest"] = timed_ingest()
-            rounds.append(r)
-        read_npz(), read_store()  # from the page cache, as after a write
-        for r in rounds:
-            r["npz"] = timed(read_npz)
-            r["store"] = timed(read_store)
         best = {k: min(r[k] for r in rounds) for k in rounds[0]}
         t_h5_cold, t_ingest_cold = best.get("h5_cold"), best.get("ingest_cold")
         t_h5, t_ingest, t_npz, t_store = best["h5"], best["ingest"], best["npz"], best["store"]
