@@ -16,11 +16,13 @@ def _ingest(tmp_path, files, **opts):
     return protstore.open_store(tmp_path / "s.zarr"), report
 
 
-@pytest.fixture(params=[None, 1, 4], ids=["one-piece", "1-frame-pieces", "4-frame-pieces"])
+@pytest.fixture(params=[None, 1, 4, 0.5],
+                ids=["one-piece", "1-frame-pieces", "4-frame-pieces", "pieces-under-a-frame"])
 def piece_frames(request, monkeypatch):
     """Frames read, hashed, checked and mapped at a time (toy frames: 5 residues x 4 atoms)."""
     if request.param is not None:
-        monkeypatch.setattr("protstore.ingest.mdcath.PIECE_BYTES", request.param * 20 * 3 * 4)
+        monkeypatch.setattr("protstore.ingest.mdcath.PIECE_BYTES",
+                            int(request.param * 20 * 3 * 4))
     return request.param
 
 

@@ -133,11 +133,11 @@ class FrameReader:
 
     def pieces(self, lo: int, hi: int, buffer: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Frames [lo, hi) in order as (first frame, frames [k, ...]), read into ``buffer``
-        (uint8) a piece of ``len(buffer)`` bytes at a time: each piece is only valid until the
-        next is asked for. A piece small enough to stay in the CPU cache is copied there by the
-        kernel and then hashed, checked and mapped from the cache: a block-sized buffer would
-        send every pass to memory (3x the CPU time for the read alone). Storage read by h5py
-        comes in one piece."""
+        (uint8, one frame at least) as many whole frames at a time as it holds; each piece is
+        only valid until the next is asked for. A piece small enough to stay in the CPU cache
+        is copied there by the kernel and then hashed, checked and mapped from the cache: a
+        block-sized buffer would send every pass to memory (3x the CPU time for the read
+        alone). Storage read by h5py comes in one piece."""
         if self.offset is None:
             yield lo, self.read(lo, hi)
             return
@@ -260,7 +260,8 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
 
     def blocks(block_frames: int):
         plain = all(p.offset is not None for run in places.values() for p in run.values())
-        piece = np.empty(PIECE_BYTES, np.uint8)  # reused: fresh memory is zeroed by the kernel
+        # reused (fresh memory is zeroed by the kernel); one frame at least
+        piece = np.empty(max(PIECE_BYTES, frame_bytes), np.uint8)
         with open(path, "rb", buffering=0) as raw, \
                 (contextlib.nullcontext() if plain else h5py.File(path, "r")) as fh:
             # the file's checksum from the bytes read for the frames (plus the rest of the file)
