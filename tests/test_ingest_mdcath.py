@@ -270,7 +270,7 @@ def test_stream_checksum_is_the_file_checksum_when_reads_come_in_order(tmp_path)
 def test_checksum_of_a_file_not_read_in_order_is_computed_on_its_own(tmp_path):
     import h5py
 
-    write_mdcath(tmp_path / "toy.h5")
+    truth = write_mdcath(tmp_path / "toy.h5")
     with h5py.File(tmp_path / "toy.h5", "r+") as fh:  # chunked forces: read through h5py
         for run in ("320/0", "320/1", "348/0"):
             forces = fh[f"toy1/{run}/forces"][()]
@@ -280,3 +280,8 @@ def test_checksum_of_a_file_not_read_in_order_is_computed_on_its_own(tmp_path):
     assert report.written == ["toy1"]
     doc = store.protein_doc("toy1")
     assert doc["sources"][0]["checksum"] == file_checksum(tmp_path / "toy.h5")
+    ds = store.protein("toy1").load()  # coordinates read in pieces, forces through h5py
+    for (temp, rep), ca in truth["ca"].items():
+        sel = ((ds.temperature == temp) & (ds.replica == rep)).values
+        assert ds.R.values[sel].tobytes() == ca.tobytes()
+        assert ds.F.values[sel].tobytes() == truth["force"][(temp, rep)].tobytes()
