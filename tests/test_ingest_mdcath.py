@@ -252,6 +252,10 @@ def test_residue_force_sums_over_cache_blocks_are_the_float64_sums():
 
 
 def test_stream_checksum_is_the_file_checksum_when_reads_come_in_order(tmp_path):
+    import hashlib
+
+    import xxhash
+
     from protstore.ingest.source import StreamChecksum
 
     data = np.random.default_rng(0).bytes(3 << 20)
@@ -260,11 +264,14 @@ def test_stream_checksum_is_the_file_checksum_when_reads_come_in_order(tmp_path)
         in_order = StreamChecksum(fh.fileno())
         for lo, hi in [(100, 5000), (5000, 9000), (1 << 20, 2 << 20)]:  # gaps are read by it
             in_order.update(lo, memoryview(data)[lo:hi])
-        assert in_order.finish() == file_checksum(tmp_path / "f")
+        assert in_order.finish() == file_checksum(tmp_path / "f") == \
+            f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}"
         backwards = StreamChecksum(fh.fileno())
         backwards.update(5000, memoryview(data)[5000:9000])
         backwards.update(100, memoryview(data)[100:5000])
         assert backwards.finish() is None
+    sha = file_checksum(tmp_path / "f", "sha256")
+    assert sha == f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def test_checksum_of_a_file_not_read_in_order_is_computed_on_its_own(tmp_path):

@@ -74,13 +74,8 @@ def file_checksum(path: str | Path, algorithm: str = CHECKSUM) -> str:
     byte. ``sha256`` (~1.6 GB/s) is what stores of protstore 0.1 recorded; re-ingest compares
     checksums in the algorithm the store recorded.
     """
-    digest = _new_digest(algorithm)
-    buffer = bytearray(8 << 20)
-    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buffer):
-            digest.update(view[:n])
-    return f"{algorithm}:{digest.hexdigest()}"
+        return StreamChecksum(fh.fileno(), algorithm).finish()
 
 
 def _new_digest(algorithm: str):
@@ -128,11 +123,14 @@ class StreamChecksum:
         return f"{self.algorithm}:{self._digest.hexdigest()}"
 
     def _hash_file_until(self, end: int | None) -> None:
-        buffer = bytearray(min(8 << 20, end - self._pos) if end is not None else 8 << 20)
+        """Hash the file's bytes from where hashing stopped up to ``end`` (None: its end)."""
+        if end is not None and end <= self._pos:
+            return
+        buffer = memoryview(bytearray(8 << 20 if end is None else min(8 << 20, end - self._pos)))
         while end is None or self._pos < end:
             want = len(buffer) if end is None else min(len(buffer), end - self._pos)
-            n = os.preadv(self.fd, [memoryview(buffer)[:want]], self._pos)
+            n = os.preadv(self.fd, [buffer[:want]], self._pos)
             if n == 0:
                 return
-            self._digest.update(memoryview(buffer)[:n])
+            self._digest.update(buffer[:n])
             self._pos += n
