@@ -292,3 +292,18 @@ def test_checksum_of_a_file_not_read_in_order_is_computed_on_its_own(tmp_path):
         sel = ((ds.temperature == temp) & (ds.replica == rep)).values
         assert ds.R.values[sel].tobytes() == ca.tobytes()
         assert ds.F.values[sel].tobytes() == truth["force"][(temp, rep)].tobytes()
+
+
+def test_bead_checks_flag_huge_forces_and_stretched_bonds_only():
+    from protstore.ingest.validate import FrameChecks, bead_problems, bonded_to_next
+
+    R = np.zeros((3, 4, 3), np.float32)
+    R[:, :, 0] = 3.8 * np.arange(4)
+    R[2, 3, 0] += 3.0  # 6.8 Å to the bead before
+    F = np.ones((3, 4, 3), np.float32)
+    F[1, 2, 1] = -2e4  # beyond max_abs_force (1e4 kcal/mol/Å)
+    resid = np.array([1, 2, 3, 4])
+    got = bead_problems(R, F, bonded_to_next(np.zeros(4), resid), FrameChecks(), resid)
+    assert got[0] is None
+    assert got[1] == "|force| 2e+04 kcal/mol/Å exceeds 10000"
+    assert got[2].startswith("CA-CA distance 6.80 Å between residues 3 and 4")

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InputError
 from .cgmap import CA_AGGREGATE, ca_indices, ca_positions, residue_force_sums, residue_starts
 from .source import FrameBlock, ProteinSource, StreamChecksum
-from .validate import FrameChecks, coordinate_extent, extent_problems
+from .validate import FrameChecks, extent_problems, max_abs_per_frame
 
 LAYOUT = "mdcath-only-protein-v1.0"
 # bytes of source frames read, hashed, checked and mapped at a time (see FrameReader.pieces)
@@ -162,7 +162,8 @@ def _read_beads(readers: list[tuple[str, FrameReader]], lo: int, hi: int, piece:
 
     ``readers`` are the run's ("coords" | "forces", reader) in the order to read them;
     ``scale`` the (length, force) unit factors to Å and kcal/mol/Å. Returns bead positions and
-    forces R, F [hi - lo, n_res, 3] float32 and the all-atom :func:`coordinate_extent` [hi - lo].
+    forces R, F [hi - lo, n_res, 3] float32 and each frame's largest all-atom |coordinate|
+    [hi - lo] (:func:`~protstore.ingest.validate.max_abs_per_frame`).
     """
     b = hi - lo
     R = np.empty((b, len(starts), 3), np.float32)
@@ -176,7 +177,7 @@ def _read_beads(readers: list[tuple[str, FrameReader]], lo: int, hi: int, piece:
                 frames = frames * factor
             if name == "coords":
                 R[rows] = ca_positions(frames, ca)
-                extent[rows] = coordinate_extent(frames)
+                extent[rows] = max_abs_per_frame(frames)
             else:
                 residue_force_sums(frames, starts, out=F[rows])
     return R, F, extent

@@ -31,21 +31,22 @@ def atom_problems(coords: np.ndarray, forces: np.ndarray, checks: FrameChecks) -
     ``coords`` may be all-atom or bead positions; ``forces`` all-atom or bead forces (a bead
     force is a sum over atoms, non-finite iff one of them is, so the cheaper bead array does).
     """
-    return extent_problems(coordinate_extent(coords), forces, checks)
+    return extent_problems(max_abs_per_frame(coords), forces, checks)
 
 
-def coordinate_extent(coords: np.ndarray) -> np.ndarray:
-    """[b] max |x| over each frame of ``coords`` [b, ...]: NaN if a coordinate is NaN, 0 for an
-    all-zero frame. Two passes, no temporaries: max and min propagate NaN, and
+def max_abs_per_frame(x: np.ndarray) -> np.ndarray:
+    """[b] max |x| over each frame of ``x`` [b, ...]: NaN if a value is NaN, 0 for an all-zero
+    frame. Two passes, no temporaries: max and min propagate NaN, and
     max(|x|) = max(max x, -min x)."""
-    flat = coords.reshape(len(coords), -1)
+    flat = x.reshape(len(x), -1)
     with np.errstate(invalid="ignore", over="ignore"):
         return np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
 
 
 def extent_problems(extent: np.ndarray, forces: np.ndarray,
                     checks: FrameChecks) -> list[str | None]:
-    """Per-frame problems from the frames' :func:`coordinate_extent` [b] and forces [b, n, 3]."""
+    """Per-frame problems from the frames' largest |coordinate| [b] (:func:`max_abs_per_frame`)
+    and forces [b, n, 3]."""
     b = len(extent)
     out: list[str | None] = [None] * b
     with np.errstate(invalid="ignore", over="ignore"):
@@ -91,9 +92,7 @@ def bead_problems(R: np.ndarray, F: np.ndarray, bonded: np.ndarray, checks: Fram
             k = int(np.flatnonzero(bad[i])[0])
             out[i] = (f"CA-CA distance {np.sqrt(d2[i, k]):.2f} Å between residues {resid[k]} "
                       f"and {resid[k + 1]} outside [{lo:g}, {hi:g}] Å")
-    flat = F.reshape(b, -1)
-    with np.errstate(invalid="ignore"):
-        fmax = np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
+    fmax = max_abs_per_frame(F)
     for i in np.flatnonzero(fmax > checks.max_abs_force):
         out[i] = out[i] or f"|force| {fmax[i]:.3g} kcal/mol/Å exceeds {checks.max_abs_force:g}"
     return out
