@@ -217,7 +217,7 @@ def _is_int_array(key) -> bool:
 @functools.cache
 def codec_pool() -> ThreadPoolExecutor:
     """The process's pool for chunk decodes and encodes (Blosc and zstd release the GIL)."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="protstore-decode")
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="protstore-codec")
 
 
 os.register_at_fork(after_in_child=codec_pool.cache_clear)  # a forked child has no threads

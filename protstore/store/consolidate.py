@@ -20,7 +20,11 @@ from pathlib import Path
 from .layout import PLANS, PROTEINS
 
 CONTAINERS = (PROTEINS, PLANS)
-_EMPTY = {"kind": "inline", "must_understand": False, "metadata": {}}
+
+
+def inline_consolidated(children: dict) -> dict:
+    """A group's ``consolidated_metadata`` entry listing ``children`` (name -> metadata)."""
+    return {"kind": "inline", "must_understand": False, "metadata": children}
 
 
 def merge_consolidated(root: Path, changed: Iterable[str] = ()) -> bool:
@@ -78,7 +82,7 @@ def write_group_metadata(path: Path, attributes: dict) -> None:
             raise ValueError(f"{child}: a group; only arrays are consolidated here")
         children[child.name] = meta
     group = {**group, "attributes": json.loads(json.dumps(attributes)),
-             "consolidated_metadata": {**_EMPTY, "metadata": children}}
+             "consolidated_metadata": inline_consolidated(children)}
     (path / "zarr.json").write_bytes(json.dumps(group).encode())
 
 
@@ -88,7 +92,7 @@ def _read(path: Path) -> dict:
 
 def _flattened(group: dict) -> dict:
     """A group's entry in its parent's consolidated metadata (its children listed there)."""
-    return {**group, "consolidated_metadata": dict(_EMPTY)}
+    return {**group, "consolidated_metadata": inline_consolidated({})}
 
 
 def _drop(entries: dict, path: str) -> None:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numcodecs
 import numpy as np
 
 from zarr.codecs import BloscCodec, TransposeCodec
+
+from .chunks import numcodecs_compressor
 
 FORMAT_VERSION = 1
 STORE_DOC = "protstore"
@@ -97,17 +98,18 @@ class Encoding:
         if shuffle == "auto":
             shuffle = "bitshuffle" if sample is None else min(
                 SHUFFLES, key=lambda sh: self._compressed_size(sample, sh))
-        enc["compressors"] = [BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=shuffle,
-                                         typesize=4, blocksize=self.block_bytes)]
+        enc["compressors"] = [self._blosc(shuffle)]
         return enc
+
+    def _blosc(self, shuffle: str) -> BloscCodec:
+        return BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=shuffle, typesize=4,
+                          blocksize=self.block_bytes)
 
     def _compressed_size(self, sample: np.ndarray, shuffle: str) -> int:
         if self.transpose:
-            sample = np.ascontiguousarray(sample.transpose(1, 2, 0))
-        blosc = numcodecs.Blosc(cname=self.cname, clevel=self.clevel,
-                                shuffle=numcodecs.Blosc.SHUFFLE if shuffle == "shuffle"
-                                else numcodecs.Blosc.BITSHUFFLE, blocksize=self.block_bytes)
-        return len(blosc.encode(np.ascontiguousarray(sample, dtype=np.float32)))
+            sample = sample.transpose(1, 2, 0)
+        codec = numcodecs_compressor(self._blosc(shuffle))
+        return len(codec.encode(np.ascontiguousarray(sample, dtype=np.float32)))
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import ProteinExistsError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .chunks import ChunkReader, LazyFrames
-from .consolidate import CONTAINERS, merge_consolidated
+from .consolidate import CONTAINERS, inline_consolidated, merge_consolidated
 from .layout import (ATOM, FORMAT_VERSION, FRAME, PER_ATOM, PER_FRAME, PLANS, PROTEIN_DOC,
                      PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
 from .lock import store_lock
@@ -162,9 +162,8 @@ class Store:
             if nodes is None:  # committed after the last consolidation
                 return zarr.open_group(self.url, path=path, mode="r",
                                        storage_options=self.storage_options)
-            meta = dict(nodes[""], consolidated_metadata={
-                "kind": "inline", "must_understand": False,
-                "metadata": {name: m for name, m in nodes.items() if name}})
+            meta = dict(nodes[""], consolidated_metadata=inline_consolidated(
+                {name: m for name, m in nodes.items() if name}))
             return zarr.Group(zarr.AsyncGroup(GroupMetadata.from_dict(meta),
                                               StorePath(self._zarr_store, path)))
 
