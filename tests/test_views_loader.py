@@ -207,6 +207,32 @@ def test_lazy_frames_indexes_like_numpy(tmp_path):
         assert got.shape == want.shape and np.array_equal(got, want), key
 
 
+def test_protein_without_dask_indexes_like_xarray_on_the_zarr_group(tmp_path):
+    import xarray as xr
+
+    _small_chunk_protein(tmp_path, frames=60)
+    store = protstore.open_store(tmp_path / "s.zarr")
+    lazy = store.protein("p", chunks=None)
+    ref = xr.open_zarr(tmp_path / "s.zarr", group="proteins/p", consolidated=False).load()
+    assert lazy.R.chunks is None and not lazy.F.variable._in_memory  # no dask; nothing read
+    chunk = store.protein_group("p")["R"].chunks[0]
+    picks = np.random.default_rng(2).choice(60, 9, replace=False)
+    samples = xr.DataArray([[4, 1], [0, 2]], dims=("s", "t"))
+    keys = [{}, {"frame": 5}, {"frame": slice(chunk - 2, 2 * chunk + 3)}, {"frame": picks},
+            {"frame": slice(50, 3, -4)}, {"atom": [3, 0]}, {"frame": 7, "xyz": [2, 0]},
+            {"frame": picks, "atom": [4, 1]}, {"atom": 2, "xyz": [1, 2]},
+            {"frame": 9, "atom": [0, 4], "xyz": 1}, {"frame": samples, "atom": samples},
+            {"frame": picks[:2], "atom": slice(1, 4), "xyz": [2, 1, 0]}]
+    for key in keys:
+        for name in ("R", "F"):
+            got, want = lazy[name].isel(key), ref[name].isel(key)
+            assert got.dims == want.dims and got.values.tobytes() == want.values.tobytes(), key
+    loaded = lazy.load()
+    assert loaded.R.variable._in_memory and loaded.identical(ref.assign_attrs(loaded.attrs))
+    with pytest.raises(protstore.errors.StoreError, match="chunks must be"):
+        store.protein("p", chunks={"frame": 10})
+
+
 def test_chunk_reader_falls_back_to_zarr(tmp_path):
     import zarr
 

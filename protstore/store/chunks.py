@@ -8,8 +8,10 @@ For chunks in the layout protstore writes (an optional ``transpose``; little- or
 ``bytes`` or UTF-8 strings; ``blosc`` or ``zstd``) on a local store, :class:`ChunkReader`
 reads the chunk file and decodes it with numcodecs, which releases the GIL, so a few threads
 keep every core busy. Anything else (other codecs, remote stores) goes through zarr itself.
-:class:`LazyFrames` puts chunk readers behind dask (``Store.protein``). :class:`ChunkWriter`
-is the same for writing (ingest): it encodes a chunk with numcodecs and writes its file.
+:class:`LazyFrames` puts chunk readers behind dask (``Store.protein``), and
+:class:`FramesBackendArray` behind xarray's own lazy indexing (``Store.protein(chunks=None)``).
+:class:`ChunkWriter` is the same for writing (ingest): it encodes a chunk with numcodecs and
+writes its file.
 ``tests/test_views_loader.py`` and ``tests/test_store.py`` check both paths against zarr, bit
 for bit.
 """
@@ -26,6 +28,8 @@ import numcodecs.vlen
 import numcodecs.zstd
 import numpy as np
 import zarr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec, VLenUTF8Codec, ZstdCodec
 from zarr.storage import LocalStore
 
@@ -208,6 +212,34 @@ class LazyFrames:
             for task in [codec_pool().submit(copy, int(c)) for c in chunks]:
                 task.result()
         return out
+
+
+class FramesBackendArray(BackendArray):
+    """xarray's lazily indexed (not dask) face of :class:`LazyFrames`: ``Store.protein(id,
+    chunks=None)``. xarray hands it outer-indexing keys with at most one integer array
+    (``IndexingSupport.OUTER_1VECTOR``) and indexes nothing until values are asked for; then
+    the frames are decoded on the codec pool straight into the result, with none of dask's
+    scheduling or its copy of the computed array.
+    """
+
+    def __init__(self, frames: LazyFrames):
+        self.frames = frames
+        self.shape = frames.shape
+        self.dtype = frames.dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._outer)
+
+    def _outer(self, key: tuple) -> np.ndarray:
+        # An array after the first axis is applied on its own: in one NumPy key it would be
+        # broadcast against the integers (vectorized, not outer, indexing).
+        vector = next((d for d, k in enumerate(key) if d > 0 and _is_int_array(k)), None)
+        if vector is None:
+            return self.frames[key]
+        out = self.frames[key[:vector] + (slice(None),) + key[vector + 1:]]
+        axis = vector - sum(isinstance(k, (int, np.integer)) for k in key[:vector])
+        return np.take(out, key[vector], axis=axis)
 
 
 def _is_int_array(key) -> bool:

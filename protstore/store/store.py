@@ -19,13 +19,14 @@ import fsspec
 import pandas as pd
 import xarray as xr
 import zarr
+from xarray.core.indexing import LazilyIndexedArray
 from zarr.core.group import GroupMetadata
 from zarr.storage import StorePath
 
 from .. import __version__
 from ..errors import ProteinExistsError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
-from .chunks import ChunkReader, LazyFrames
+from .chunks import ChunkReader, FramesBackendArray, LazyFrames
 from .consolidate import CONTAINERS, inline_consolidated, merge_consolidated
 from .layout import (ATOM, FORMAT_VERSION, FRAME, PER_ATOM, PER_FRAME, PLANS, PROTEIN_DOC,
                      PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
@@ -187,30 +188,42 @@ class Store:
         return zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options,
                                                  read_only=True)
 
-    def protein(self, protein_id: str) -> xr.Dataset:
-        """Lazy ``xr.Dataset`` (dask arrays) of one protein.
+    def protein(self, protein_id: str, chunks: str | None = "auto") -> xr.Dataset:
+        """Lazy ``xr.Dataset`` of one protein.
 
         Dims ``(frame, atom, xyz)``; data ``R`` [Å] and ``F`` [kcal/mol/Å] float32; per-atom
         coordinates ``resname species resid chain``; per-frame ``temperature replica
         source_frame``; ``attrs["protstore_protein"]`` is the protein document. The group is the
         one ``xr.open_zarr(store, group="proteins/<id>")`` opens; here the small coordinates are
-        read at once and R, F are dask arrays whose tasks decode whole chunks with
-        :class:`~protstore.store.chunks.ChunkReader` (half the CPU of zarr's general path).
+        read at once, and R and F decode whole chunks with
+        :class:`~protstore.store.chunks.ChunkReader` (half the CPU of zarr's general path),
+        several at a time on the codec pool.
+
+        ``chunks``: as in ``xr.open_zarr``: ``"auto"`` makes R and F dask arrays (one task per
+        up to 128 MiB); ``None`` makes them xarray's lazily indexed arrays, read on first
+        access without dask, which is the faster way to load a whole protein into memory
+        (``store.protein(pid, chunks=None).load()``: no task graph and no copy of the result).
         """
+        if chunks not in ("auto", None):
+            raise StoreError(f"chunks must be 'auto' (dask) or None (no dask), not {chunks!r}")
         if protein_id not in self:
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
         group = self.protein_group(protein_id)
         readers = self.protein_readers(protein_id, group)
         n_atoms, zarr_chunk = readers["R"].array.shape[1], readers["R"].chunk
-        # one dask task per array up to 128 MiB: the task decodes its chunks in parallel
-        frames = zarr_chunk * max(1, DASK_CHUNK_BYTES // (zarr_chunk * n_atoms * 12))
-        token = dask.base.tokenize(self.url, protein_id, group.attrs.get(PROTEIN_DOC))
-        data = {
-            name: ((FRAME, ATOM, XYZ),
-                   da.from_array(LazyFrames(readers[name]), chunks=(frames, -1, -1),
-                                 name=f"protstore-{name}-{token}", lock=False, asarray=False),
-                   {k: v for k, v in readers[name].array.attrs.items() if k != "coordinates"})
-            for name in ("R", "F")}
+
+        def lazy(name: str):
+            if chunks is None:
+                return LazilyIndexedArray(FramesBackendArray(LazyFrames(readers[name])))
+            # one dask task per array up to 128 MiB: the task decodes its chunks in parallel
+            frames = zarr_chunk * max(1, DASK_CHUNK_BYTES // (zarr_chunk * n_atoms * 12))
+            token = dask.base.tokenize(self.url, protein_id, group.attrs.get(PROTEIN_DOC))
+            return da.from_array(LazyFrames(readers[name]), chunks=(frames, -1, -1),
+                                 name=f"protstore-{name}-{token}", lock=False, asarray=False)
+
+        data = {name: ((FRAME, ATOM, XYZ), lazy(name),
+                       {k: v for k, v in readers[name].array.attrs.items() if k != "coordinates"})
+                for name in ("R", "F")}
         coords = {name: (readers[name].array.metadata.dimension_names[0],
                          readers[name].read_all(), dict(readers[name].array.attrs))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}
