@@ -234,21 +234,23 @@ def test_frame_reader_reads_plain_datasets_from_the_file_and_others_through_h5py
     assert size > (tmp_path / "f.h5").stat().st_size
 
 
-def test_residue_force_sums_over_cache_blocks_are_the_float64_sums():
+def test_residue_force_sums_are_the_float64_sums():
     from protstore.ingest import cgmap
 
     rng = np.random.default_rng(1)
     starts = np.array([0, 3, 4, 11, 12, 20])  # residues of 3, 1, 7, 1, 8 and 2 atoms
     forces = rng.normal(scale=30, size=(300, 22, 3)).astype(np.float32)
+    forces[:, 12:20] *= np.logspace(-6, 3, 8, dtype=np.float32)[:, None]  # float32 sums differ
     expect = np.add.reduceat(forces.astype(np.float64), starts, axis=1).astype(np.float32)
-    old, cgmap._SUM_BLOCK_BYTES = cgmap._SUM_BLOCK_BYTES, 22 * 24 * 7  # 7 frames per block
-    try:
-        got = cgmap.residue_force_sums(forces, starts)
-    finally:
-        cgmap._SUM_BLOCK_BYTES = old
+    naive = np.add.reduceat(forces, starts, axis=1)
+    assert naive.tobytes() != expect.tobytes()
+    got = cgmap.residue_force_sums(forces, starts)
     assert got.dtype == np.float32 and got.tobytes() == expect.tobytes()
-    big_endian = cgmap.residue_force_sums(forces.astype(">f4"), starts)
+    big_endian = cgmap.residue_force_sums(forces.astype(">f4"), starts.astype(np.int32))
     assert big_endian.tobytes() == expect.tobytes()
+    out = np.zeros((310, 6, 3), np.float32)
+    cgmap.residue_force_sums(forces[::2], starts, out=out[5:155])  # strided in, view out
+    assert out[5:155].tobytes() == expect[::2].tobytes() and not out[:5].any()
 
 
 def test_stream_checksum_is_the_file_checksum_when_reads_come_in_order(tmp_path):
