@@ -125,15 +125,14 @@ def main() -> None:
             protstore.open_store(store.url).protein("bench1").load()
 
         # Rounds of every contender right after its reference: a machine that is slower for a
-        # while (a busy neighbour on a shared host) is slower for both. Reads first (from the
-        # page cache, as right after a write), then ingests (which drop the page cache).
+        # while (a busy neighbour on a shared host) is slower for both. Each round times the
+        # reads (from the page cache, as right after a write), then the ingests (which drop it).
         rounds = [{} for _ in range(args.repeat)]
-        read_npz(), read_store(), read_store_dask()
         for r in rounds:
+            read_npz(), read_store(), read_store_dask()  # into the page cache (cold rounds drop it)
             r["npz"] = timed(read_npz)
             r["store"] = timed(read_store)
             r["store_dask"] = timed(read_store_dask)
-        for r in rounds:
             if cold:
                 r["h5_cold"] = timed(lambda: read_source(src), cold=True)
                 r["ingest_cold"] = timed_ingest(cold=True)
