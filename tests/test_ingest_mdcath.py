@@ -248,6 +248,9 @@ def test_residue_force_sums_are_the_float64_sums():
     assert got.dtype == np.float32 and got.tobytes() == expect.tobytes()
     big_endian = cgmap.residue_force_sums(forces.astype(">f4"), starts.astype(np.int32))
     assert big_endian.tobytes() == expect.tobytes()
+    half = (forces / 1024).astype(np.float16)
+    expect_half = np.add.reduceat(half.astype(np.float64), starts, axis=1).astype(np.float32)
+    assert cgmap.residue_force_sums(half, starts).tobytes() == expect_half.tobytes()
     out = np.zeros((310, 6, 3), np.float32)
     cgmap.residue_force_sums(forces[::2], starts, out=out[5:155])  # strided in, view out
     assert out[5:155].tobytes() == expect[::2].tobytes() and not out[:5].any()

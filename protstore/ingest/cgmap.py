@@ -49,7 +49,7 @@ def residue_force_sums(forces: np.ndarray, starts: np.ndarray,
 
     if out is None:
         out = np.empty((forces.shape[0], len(starts), 3), np.float32)
-    if not forces.dtype.isnative:
-        forces = forces.astype(forces.dtype.newbyteorder("="))
+    if forces.dtype not in (np.float32, np.float64):  # the kernel's types; exact for float16
+        forces = forces.astype(np.float64)            # and big-endian (a few files at most)
     segment_sums(forces, np.asarray(starts, np.int64), out)
     return out
