@@ -3,10 +3,11 @@
 Prints a Markdown table. Data: one synthetic mdCATH-layout file written here (137 residues of 15
 atoms each = 2055 atoms; 25 runs of 440 frames, as many as the 5 temperatures x 5 replicas of
 an average mdCATH domain, all filed under 320 K), with random-walk coordinates plus thermal
-noise and Gaussian forces, all float32 at full precision. Each ingest goes into a new empty store, created before the clock
-starts. ``--repeat`` rounds each time every contender right after its reference (so that a
-machine that is slower for a while is slower for both); the table has the best time of each,
-and the line below it the ratio within each round. "Cold" drops the OS page cache first (root).
+noise and Gaussian forces, all float32 at full precision. Each ingest goes into a new empty
+store, created before the clock starts. ``--repeat`` rounds each time every contender right
+after its reference (so that a machine that is slower for a while is slower for both); the
+table has the best time of each, and the line below it the ratio within each round. "Cold"
+drops the OS page cache first (root).
 
     python benchmarks/bench_store.py [--frames 440] [--runs 25] [--residues 137] [--repeat 5]
 """
