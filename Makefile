@@ -1,15 +1,20 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# PYTHON picks the interpreter, VENV its virtualenv, DEMO_OUT where the demo writes; .ci/run
+# uses them to run the suite on a second interpreter. PIP_UPGRADE=1 upgrades every dependency to
+# the newest release the index serves (a new virtualenv gets those anyway).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
+PIP_UPGRADE ?=
 
 .PHONY: install demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet $(if $(PIP_UPGRADE),--upgrade --upgrade-strategy eager) -e '.[test]'
+	$(PY) -m pip list --format=freeze | grep -iE '^(zarr|xarray|dask|numcodecs|numpy|jax|jaxlib|optax|h5py|numba|fsspec)==' | tr '\n' ' '; echo
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,4 +34,4 @@ bench: install
 	$(PY) benchmarks/bench_ema.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) .venv-py3* $(DEMO_OUT) .pytest_cache

@@ -100,8 +100,8 @@ def main() -> None:
         loader = BatchLoader(store, plan, LoaderConfig(batch_size=args.batch, seed=0))
         batches, n_frames, nbytes = [], 0, 0
         for b in loader.epoch(0):
-            batches.append((b["bucket"], b["protein"], b["frame"]))
-            n_frames += len(b["protein"])
+            batches.append((b["bucket"], b["protein_index"], b["frame"]))
+            n_frames += len(b["protein_index"])
             nbytes += b["R"].nbytes + b["F"].nbytes
         t_loader = time.perf_counter() - t
         # a later epoch of the same loader: proteins already opened (the steady state of training)

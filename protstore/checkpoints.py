@@ -16,9 +16,9 @@ exists whole or not at all, and an existing checkpoint is never overwritten.
 from __future__ import annotations
 
 import os
+import warnings
 import shutil
 import uuid
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,16 +28,17 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .errors import ProtstoreError, StoreError
+from .errors import CheckpointError, DocumentError
+from .store.chunks import missing_chunks
+from .store.quiet import quiet_zarr
 from .store.schemas import check_document
 from .store.writer import fsync_tree
 
 CHECKPOINT_DOC = "protstore_checkpoint"
 CHECKPOINTS_DIR = "checkpoints"
-
-
-class CheckpointError(ProtstoreError):
-    """A checkpoint that cannot be written or read as asked."""
+# 2: every chunk of every leaf is written, so a missing chunk is damage (1: protstore < 0.5
+# left out chunks equal to the fill value, as zarr does by default)
+CHECKPOINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,50 @@ def _write_tree(group: zarr.Group, tree: dict) -> None:
             _write_tree(group.create_group(key), value)
         else:
             a = np.asarray(value)
-            group.create_array(key, shape=a.shape, dtype=a.dtype, chunks=a.shape)[...] = a
+            group.create_array(key, shape=a.shape, dtype=a.dtype, chunks=a.shape,
+                               config={"write_empty_chunks": True})[...] = a
 
 
-def _read_tree(group: zarr.Group) -> dict:
+def _read_tree(group: zarr.Group, where: str, complete: bool = True) -> dict:
+    """The nested dict of arrays under ``group``; a leaf that does not decode, or (``complete``:
+    a checkpoint that writes every chunk) misses a chunk, is a CheckpointError naming it, never
+    zeros in its place."""
     out = {}
     for key, node in sorted(group.members()):
-        out[key] = _read_tree(node) if isinstance(node, zarr.Group) else node[...]
+        path = f"{where}/{key}"
+        if isinstance(node, zarr.Group):
+            out[key] = _read_tree(node, path, complete)
+            continue
+        missing = missing_chunks(node) if complete else []
+        if missing:
+            raise CheckpointError(f"{path}: chunk {missing[0]} of this leaf is missing")
+        try:
+            out[key] = node[...]
+        except Exception as exc:  # noqa: BLE001 - any decode failure is a damaged leaf
+            raise CheckpointError(f"{path}: leaf does not decode "
+                                  f"({type(exc).__name__}: {exc})") from None
     return out
+
+
+def leaf_signature(params: dict) -> dict[str, tuple]:
+    """``{leaf path: shape}`` of a params pytree."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    return {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in leaves}
+
+
+def check_same_structure(ref: dict[str, tuple], params: dict, where: str,
+                         ref_name: str = "the first checkpoint") -> None:
+    """Raise naming the first leaf that is missing, extra, or of another shape than in the
+    reference signature ``{leaf path: shape}`` (from ``ref_name``)."""
+    got = leaf_signature(params)
+    for key in sorted(set(ref) | set(got)):
+        if key not in got:
+            raise CheckpointError(f"{where}: leaf params{key} is missing")
+        if key not in ref:
+            raise CheckpointError(f"{where}: leaf params{key} is not in {ref_name}")
+        if ref[key] != got[key]:
+            raise CheckpointError(f"{where}: leaf params{key} has shape {got[key]}, "
+                                  f"{ref_name} has {ref[key]}")
 
 
 def is_finite(tree) -> bool:
@@ -94,7 +131,7 @@ def write_checkpoint(path: str | os.PathLike, params: dict, attrs: dict, *,
         raise CheckpointError(f"{path}: checkpoint exists; checkpoints are never overwritten")
     _check_tree(params, str(path))
     params = jax.device_get(params)
-    doc = {"format": CHECKPOINT_DOC, "version": 1, "created_by": f"protstore {__version__}",
+    doc = {"format": CHECKPOINT_DOC, "version": CHECKPOINT_VERSION, "created_by": f"protstore {__version__}",
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "finite": is_finite(params) and (opt_state is None or is_finite(opt_state)), **attrs}
     if opt_state is not None:
@@ -104,8 +141,7 @@ def write_checkpoint(path: str | os.PathLike, params: dict, attrs: dict, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_zarr():
             root = zarr.open_group(tmp, mode="w-", zarr_format=3)
             root.attrs[CHECKPOINT_DOC] = doc
             _write_tree(root.create_group("params"), params)
@@ -125,14 +161,13 @@ def read_attrs(path: str | os.PathLike) -> dict:
     """The checkpoint document of ``path`` (schema-checked)."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_zarr():
             doc = zarr.open_group(path, mode="r").attrs[CHECKPOINT_DOC]
     except Exception as exc:  # noqa: BLE001 - any failure means: not a readable checkpoint
         raise CheckpointError(f"{path}: not a protstore checkpoint ({type(exc).__name__}: {exc})") from None
     try:
         check_document(dict(doc), "checkpoint", str(path))
-    except StoreError as exc:
+    except DocumentError as exc:
         raise CheckpointError(str(exc)) from None
     return dict(doc)
 
@@ -143,10 +178,10 @@ def read_checkpoint(path: str | os.PathLike, *, opt_template=None) -> Checkpoint
     checked leaf by leaf against the template's structure and shapes."""
     path = Path(path)
     attrs = read_attrs(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_zarr():
         root = zarr.open_group(path, mode="r")
-        params = _read_tree(root["params"])
+        complete = attrs["version"] >= 2
+        params = _read_tree(root["params"], f"{path}/params", complete)
         opt_state = None
         if opt_template is not None:
             if "opt_state" not in root:
@@ -158,9 +193,10 @@ def read_checkpoint(path: str | os.PathLike, *, opt_template=None) -> Checkpoint
             if len(list(stored.array_keys())) != len(leaves):
                 raise CheckpointError(f"{path}: optimizer state has {len(list(stored.array_keys()))} "
                                       f"leaves, the optimizer expects {len(leaves)}")
+            flat = _read_tree(stored, f"{path}/opt_state", complete)
             values = []
             for i, ref in enumerate(leaves):
-                value = stored[f"{i:05d}"][...]
+                value = flat[f"{i:05d}"]
                 if value.shape != np.shape(ref):
                     raise CheckpointError(f"{path}: optimizer state leaf "
                                           f"{attrs['opt_state_paths'][i]} has shape {value.shape}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,9 +19,14 @@ def _ingest(args) -> int:
         temperatures=tuple(args.temperatures) if args.temperatures else None,
         replicas=tuple(args.replicas) if args.replicas else None,
         strict=args.strict, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
-        allow_unknown=args.allow_unknown, protein_id=args.id, temperature=args.temperature)
-    if args.id and len(args.sources) > 1:
-        raise ProtstoreError("--id names one protein; give exactly one source file with it")
+        allow_unknown=args.allow_unknown, protein_id=args.id, temperature=args.temperature,
+        length_units=args.length_units, force_units=args.force_units)
+    if args.id is not None:
+        from .store import check_protein_id
+
+        check_protein_id(args.id)
+        if len(args.sources) > 1:
+            raise ProtstoreError("--id names one protein; give exactly one source file with it")
     store = open_store(args.store, mode="a")
     report = ingest(args.sources, store, options, progress=not args.no_progress)
     for line in report.lines():
@@ -41,7 +47,7 @@ def _validate(args) -> int:
     from .store.verify import verify_store
 
     if args.repair:
-        store = open_store(args.store, mode="a")
+        store = open_store(args.store, mode="r+")
         for line in store.recover_staging():
             print(f"repair: {line}")
         store.consolidate()
@@ -60,12 +66,12 @@ def _bucket(args) -> int:
     from .batching import plan_from_store, save_plan
     from .store import open_store
 
-    store = open_store(args.store, mode="a")
+    store = open_store(args.store, mode="r+")
     plan = plan_from_store(
         store, name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
         strategy=args.strategy, cost=args.cost, pad_multiple=args.pad_multiple,
         max_waste=args.max_waste, split=args.split, val_fraction=args.val_fraction,
-        seed=args.seed)
+        seed=args.seed, block_frames=args.block_frames)
     save_plan(store, plan, overwrite=args.overwrite)
     print(plan.table())
     print(f"saved as plans/{plan.name} in {args.store}")
@@ -107,10 +113,13 @@ def _fit_priors(args) -> int:
 
     store = open_store(args.store)
     doc = fit_priors_to_file(store, store.plan(args.plan), args.out, max_frames=args.max_frames,
-                             temperature=args.temperature, seed=args.seed)
+                             temperature=args.only_temperature,
+                             unknown_temperature=args.temperature, seed=args.seed)
     p, fit = doc["params"], doc["fit"]
-    print(f"priors fitted on {fit['n_frames']} training frames at T = {fit['temperature_K']:.1f} K: "
-          f"bond k={p['bond']['k']:.1f} kcal/mol/Å² r0={p['bond']['r0']:.3f} Å; repulsion "
+    temps = ", ".join(f"{t} K" for t in fit["temperatures_K"])
+    print(f"priors fitted on {fit['n_frames']} training frames at {temps}: bond "
+          f"k={p['bond']['k']:.1f} kcal/mol/Å² r0={p['bond']['r0']:.3f} Å "
+          f"({fit['bond_cis']['n_cis']} cis bonds left out); repulsion "
           f"σ={p['repulsion']['sigma']:.2f} Å p={p['repulsion']['power']:.1f}")
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
     return 0
@@ -145,11 +154,13 @@ def _train(args) -> int:
     if bool(args.out) == bool(args.resume):
         raise ProtstoreError("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
     if args.resume:
-        result = train(store, plan, args.resume, resume=True, progress=not args.no_progress)
+        result = train(store, plan, args.resume, resume=True, model=args.model,
+                       progress=not args.no_progress)
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         config = config.replace(
-            epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule,
+            epochs=args.epochs, batch_size=args.batch_size, batch_beads=args.batch_beads,
+            schedule=args.schedule,
             learning_rate=args.lr, seed=args.seed, checkpoint_every_steps=args.checkpoint_every,
             model=args.model, model_options=_model_options(args.model_option))
         priors = None
@@ -159,7 +170,8 @@ def _train(args) -> int:
             except (OSError, json.JSONDecodeError) as exc:
                 raise ProtstoreError(f"{args.priors}: cannot read priors ({exc})") from None
             check_document(priors, "priors", args.priors)
-        result = train(store, plan, args.out, config, priors=priors, progress=not args.no_progress)
+        result = train(store, plan, args.out, config, priors=priors,
+                       temperature=args.temperature, progress=not args.no_progress)
     v = result.final_val_rmse
     print(f"trained {result.steps} steps ({result.compilations} compilation(s) of the train step); "
           f"final validation force RMSE per component: "
@@ -199,6 +211,34 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="protstore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"protstore {__version__}")
@@ -213,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ingest", _ingest, "ingest mdCATH HDF5 / NPZ files into a store")
     p.add_argument("sources", nargs="+", metavar="SRC", help=".h5 (mdCATH layout) or .npz files")
     p.add_argument("--store", required=True, help="store directory (created if missing)")
-    p.add_argument("--temperatures", type=int, nargs="+", metavar="K",
+    p.add_argument("--temperatures", type=_positive_int, nargs="+", metavar="K",
                    help="mdCATH temperatures to take (default: all)")
-    p.add_argument("--replicas", type=int, nargs="+", metavar="R",
+    p.add_argument("--replicas", type=_count, nargs="+", metavar="R",
                    help="mdCATH replicas to take (default: all)")
     p.add_argument("--strict", action="store_true",
                    help="fail a protein on any bad frame instead of excluding the frame")
@@ -226,7 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unknown", action="store_true",
                    help="map unknown residue names to the UNK species instead of failing")
     p.add_argument("--id", help="protein id for a single per-protein NPZ file")
-    p.add_argument("--temperature", type=float, metavar="K",
+    p.add_argument("--length-units", metavar="UNIT",
+                   help="unit of NPZ positions: angstrom (default) or nm; converted to Å")
+    p.add_argument("--force-units", metavar="UNIT",
+                   help="unit of NPZ forces: kcal/mol/angstrom (default), kJ/mol/nm, "
+                        "kJ/mol/angstrom, kcal/mol/nm, eV/angstrom, hartree/bohr; converted to "
+                        "kcal/mol/Å. Undeclared units are checked by physics")
+    p.add_argument("--temperature", type=_positive_float, metavar="K",
                    help="temperature of NPZ data that does not store one")
 
     p = command("info", _info, "summarise a store (metadata only)")
@@ -240,19 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("bucket", _bucket, "compute, store and print a length-bucket plan")
     p.add_argument("store")
-    p.add_argument("--bucket-boundaries", type=int, nargs="+", metavar="N",
+    p.add_argument("--bucket-boundaries", type=_positive_int, nargs="+", metavar="N",
                    help="inclusive upper bounds, e.g. 100 200: N<=100, 100<N<=200, N>200")
-    p.add_argument("--n-buckets", type=int, default=3, help="number of buckets (default 3)")
+    p.add_argument("--n-buckets", type=_positive_int, default=3, help="number of buckets (default 3)")
     p.add_argument("--strategy", choices=["equal-count", "optimal"], default="equal-count")
     p.add_argument("--cost", choices=["linear", "pair"], default="linear",
                    help="cost of a padded frame: N_max (linear) or N_max^2 (pair)")
-    p.add_argument("--max-waste", type=float, metavar="FRACTION",
+    p.add_argument("--max-waste", type=_fraction, metavar="FRACTION",
                    help="choose the number of buckets: the fewest whose optimal waste <= this")
-    p.add_argument("--pad-multiple", type=int, metavar="K", help="round N_max up to a multiple")
+    p.add_argument("--pad-multiple", type=_positive_int, metavar="K", help="round N_max up to a multiple")
     p.add_argument("--name", default="default", help="plan name (default: 'default')")
     p.add_argument("--split", choices=["none", "protein", "frame"], default="protein",
                    help="hold out whole proteins (default) or a fraction of every protein's frames")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=_fraction, default=0.2)
+    p.add_argument("--block-frames", type=_positive_int, default=50, metavar="N",
+                   help="--split frame holds out contiguous blocks of N frames of each run "
+                        "(default 50), so few validation frames sit next to training frames")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a plan of the same name")
 
@@ -271,9 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True)
     p.add_argument("--out", required=True, metavar="PRIORS.json",
                    help="fitted parameters (JSON); a PNG of the fit is written beside it")
-    p.add_argument("--max-frames", type=int, default=20000, help="training frames to sample")
-    p.add_argument("--temperature", type=float, metavar="K",
-                   help="use only frames at this temperature (default: all, at their mean T)")
+    p.add_argument("--max-frames", type=_positive_int, default=20000, help="training frames to sample")
+    p.add_argument("--temperature", type=_positive_float, metavar="K",
+                   help="temperature of the frames stored without one (NPZ sources); without "
+                        "it such frames are refused")
+    p.add_argument("--only-temperature", type=_positive_float, metavar="K",
+                   help="fit on the frames at this temperature only (default: all, each at "
+                        "its own temperature)")
     p.add_argument("--seed", type=int, default=0)
 
     p = command("train", _train, "train a CG force field (priors + network) by force matching")
@@ -283,15 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--config", metavar="FILE.json", help="TrainConfig fields (flags override)")
     p.add_argument("--priors", metavar="PRIORS.json", help="from fit-priors (default: fit now)")
+    p.add_argument("--temperature", type=_positive_float, metavar="K",
+                   help="when fitting the priors: temperature of the frames stored without one")
     p.add_argument("--schedule", choices=["interleaved", "sequential"])
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--batch-beads", type=_positive_int, metavar="N",
+                   help="instead of --batch-size: max(1, N // N_max) samples per batch in each "
+                        "bucket (about equal cost per step, equal weight per bead)")
+    p.add_argument("--lr", type=_positive_float, help="peak learning rate")
     p.add_argument("--seed", type=int)
-    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+    p.add_argument("--checkpoint-every", type=_count, metavar="STEPS",
                    help="also checkpoint every N steps (always at epoch ends)")
     p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
-                   help="learned energy (default protstore.model.network:schnet)")
+                   help="learned energy (default protstore.model.network:schnet); with --resume, "
+                        "confirms a plug-in model named in the run's config.json")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                    help="keyword option of the model factory (JSON value), repeatable")
 
@@ -314,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     p.add_argument("--allow-pickle", action="store_true",
                    help="required: unpickling runs code from the files (only for files you trust)")
-    p.add_argument("--steps-per-epoch", type=int,
+    p.add_argument("--steps-per-epoch", type=_positive_int,
                    help="store step = epoch x this (else the step is the epoch number)")
 
     p = command("evaluate", _evaluate,
@@ -329,23 +388,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["val", "train", "all"],
                    help="frames to evaluate (default: val with --plan, else all)")
     p.add_argument("--proteins", nargs="+", metavar="ID")
-    p.add_argument("--n-frames", type=int, metavar="N", help="at most N frames per protein")
+    p.add_argument("--n-frames", type=_positive_int, metavar="N", help="at most N frames per protein")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="dask.distributed scheduler (tcp://...); default: local threads")
-    p.add_argument("--workers", type=int, help="local threads (0: serial)")
-    p.add_argument("--frame-block", type=int, default=32, help="frames per task")
+    p.add_argument("--workers", type=_count, help="local threads (0: serial)")
+    p.add_argument("--frame-block", type=_positive_int, default=32, help="frames per task")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--model-id", help="prefix of the output files (default: the params' name)")
     p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
-                   help="model of a params.pkl (default protstore's network)")
+                   help="the model that reads the params: needed for a params.pkl (default "
+                        "protstore's network) and for a checkpoint of a plug-in model, whose "
+                        "stored factory is never imported unless named here")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read a params.pkl (runs code from the file; only files you trust)")
 
     p = command("demo-data", _demo_data, "generate the demo data set (mdCATH-layout HDF5)")
     p.add_argument("out")
-    p.add_argument("--lengths", type=int, nargs="+", default=[24, 45, 73, 118, 167, 236])
-    p.add_argument("--frames", type=int, default=100, help="frames per run")
+    p.add_argument("--lengths", type=_positive_int, nargs="+", default=[24, 45, 73, 118, 167, 236])
+    p.add_argument("--frames", type=_positive_int, default=100, help="frames per run")
     p.add_argument("--seed", type=int, default=0)
 
     p = command("demo", _demo, "the end-to-end demo on generated data")
@@ -364,6 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("protstore: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (unless asked for)
+        if os.environ.get("PROTSTORE_DEBUG"):
+            raise
+        if isinstance(exc, OSError) and exc.strerror:
+            what = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+        else:
+            what = f"unexpected {type(exc).__name__}: {exc} (PROTSTORE_DEBUG=1 shows where)"
+        print(f"protstore: error: {what}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

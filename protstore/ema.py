@@ -27,8 +27,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, is_finite, list_checkpoints,
-                          read_checkpoint, write_checkpoint)
+from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, check_same_structure, is_finite,
+                          leaf_signature, list_checkpoints, read_checkpoint, write_checkpoint)
 from .errors import PickleRefusedError, ProtstoreError
 
 DECAY_PER = ("step", "checkpoint")
@@ -90,25 +90,6 @@ def effective_weights(steps: list[int], *, decay: float, decay_per: str,
     return w
 
 
-def _leaf_signature(params: dict) -> dict[str, tuple]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-    return {jax.tree_util.keystr(p): np.shape(x) for p, x in leaves}
-
-
-def check_same_structure(ref: dict[str, tuple], params: dict, where: str) -> None:
-    """Raise naming the first leaf that is missing, extra, or of another shape than in the
-    reference signature ``{leaf path: shape}``."""
-    got = _leaf_signature(params)
-    for key in sorted(set(ref) | set(got)):
-        if key not in got:
-            raise CheckpointError(f"{where}: leaf params{key} is missing")
-        if key not in ref:
-            raise CheckpointError(f"{where}: leaf params{key} is not in the first checkpoint")
-        if ref[key] != got[key]:
-            raise CheckpointError(f"{where}: leaf params{key} has shape {got[key]}, the first "
-                                  f"checkpoint has {ref[key]}")
-
-
 def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
                 decay_per: str = "step", debias: bool = True, from_step: int | None = None,
                 to_step: int | None = None, pkl: str | Path | None = None,
@@ -134,7 +115,7 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
             echo(f"warning: skipping {path}: its arrays hold NaN or inf")
             continue
         if state is None:
-            reference = _leaf_signature(params)
+            reference = leaf_signature(params)
             dtypes = jax.tree.map(lambda x: np.asarray(x).dtype, params)
             state = ema_init(params, attrs["step"], debias=debias)
         else:

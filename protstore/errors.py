@@ -1,7 +1,8 @@
-"""One exception family for user-facing errors.
+"""Every exception protstore raises on purpose, in one family.
 
 Library code raises these with the file / protein / frame in the message; only ``cli.py`` turns
-them into a one-line message and a non-zero exit code.
+them into a one-line message and a non-zero exit code. Other modules re-export some of them
+where users expect them (``protstore.batching.PlanError``, ``protstore.train.TrainingDiverged``).
 """
 
 
@@ -21,9 +22,39 @@ class UnknownResidueError(InputError):
     """A residue name is not in the vocabulary and ``UNK`` was not allowed."""
 
 
+class DocumentError(ProtstoreError):
+    """A metadata document (store, protein, plan, checkpoint, priors, config...) does not match
+    its JSON Schema; the message names the file and the field."""
+
+
 class StoreError(ProtstoreError):
     """The store is missing, malformed, or an operation on it is not allowed."""
 
 
+class ChunkError(StoreError):
+    """A chunk of a stored array is missing or does not decode: ``where`` names the array and
+    the chunk, ``reason`` what is wrong."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
 class ProteinExistsError(StoreError):
     """A protein id is already in the store with a different source (use overwrite)."""
+
+
+class PlanError(ProtstoreError):
+    """Invalid bucket-plan parameters, or a plan that does not fit the store."""
+
+
+class ConfigError(ProtstoreError):
+    """An invalid training, loader or model option."""
+
+
+class CheckpointError(ProtstoreError):
+    """A checkpoint that cannot be written or read as asked."""
+
+
+class TrainingDiverged(ProtstoreError):
+    """The loss or the parameters became non-finite."""

@@ -86,7 +86,8 @@ def demo_files(tmp_path_factory) -> list[Path]:
     """A tiny demo data set (3 proteins, one two-chain, one with corrupt frames)."""
     out = tmp_path_factory.mktemp("demo-data")
     config = DemoConfig(lengths=(12, 21, 33), two_chain=(1,), temperatures=(320, 348),
-                        replicas=1, frames=10, stride=10, equilibration=100, seed=1)
+                        replicas=1, frames=10, stride=10, equilibration=100,
+                        predecessor_length=0, seed=1)
     return make_demo_dataset(out, config, progress=False)
 
 
@@ -111,7 +112,7 @@ def train_store(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("train-data")
     config = DemoConfig(lengths=(16, 30, 45), two_chain=(1,), temperatures=(320, 348),
-                        replicas=1, frames=40, corrupt=False, seed=3)
+                        replicas=1, frames=40, corrupt=False, predecessor_length=0, seed=3)
     files = make_demo_dataset(out / "data", config, progress=False)
     store = protstore.open_store(out / "store.zarr", mode="a")
     ingest(files, store, progress=False, log=lambda m: None)

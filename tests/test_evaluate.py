@@ -1,6 +1,7 @@
 """Force-error analysis: hand-computed per-residue values, padding, parallel = serial, CLI."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -45,7 +46,8 @@ def tiny(tmp_path_factory):
 
 def test_per_residue_matches_a_hand_computation(tiny):
     store, zero, forces = tiny
-    res = compute_per_residue_errors(store, zero, split="all", mode="ml-only", workers=0)
+    res = compute_per_residue_errors(store, zero, split="all", mode="ml-only", workers=0,
+                                     model="plugin_models:zero")
     assert res.proteins == ["aa", "bb"]
     assert res.aa_names[SPECIES_ID["ALA"]] == "ALA"
     # per bead: sqrt(mean over frames of ||F_ref||²) because the model predicts zero force
@@ -120,7 +122,7 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     for s in select(train_store, plan=plan, n_frames=9, seed=1):
         static = protein_static(train_store, s.protein)
         beads = {k: static[k] for k in ("species", "resid", "chain")}
-        out = forces_block(train_store.url, None, s.protein, s.frames, s.n_max, 32, beads,
+        out = forces_block(train_store.url, "{}", s.protein, s.frames, s.n_max, 32, beads,
                            mp.params, mp.factory, "{}", "full")
         expect.append(np.sqrt((out[..., :3].astype(np.float64) ** 2).sum(-1).mean(0)))
     expect = np.concatenate(expect)
@@ -184,3 +186,33 @@ def test_notebook_runs_on_a_fresh_result(train_store, trained_run, tmp_path, mon
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum(o.output_type == "display_data" for o in outputs) >= 4  # the plots
+
+
+def test_a_checkpoint_never_runs_the_code_it_names(train_store, trained_run, tmp_path, capsys):
+    from protstore.checkpoints import read_checkpoint, write_checkpoint
+    from protstore.errors import ConfigError
+
+    marker = tmp_path / "marker"
+    params = read_checkpoint(trained_run.run_dir / "final").params
+    evil = tmp_path / "evil"
+    write_checkpoint(evil, params, {"kind": "final", "step": 0, "epoch": 0, "model": {
+        "factory": "os:system", "options": {"command": f"touch {marker}"}}})
+    assert main(["evaluate", train_store.url, "--params", str(evil), "--plan", "p",
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "'os:system'" in err and "--model os:system" in err and len(err.splitlines()) == 1
+    with pytest.raises(ConfigError, match="not one of protstore's built-in models"):
+        load_params(evil)
+    with pytest.raises(ConfigError):
+        compute_per_residue_errors(train_store, evil, plan=train_store.plan("p"), workers=0)
+    assert not marker.exists()
+    # a run directory whose config.json names a plug-in is resumed only when it is named again
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run)
+    shutil.rmtree(run / "final")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, model="os:system")))
+    assert main(["train", train_store.url, "--plan", "p", "--resume", str(run),
+                 "--no-progress"]) == 1
+    assert "--model os:system" in capsys.readouterr().err
+    assert not marker.exists()

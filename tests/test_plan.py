@@ -81,7 +81,9 @@ def test_splits_are_deterministic_and_disjoint():
     frames = {p: 40 for p in lengths}
     a = make_plan(lengths, frames, split="protein", val_fraction=0.2, seed=3)
     b = make_plan(lengths, frames, split="protein", val_fraction=0.2, seed=3)
-    assert a.split.val_proteins == b.split.val_proteins and len(a.split.val_proteins) == 2
+    assert a.split.val_proteins == b.split.val_proteins and len(a.split.val_proteins) == 3
+    # stratified: one held-out protein in each of the 3 buckets (3-4 proteins each)
+    assert all(len(set(bk.proteins) & set(a.split.val_proteins)) == 1 for bk in a.buckets)
     f = make_plan(lengths, frames, split="frame", val_fraction=0.25, seed=1)
     tr, va = f.split.frames("p3", 40, "train"), f.split.frames("p3", 40, "val")
     assert len(va) == 10 and not set(tr) & set(va) and len(tr) + len(va) == 40
@@ -98,3 +100,61 @@ def test_plan_round_trips_through_the_store(demo_store):
     assert "rt" in demo_store.plans()
     with pytest.raises(Exception, match="exists"):
         save_plan(demo_store, plan)
+
+
+def test_protein_split_is_stratified_by_bucket():
+    rng = np.random.default_rng(4)
+    lengths = {f"p{i}": int(n) for i, n in enumerate(rng.integers(30, 400, size=60))}
+    frames = {p: int(rng.integers(5, 50)) for p in lengths}
+    plan = make_plan(lengths, frames, boundaries=[60, 300], split="protein",
+                     val_fraction=0.25, seed=0)
+    sizes = [len(b.proteins) for b in plan.buckets]
+    assert min(sizes) < 12 < max(sizes)  # buckets of very different sizes
+    for bucket in plan.buckets:
+        held = set(bucket.proteins) & set(plan.split.val_proteins)
+        assert len(held) == max(1, round(0.25 * len(bucket.proteins)))
+    with pytest.raises(PlanError, match="at least 2 proteins"):
+        make_plan({"a": 10}, {"a": 5}, split="protein", val_fraction=0.2)
+
+
+def test_a_stale_plan_is_refused_by_every_command(tmp_path, capsys):
+    import protstore
+    from protstore.batching import BatchLoader, LoaderConfig, plan_from_store
+    from protstore.cli import main
+    from protstore.ingest import IngestOptions, ingest
+
+    from conftest import write_mdcath
+
+    for i, domain in enumerate(("aa1", "bb2")):
+        write_mdcath(tmp_path / f"{domain}.h5", domain=domain, frames=8, seed=i)
+    url = str(tmp_path / "s.zarr")
+    store = protstore.open_store(url, mode="a")
+    ingest([tmp_path / "aa1.h5", tmp_path / "bb2.h5"], store, progress=False, log=lambda m: None)
+    plan = plan_from_store(store, name="p", n_buckets=1, split="frame", val_fraction=0.25)
+    save_plan(store, plan)
+    # bb2 is ingested again from a longer trajectory: the plan's frame counts are stale
+    write_mdcath(tmp_path / "bb2.h5", domain="bb2", frames=12, seed=5)
+    ingest([tmp_path / "bb2.h5"], protstore.open_store(url, mode="a"),
+           IngestOptions(overwrite=True), progress=False, log=lambda m: None)
+    store = protstore.open_store(url)
+    message = "plan 'p' is stale: protein 'bb2' has 36 frames, the plan was made when it had 24"
+    with pytest.raises(PlanError, match=message):
+        store.plan("p")
+    with pytest.raises(PlanError, match=message):
+        BatchLoader(store, plan, LoaderConfig(batch_size=2))
+    ckpt = tmp_path / "ckpt"
+    from protstore.checkpoints import write_checkpoint
+    from protstore.model import default_priors
+    write_checkpoint(ckpt, {"prior": default_priors(), "model": {"w": np.zeros(1, np.float32)}},
+                     {"kind": "final", "step": 0, "epoch": 0,
+                      "model": {"factory": "plugin_models:zero", "options": {}}})
+    for args in (["train", url, "--plan", "p", "--out", str(tmp_path / "run")],
+                 ["fit-priors", url, "--plan", "p", "--out", str(tmp_path / "pr.json")],
+                 ["evaluate", url, "--plan", "p", "--params", str(ckpt), "--out",
+                  str(tmp_path / "ev"), "--model", "plugin_models:zero"],
+                 ["export-npz", url, "--plan", "p", "--out", str(tmp_path / "npz")]):
+        assert main(args) == 1, args[0]
+        err = capsys.readouterr().err
+        assert message in err and "make the plan again" in err, args[0]
+    assert main(["bucket", url, "--name", "p", "--overwrite", "--split", "frame"]) == 0
+    assert protstore.open_store(url).plan("p").frames["bb2"] == 36

@@ -145,7 +145,9 @@ def test_auto_shuffle_keeps_the_smaller_of_byte_and_bit_shuffle(demo_store):
             size = {sh: len(Blosc(enc.cname, enc.clevel, code, blocksize=enc.block_bytes)
                             .encode(first))
                     for sh, code in (("shuffle", Blosc.SHUFFLE), ("bitshuffle", Blosc.BITSHUFFLE))}
-            shuffle = array.metadata.codecs[-1].shuffle.value
+            blosc, crc = array.metadata.to_dict()["codecs"][-2:]
+            assert crc["name"] == "crc32c"
+            shuffle = blosc["configuration"]["shuffle"]
             assert size[shuffle] == min(size.values()), (pid, name, size)
             picked.add(shuffle)
     assert picked == {"shuffle", "bitshuffle"}  # the demo's data wants both
@@ -175,7 +177,7 @@ def test_layout_is_the_one_xarray_writes(tmp_path):
     per_atom, encoding, n_frames, chunk = _layout_inputs(), Encoding(), 50, 11
     first = {name: np.random.default_rng(k).normal(size=(chunk, 7, 3)).astype(np.float32)
              for k, name in enumerate("RF")}
-    group, _ = _create_layout(tmp_path / "direct", n_frames, per_atom)
+    group, _, _ = _create_layout(tmp_path / "direct", n_frames, per_atom, encoding)
     _create_vectors(group, n_frames, chunk, encoding, first)
     vec, empty = ("frame", "atom", "xyz"), np.empty((0, 7, 3), np.float32)
     template = xr.Dataset(
@@ -187,6 +189,8 @@ def test_layout_is_the_one_xarray_writes(tmp_path):
                      **encoding.codecs_for_vectors(first[name])} for name in ("R", "F")},
            "temperature": {"chunks": (1 << 16,), "_FillValue": None},
            "replica": {"chunks": (1 << 16,)}, "source_frame": {"chunks": (1 << 16,)}}
+    for name in ("temperature", "replica", "source_frame", *per_atom):
+        enc.setdefault(name, {}).update(encoding.codecs_for_coordinates())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         template.to_zarr(tmp_path / "xarray", zarr_format=3, consolidated=False, encoding=enc)
@@ -245,11 +249,11 @@ def test_the_shuffle_is_the_only_difference_the_first_chunk_makes(tmp_path):
     noise = np.random.default_rng(0).normal(size=(10, 7, 3)).astype(np.float32)
     meta = {}
     for shuffle in ("shuffle", "bitshuffle"):
-        group, _ = _create_layout(tmp_path / shuffle, 40, _layout_inputs())
+        group, _, _ = _create_layout(tmp_path / shuffle, 40, _layout_inputs(), Encoding())
         _create_vectors(group, 40, 10, Encoding(shuffle=shuffle), {"R": noise, "F": noise})
         meta[shuffle] = json.loads((tmp_path / shuffle / "R" / "zarr.json").read_text())
-        assert meta[shuffle]["codecs"][-1]["configuration"]["shuffle"] == shuffle
-    meta["shuffle"]["codecs"][-1]["configuration"]["shuffle"] = "bitshuffle"
+        assert meta[shuffle]["codecs"][-2]["configuration"]["shuffle"] == shuffle
+    meta["shuffle"]["codecs"][-2]["configuration"]["shuffle"] = "bitshuffle"
     assert meta["shuffle"] == meta["bitshuffle"]
 
 
@@ -314,3 +318,123 @@ def test_protein_group_metadata_is_what_zarr_consolidates(tmp_path):
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp_path / "copy"))
     assert json.loads((tmp_path / "copy" / "zarr.json").read_text()) == ours
+
+
+@pytest.mark.parametrize("pid", ["dot.id", "a.b.c", "x.1.deadbeef", "plain"])
+def test_staging_names_parse_back_whatever_the_id(pid):
+    from protstore.store.staging import REPLACED, WRITE, parse_staging, staging_name
+
+    for kind in (WRITE, REPLACED):
+        info = parse_staging(staging_name(kind, pid))
+        assert (info.kind, info.protein_id, info.pid) == (kind, pid, os.getpid())
+        assert not info.foreign
+    # names written by protstore < 0.5, read from the right
+    assert parse_staging(f"{pid}.123.0a1b2c3d").protein_id == pid
+    legacy = parse_staging(f"{pid}.replaced.0a1b2c3d")
+    assert (legacy.kind, legacy.protein_id) == (REPLACED, pid)
+    assert parse_staging("something-else") is None
+
+
+def test_cleanup_spares_live_and_foreign_writers_of_dotted_ids(tmp_path):
+    from protstore.store.staging import WRITE, staging_name
+
+    write_mdcath(tmp_path / "toy.h5", domain="dot.id", frames=8)
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    staging = tmp_path / "s.zarr" / ".staging"
+    staging.mkdir()
+    live = staging / staging_name(WRITE, "dot.id")  # this process: alive
+    foreign = staging / f"write@another-host.example@1@0a1b2c3d@dot.id"
+    dead = staging / f"write@{live.name.split('@')[1]}@999999999@0a1b2c3d@dot.id"
+    for entry in (live, foreign, dead):
+        (entry / "R").mkdir(parents=True)
+    report = ingest([tmp_path / "toy.h5"], store, progress=False, log=lambda m: None)
+    assert report.written == ["dot.id"]
+    assert live.is_dir() and foreign.is_dir() and not dead.exists()
+    assert sorted(store.recover_staging()) == []
+
+
+def test_an_interrupted_overwrite_of_a_dotted_id_is_restored(tmp_path):
+    from protstore.store.staging import REPLACED, staging_name
+
+    write_mdcath(tmp_path / "toy.h5", domain="dot.id", frames=8)
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    ingest([tmp_path / "toy.h5"], store, progress=False, log=lambda m: None)
+    before = protstore.open_store(tmp_path / "s.zarr").protein("dot.id").load()
+    # the state a kill between the two renames of an --overwrite leaves behind
+    (tmp_path / "s.zarr" / ".staging").mkdir(exist_ok=True)
+    os.rename(tmp_path / "s.zarr" / "proteins" / "dot.id",
+              tmp_path / "s.zarr" / ".staging" / staging_name(REPLACED, "dot.id"))
+    done = protstore.open_store(tmp_path / "s.zarr", mode="a").recover_staging()
+    assert done == ["restored protein 'dot.id' from an interrupted replace"]
+    after = protstore.open_store(tmp_path / "s.zarr").protein("dot.id").load()
+    assert after.identical(before)
+
+
+def test_a_writer_whose_staging_group_vanished_commits_nothing(tmp_path, monkeypatch):
+    import shutil
+
+    from protstore.ingest import IngestOptions
+    from protstore.store.store import Store
+
+    write_mdcath(tmp_path / "toy.h5", domain="dot.id", frames=30)
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    original = Store.commit
+
+    def commit_after_a_cleaner(self, writer, **kwargs):
+        shutil.rmtree(writer.path / "F")  # a buggy cleaner removes part of the group
+        return original(self, writer, **kwargs)
+
+    monkeypatch.setattr(Store, "commit", commit_after_a_cleaner)
+    report = ingest([tmp_path / "toy.h5"], store, IngestOptions(), progress=False,
+                    log=lambda m: None)
+    assert not report.written and "vanished before the commit" in next(iter(report.failed.values()))
+    assert protstore.open_store(tmp_path / "s.zarr").proteins == []
+
+
+def test_a_flipped_bit_anywhere_in_a_chunk_is_detected(tmp_path):
+    from protstore.errors import ChunkError
+
+    write_mdcath(tmp_path / "toy.h5", frames=30)
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    ingest([tmp_path / "toy.h5"], store, progress=False, log=lambda m: None)
+    assert store.encoding.checksum
+    group = tmp_path / "s.zarr" / "proteins" / "toy1"
+    clean = protstore.open_store(tmp_path / "s.zarr").protein("toy1", chunks=None).load()
+    rng = np.random.default_rng(0)
+    for name, key in (("R", "c/0/0/0"), ("F", "c/0/0/0"), ("resid", "c/0"),
+                      ("temperature", "c/0")):
+        chunk = group / name / key
+        original = chunk.read_bytes()
+        for _ in range(5):
+            data = bytearray(original)
+            bit = int(rng.integers(len(data) * 8))
+            data[bit // 8] ^= 1 << (bit % 8)
+            chunk.write_bytes(bytes(data))
+            with pytest.raises(ChunkError, match=f"toy1/{name} chunk 0: corrupt chunk"):
+                protstore.open_store(tmp_path / "s.zarr").protein("toy1", chunks=None).load()
+            findings = verify_store(protstore.open_store(tmp_path / "s.zarr"))
+            assert any(f.level == "error" and f"toy1/{name}" in f.where for f in findings)
+        chunk.write_bytes(original)
+    again = protstore.open_store(tmp_path / "s.zarr").protein("toy1", chunks=None).load()
+    assert again.identical(clean)
+
+
+def test_validate_checks_listing_and_plans_both_ways(tmp_path, capsys):
+    from protstore.batching import plan_from_store, save_plan
+    from protstore.cli import main
+
+    for i, domain in enumerate(("aa1", "bb2")):
+        write_mdcath(tmp_path / f"{domain}.h5", domain=domain, frames=8, seed=i)
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    ingest([tmp_path / "aa1.h5", tmp_path / "bb2.h5"], store, progress=False, log=lambda m: None)
+    save_plan(store, plan_from_store(store, name="p", n_buckets=1))
+    assert main(["validate", str(tmp_path / "s.zarr"), "--no-progress"]) == 0
+    (tmp_path / "s.zarr" / "proteins" / "bb2" / "zarr.json").unlink()
+    assert main(["validate", str(tmp_path / "s.zarr"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "proteins/bb2: listed in the root metadata but its group" in out
+    assert "proteins/bb2: a protein directory without zarr.json" in out
+    assert "plans/p: names protein 'bb2', which is not in the store" in out
+    assert main(["validate", str(tmp_path / "s.zarr"), "--repair", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "listed in the root metadata" not in out and "names protein 'bb2'" in out

@@ -81,7 +81,7 @@ def test_every_sample_once_per_epoch(demo_store, plan, order):
     for batch in loader.epoch(0):
         assert batch["R"].shape == (7, loader.n_max[batch["bucket"]], 3)
         real = batch["sample_mask"] > 0
-        seen.update(zip(batch["protein"][real].tolist(), batch["frame"][real].tolist()))
+        seen.update(zip(batch["protein_index"][real].tolist(), batch["frame"][real].tolist()))
         assert (batch["mask"][~real] == 0).all()
         buckets.append(batch["bucket"])
     expected = sum(len(plan.split.frames(p, plan.frames[p], "train")) for p in plan.proteins)
@@ -95,7 +95,7 @@ def test_batches_hold_the_right_data(demo_store, plan):
     loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=5, seed=4))
     for batch in list(loader.epoch(1))[:4]:
         for i in range(5):
-            pid = plan.proteins[batch["protein"][i]]
+            pid = plan.proteins[batch["protein_index"][i]]
             ref = demo_store.protein(pid)
             n, f = ref.sizes["atom"], batch["frame"][i]
             np.testing.assert_array_equal(batch["R"][i, :n], ref.R.values[f])
@@ -104,6 +104,36 @@ def test_batches_hold_the_right_data(demo_store, plan):
             np.testing.assert_array_equal(batch["chain"][i, :n], chain_codes(ref.chain.values))
             assert (batch["chain"][i, n:] == -1).all()
             assert batch["temperature"][i] == ref.temperature.values[f]
+
+
+@pytest.mark.parametrize("last", ["drop", "pad"])
+def test_a_loader_batch_equals_the_view_at_its_samples(demo_store, plan, last):
+    from protstore.batching.sample import FIELDS
+
+    views = {k: demo_store.bucket("views", k, "train") for k in range(len(plan.buckets))}
+    loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=6, seed=9, last=last))
+    checked = 0
+    for batch in loader.epoch(2):
+        view = views[batch["bucket"]]
+        real = batch["sample_mask"] > 0
+        index = {(int(p), int(f)): s for s, (p, f) in enumerate(zip(
+            view.protein_index.values, view.frame.values))}
+        samples = [index[(int(p), int(f))] for p, f in
+                   zip(batch["protein_index"][real], batch["frame"][real])]
+        at = view.isel(sample=samples)
+        for key in ("R", "F", "mask", "species", "resid", "chain", "temperature",
+                    "protein_index", "frame"):
+            expected = at[key].values
+            assert batch[key].dtype == FIELDS[key].dtype == expected.dtype, key
+            np.testing.assert_array_equal(batch[key][real], expected, err_msg=key)
+            if (~real).any():  # padded samples hold the pad values
+                assert (batch[key][~real] == FIELDS[key].pad).all(), key
+        checked += int(real.sum())
+    total = sum(len(plan.split.frames(p, plan.frames[p], "train")) for p in plan.proteins)
+    if last == "pad":
+        assert checked == total
+    else:  # each bucket drops fewer than a batch
+        assert total - len(plan.buckets) * 5 <= checked <= total
 
 
 def test_drop_last_never_short(demo_store, plan):
@@ -252,4 +282,160 @@ def test_chunk_reader_falls_back_to_zarr(tmp_path):
         assert reader.direct is None
         np.testing.assert_array_equal(reader.read_all(), data)
     reader = ChunkReader(unwritten)
-    assert reader.direct is not None and (reader.read(3) == 7.0).all()
+    assert reader.direct is not None
+    with pytest.raises(protstore.errors.ChunkError, match="chunk 3: chunk file missing"):
+        reader.read(3)
+
+
+@pytest.mark.parametrize("kind", ["crc32c", "big-endian", "v2-keys", "zstd", "no-transpose",
+                                  "strings"])
+def test_direct_path_reads_and_writes_what_zarr_does(tmp_path, kind):
+    import zarr
+
+    from protstore.store.chunks import ChunkReader, ChunkWriter
+
+    data = np.random.default_rng(0).normal(size=(10, 4, 3)).astype(np.float32)
+    kwargs = {"filters": [zarr.codecs.TransposeCodec(order=(1, 2, 0))],
+              "compressors": [zarr.codecs.BloscCodec(cname="zstd", clevel=2)]}
+    if kind == "crc32c":
+        kwargs["compressors"] = kwargs["compressors"] + [zarr.codecs.Crc32cCodec()]
+    elif kind == "big-endian":
+        kwargs["serializer"] = zarr.codecs.BytesCodec(endian="big")
+    elif kind == "v2-keys":
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "."}
+    elif kind == "zstd":
+        kwargs["compressors"] = [zarr.codecs.ZstdCodec(level=3, checksum=True)]
+    elif kind == "no-transpose":
+        del kwargs["filters"]
+    elif kind == "strings":
+        data = np.array([f"s{i}" for i in range(10)], dtype=object)
+        del kwargs["filters"]
+    shape, chunks = data.shape, (3, *data.shape[1:])
+    dtype = str if kind == "strings" else "float32"
+    by_zarr = zarr.create_array(tmp_path / "a.zarr", shape=shape, chunks=chunks, dtype=dtype,
+                                **kwargs)
+    by_zarr[:] = data
+    direct = zarr.create_array(tmp_path / "b.zarr", shape=shape, chunks=chunks, dtype=dtype,
+                               **kwargs)
+    writer = ChunkWriter(direct)
+    assert writer.direct is not None
+    for c in range(4):
+        writer.write(c, data[3 * c:3 * c + 3])
+    for array in (by_zarr, direct):
+        reader = ChunkReader(array)
+        assert reader.direct is not None
+        np.testing.assert_array_equal(reader.read_all(), data)
+        np.testing.assert_array_equal(reader.read(3), data[9:])
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "b.zarr")[:], data)
+
+
+def test_direct_path_leaves_sharded_and_unknown_layouts_to_zarr(tmp_path, monkeypatch):
+    import zarr
+
+    from protstore.store import chunks
+    from protstore.store.chunks import ChunkReader, ChunkWriter
+
+    data = np.arange(60, dtype=np.float32).reshape(20, 3)
+    sharded = zarr.create_array(tmp_path / "s.zarr", shape=data.shape, chunks=(2, 3),
+                                shards=(4, 3), dtype="float32")
+    writer = ChunkWriter(sharded)
+    assert writer.direct is None
+    for c in range(10):
+        writer.write(c, data[2 * c:2 * c + 2])
+    np.testing.assert_array_equal(ChunkReader(sharded).read_all(), data)
+    plain = zarr.create_array(tmp_path / "p.zarr", shape=data.shape, chunks=(4, 3),
+                              dtype="float32")
+    plain[:] = data
+
+    def broken(array):
+        raise KeyError("a field this version does not know")
+
+    monkeypatch.setattr(chunks, "_recognise", broken)
+    reader = ChunkReader(plain)
+    assert reader.direct is None
+    np.testing.assert_array_equal(reader.read(1), data[4:8])
+
+
+@pytest.fixture(scope="module")
+def multichunk(tmp_path_factory):
+    """12 small proteins of 160 frames (2 temperatures x 2 replicas) in 1 KiB chunks: each
+    protein spans about 10 chunks, as an mdCATH protein spans many."""
+    from conftest import write_mdcath
+
+    tmp = tmp_path_factory.mktemp("multichunk")
+    protstore.store.create_store(tmp / "s.zarr", protstore.Encoding(chunk_bytes=1024))
+    store = protstore.open_store(tmp / "s.zarr", mode="a")
+    files = []
+    for i in range(12):
+        write_mdcath(tmp / f"p{i}.h5", domain=f"p{i:02d}", frames=40, seed=i,
+                     runs=((320, 0), (320, 1), (348, 0), (348, 1)))
+        files.append(tmp / f"p{i}.h5")
+    ingest(files, store, progress=False, log=lambda m: None)
+    plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
+                     name="mc", n_buckets=1)
+    save_plan(store, plan)
+    return protstore.open_store(tmp / "s.zarr"), plan
+
+
+def test_batches_are_as_diverse_as_a_uniform_shuffle(multichunk):
+    from protstore.batching.loader import _uniform_distinct
+
+    store, plan = multichunk
+    reader = store.protein_readers(plan.proteins[0])["R"]
+    assert 160 / reader.chunk >= 5  # every protein spans several chunks
+    loader = BatchLoader(store, plan, LoaderConfig(batch_size=8, seed=3))
+    for epoch in range(3):
+        ((got, uniform),) = loader.protein_diversity(epoch).values()
+        assert got >= 0.9 * uniform, (epoch, got, uniform)
+        # runs: distinct (protein, temperature) per batch against a uniform shuffle
+        runs, counts = [], {}
+        for batch in loader.epoch(epoch):
+            key = list(zip(batch["protein_index"].tolist(), batch["temperature"].tolist()))
+            runs.append(len(set(key)))
+            for k in key:
+                counts[k] = counts.get(k, 0) + 1
+        expect = _uniform_distinct(np.array(list(counts.values())), 8)
+        assert np.mean(runs) >= 0.9 * expect, (np.mean(runs), expect)
+    # the old layout (windows of 8 chunks shuffled uniformly) did not reach it
+    narrow = BatchLoader(store, plan, LoaderConfig(batch_size=8, seed=3, buffer_chunks=2))
+    ((got, uniform),) = narrow.protein_diversity(0).values()
+    assert got < 0.8 * uniform
+
+
+def test_bead_budgets_size_each_bucket_and_weigh_beads_alike(demo_store, plan):
+    loader = BatchLoader(demo_store, plan, LoaderConfig(batch_beads=200, last="drop"))
+    sizes = {k: loader.batch_size(k) for k in range(len(plan.buckets))}
+    assert sizes == {k: max(1, 200 // b.n_max) for k, b in enumerate(plan.buckets)}
+    assert loader.shapes() == {k: (sizes[k], b.n_max) for k, b in enumerate(plan.buckets)}
+    padded = []
+    for batch in loader.epoch(0):
+        k = batch["bucket"]
+        assert batch["R"].shape == (sizes[k], plan.buckets[k].n_max, 3)
+        padded.append(batch["R"].shape[0] * batch["R"].shape[1])
+    # every step holds the same number of bead slots up to the rounding of 200 // N_max
+    assert max(padded) <= 200 and min(padded) > 200 - max(b.n_max for b in plan.buckets)
+
+
+def test_frame_split_holds_out_blocks_of_runs_and_reports_leakage(multichunk):
+    from protstore.batching import plan_from_store
+
+    store, _ = multichunk
+    doc = store.protein_doc(store.proteins[0])
+    assert [(r["temperature"], r["replica"], r["n_frames"]) for r in doc["runs"]] == \
+        [(320.0, 0, 40), (320.0, 1, 40), (348.0, 0, 40), (348.0, 1, 40)]
+    plan = plan_from_store(store, name="blocks", split="frame", val_fraction=0.25,
+                           block_frames=20)
+    assert plan.split.runs[store.proteins[0]] == [40, 40, 40, 40]
+    assert plan.split.val_leakage <= 0.1  # 2 of 20 frames per block at most
+    assert "next to a training frame" in plan.table()
+    for pid in plan.proteins:
+        val = plan.split.frames(pid, 160, "val")
+        assert len(val) == 40
+        # held out in whole blocks inside runs: no block crosses a run boundary
+        starts = val[np.flatnonzero(np.diff(np.r_[-2, val]) != 1)]
+        assert all((s % 40) % 20 == 0 for s in starts)
+    single = make_plan(plan.lengths, plan.frames, split="frame", val_fraction=0.25,
+                       runs=plan.split.runs, block_frames=1)
+    assert single.split.val_leakage > 0.5  # single frames: most have a training neighbour
+    save_plan(protstore.open_store(store.url, mode="r+"), plan)
+    assert protstore.open_store(store.url).plan("blocks") == plan

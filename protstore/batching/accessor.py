@@ -6,12 +6,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..vocab import PAD, PAD_ID
-
-#: What padded beads hold. All finite, so no NaN can enter a model through padding; models must
-#: still use ``mask`` (padded beads sit on top of each other at the origin).
-PAD_VALUES = {"R": 0.0, "F": 0.0, "mask": 0.0, "species": PAD_ID, "resid": -1,
-              "resname": PAD, "chain": ""}
+from ..store.layout import chain_codes
+from ..vocab import PAD
+from .sample import BEAD_FIELDS, TOPOLOGY
 
 
 @xr.register_dataset_accessor("prot")
@@ -29,10 +26,12 @@ class ProtAccessor:
         return xr.DataArray(self._ds.sizes["atom"])
 
     def pad_to(self, n_max: int) -> xr.Dataset:
-        """A protein Dataset (frame, atom, xyz) padded lazily to ``n_max`` beads with a mask.
+        """A protein Dataset (frame, atom, xyz) padded lazily to ``n_max`` beads with a mask,
+        as the fields of :mod:`protstore.batching.sample` define a padded sample.
 
-        R and F stay dask arrays (padding happens on read); per-atom coordinates are padded
-        with :data:`PAD_VALUES`; ``mask`` [atom] is 1.0 for real beads and 0.0 for padding.
+        R and F stay lazy (padding happens on read); ``species``, ``resid`` and ``chain`` (the
+        chain labels become codes 0, 1, ... in bead order) are padded with their pad values,
+        ``resname`` with ``"PAD"``; ``mask`` [atom] is 1.0 for real beads and 0.0 for padding.
         """
         ds = self._ds
         n = ds.sizes["atom"]
@@ -45,16 +44,19 @@ class ProtAccessor:
             if not isinstance(data, da.Array):
                 data = da.from_array(data, chunks=(-1, -1, -1))
             out[name] = (ds[name].dims, da.pad(data, ((0, 0), (0, pad), (0, 0)),
-                                               constant_values=PAD_VALUES[name]), ds[name].attrs)
+                                               constant_values=BEAD_FIELDS[name].pad),
+                         ds[name].attrs)
         coords = {k: v for k, v in ds.coords.items() if "atom" not in v.dims}
-        for name in ("species", "resid", "resname", "chain"):
+        for name in TOPOLOGY:
             if name in ds.coords:
-                values = np.asarray(ds[name].values)
-                if values.dtype.kind not in "iuf":
-                    values = np.array(values.tolist(), dtype=str)  # fixed width: dask sizes it
-                fill = np.full(pad, PAD_VALUES[name], dtype=values.dtype)
-                coords[name] = ("atom", np.concatenate([values, fill]))
-        coords["mask"] = ("atom", np.r_[np.ones(n, np.float32), np.zeros(pad, np.float32)])
+                values = ds[name].values
+                if name == "chain" and values.dtype.kind not in "iu":
+                    values = chain_codes(values)
+                coords[name] = ("atom", BEAD_FIELDS[name].padded(values, n_max))
+        if "resname" in ds.coords:
+            names = np.array(ds["resname"].values.tolist(), dtype=str)  # fixed width: dask sizes it
+            coords["resname"] = ("atom", np.concatenate([names, np.full(pad, PAD, names.dtype)]))
+        coords["mask"] = ("atom", BEAD_FIELDS["mask"].padded(np.ones(n), n_max))
         return xr.Dataset(out, coords=coords, attrs=ds.attrs)
 
     def unpad(self) -> xr.Dataset:

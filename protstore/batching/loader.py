@@ -4,10 +4,21 @@ How an epoch is laid out (all from metadata, before any data is read):
 
 1. Each bucket's samples are grouped into *units*: the split's frames of one protein that lie in
    one Zarr chunk, so a unit is read with one chunk read.
-2. Units are shuffled, then taken ``buffer_chunks`` at a time as *windows*; the samples of a
-   window are shuffled together (a host-side shuffle buffer). Every sample appears exactly once.
-3. A bucket's sample sequence is cut into batches of ``batch_size``; the last partial batch is
-   dropped or padded with masked samples (``last``), never silently short.
+2. Units are shuffled over the whole bucket, then taken W at a time as *windows* (W =
+   ``buffer_chunks``, by default twice the bucket's batch size and at least 16). Within a
+   window each unit's frames are shuffled and the units are *interleaved in proportion*: the
+   j-th of a unit's n samples gets the key (j + u)/n, u uniform in [0, 1), and the window is
+   ordered by key. So consecutive samples come from different chunks, in proportion to their
+   sizes, and a batch holds about as many distinct proteins (and runs) as a uniform shuffle of
+   the bucket would give (``protein_diversity``; ``benchmarks/bench_batching.py`` measures it),
+   while every chunk is still decoded once per epoch. Every sample appears exactly once.
+   Memory: the loader holds at most two windows of decoded frames (the one being served and
+   the one read ahead), W chunks each: about 2 x W x 2 MiB for R and F, times N_max/N.
+3. A bucket's sample sequence is cut into batches: ``batch_size`` samples, or with
+   ``batch_beads`` ``max(1, batch_beads // N_max)`` samples of that bucket, so every step costs
+   about the same and each real bead weighs about the same in the loss whatever its bucket;
+   the last partial batch is dropped or padded with masked samples (``last``), never silently
+   short.
 4. Batches of all buckets are ordered ``sequential`` (bucket 0, then 1, ...) or ``interleaved``
    (a seeded shuffle of all batches, so buckets mix in proportion to their frame counts).
 
@@ -31,8 +42,8 @@ from ..prefetch import prefetch
 from ..store import Store
 from ..store.chunks import ChunkReader
 from ..store.layout import chain_codes
-from ..vocab import PAD_ID
-from .plan import BucketPlan
+from .plan import BucketPlan, check_plan
+from .sample import BEAD_FIELDS, FIELDS
 
 ORDERS = ("interleaved", "sequential")
 
@@ -42,12 +53,13 @@ class LoaderConfig:
     """How batches are made (config as data)."""
 
     batch_size: int = 32
+    batch_beads: int | None = None  # instead of batch_size: max(1, batch_beads // N_max) a bucket
     order: str = "interleaved"
     split: str = "train"
     seed: int = 0
     shuffle: bool = True
     last: str = "drop"  # or "pad": fill the last batch of a bucket with masked samples
-    buffer_chunks: int = 8
+    buffer_chunks: int = 0  # units (chunks) per window; 0: max(16, 2 x the bucket's batch size)
     prefetch: int = 4
     read_threads: int = 4  # chunk reads and decodes in flight (they release the GIL)
     buckets: tuple[int, ...] | None = None  # only these buckets (None: all)
@@ -75,16 +87,16 @@ class _Layout:
     frame: np.ndarray  # [S] frame index in the protein's group
     window_start: np.ndarray  # [W + 1] sequence offsets of windows
     n_batches: int
+    bucket: int
 
 
 class BatchLoader:
     """Batches of one plan's split as dicts of NumPy arrays with static shapes per bucket.
 
-    Keys: ``R``, ``F`` [B, N_max, 3] float32; ``mask`` [B, N_max] float32; ``species``,
-    ``resid``, ``chain`` [B, N_max] int32 (``chain``: the protein's chains numbered 0, 1, ... in
-    bead order; -1 for padding); ``protein`` [B] int32 (index into ``plan.proteins``, -1 for a
-    padded sample); ``frame`` [B] int32; ``temperature`` [B] float32 (K); ``sample_mask`` [B]
-    float32; ``bucket``, ``epoch``, ``step`` ints.
+    Keys: the fields of :mod:`protstore.batching.sample` with a leading batch axis B (``R``,
+    ``F`` [B, N_max, 3]; ``mask``, ``species``, ``resid``, ``chain`` [B, N_max];
+    ``protein_index``, ``frame``, ``temperature``, ``sample_mask`` [B]), plus the ints
+    ``bucket``, ``epoch`` and ``step``.
     """
 
     def __init__(self, store: Store, plan: BucketPlan, config: LoaderConfig = LoaderConfig()):
@@ -94,6 +106,11 @@ class BatchLoader:
             raise ProtstoreError(f"last must be 'drop' or 'pad', not {config.last!r}")
         if config.batch_size < 1:
             raise ProtstoreError(f"batch size must be >= 1, not {config.batch_size}")
+        if config.batch_beads is not None and config.batch_beads < 1:
+            raise ProtstoreError(f"batch_beads must be >= 1, not {config.batch_beads}")
+        if config.buffer_chunks < 0:
+            raise ProtstoreError(f"buffer_chunks must be >= 0, not {config.buffer_chunks}")
+        check_plan(store, plan)
         self.store, self.plan, self.config = store, plan, config
         self.proteins = plan.proteins
         self._index = {p: i for i, p in enumerate(self.proteins)}
@@ -127,25 +144,40 @@ class BatchLoader:
             self._layouts[(k, epoch)] = self._make_layout(k, epoch)
         return self._layouts[(k, epoch)]
 
+    def batch_size(self, k: int) -> int:
+        """Samples per batch of bucket k: ``batch_size``, or ``max(1, batch_beads // N_max)``."""
+        if self.config.batch_beads is None:
+            return self.config.batch_size
+        return max(1, self.config.batch_beads // self.n_max[k])
+
+    def window_units(self, k: int) -> int:
+        """Units (chunks) per window of bucket k."""
+        return self.config.buffer_chunks or max(16, 2 * self.batch_size(k))
+
     def _make_layout(self, k: int, epoch: int) -> _Layout:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, epoch, k])
         units = self._units[k]
+        W = self.window_units(k)
         order = rng.permutation(len(units)) if cfg.shuffle else np.arange(len(units))
         prot, frame, starts = [], [], [0]
-        for w in range(0, len(order), cfg.buffer_chunks):
-            chosen = [units[u] for u in order[w:w + cfg.buffer_chunks]]
-            p = np.concatenate([np.full(len(f), i, np.int32) for i, f in chosen])
+        for w in range(0, len(order), W):
+            chosen = [units[u] for u in order[w:w + W]]
+            sizes = np.array([len(f) for _, f in chosen])
+            p = np.repeat(np.array([i for i, _ in chosen], np.int32), sizes)
             f = np.concatenate([fr for _, fr in chosen]).astype(np.int32)
-            perm = rng.permutation(len(p)) if cfg.shuffle else np.arange(len(p))
-            prot.append(p[perm])
-            frame.append(f[perm])
+            if cfg.shuffle:
+                perm = _interleaved(sizes, rng)
+                p, f = p[perm], f[perm]
+            prot.append(p)
+            frame.append(f)
             starts.append(starts[-1] + len(p))
-        S = starts[-1]
-        n_batches = S // cfg.batch_size if cfg.last == "drop" else -(-S // cfg.batch_size)
+        S, B = starts[-1], self.batch_size(k)
+        n_batches = S // B if cfg.last == "drop" else -(-S // B)
         empty = np.zeros(0, np.int32)
         return _Layout(np.concatenate(prot) if prot else empty,
-                       np.concatenate(frame) if frame else empty, np.array(starts), n_batches)
+                       np.concatenate(frame) if frame else empty, np.array(starts), n_batches,
+                       k)
 
     def schedule(self, epoch: int) -> list[tuple[int, int]]:
         """(bucket, batch number within the bucket) for every step of ``epoch``."""
@@ -169,7 +201,22 @@ class BatchLoader:
 
     def shapes(self) -> dict[int, tuple[int, int]]:
         """Static (batch, N_max) per bucket: one compilation each."""
-        return {k: (self.config.batch_size, n) for k, n in enumerate(self.n_max)}
+        return {k: (self.batch_size(k), n) for k, n in enumerate(self.n_max)}
+
+    def protein_diversity(self, epoch: int = 0) -> dict[int, tuple[float, float]]:
+        """Per bucket: (mean distinct proteins per full batch of ``epoch``, its expectation under
+        a uniform shuffle of the bucket's samples). From the layout alone (reads no data)."""
+        out = {}
+        for k in range(len(self.plan.buckets)):
+            lay, B = self._layout(k, epoch), self.batch_size(k)
+            full = (len(lay.protein) // B) * B
+            if not full:
+                continue
+            batches = np.sort(lay.protein[:full].reshape(-1, B), axis=1)
+            distinct = (np.diff(batches, axis=1) != 0).sum(axis=1) + 1
+            counts = np.bincount(lay.protein)
+            out[k] = (float(distinct.mean()), _uniform_distinct(counts[counts > 0], B))
+        return out
 
     # ------------------------------------------------------------------ reading
     def _read_pool(self) -> ThreadPoolExecutor:
@@ -198,14 +245,10 @@ class BatchLoader:
         readers = self.store.protein_readers(pid)
         n_max = self.n_max[self._bucket_of[pid]]
         n = self.plan.lengths[pid]
-        species = np.full(n_max, PAD_ID, np.int32)
-        species[:n] = readers["species"].read_all()
-        resid = np.full(n_max, -1, np.int32)
-        resid[:n] = readers["resid"].read_all()
-        chain = np.full(n_max, -1, np.int32)
-        chain[:n] = chain_codes(readers["chain"].read_all())
-        mask = np.zeros(n_max, np.float32)
-        mask[:n] = 1.0
+        species = BEAD_FIELDS["species"].padded(readers["species"].read_all(), n_max)
+        resid = BEAD_FIELDS["resid"].padded(readers["resid"].read_all(), n_max)
+        chain = BEAD_FIELDS["chain"].padded(chain_codes(readers["chain"].read_all()), n_max)
+        mask = BEAD_FIELDS["mask"].padded(np.ones(n), n_max)
         temperature = readers["temperature"].read_all().astype(np.float32, copy=False)
         return _Protein(readers["R"], readers["F"], temperature, species, resid, chain, mask, n)
 
@@ -213,9 +256,8 @@ class BatchLoader:
         """Padded per-bead arrays of bucket k's proteins, rows indexed by protein index, and
         their per-frame temperatures (flat, with offsets)."""
         if k not in self._tables:
-            rows = {key: np.zeros((len(self.proteins), self.n_max[k]), dtype)
-                    for key, dtype in (("species", np.int32), ("resid", np.int32),
-                                       ("chain", np.int32), ("mask", np.float32))}
+            rows = {key: BEAD_FIELDS[key].fill((len(self.proteins), self.n_max[k]))
+                    for key in ("species", "resid", "chain", "mask")}
             offset = np.zeros(len(self.proteins), np.int64)
             temperatures, total = [], 0
             for pid in self.plan.buckets[k].proteins:
@@ -237,8 +279,7 @@ class BatchLoader:
         lo, hi = lay.window_start[w], lay.window_start[w + 1]
         prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
         n_max = self.n_max[k]
-        out = {"R": np.zeros((hi - lo, n_max, 3), np.float32),
-               "F": np.zeros((hi - lo, n_max, 3), np.float32)}
+        out = {key: BEAD_FIELDS[key].fill((hi - lo, n_max)) for key in ("R", "F")}
         tasks = []
         for i in np.unique(prot):
             protein = self._protein_arrays(int(i))
@@ -254,20 +295,21 @@ class BatchLoader:
 
     def _windows(self, lay: _Layout, j: int) -> tuple[int, int, int, int]:
         """Sample range [lo, hi) of batch j and the windows [w_lo, w_hi) holding it."""
-        lo = j * self.config.batch_size
-        hi = min(lo + self.config.batch_size, len(lay.protein))
+        B = self.batch_size(lay.bucket)
+        lo = j * B
+        hi = min(lo + B, len(lay.protein))
         w_lo = int(np.searchsorted(lay.window_start, lo, side="right") - 1)
         w_hi = int(np.searchsorted(lay.window_start, hi, side="left"))
         return lo, hi, w_lo, w_hi
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
-        B = self.config.batch_size
         schedule = self.schedule(epoch)[start_step:]
         self._start_opening(dict.fromkeys(k for k, _ in schedule))  # buckets in order of use
         caches: dict[int, dict[int, _Window]] = {}
         for n, (k, j) in enumerate(schedule):
             step = start_step + n
             lay = self._layout(k, epoch)
+            B = self.batch_size(k)
             cache = caches.setdefault(k, {})
             lo, hi, w_lo, w_hi = self._windows(lay, j)
             for w in list(cache):
@@ -290,7 +332,7 @@ class BatchLoader:
             table = self._bucket_table(k)
             for key in ("species", "resid", "chain", "mask"):
                 batch[key] = table[key][prot]
-            batch["protein"] = prot.astype(np.int32)
+            batch["protein_index"] = prot.astype(np.int32)
             batch["frame"] = lay.frame[lo:hi].astype(np.int32)
             batch["temperature"] = table["temperature"][table["temperature_offset"][prot]
                                                          + batch["frame"]]
@@ -323,6 +365,34 @@ class _Window:
         return self.arrays
 
 
+def _interleaved(sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of a window's samples (units of ``sizes`` samples, in order): each unit's
+    samples shuffled, then all units interleaved in proportion to their sizes (module
+    docstring, step 2)."""
+    unit = np.repeat(np.arange(len(sizes)), sizes)
+    within = np.lexsort((rng.random(len(unit)), unit))  # each unit's samples, shuffled
+    rank = np.arange(len(unit)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    key = (rank + rng.random(len(unit))) / sizes[unit]
+    return within[np.argsort(key, kind="stable")]
+
+
+def _uniform_distinct(counts: np.ndarray, B: int) -> float:
+    """Expected distinct proteins in B samples drawn without replacement from a bucket whose
+    proteins hold ``counts`` samples: sum over proteins of 1 - C(S - n, B) / C(S, B)."""
+    from math import lgamma
+
+    S = int(counts.sum())
+    if B >= S:
+        return float(len(counts))
+    log_total = lgamma(S + 1) - lgamma(B + 1) - lgamma(S - B + 1)
+    missing = 0.0
+    for n in counts.tolist():
+        if S - n >= B:
+            missing += np.exp(lgamma(S - n + 1) - lgamma(B + 1) - lgamma(S - n - B + 1)
+                              - log_total)
+    return float(len(counts) - missing)
+
+
 def _gather(reader: ChunkReader, c: int, offset: np.ndarray, out: np.ndarray, rows: np.ndarray,
             n: int) -> None:
     """out[rows, :n] = frames ``offset`` of chunk ``c`` (one decode, one strided copy)."""
@@ -330,10 +400,10 @@ def _gather(reader: ChunkReader, c: int, offset: np.ndarray, out: np.ndarray, ro
 
 
 def _pad_batch(batch: dict, B: int) -> dict:
-    n = len(batch["protein"])
-    fills = {"species": PAD_ID, "resid": -1, "chain": -1, "protein": -1, "frame": -1}
+    """Fill a short batch up to B samples with padded samples (:data:`FIELDS` pad values)."""
+    n = len(batch["sample_mask"])
     out = {}
     for key, value in batch.items():
-        pad = np.full((B - n,) + value.shape[1:], fills.get(key, 0), dtype=value.dtype)
+        pad = np.full((B - n,) + value.shape[1:], FIELDS[key].pad, dtype=value.dtype)
         out[key] = np.concatenate([value, pad])
     return out

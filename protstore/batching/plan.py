@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .. import __version__
-from ..errors import ProtstoreError
+from ..errors import PlanError
 
 COSTS = {"linear": 1, "pair": 2}
 STRATEGIES = ("boundaries", "equal-count", "optimal")
 SPLITS = ("none", "protein", "frame")
 PLAN_DOC = "protstore_plan"
-
-
-class PlanError(ProtstoreError):
-    """Invalid bucket-plan parameters."""
 
 
 def frame_cost(n: np.ndarray | int, cost: str) -> np.ndarray:
@@ -123,18 +119,30 @@ class Bucket:
         return 1.0 - self.real_cost / self.padded_cost if self.padded_cost else 0.0
 
 
+BLOCK_FRAMES = 50  # frames of a held-out block: 2 of its 50 touch training frames at most
+
+
 @dataclass(frozen=True)
 class Split:
     """Deterministic train/validation assignment (stored with the plan).
 
-    mode ``protein``: whole proteins are held out (``val_proteins``); ``frame``: a seeded
-    fraction of every protein's frames; ``none``: everything is training data.
+    mode ``protein``: whole proteins are held out (``val_proteins``, drawn bucket by bucket in
+    proportion: :func:`stratified_proteins`); the split that measures generalisation to new
+    proteins. ``frame``: a seeded fraction of every protein's frames, held out as contiguous
+    blocks of ``block_frames`` frames of each run (``runs``: each protein's runs as frame
+    counts, in store order), so that few validation frames are next to a training frame
+    (consecutive MD frames are nearly the same sample; ``val_leakage`` is the fraction that
+    are). Plans made before 0.5 held out single frames (no ``block_frames``).
+    ``none``: everything is training data.
     """
 
     mode: str = "none"
     val_fraction: float = 0.0
     seed: int = 0
     val_proteins: list[str] = field(default_factory=list)
+    block_frames: int | None = None
+    runs: dict[str, list[int]] = field(default_factory=dict)
+    val_leakage: float | None = None
 
     def frames(self, protein: str, n_frames: int, part: str) -> np.ndarray:
         """Sorted frame indices of ``protein`` in ``part`` ('train', 'val' or 'all')."""
@@ -143,11 +151,47 @@ class Split:
         if self.mode == "protein":
             held = protein in self.val_proteins
             return np.arange(n_frames) if held == (part == "val") else np.arange(0)
+        val = self.held_out(protein, n_frames)
+        return np.flatnonzero(val if part == "val" else ~val)
+
+    def held_out(self, protein: str, n_frames: int) -> np.ndarray:
+        """[n_frames] bool: the frame split's validation frames of ``protein``."""
         rng = np.random.default_rng([self.seed, zlib.crc32(protein.encode())])
         n_val = int(round(self.val_fraction * n_frames))
         val = np.zeros(n_frames, dtype=bool)
-        val[rng.permutation(n_frames)[:n_val]] = True
-        return np.flatnonzero(val if part == "val" else ~val)
+        if self.block_frames is None:  # plans before 0.5: single frames
+            val[rng.permutation(n_frames)[:n_val]] = True
+            return val
+        runs = self.runs.get(protein) or [n_frames]
+        blocks = [(a, min(a + self.block_frames, start + n))
+                  for start, n in zip(np.cumsum([0, *runs[:-1]]).tolist(), runs)
+                  for a in range(start, start + n, self.block_frames)]
+        taken = 0
+        for b in rng.permutation(len(blocks)):
+            if taken >= n_val:
+                break
+            a, e = blocks[b]
+            e = min(e, a + n_val - taken)
+            val[a:e] = True
+            taken += e - a
+        return val
+
+    def leakage(self, frames: dict[str, int]) -> float | None:
+        """Fraction of validation frames with a training frame of the same run next to them."""
+        if self.mode != "frame":
+            return None
+        touching = total = 0
+        for pid, n in frames.items():
+            val = self.held_out(pid, n)
+            same_run = np.ones(max(n - 1, 0), bool)  # frame i and i+1 in one run
+            ends = np.cumsum(self.runs.get(pid) or [n])[:-1]
+            same_run[ends - 1] = False
+            near = np.zeros(n, bool)
+            near[:-1] |= same_run & ~val[1:]
+            near[1:] |= same_run & ~val[:-1]
+            touching += int((val & near).sum())
+            total += int(val.sum())
+        return touching / total if total else None
 
 
 @dataclass(frozen=True)
@@ -176,6 +220,8 @@ class BucketPlan:
     def to_doc(self) -> dict:
         doc = asdict(self)
         doc["buckets"] = [dict(asdict(b), waste=b.waste) for b in self.buckets]
+        doc["split"] = {k: v for k, v in doc["split"].items()
+                        if k not in ("block_frames", "runs", "val_leakage") or v not in (None, {})}
         doc["created_by"] = f"protstore {__version__}"
         return doc
 
@@ -203,8 +249,13 @@ class BucketPlan:
             rows.append(f"validation proteins ({len(self.split.val_proteins)}): "
                         f"{' '.join(self.split.val_proteins)}")
         elif self.split.mode == "frame":
-            rows.append(f"validation: {self.split.val_fraction:.0%} of each protein's frames "
-                        f"(seed {self.split.seed})")
+            s = self.split
+            how = (f"in blocks of {s.block_frames} frames of each run" if s.block_frames
+                   else "as single frames")
+            leak = ("" if s.val_leakage is None else
+                    f"; {s.val_leakage:.1%} of them are next to a training frame")
+            rows.append(f"validation: {s.val_fraction:.0%} of each protein's frames, {how} "
+                        f"(seed {s.seed}){leak}")
         return "\n".join(rows)
 
 
@@ -213,11 +264,14 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
               strategy: str = "equal-count", cost: str = "linear",
               pad_multiple: int | None = None, max_waste: float | None = None,
               max_buckets: int = 16, split: str = "none", val_fraction: float = 0.1,
-              seed: int = 0) -> BucketPlan:
+              seed: int = 0, runs: dict[str, list[int]] | None = None,
+              block_frames: int = BLOCK_FRAMES) -> BucketPlan:
     """Compute a bucket plan from protein lengths and frame counts (metadata only).
 
     ``boundaries`` wins over ``strategy``; with ``max_waste`` the number of buckets is the
     smallest K (up to ``max_buckets``) whose optimal plan wastes at most that fraction.
+    ``runs``: each protein's runs as frame counts (the frame split holds out blocks of
+    ``block_frames`` within runs; without them a protein is one run).
     """
     if cost not in COSTS:
         raise PlanError(f"cost must be one of {sorted(COSTS)}, not {cost!r}")
@@ -261,22 +315,62 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
             real_cost=float((frame_cost(L[idx == k], cost) * Fr[idx == k]).sum())))
     val = []
     if split == "protein":
-        n_val = max(1, int(round(val_fraction * len(ids)))) if val_fraction > 0 else 0
-        if n_val >= len(ids):
-            raise PlanError(f"a protein split needs more proteins than {len(ids)} for "
-                            f"validation fraction {val_fraction}")
-        val = sorted(np.random.default_rng(seed).permutation(ids)[:n_val].tolist())
+        val = stratified_proteins([b.proteins for b in buckets], val_fraction, seed)
+    frames = {p: int(frames[p]) for p in ids}
+    parts = Split(mode=split, val_fraction=float(val_fraction) if split != "none" else 0.0,
+                  seed=seed, val_proteins=val)
+    if split == "frame":
+        if block_frames < 1:
+            raise PlanError(f"block frames must be >= 1, not {block_frames}")
+        runs = {p: [int(n) for n in (runs or {}).get(p) or [frames[p]]] for p in ids}
+        bad = [p for p in ids if sum(runs[p]) != frames[p]]
+        if bad:
+            raise PlanError(f"protein {bad[0]!r}: runs of {sum(runs[bad[0]])} frames, but it has "
+                            f"{frames[bad[0]]}")
+        parts = replace(parts, block_frames=int(block_frames), runs=runs)
+        parts = replace(parts, val_leakage=parts.leakage(frames))
     return BucketPlan(name=name, strategy=strategy, cost=cost, pad_multiple=pad_multiple,
-                      boundaries=[int(b) for b in bounds], buckets=buckets,
-                      split=Split(mode=split, val_fraction=float(val_fraction) if split != "none"
-                                  else 0.0, seed=seed, val_proteins=val),
-                      lengths=dict(lengths), frames={p: int(frames[p]) for p in ids})
+                      boundaries=[int(b) for b in bounds], buckets=buckets, split=parts,
+                      lengths=dict(lengths), frames=frames)
+
+
+def stratified_proteins(buckets: list[list[str]], fraction: float, seed: int) -> list[str]:
+    """Validation proteins drawn bucket by bucket, in proportion: ``round(fraction * n)`` of a
+    bucket of n proteins, at least one of every bucket of two or more (so no bucket's
+    validation figure is silently absent) and never all of one; seeded by ``seed``."""
+    if not 0 < fraction < 1:
+        raise PlanError(f"a protein split needs a validation fraction in (0, 1), not {fraction}")
+    rng = np.random.default_rng(seed)
+    val = []
+    for proteins in buckets:
+        n = len(proteins)
+        n_val = min(max(1, int(round(fraction * n))), n - 1) if n >= 2 else 0
+        val += rng.permutation(sorted(proteins))[:n_val].tolist()
+    if not val:
+        raise PlanError(f"a protein split needs a bucket of at least 2 proteins (buckets hold "
+                        f"{[len(b) for b in buckets]})")
+    return sorted(val)
 
 
 def plan_from_store(store, **kwargs) -> BucketPlan:
-    """:func:`make_plan` over every protein of ``store`` (metadata only)."""
+    """:func:`make_plan` over every protein of ``store``, with each protein's runs (metadata;
+    stores before 0.5 record no runs: their per-frame temperature and replica are read)."""
     table = store.summary()
+    if kwargs.get("split") == "frame" and "runs" not in kwargs:
+        kwargs["runs"] = {pid: protein_runs(store, pid) for pid in table.index}
     return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), **kwargs)
+
+
+def protein_runs(store, pid: str) -> list[int]:
+    """Frame counts of a protein's runs (temperature, replica), in store order."""
+    doc = store.protein_doc(pid)
+    if "runs" in doc:
+        return [r["n_frames"] for r in doc["runs"]]
+    readers = store.protein_readers(pid)
+    key = np.stack([np.nan_to_num(readers["temperature"].read_all().astype(np.float64), nan=-1),
+                    readers["replica"].read_all().astype(np.float64)], 1)
+    change = np.flatnonzero((key[1:] != key[:-1]).any(axis=1)) + 1
+    return np.diff(np.concatenate([[0], change, [len(key)]])).tolist()
 
 
 def save_plan(store, plan: BucketPlan, *, overwrite: bool = False) -> None:
@@ -288,6 +382,25 @@ def save_plan(store, plan: BucketPlan, *, overwrite: bool = False) -> None:
     store.write_attrs_group(f"plans/{plan.name}", PLAN_DOC, doc, overwrite=overwrite)
 
 
-def load_plan(store, name: str) -> BucketPlan:
-    """The plan ``name`` stored in ``store``."""
-    return BucketPlan.from_doc(store.read_attrs_group(f"plans/{name}", PLAN_DOC))
+def load_plan(store, name: str, *, check: bool = True) -> BucketPlan:
+    """The plan ``name`` stored in ``store``; with ``check``, refused if stale
+    (:func:`check_plan`)."""
+    plan = BucketPlan.from_doc(store.read_attrs_group(f"plans/{name}", PLAN_DOC))
+    if check:
+        check_plan(store, plan)
+    return plan
+
+
+def check_plan(store, plan: BucketPlan) -> None:
+    """Refuse a plan that no longer describes the store: a protein it names is gone, or has
+    another number of frames than the plan was made for (a re-ingest): the split and the
+    loader would follow the plan while the data have changed. Metadata only."""
+    again = f"make the plan again (`protstore bucket --name {plan.name} --overwrite`)"
+    for pid in plan.proteins:
+        if pid not in store:
+            raise PlanError(f"plan {plan.name!r} names protein {pid!r}, which is not in "
+                            f"{store.url}: {again}")
+        n = store.protein_doc(pid)["n_frames"]
+        if n != plan.frames[pid]:
+            raise PlanError(f"plan {plan.name!r} is stale: protein {pid!r} has {n} frames, the "
+                            f"plan was made when it had {plan.frames[pid]}: {again}")

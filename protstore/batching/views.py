@@ -9,7 +9,8 @@ import xarray as xr
 from ..errors import ProtstoreError
 from ..store import Store
 from . import accessor  # noqa: F401  (registers ds.prot)
-from .plan import BucketPlan
+from .sample import BEAD_FIELDS
+from .plan import BucketPlan, check_plan
 
 PARTS = ("train", "val", "all")
 
@@ -18,15 +19,17 @@ def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all") -> x
     """Lazy Dataset of bucket ``k``: dims ``(sample, atom, xyz)``, atom = the bucket's N_max.
 
     Data: R [Å], F [kcal/mol/Å] float32, padded on read (nothing of R/F is read until values
-    are asked for; a slice reads only the chunks it needs). Coordinates: ``mask`` (sample, atom)
-    1 real / 0 pad; ``species`` (PAD id 21 on padding), ``resid`` (-1), ``resname`` ("PAD");
-    per sample: ``protein``, ``protein_index`` (position in ``plan.proteins``), ``frame``
-    (index in the protein's group), ``temperature``, ``replica``, ``source_frame``.
+    are asked for; a slice reads only the chunks it needs). Coordinates (sample, atom): ``mask``,
+    ``species``, ``resid``, ``chain`` as :mod:`protstore.batching.sample` defines them, and
+    ``resname`` ("PAD" on padding); per sample: ``protein``, ``protein_index`` (position in
+    ``plan.proteins``), ``frame`` (index in the protein's group), ``temperature``,
+    ``replica``, ``source_frame``. The fields a model takes are those of a loader batch.
     """
     if split not in PARTS:
         raise ProtstoreError(f"split must be one of {PARTS}, not {split!r}")
     if not 0 <= k < len(plan.buckets):
         raise ProtstoreError(f"plan {plan.name!r} has buckets 0..{len(plan.buckets) - 1}, not {k}")
+    check_plan(store, plan)
     bucket = plan.buckets[k]
     index = {p: i for i, p in enumerate(plan.proteins)}
     R, F, per_atom, per_sample = [], [], {}, {}
@@ -41,7 +44,7 @@ def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all") -> x
         n = len(frames)
         R.append(padded.R.data)
         F.append(padded.F.data)
-        for name in ("mask", "species", "resid", "resname"):
+        for name in ("mask", "species", "resid", "chain", "resname"):
             per_atom.setdefault(name, []).append(
                 da.broadcast_to(padded[name].values[None], (n, bucket.n_max),
                                 chunks=(padded.R.data.chunks[0], -1)))
@@ -58,7 +61,7 @@ def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all") -> x
     coords.update({name: ("sample", np.concatenate(v)) for name, v in per_sample.items()})
     coords["xyz"] = ("xyz", np.array(["x", "y", "z"], dtype=object))
     attrs = {"bucket": k, "n_max": bucket.n_max, "plan": plan.name, "split": split,
-             "pad_species": int(accessor.PAD_VALUES["species"])}
+             "pad_species": int(BEAD_FIELDS["species"].pad)}
     return xr.Dataset({"R": (dims, da.concatenate(R), {"units": "angstrom"}),
                        "F": (dims, da.concatenate(F), {"units": "kcal/mol/angstrom"})},
                       coords=coords, attrs=attrs)

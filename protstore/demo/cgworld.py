@@ -34,6 +34,7 @@ HYDROPHOBICITY = dict(zip(STANDARD_RESIDUES, [
 class WorldParams:
     k_bond: float = 100.0
     r0: float = 3.8
+    r0_cis: float = 2.9  # a cis-peptide bond (X-Pro): its CA-CA distance
     k_angle: float = 10.0
     theta0: float = 1.75
     dihedral_k: tuple[float, ...] = (0.6, 0.0, 0.3)
@@ -50,22 +51,29 @@ class WorldParams:
 
 @dataclass(frozen=True)
 class Topology:
-    """Index arrays of one protein: bonds [B,2], angles [A,3], dihedrals [D,4], pairs [P,2]."""
+    """Index arrays of one protein: bonds [B,2], angles [A,3], dihedrals [D,4], pairs [P,2];
+    ``cis`` [B] marks the cis-peptide bonds."""
 
     bonds: np.ndarray
     angles: np.ndarray
     dihedrals: np.ndarray
     pairs: np.ndarray
+    cis: np.ndarray
 
     @classmethod
-    def from_chains(cls, chain_ids: np.ndarray) -> "Topology":
+    def from_chains(cls, chain_ids: np.ndarray, cis_before: np.ndarray | None = None
+                    ) -> "Topology":
+        """``cis_before`` [n] bool: the bond from bead i-1 to bead i is a cis-peptide."""
         n = len(chain_ids)
         runs = lambda k: np.array([np.arange(i, i + k) for i in range(n - k + 1)
                                    if (chain_ids[i:i + k] == chain_ids[i]).all()],
                                   dtype=np.int32).reshape(-1, k)
         i, j = np.triu_indices(n, 1)
         far = (chain_ids[i] != chain_ids[j]) | (j - i >= 3)
-        return cls(runs(2), runs(3), runs(4), np.stack([i[far], j[far]], 1).astype(np.int32))
+        bonds = runs(2)
+        cis = np.zeros(n, bool) if cis_before is None else np.asarray(cis_before, bool)
+        return cls(bonds, runs(3), runs(4), np.stack([i[far], j[far]], 1).astype(np.int32),
+                   cis[bonds[:, 1]])
 
 
 def _angle(a, b, c):
@@ -88,7 +96,8 @@ def energy(R, h, topo: Topology, p: WorldParams):
     """Total energy (kcal/mol) of positions R [N, 3] with per-bead hydrophobicity h [N]."""
     b = topo.bonds
     r = jnp.linalg.norm(R[b[:, 1]] - R[b[:, 0]], axis=-1)
-    e = 0.5 * p.k_bond * jnp.sum((r - p.r0) ** 2)
+    r0 = jnp.where(jnp.asarray(topo.cis), p.r0_cis, p.r0)
+    e = 0.5 * p.k_bond * jnp.sum((r - r0) ** 2)
     a = topo.angles
     if len(a):
         th = _angle(R[a[:, 0]], R[a[:, 1]], R[a[:, 2]])

@@ -38,6 +38,10 @@ class DemoConfig:
         irreducible error floor of a perfect model).
     corrupt : append mdCATH-like corrupt frames (int32 overflow, all-zero) to one run of the
         first protein, which ingest must detect and exclude.
+    cis_prolines : cis X-Pro peptide bonds (CA-CA ~2.9 Å) in each protein of at least
+        ``cis_min_length`` residues, as real structures have them (~5% of X-Pro bonds).
+    predecessor_length : residues of one more protein written as the predecessor's per-protein
+        NPZ file, which stores no temperature (0: none); simulated at the first temperature.
     """
 
     lengths: Sequence[int] = (24, 45, 73, 118, 167, 236)
@@ -49,6 +53,9 @@ class DemoConfig:
     equilibration: int = 1000
     force_noise: float = 1.0
     corrupt: bool = True
+    cis_prolines: int = 1
+    cis_min_length: int = 40
+    predecessor_length: int = 30
     seed: int = 0
     world: WorldParams = field(default_factory=WorldParams)
 
@@ -64,9 +71,11 @@ def _atoms(resnames: Sequence[str]) -> list[list[str]]:
 
 
 def simulate_protein(seq: Sequence[str], chain_ids: np.ndarray, temperatures: Sequence[float],
-                     config: DemoConfig, key) -> tuple[np.ndarray, np.ndarray]:
-    """Independent runs at ``temperatures`` [B]: (R, F) float64 [B, frames, N, 3], noise-free."""
-    topo = Topology.from_chains(chain_ids)
+                     config: DemoConfig, key, cis_before: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Independent runs at ``temperatures`` [B]: (R, F) float64 [B, frames, N, 3], noise-free.
+    ``cis_before`` [N] bool: the bond into bead i is a cis-peptide."""
+    topo = Topology.from_chains(chain_ids, cis_before)
     h = np.array([HYDROPHOBICITY[r] for r in seq])
     run, force = make_simulator(h, topo, config.world, config.stride)
     kT = KB * np.asarray(temperatures, dtype=np.float64)
@@ -161,7 +170,8 @@ def corrupt_tail(path: Path, domain: str, temperature: int, replica: int) -> Non
 
 def make_demo_dataset(out_dir: str | Path, config: DemoConfig = DemoConfig(), *,
                       progress: bool = True) -> list[Path]:
-    """Write one ``mdcath_dataset_<domain>.h5`` per protein into ``out_dir``; return the paths."""
+    """Write one ``mdcath_dataset_<domain>.h5`` per protein into ``out_dir`` and, with
+    ``config.predecessor_length``, one ``predecessor_<name>.npz``; return the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
@@ -173,7 +183,6 @@ def make_demo_dataset(out_dir: str | Path, config: DemoConfig = DemoConfig(), *,
     for i, n in todo:
         domain = f"demo{i:02d}n{n:03d}"
         seq = list(rng.choice(STANDARD_RESIDUES, size=n))
-        charmm = [rng.choice(CHARMM_HIS) if r == "HIS" else r for r in seq]
         if i in config.two_chain and n >= 8:
             cut = n // 2
             chain_ids = np.array(["A"] * cut + ["B"] * (n - cut))
@@ -181,9 +190,11 @@ def make_demo_dataset(out_dir: str | Path, config: DemoConfig = DemoConfig(), *,
         else:
             chain_ids = np.array(["0"] * n)
             resids = np.arange(1, n + 1) + int(rng.integers(0, 30))
+        cis = _cis_prolines(seq, chain_ids, config, rng)
+        charmm = [rng.choice(CHARMM_HIS) if r == "HIS" else r for r in seq]
         labels = [(t, r) for t in config.temperatures for r in range(config.replicas)]
         key, sub = jax.random.split(key)
-        R, F = simulate_protein(seq, chain_ids, [t for t, _ in labels], config, sub)
+        R, F = simulate_protein(seq, chain_ids, [t for t, _ in labels], config, sub, cis)
         F = F + rng.normal(scale=config.force_noise, size=F.shape)
         runs = {lab: (R[k], F[k]) for k, lab in enumerate(labels)}
         bar.update()
@@ -193,4 +204,42 @@ def make_demo_dataset(out_dir: str | Path, config: DemoConfig = DemoConfig(), *,
             corrupt_tail(path, domain, config.temperatures[-1], config.replicas - 1)
         paths.append(path)
     bar.close()
+    if config.predecessor_length:
+        key, sub = jax.random.split(key)
+        paths.append(write_predecessor_npz(out_dir, config, rng, sub))
     return paths
+
+
+def _cis_prolines(seq: list[str], chain_ids: np.ndarray, config: DemoConfig,
+                  rng: np.random.Generator) -> np.ndarray:
+    """[n] bool, the bond into bead i is cis: ``config.cis_prolines`` residues of a long enough
+    protein become prolines whose peptide bond is cis (``seq`` is changed in place)."""
+    n = len(seq)
+    cis = np.zeros(n, bool)
+    if n < config.cis_min_length:
+        return cis
+    inside = [i for i in range(2, n - 2) if chain_ids[i] == chain_ids[i - 1]]
+    for i in rng.choice(inside, size=min(config.cis_prolines, len(inside)), replace=False):
+        seq[i] = "PRO"
+        cis[i] = True
+    return cis
+
+
+def write_predecessor_npz(out_dir: Path, config: DemoConfig, rng: np.random.Generator,
+                          key) -> Path:
+    """One protein in the predecessor's per-protein CG NPZ layout (docs/domain.md section 3:
+    R, F, Z, resid, resname, mask, box, ca_indices, N_max; no pickled objects), with no
+    temperature in it, as the predecessor's files are."""
+    n = config.predecessor_length
+    seq = list(rng.choice(STANDARD_RESIDUES, size=n))
+    chain_ids = np.array(["A"] * n)
+    R, F = simulate_protein(seq, chain_ids, [config.temperatures[0]], config, key)
+    R, F = R[0], F[0] + rng.normal(scale=config.force_noise, size=F[0].shape)
+    frames = len(R)
+    path = out_dir / f"predecessor_pre{n:03d}.npz"
+    np.savez(path, R=R.astype(np.float32), F=F.astype(np.float32),
+             Z=np.full(n, 6, np.int32), resid=np.arange(1, n + 1, dtype=np.int32),
+             resname=np.array(seq), mask=np.ones((frames, n), np.float32),
+             box=np.repeat(np.eye(3, dtype=np.float32)[None] * 100.0, frames, axis=0),
+             ca_indices=np.arange(n, dtype=np.int32), N_max=np.full(10, n, np.int32))
+    return path

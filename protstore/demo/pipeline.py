@@ -10,6 +10,7 @@ import numpy as np
 
 from ..batching import plan_from_store, save_plan
 from ..checkpoints import read_checkpoint
+from ..errors import ProtstoreError
 from ..ema import compute_ema
 from ..evaluate import evaluate, pooled_by_sample
 from ..model.fit import fit_priors_to_file
@@ -23,6 +24,9 @@ STEPS = 8
 #: A short run that trains meaningfully on a 2-core CPU in a few minutes.
 DEMO_TRAINING = TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3, checkpoint_every_steps=20)
 DEMO_EMA_DECAY = 0.99
+#: the protein split's seed: the predecessor's NPZ protein lands in training, so the demo shows
+#: the refusal of frames of unknown temperature, and its fix, once
+DEMO_SPLIT_SEED = 0
 
 
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bool = True,
@@ -32,8 +36,8 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
-    existing = sorted(data_dir.glob("mdcath_dataset_*.h5"))
-    if len(existing) == len(config.lengths):
+    existing = sorted([*data_dir.glob("mdcath_dataset_*.h5"), *data_dir.glob("predecessor_*.npz")])
+    if len(existing) == len(config.lengths) + bool(config.predecessor_length):
         echo(f"[1/{STEPS}] demo data: reusing {len(existing)} files in {data_dir}")
         files = existing
     else:
@@ -49,17 +53,28 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
     info = store_info(open_store(store_path))
     (out / "info.txt").write_text(info + "\n")
     echo(info)
-    echo(f"[4/{STEPS}] bucket plan 'demo' (3 optimal buckets, 20% of every protein's frames "
-         "held out)")
-    plan = plan_from_store(store, name="demo", strategy="optimal", n_buckets=3, split="frame",
-                           val_fraction=0.2, seed=0)
+    echo(f"[4/{STEPS}] bucket plan 'demo' (3 optimal buckets; whole proteins held out, one "
+         "per bucket, to measure generalisation to new proteins)")
+    plan = plan_from_store(store, name="demo", strategy="optimal", n_buckets=3, split="protein",
+                           val_fraction=0.2, seed=DEMO_SPLIT_SEED)
     save_plan(store, plan, overwrite=True)
     (out / "plan.txt").write_text(plan.table() + "\n")
     echo(plan.table())
     store = open_store(store_path)
 
     echo(f"[5/{STEPS}] fit priors by Boltzmann inversion -> {out / 'priors.json'}")
-    doc = fit_priors_to_file(store, plan, out / "priors.json")
+    try:
+        doc = fit_priors_to_file(store, plan, out / "priors.json")
+    except ProtstoreError as exc:  # the predecessor's NPZ protein has no temperature
+        given = float(config.temperatures[0])
+        echo(f"refused, as it should be: {exc}")
+        echo(f"the predecessor's file was simulated at {given:g} K: fitting again with "
+             f"--temperature {given:g} for exactly its frames")
+        doc = fit_priors_to_file(store, plan, out / "priors.json", unknown_temperature=given)
+    fit = doc["fit"]
+    echo(f"bond k = {doc['params']['bond']['k']:.1f} kcal/mol/Å², r0 = "
+         f"{doc['params']['bond']['r0']:.3f} Å ({fit['bond_cis']['n_cis']} cis bonds left out "
+         f"of the trans fit); temperatures {', '.join(fit['temperatures_K'])} K")
 
     run_dir = out / "run"
     if (run_dir / "final").exists():
@@ -83,7 +98,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
     compute_ema(run_dir, ema_path, decay=DEMO_EMA_DECAY, echo=echo)
 
     eval_dir = out / "eval"
-    echo(f"[8/{STEPS}] evaluate on the held-out frames -> {eval_dir}")
+    echo(f"[8/{STEPS}] evaluate on the held-out proteins -> {eval_dir}")
     per_residue = evaluate(store, run_dir / "final", eval_dir, mode="per-residue", plan=plan,
                            progress=progress, echo=echo)
     ema_eval = evaluate(store, ema_path, eval_dir, mode="full", plan=plan, progress=progress,
@@ -97,7 +112,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
                                     zero=ds is None) for k, ds in datasets.items()}
     summary = {k: v["all"] for k, v in per_bucket.items()}
     buckets = [b for b in per_bucket["final params"] if b != "all"]
-    lines = ["validation force RMSE per component (kcal/mol/Å), held-out frames:",
+    lines = ["validation force RMSE per component (kcal/mol/Å), held-out proteins:",
              f"  {'model':<20s} {'all':>7s} " + " ".join(f"{'bucket ' + b:>9s}" for b in buckets)]
     lines += [f"  {k:<20s} {v['all']:7.4f} " + " ".join(f"{v[b]:9.4f}" for b in buckets)
               for k, v in per_bucket.items()]
@@ -123,12 +138,11 @@ def rmse_by_bucket(ds, *, zero: bool = False) -> dict[str, float]:
 
 def plot_summary(per_bucket: dict[str, dict[str, float]], path: Path) -> None:
     """Grouped bars: validation RMSE per bucket for each model (zero, prior, final, EMA)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import new_figure, save_figure
 
     groups = list(next(iter(per_bucket.values())))
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = new_figure((8, 4))
+    ax = fig.subplots()
     width = 0.8 / len(per_bucket)
     for i, (name, values) in enumerate(per_bucket.items()):
         x = np.arange(len(groups)) + i * width
@@ -142,6 +156,4 @@ def plot_summary(per_bucket: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_ylabel("validation force RMSE per component (kcal/mol/Å)")
     ax.set_title("Demo: zero force vs priors vs trained (final and EMA) params")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -15,7 +15,8 @@ protein evaluated):
 - coords on (sample, atom), from each sample's own protein: ``species``, ``resid``,
   ``position`` (0-based from the N-terminus of the bead's chain), ``position_from_c`` (0 at
   the chain's C-terminal bead),
-  and ``mask`` (real bead); -1 / PAD_ID / False on padding.
+  and ``mask`` (real bead); on padding the pad values of :mod:`protstore.batching.sample`
+  (species PAD_ID, resid -1), -1 for the positions and False for the mask.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-import zarr
 
-from ..batching import BucketPlan
+from ..batching import BucketPlan, check_plan
+from ..batching.sample import BEAD_FIELDS
 from ..errors import ProtstoreError
 from ..store import Store
-from ..store.chunks import ChunkReader, LazyFrames
-from ..store.layout import chain_codes, protein_path
-from ..vocab import PAD_ID, VOCABULARY
+from ..store.chunks import LazyFrames
+from ..store.layout import chain_codes
+from ..vocab import VOCABULARY
 
 RMSE_CONVENTION = ("per-bead RMSE_i = sqrt(mean over frames of ||F_pred - F_ref||^2) (vector "
                    "norm, kcal/mol/Å); per-component value = RMSE_i / sqrt(3); per type/position/"
@@ -60,6 +61,8 @@ def select(store: Store, *, plan: BucketPlan | None = None, split: str = "val",
     """The frames to evaluate: the plan's ``split`` ('val', 'train' or 'all') of ``proteins``
     (default all of the plan's), optionally ``n_frames`` per protein drawn with ``seed``."""
     lengths = store.lengths()
+    if plan is not None:
+        check_plan(store, plan)
     if plan is None:
         if split != "all":
             raise ProtstoreError(f"--split {split} needs --plan (the plan holds the split)")
@@ -100,6 +103,14 @@ def _force_fn(factory: str, options_json: str, mode: str):
     return jax.jit(batch_forces(total_energy(model, mode)))
 
 
+@functools.lru_cache(maxsize=8)
+def _census_fn(factory: str, options_json: str):
+    """The model's jitted neighbour-capacity check over a batch (None if it has none)."""
+    from ..model import batch_neighbor_census, load_model
+
+    return batch_neighbor_census(load_model(factory, json.loads(options_json)))
+
+
 def protein_static(store: Store, pid: str) -> dict:
     """Per-bead ``species``, ``resid``, ``chain`` (codes) and per-frame ``temperature``."""
     readers = store.protein_readers(pid)
@@ -109,28 +120,46 @@ def protein_static(store: Store, pid: str) -> dict:
             "temperature": readers["temperature"].read_all().astype(np.float64)}
 
 
-def forces_block(url: str, storage_options, pid: str, frames: np.ndarray, n_max: int,
+@functools.lru_cache(maxsize=4)
+def _store(url: str, storage_options_json: str) -> Store:
+    """The store, opened once per process (dask workers open it on their first task)."""
+    from ..store import open_store
+
+    return open_store(url, storage_options=json.loads(storage_options_json) or None)
+
+
+def forces_block(url: str, storage_options_json: str, pid: str, frames: np.ndarray, n_max: int,
                  frame_block: int, static: dict, params: dict, factory: str, options_json: str,
                  mode: str) -> np.ndarray:
     """[len(frames), n_atoms, 6] float32: F_pred - F_ref (first 3) and F_ref (last 3).
 
-    ``static``: the protein's per-bead ``species``, ``resid``, ``chain`` (chain codes)."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        g = zarr.open_group(url, path=protein_path(pid), mode="r", storage_options=storage_options)
-        R, F = (LazyFrames(ChunkReader(g[name]))[frames] for name in ("R", "F"))
+    Frames are read through the store's API, as the loader reads them, and padded as
+    :mod:`protstore.batching.sample` defines a padded sample (``frame_block`` samples of
+    ``n_max`` beads: one compilation per bucket shape). ``static``: the protein's per-bead
+    ``species``, ``resid``, ``chain`` (chain codes)."""
+    readers = _store(url, storage_options_json).protein_readers(pid)
+    R, F = (LazyFrames(readers[name])[frames] for name in ("R", "F"))
     b, n = R.shape[:2]
-    pad_b = frame_block - b
-    Rp = np.zeros((frame_block, n_max, 3), np.float32)
+    Rp = BEAD_FIELDS["R"].fill((frame_block, n_max))
     Rp[:b, :n] = R
     Rp[b:, :n] = R[:1]  # padded samples: a copy of a real frame, dropped below
-    rows = lambda a, fill: np.broadcast_to(np.pad(a, (0, n_max - n), constant_values=fill),
-                                           (frame_block, n_max))
-    mask = rows(np.ones(n, np.float32), 0.0)
+    rows = {key: np.broadcast_to(BEAD_FIELDS[key].padded(values, n_max), (frame_block, n_max))
+            for key, values in (("species", static["species"]), ("resid", static["resid"]),
+                                ("chain", static["chain"]), ("mask", np.ones(n)))}
+    census = _census_fn(factory, options_json) if mode != "prior-only" else None
+    if census is not None:
+        from ..model.energy import neighbor_overflow
+
+        counts, capacity = census(params, Rp, rows["mask"])
+        i = neighbor_overflow(counts[:b], capacity[:b])
+        if i is not None:
+            raise ProtstoreError(
+                f"protein {pid} frame {int(frames[i])}: a bead has {int(counts[i])} beads within "
+                f"the network's cutoff, more than its {int(capacity[i])} neighbour slots: these "
+                f"params cannot give a smooth energy for this frame (a model trained with a "
+                f"larger --model-option max_neighbors can)")
     F_pred = np.asarray(_force_fn(factory, options_json, mode)(
-        params, Rp, rows(static["species"], PAD_ID), rows(static["resid"], -1),
-        rows(static["chain"], -1), mask))[:frame_block - pad_b, :n]
+        params, Rp, rows["species"], rows["resid"], rows["chain"], rows["mask"]))[:b, :n]
     return np.concatenate([F_pred - F, F], axis=-1).astype(np.float32)
 
 
@@ -149,6 +178,7 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
                   frame_block: int = 32) -> xr.Dataset:
     """The lazy Dataset of force errors (module docstring) over ``selection``."""
     options_json = json.dumps(options or {}, sort_keys=True)
+    storage_json = json.dumps(store.storage_options or {}, sort_keys=True)
     n_all = max(s.n_atoms for s in selection)
     params_task = dask.delayed(params, pure=True, traverse=False)
     blocks, coords = [], {k: [] for k in ("protein", "frame", "temperature", "bucket")}
@@ -160,7 +190,7 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
         for start in range(0, len(s.frames), frame_block):
             fr = s.frames[start:start + frame_block]
             task = dask.delayed(forces_block, pure=True)(
-                store.url, store.storage_options, s.protein, fr, s.n_max, frame_block, beads,
+                store.url, storage_json, s.protein, fr, s.n_max, frame_block, beads,
                 params_task, factory, options_json, mode,
                 dask_key_name=f"forces-{s.protein}-{start}-{mode}")
             parts.append(da.from_delayed(task, shape=(len(fr), s.n_atoms, 6), dtype=np.float32))
@@ -174,7 +204,8 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
         coords["bucket"].append(np.full(m, s.bucket))
         chunks = (arr.chunks[0], (n_all,))  # aligned with the force blocks
         pos, from_c = chain_positions(static["chain"])
-        per_atom = {"species": (static["species"], PAD_ID), "resid": (static["resid"], -1),
+        per_atom = {"species": (static["species"], BEAD_FIELDS["species"].pad),
+                    "resid": (static["resid"], BEAD_FIELDS["resid"].pad),
                     "position": (pos, -1), "position_from_c": (from_c, -1),
                     "mask": (np.ones(s.n_atoms, bool), False)}
         for key, (row, fill) in per_atom.items():
@@ -186,11 +217,12 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
     ds = xr.Dataset(
         {"dF": (dims + ("xyz",), dF), "F_ref": (dims + ("xyz",), data[..., 3:]),
          "sq_error": (dims, (dF.astype(np.float64) ** 2).sum(axis=-1))},
-        coords={"protein": ("sample", np.concatenate(coords["protein"]).astype(str)),
+        # strings as objects: Zarr v3 stores them as its specified variable-length type
+        coords={"protein": ("sample", np.concatenate(coords["protein"]).astype(object)),
                 "frame": ("sample", np.concatenate(coords["frame"])),
                 "temperature": ("sample", np.concatenate(coords["temperature"])),
                 "bucket": ("sample", np.concatenate(coords["bucket"])),
-                "xyz": ["x", "y", "z"],
+                "xyz": np.array(["x", "y", "z"], dtype=object),
                 **{k: (dims, da.concatenate(v, axis=0)) for k, v in atom_coords.items()}})
     ds["dF"].attrs = {"long_name": "F_pred - F_ref", "units": "kcal/mol/Å"}
     ds["F_ref"].attrs = {"long_name": "reference (mapped) force", "units": "kcal/mol/Å"}

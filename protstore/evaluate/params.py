@@ -9,9 +9,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ..checkpoints import CheckpointError, read_checkpoint
-from ..errors import PickleRefusedError, ProtstoreError
-from ..model.energy import DEFAULT_MODEL
+from ..checkpoints import check_same_structure, leaf_signature, read_checkpoint
+from ..errors import CheckpointError
+from ..errors import ConfigError, PickleRefusedError, ProtstoreError
+from ..model.energy import DEFAULT_MODEL, trusted_model
 
 
 @dataclass(frozen=True)
@@ -27,21 +28,21 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
                 model: str | None = None) -> ModelParams:
     """Read params from a checkpoint group or (only with ``allow_pickle``) a ``params.pkl``.
 
-    The model comes from the checkpoint's attrs; a pickle carries none, so ``model`` names it
-    (default: protstore's network, whose params hold every non-shape hyperparameter).
+    The model is ``model`` when the user names one; else the checkpoint's stored factory, but
+    only if it is one of protstore's built-in models (a checkpoint is data: the factory it
+    names is never imported on its say-so, :func:`~protstore.model.energy.trusted_model`). A
+    pickle carries no model: ``model`` or protstore's network, whose params hold every
+    non-shape hyperparameter.
     """
     path = Path(path)
     if path.is_dir():
-        try:
-            ckpt = read_checkpoint(path)
-        except CheckpointError as exc:
-            raise ProtstoreError(str(exc)) from None
+        ckpt = read_checkpoint(path)
         spec = ckpt.attrs["model"]
-        factory = model or spec["factory"]
-        if "(imported" in factory:
-            raise ProtstoreError(f"{path}: imported from the predecessor; its params belong to "
-                                 "another model (give --model package.module:factory)")
-        return ModelParams(ckpt.params, factory, spec.get("options", {}))
+        if model is None and "(imported" in spec["factory"]:
+            raise ConfigError(f"{path}: imported from the predecessor; its params belong to "
+                              "another model (give --model package.module:factory)")
+        factory = trusted_model(spec["factory"], model, str(path))
+        return checked(ModelParams(ckpt.params, factory, spec.get("options", {})), str(path))
     if not path.exists():
         raise ProtstoreError(f"{path}: no such checkpoint or params file")
     if not allow_pickle:
@@ -54,4 +55,28 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
         raise ProtstoreError(f"{path}: cannot read params pickle ({exc})") from None
     if not isinstance(params, dict) or "prior" not in params or "model" not in params:
         raise ProtstoreError(f"{path}: expected a dict with 'prior' and 'model' params")
-    return ModelParams(jax.tree.map(np.asarray, params), model or DEFAULT_MODEL, {})
+    return checked(ModelParams(jax.tree.map(np.asarray, params), model or DEFAULT_MODEL, {}),
+                   str(path))
+
+
+def checked(params: ModelParams, where: str) -> ModelParams:
+    """``params`` if the model's leaves are the ones the model makes (paths and shapes) and the
+    priors' terms are all there, else a :class:`CheckpointError` naming the first leaf that
+    differs."""
+    from ..model import default_priors, load_model
+
+    model = load_model(params.factory, params.options)
+    prior = params.params.get("prior")
+    missing = sorted(set(default_priors()) - set(prior if isinstance(prior, dict) else {}))
+    if missing:
+        raise CheckpointError(f"{where}: leaf params['prior']['{missing[0]}'] is missing")
+    expected = {"prior": prior,
+                "model": jax.eval_shape(lambda key: model.init(key, {"force_rms": 1.0}),
+                                        jax.random.PRNGKey(0))}
+    signature = leaf_signature(expected)
+    got = leaf_signature(params.params)
+    for key in signature:  # frozen leaves may be sized from the data (a network's capacity)
+        if "'frozen'" in key and key in got:
+            signature[key] = got[key]
+    check_same_structure(signature, params.params, where, f"model {params.factory}")
+    return params

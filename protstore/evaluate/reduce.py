@@ -35,7 +35,7 @@ def per_bead(ds: xr.Dataset) -> xr.Dataset:
     table = table.reset_index("bead").set_coords(["protein", "atom", "species", "resid",
                                                   "position", "position_from_c"])
     table = table.drop_vars("mask")
-    table["resname"] = ("bead", np.array(VOCABULARY)[table["species"].values])
+    table["resname"] = ("bead", np.array(VOCABULARY, dtype=object)[table["species"].values])
     table = table.set_coords("resname")
     table["rmse"] = np.sqrt(table["sum_sq"] / table["n_frames"])
     table["rmse_component"] = table["rmse"] / np.sqrt(3.0)

@@ -7,16 +7,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..plotting import new_figure, save_figure
 from .compute import RMSE_CONVENTION
 
 TERMINAL_RANGE = 30  # beads from each terminus shown in the terminal-effect plot
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def per_residue_text(tables: dict[str, xr.Dataset], *, model_id: str, mode: str,
@@ -57,9 +51,9 @@ def per_residue_text(tables: dict[str, xr.Dataset], *, model_id: str, mode: str,
 def plot_per_residue(tables: dict[str, xr.Dataset], path: Path, *, model_id: str) -> None:
     """Bar chart of pooled RMSE by amino-acid type (sorted, with counts) and RMSE against
     chain position from each terminus."""
-    plt = _plt()
     by = tables["by_resname"].sortby("rmse_pooled", ascending=False)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [3, 2]})
+    fig = new_figure((13, 4.4))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     x = np.arange(by.sizes["resname"])
     ax1.bar(x, by["rmse_pooled"].values, color="tab:blue", label="pooled RMSE")
     ax1.plot(x, by["mean_bead_rmse_predecessor"].values, "k_", ms=14,
@@ -80,9 +74,7 @@ def plot_per_residue(tables: dict[str, xr.Dataset], path: Path, *, model_id: str
     ax2.set_title("terminal effect")
     ax2.legend(fontsize=8)
     fig.suptitle(f"Per-residue force error: {model_id}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def overall_text(metrics: dict, *, model_id: str, mode: str, n_samples: int) -> str:
@@ -99,13 +91,13 @@ def plot_overall(ds: xr.Dataset, metrics: dict, path: Path, *, model_id: str, mo
                  max_samples: int = 400) -> None:
     """Predicted vs reference force components (hexbin of a sample subset) and the
     distribution of component errors."""
-    plt = _plt()
     sub = ds.isel(sample=slice(0, max_samples))
     valid = sub["mask"].values
     ref = sub["F_ref"].values[valid].ravel()
     err = sub["dF"].values[valid].ravel()
     pred = ref + err
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig = new_figure((11, 4.4))
+    ax1, ax2 = fig.subplots(1, 2)
     lim = np.percentile(np.abs(ref), 99.5)
     ax1.hexbin(ref, pred, gridsize=60, extent=(-lim, lim, -lim, lim), mincnt=1, bins="log")
     ax1.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
@@ -117,6 +109,4 @@ def plot_overall(ds: xr.Dataset, metrics: dict, path: Path, *, model_id: str, mo
     ax2.set_ylabel("density")
     ax2.set_title(f"MAE per component {metrics['mae_component']:.3f}")
     fig.suptitle(f"{model_id}: {mode} model")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,8 @@ from ..batching import BucketPlan
 from ..errors import ProtstoreError
 from ..model.energy import MODES
 from ..store import Store
-from ..store.schemas import check_document
+from ..store.quiet import quiet_zarr
+from ..store.schemas import dumps_document
 from ..vocab import PAD_ID, VOCABULARY
 from .compute import error_dataset, select
 from .params import ModelParams, load_params
@@ -79,15 +78,17 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
                                proteins: list[str] | None = None, n_frames: int | None = None,
                                seed: int = 0, mode: str = "full", frame_block: int = 32,
                                save_to: str | Path | None = None, address: str | None = None,
-                               workers: int | None = None,
+                               workers: int | None = None, model: str | None = None,
                                progress: bool = False) -> PerResidueResult:
     """Per-residue force errors of ``params`` on the selected frames (see PerResidueResult).
 
-    With ``save_to`` the error Dataset is written there as Zarr (streamed, each task computed
-    once) and reduced from it; otherwise it is computed into memory.
+    ``params``: loaded params, or a checkpoint path (its model: ``model`` if given, else the
+    stored one if built in; see :func:`~protstore.evaluate.params.load_params`). With
+    ``save_to`` the error Dataset is written there as Zarr (streamed, each task computed once)
+    and reduced from it; otherwise it is computed into memory.
     """
     if not isinstance(params, ModelParams):
-        params = load_params(params)
+        params = load_params(params, model=model)
     if mode not in MODES:
         raise ProtstoreError(f"mode must be one of {MODES}, not {mode!r}")
     selection = select(store, plan=plan, split=split, proteins=proteins, n_frames=n_frames,
@@ -99,9 +100,11 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
             save_to = Path(save_to)
             if save_to.exists():
                 shutil.rmtree(save_to)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds.chunk({"sample": frame_block, "atom": -1, "xyz": -1}).to_zarr(save_to, mode="w-", consolidated=True)
+            chunked = ds.chunk({"sample": frame_block, "atom": -1, "xyz": -1})
+            # the string coordinates stay NumPy: a dask array of objects is computed twice
+            chunked = chunked.assign_coords(protein=ds.protein, xyz=ds.xyz)
+            with quiet_zarr():
+                chunked.to_zarr(save_to, mode="w-", consolidated=True)
             ds = xr.open_zarr(save_to)
             ds = ds.assign_coords({k: ds[k].compute() for k in ("protein", "frame",
                                                                  "temperature", "bucket")})
@@ -152,11 +155,9 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
     metrics = overall_metrics(ds)
     if mode == "per-residue":
         for name, table in result.tables.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet_zarr():
                 table.to_zarr(zarr_path, group=f"tables/{name}", mode="w", consolidated=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_zarr():
             zarr.consolidate_metadata(str(zarr_path))
         text = per_residue_text(result.tables, model_id=model_id, mode=energy_mode,
                                 n_samples=n_samples)
@@ -179,7 +180,7 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
              f"{metrics['mae_component']:.4f} kcal/mol/Å on {n_samples} frames")
     summary = {"model_id": model_id, "mode": mode, "params": str(params_path), "split": split,
                "n_frames": n_samples, **metrics}
-    check_document(summary, "eval_metrics", str(out / f"{stem}_metrics.json"))
-    (out / f"{stem}_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    text = dumps_document(summary, "eval_metrics", str(out / f"{stem}_metrics.json"))
+    (out / f"{stem}_metrics.json").write_text(text + "\n")
     echo("wrote " + ", ".join(str(p) for p in paths.values()))
     return {"paths": paths, "metrics": metrics, "result": result}

@@ -42,8 +42,8 @@ def residue_force_sums(forces: np.ndarray, starts: np.ndarray,
 
     Sums accumulate in float64, so a bead force is the float32 rounding of the exact sum
     (float64 holds the sum of a residue's float32 forces exactly unless their magnitudes span
-    more than ~2^29). A compiled loop (:func:`~protstore.ingest.kernels.segment_sums`): 3x
-    faster than NumPy's ``add.reduceat`` on a float64 copy, the fastest NumPy way (README).
+    more than ~2^29). A compiled loop (:func:`~protstore.ingest.kernels.segment_sums`), faster
+    than NumPy's ``add.reduceat`` on a float64 copy (docs/performance.md).
     """
     from .kernels import segment_sums  # numba: imported only when forces are mapped
 

@@ -1,7 +1,7 @@
 """Compiled loops (numba) for the few passes over all-atom frames that NumPy has no fast call for.
 
-Imported only when a source needs them: numba takes ~0.3 s to import. Each kernel compiles once
-per argument type (~0.5 s) into numba's on-disk cache, so later processes load it instead.
+Imported only when a source needs them (numba is slow to import). Each kernel compiles once per
+argument type into numba's on-disk cache, so later processes load it instead.
 """
 
 from __future__ import annotations

@@ -14,29 +14,18 @@ import numpy as np
 from ..errors import InputError
 from .cgmap import CA_AGGREGATE, ca_indices, ca_positions, residue_force_sums, residue_starts
 from .source import FrameBlock, ProteinSource, StreamChecksum
+from .units import FORCE_UNITS, LENGTH_UNITS, SourceUnits, canonical_unit
 from .validate import FrameChecks, extent_problems, max_abs_per_frame
 
 LAYOUT = "mdcath-only-protein-v1.0"
 # bytes of source frames read, hashed, checked and mapped at a time (see FrameReader.pieces)
 PIECE_BYTES = 1 << 20
-_LENGTH = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "ang": 1.0, "nm": 10.0, "nanometer": 10.0}
-_FORCE = {
-    "kcal/mol/angstrom": 1.0, "kcal/mol/a": 1.0, "kcal/mol/å": 1.0, "kcal/(mol*angstrom)": 1.0,
-    "kcal/(mol*a)": 1.0, "kj/mol/nm": 1 / 41.84, "kj/(mol*nm)": 1 / 41.84,
-    "kj/mol/angstrom": 1 / 4.184, "kj/mol/a": 1 / 4.184,
-}
 
 
-def _unit_factor(dataset: h5py.Dataset, table: dict, default: float, where: str) -> float:
+def _declared_unit(dataset: h5py.Dataset, table: dict, where: str) -> str | None:
+    """The canonical unit a dataset's ``unit`` attribute declares (None: no attribute)."""
     unit = dataset.attrs.get("unit", dataset.attrs.get("units"))
-    if unit is None:
-        return default
-    if isinstance(unit, bytes):
-        unit = unit.decode()
-    key = str(unit).strip().lower().replace(" ", "")
-    if key not in table:
-        raise InputError(f"{where}: unknown unit {unit!r} (known: {sorted(table)})")
-    return table[key]
+    return None if unit is None else canonical_unit(unit, table, where)
 
 
 def _text(value) -> str:
@@ -215,7 +204,11 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
             raise InputError(f"{where}: missing dataset {key!r}")
     resname_atoms = _strings(g["resname"])
     chain_atoms = _strings(g["chain"])
-    resid_atoms = g["resid"][()].astype(np.int64)
+    resid_atoms = np.asarray(g["resid"][()])
+    if resid_atoms.dtype.kind not in "iu":
+        raise InputError(f"{where}: dataset 'resid' has dtype {resid_atoms.dtype}, expected "
+                         f"integers")
+    resid_atoms = resid_atoms.reshape(-1).astype(np.int64)
     n_atoms = len(resname_atoms)
     if not (len(chain_atoms) == len(resid_atoms) == n_atoms):
         raise InputError(f"{where}: per-atom datasets resname/resid/chain differ in length "
@@ -233,7 +226,7 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
 
     runs = _runs(g, temperatures, replicas, where)
     n_frames = frame_bytes = 0
-    scale, places = {}, {}
+    scale, places, declared = {}, {}, {}
     for temp, rep, key in runs:
         run = g[key]
         rw = f"{where}/{key}"
@@ -251,8 +244,11 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         for name, ds in (("coords", c), ("forces", f)):
             if ds.dtype.kind != "f":
                 raise InputError(f"{rw}/{name}: dtype {ds.dtype}, expected floating point")
-        scale[key] = (_unit_factor(c, _LENGTH, 1.0, f"{rw}/coords"),
-                      _unit_factor(f, _FORCE, 1.0, f"{rw}/forces"))
+        declared[key] = SourceUnits(
+            _declared_unit(c, LENGTH_UNITS, f"{rw}/coords") or "angstrom",
+            _declared_unit(f, FORCE_UNITS, f"{rw}/forces") or "kcal/mol/angstrom",
+            declared="unit" in f.attrs or "units" in f.attrs)
+        scale[key] = declared[key].factors
         places[key] = {"coords": DatasetPlace.of(c), "forces": DatasetPlace.of(f)}
         n_frames += c.shape[0]
         frame_bytes = max(frame_bytes, n_atoms * 3 * (c.dtype.itemsize + f.dtype.itemsize))
@@ -288,4 +284,12 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
         sources=[provenance],
         cg_map=dict(CA_AGGREGATE), n_frames=n_frames, frame_bytes=frame_bytes, blocks=blocks,
+        units=_file_units(list(declared.values())),
     )
+
+
+def _file_units(per_run: list[SourceUnits]) -> SourceUnits:
+    """The units of a domain's runs (each run was converted with its own): declared only when
+    every run declares its force unit."""
+    first = per_run[0]
+    return SourceUnits(first.length, first.force, all(u.declared for u in per_run))

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError, PickleRefusedError
 from .source import FrameBlock, ProteinSource
+from .units import FORCE_UNITS, LENGTH_UNITS, SourceUnits, canonical_unit
 from .validate import FrameChecks, atom_problems
 
 REQUIRED = ("R", "F", "resname")
@@ -27,7 +28,8 @@ def pickled_members(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
-                continue
+                raise InputError(f"{path}: member {info.filename!r} is not a .npy array (an .npz "
+                                 f"holds only .npy members)")
             with zf.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -47,8 +49,11 @@ def _load(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
         raise PickleRefusedError(
             f"{path}: keys {', '.join(pickled)} hold pickled Python objects, and unpickling can "
             f"run arbitrary code; pass --allow-pickle only if you trust this file")
-    with np.load(path, allow_pickle=allow_pickle) as data:
-        arrays = {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=allow_pickle) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: an array does not read ({type(exc).__name__}: {exc})") from None
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise InputError(f"{path}: missing required key(s) {', '.join(missing)} "
@@ -71,22 +76,58 @@ def _check_vectors(R, F, where: str) -> None:
         raise InputError(f"{where}: R/F frame-count mismatch (R {R.shape[0]}, F {F.shape[0]})")
     if R.shape != F.shape:
         raise InputError(f"{where}: R shape {R.shape} != F shape {F.shape}")
+    if R.shape[0] == 0 or R.shape[1] == 0:
+        raise InputError(f"{where}: R and F hold no {'frames' if R.shape[0] == 0 else 'atoms'} "
+                         f"(shape {R.shape})")
 
 
-def _temperatures(arrays: dict, rows: np.ndarray, default: float | None) -> np.ndarray:
-    if "temperature" in arrays:
-        t = np.asarray(arrays["temperature"], dtype=np.float32)
-        return np.broadcast_to(t, (len(arrays["R"]),))[rows] if t.ndim <= 1 else t[rows]
-    return np.full(len(rows), np.nan if default is None else default, np.float32)
+def _integers(values, name: str, n: int, where: str) -> np.ndarray:
+    """[n] int64 from ``values`` (integers, or floats holding integers), else an InputError."""
+    a = np.asarray(values)
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        a = a.astype(np.int64)
+    if a.dtype.kind not in "iu":
+        raise InputError(f"{where}: {name} has dtype {a.dtype}, expected integers")
+    a = a.reshape(-1)
+    if len(a) != n:
+        raise InputError(f"{where}: {name} has {len(a)} entries for {n} atoms")
+    return a.astype(np.int64)
+
+
+def _temperatures(arrays: dict, rows: np.ndarray, default: float | None,
+                  where: str) -> np.ndarray:
+    """[len(rows)] float32 K of the given frames: the file's ``temperature`` (one value or one
+    per frame), else ``default``, else NaN (unknown)."""
+    if "temperature" not in arrays:
+        return np.full(len(rows), np.nan if default is None else default, np.float32)
+    t = np.asarray(arrays["temperature"])
+    if t.dtype.kind not in "iuf":
+        raise InputError(f"{where}: temperature has dtype {t.dtype}, expected numbers (K)")
+    t = t.astype(np.float32).reshape(-1)
+    n_frames = len(arrays["R"])
+    if len(t) not in (1, n_frames):
+        raise InputError(f"{where}: temperature has {len(t)} values for {n_frames} frames "
+                         f"(give one, or one per frame)")
+    if not (np.isfinite(t) & (t > 0)).all():
+        raise InputError(f"{where}: temperature holds values that are not positive finite "
+                         f"kelvin ({t[~(np.isfinite(t) & (t > 0))][0]})")
+    return np.broadcast_to(t, (n_frames,))[rows]
 
 
 def _source(protein_id, where, resname, resid, chain, sources, R, F, rows, temperature,
-            checks) -> ProteinSource:
+            checks, units: SourceUnits) -> ProteinSource:
+    length, force = units.factors
+
+    def converted(a: np.ndarray, factor: float) -> np.ndarray:
+        if factor == 1.0:
+            return np.asarray(a, dtype=np.float32)
+        return (np.asarray(a, dtype=np.float64) * factor).astype(np.float32)
+
     def blocks(block_frames: int):
         for lo in range(0, len(rows), block_frames):
             idx = rows[lo:lo + block_frames]
-            Rb = np.asarray(R[idx], dtype=np.float32)
-            Fb = np.asarray(F[idx], dtype=np.float32)
+            Rb = converted(R[idx], length)
+            Fb = converted(F[idx], force)
             yield FrameBlock(R=Rb, F=Fb, temperature=temperature[lo:lo + block_frames],
                              replica=np.zeros(len(idx), np.int32),
                              source_frame=idx.astype(np.int32),
@@ -94,14 +135,20 @@ def _source(protein_id, where, resname, resid, chain, sources, R, F, rows, tempe
 
     return ProteinSource(protein_id=protein_id, origin=where, resname=resname, resid=resid,
                          chain=chain, sources=sources, cg_map=dict(NPZ_MAP), n_frames=len(rows),
-                         frame_bytes=R[0].nbytes + F[0].nbytes, blocks=blocks)
+                         frame_bytes=R[0].nbytes + F[0].nbytes, blocks=blocks, units=units)
 
 
 def open_npz(path: str | Path, *, allow_pickle: bool = False,
              protein_id: str | None = None, temperature: float | None = None,
+             length_units: str | None = None, force_units: str | None = None,
              checks: FrameChecks = FrameChecks()) -> list[ProteinSource]:
     """The proteins in one NPZ file (per-protein or combined/padded)."""
     path = Path(path)
+    units = SourceUnits(
+        canonical_unit(length_units, LENGTH_UNITS, "--length-units") if length_units else
+        "angstrom",
+        canonical_unit(force_units, FORCE_UNITS, "--force-units") if force_units else
+        "kcal/mol/angstrom", declared=force_units is not None)
     arrays = _load(path, allow_pickle)
     R, F = arrays["R"], arrays["F"]
     _check_vectors(R, F, str(path))
@@ -109,7 +156,7 @@ def open_npz(path: str | Path, *, allow_pickle: bool = False,
         if protein_id is not None:
             raise InputError(f"{path}: a combined file holds many proteins; --id applies only "
                              f"to per-protein files")
-        return _split_combined(path, arrays, temperature, checks)
+        return _split_combined(path, arrays, temperature, checks, units)
 
     n = R.shape[1]
     resname = _as_str(arrays["resname"])
@@ -118,16 +165,16 @@ def open_npz(path: str | Path, *, allow_pickle: bool = False,
             resname = resname.reshape(R.shape[0], n)[0]
         else:
             raise InputError(f"{path}: resname has {resname.size} entries for {n} atoms")
-    resid = np.asarray(arrays.get("resid", np.arange(1, n + 1)), dtype=np.int64).reshape(-1)[:n]
+    resid = _integers(arrays.get("resid", np.arange(1, n + 1)), "resid", n, str(path))
     chain = _as_str(arrays["chain"])[:n] if "chain" in arrays else np.full(n, "A", dtype=object)
     rows = np.arange(R.shape[0])
-    pid = protein_id or path.stem
+    pid = protein_id if protein_id is not None else path.stem
     sources = [{"path": str(path), "format": "npz-protein", "checksum": None, "entry": None}]
     return [_source(pid, str(path), resname, resid, chain, sources, R, F, rows,
-                    _temperatures(arrays, rows, temperature), checks)]
+                    _temperatures(arrays, rows, temperature, str(path)), checks, units)]
 
 
-def _split_combined(path: Path, arrays: dict, temperature, checks):
+def _split_combined(path: Path, arrays: dict, temperature, checks, units: SourceUnits):
     R, F = arrays["R"], arrays["F"]
     t_total, n_max = R.shape[:2]
     pids = np.asarray(arrays.get("protein_id", np.zeros(t_total, np.int64))).reshape(-1)
@@ -166,13 +213,13 @@ def _split_combined(path: Path, arrays: dict, temperature, checks):
         resname = _as_str(resname_all[first] if resname_all.ndim == 2 else resname_all)[:n]
         if len(resname) != n:
             raise InputError(f"{where}: resname has {len(resname)} entries for {n} atoms")
-        resid = (np.asarray(resid_all[first] if resid_all.ndim == 2 else resid_all)[:n]
-                 if resid_all is not None else np.arange(1, n + 1)).astype(np.int64)
+        resid = _integers((resid_all[first] if resid_all.ndim == 2 else resid_all)[:n]
+                          if resid_all is not None else np.arange(1, n + 1), "resid", n, where)
         chain = np.full(n, "A", dtype=object)
         pid = (Path(paths[p]).stem if names_from_paths and 0 <= p < len(paths)
                else f"{path.stem}_{p}")
         src = [{"path": str(path), "format": "npz-combined", "checksum": None,
                 "entry": int(p)}]
         sources.append(_source(pid, where, resname, resid, chain, src, R[:, :n], F[:, :n], rows,
-                               _temperatures(arrays, rows, temperature), checks))
+                               _temperatures(arrays, rows, temperature, str(path)), checks, units))
     return sources

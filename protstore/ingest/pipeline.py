@@ -22,6 +22,7 @@ from ..vocab import canonical_resnames, species_ids
 from .mdcath import open_mdcath
 from .npz import open_npz
 from .source import CHECKSUM, ProteinSource, file_checksum
+from .units import BondForceCheck, force_unit_problem, length_problem
 from .validate import FrameChecks, bead_problems, bonded_to_next, force_rms, force_units_problem
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -38,6 +39,9 @@ class IngestOptions:
     allow_unknown : map unknown residue names to UNK instead of failing.
     protein_id : id for a single per-protein NPZ file (default: the file stem).
     temperature : K, for NPZ files that do not store one (default: NaN, unknown).
+    length_units, force_units : the units of NPZ files' R and F (default: Å and kcal/mol/Å,
+        undeclared: then checked by physics, :mod:`protstore.ingest.units`); converted to store
+        units and recorded in the protein document. mdCATH files declare theirs.
     block_bytes : source bytes read per frame block (bounds memory).
     """
 
@@ -49,6 +53,8 @@ class IngestOptions:
     allow_unknown: bool = False
     protein_id: str | None = None
     temperature: float | None = None
+    length_units: str | None = None
+    force_units: str | None = None
     block_bytes: int = 64 << 20
     checks: FrameChecks = FrameChecks()
 
@@ -83,6 +89,7 @@ def open_sources(path: Path, options: IngestOptions) -> list[ProteinSource]:
     if path.suffix.lower() == ".npz":
         return open_npz(path, allow_pickle=options.allow_pickle,
                         protein_id=options.protein_id, temperature=options.temperature,
+                        length_units=options.length_units, force_units=options.force_units,
                         checks=options.checks)
     raise InputError(f"{path}: unknown source format (expected .h5/.hdf5 mdCATH or .npz)")
 
@@ -105,21 +112,21 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
     try:
         for path in tqdm(paths, desc="files", unit="file", disable=not progress or len(paths) < 2):
             try:
-                if not path.is_file():
-                    raise InputError(f"{path}: no such file")
+                check_source_path(path)
                 checksum = FileChecksum(hasher, path)
                 sources = open_sources(path, options)
-            except ProtstoreError as exc:
-                report.failed[str(path)] = str(exc)
-                log(f"error: {exc}")
+            except Exception as exc:  # noqa: BLE001 - any failure of one file: report, go on
+                report.failed[str(path)] = failure(exc, str(path))
+                log(f"error: {report.failed[str(path)]}")
                 continue
             for source in sources:
                 try:
                     status, n_excluded = ingest_protein(store, source, options, checksum,
                                                         progress=progress, log=log)
-                except ProtstoreError as exc:
-                    report.failed[f"{source.origin} (protein {source.protein_id})"] = str(exc)
-                    log(f"error: {exc}")
+                except Exception as exc:  # noqa: BLE001 - any failure of one protein: go on
+                    what = f"{source.origin} (protein {source.protein_id})"
+                    report.failed[what] = failure(exc, what)
+                    log(f"error: {report.failed[what]}")
                     continue
                 getattr(report, status).append(source.protein_id)
                 if n_excluded:
@@ -132,6 +139,26 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
         store.consolidate(None if recovered else
                           [protein_path(p) for p in report.written + report.replaced])
     return report
+
+
+def check_source_path(path: Path) -> None:
+    """An InputError unless ``path`` is a regular file (naming what it is instead)."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    kind = "a directory" if path.is_dir() else "not a regular file (a FIFO, socket or device?)"
+    raise InputError(f"{path}: {kind}, not a source file")
+
+
+def failure(exc: BaseException, where: str) -> str:
+    """One line saying what went wrong: a protstore error's own message (it names the place),
+    else ``where`` and the exception (e.g. an OSError of a full disk)."""
+    if isinstance(exc, ProtstoreError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{where}: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    return f"{where}: {type(exc).__name__}: {exc}"
 
 
 class FileChecksum:
@@ -222,10 +249,19 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         raise
     excluded: list[dict] = []
     rms: list[np.ndarray] = []
+    bond_forces = BondForceCheck()
+    runs: list[dict] = []  # consecutive frames of one (temperature, replica), as stored
     bar = tqdm(total=source.n_frames, desc=pid, unit="frame", leave=False,
                disable=not progress)
     try:
+        lengths_checked = False
         for block in blocks:
+            clean = np.array([p is None for p in block.problems], dtype=bool)
+            if not lengths_checked and clean.any():  # before any frame is judged by the length
+                wrong = length_problem(block.R[clean], bonded)
+                if wrong:
+                    raise InputError(f"{where}: protein {pid}: {wrong}")
+                lengths_checked = True
             problems = bead_problems(block.R, block.F, bonded, options.checks, source.resid)
             problems = [a or b for a, b in zip(block.problems, problems)]
             bad = np.array([p is not None for p in problems], dtype=bool)
@@ -241,6 +277,8 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
             kept = block.keep(~bad)
             writer.append(**kept)
             rms.append(force_rms(kept["F"]))
+            bond_forces.add(kept["R"], kept["F"], bonded, kept["temperature"])
+            _extend_runs(runs, kept["temperature"], kept["replica"])
             bar.update(len(block.R))
         bar.close()
         if writer.frames_queued == 0:
@@ -250,8 +288,13 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         units = force_units_problem(np.concatenate(rms), options.checks)
         if units:
             raise InputError(f"{where}: protein {pid}: {units}")
+        wrong, note = force_unit_problem(bond_forces, source.units)
+        if wrong:
+            raise InputError(f"{where}: protein {pid}: {wrong}")
+        ratio = bond_forces.verdict()[0]
+        unit_check = {"ratio": None if ratio is None else float(ratio), "note": note}
         _fill_checksums(source, checksum)
-        writer.finish(_protein_doc(source, resname, excluded))
+        writer.finish(dict(_protein_doc(source, resname, excluded, unit_check), runs=runs))
         status = store.commit(writer, overwrite=options.overwrite)
     except BaseException:
         bar.close()
@@ -259,7 +302,28 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         raise
     if excluded:
         _log_excluded(pid, excluded, log)
+    if note.startswith("warning") or (not source.units.declared and unit_check["ratio"] is None):
+        log(f"{pid}: {note}")
+    if None in writer.doc["temperatures"]:
+        log(f"{pid}: the source stores no temperature: its frames are recorded with an unknown "
+            f"temperature (NaN); fit-priors and train refuse them until you give --temperature "
+            f"K there, or ingest again with --temperature K --overwrite")
     return status, len(excluded)
+
+
+def _extend_runs(runs: list[dict], temperature: np.ndarray, replica: np.ndarray) -> None:
+    """Append a block's frames to ``runs`` ({temperature, replica, n_frames}, in order)."""
+    if not len(temperature):
+        return
+    T = np.nan_to_num(np.asarray(temperature, np.float64), nan=-1.0)
+    rep = np.asarray(replica)
+    starts = np.concatenate([[0], np.flatnonzero((T[1:] != T[:-1]) | (rep[1:] != rep[:-1])) + 1])
+    for a, b in zip(starts, [*starts[1:], len(T)]):
+        key = (_maybe(temperature[a]), int(rep[a]))
+        if runs and (runs[-1]["temperature"], runs[-1]["replica"]) == key:
+            runs[-1]["n_frames"] += int(b - a)
+        else:
+            runs.append({"temperature": key[0], "replica": key[1], "n_frames": int(b - a)})
 
 
 def _maybe(t) -> float | None:
@@ -267,7 +331,7 @@ def _maybe(t) -> float | None:
     return None if np.isnan(t) else t
 
 
-def _protein_doc(source: ProteinSource, resname, excluded) -> dict:
+def _protein_doc(source: ProteinSource, resname, excluded, unit_check: dict) -> dict:
     chains = source.chain
     n_chains = int(1 + np.count_nonzero(chains[1:] != chains[:-1])) if len(chains) else 0
     return {
@@ -278,6 +342,8 @@ def _protein_doc(source: ProteinSource, resname, excluded) -> dict:
         "temperatures": [],  # filled by the writer
         "sources": source.sources,
         "cg_map": source.cg_map,
+        "source_units": source.units.as_doc(),
+        "unit_check": unit_check,
         "excluded_frames": excluded,
         "nbytes_raw": 0,
         "nbytes_stored": 0,

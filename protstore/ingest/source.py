@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from .units import SourceUnits
+
 
 @dataclass
 class FrameBlock:
@@ -48,7 +50,9 @@ class ProteinSource:
     cg_map : how beads were made (name, position rule, force rule).
     n_frames : frames in the source (before validation).
     frame_bytes : bytes of one source frame (all its arrays), to size the frame blocks.
-    blocks : ``blocks(block_frames)`` yields :class:`FrameBlock` in source order.
+    blocks : ``blocks(block_frames)`` yields :class:`FrameBlock` in source order, already
+        converted to store units.
+    units : the units the source's numbers were in, and whether they were declared.
     """
 
     protein_id: str
@@ -61,6 +65,7 @@ class ProteinSource:
     n_frames: int
     frame_bytes: int
     blocks: Callable[[int], Iterator[FrameBlock]]
+    units: SourceUnits = field(default_factory=SourceUnits)
 
 
 CHECKSUM = "xxh3_128"
@@ -69,10 +74,10 @@ CHECKSUM = "xxh3_128"
 def file_checksum(path: str | Path, algorithm: str = CHECKSUM) -> str:
     """``<algorithm>:<hex>`` of a file's bytes.
 
-    ``xxh3_128`` (the default) is a 128-bit non-cryptographic checksum at ~14 GB/s: it
-    identifies a source and detects corruption, cheaply enough to run beside ingest on every
-    byte. ``sha256`` (~1.6 GB/s) is what stores of protstore 0.1 recorded; re-ingest compares
-    checksums in the algorithm the store recorded.
+    ``xxh3_128`` (the default) is a fast 128-bit non-cryptographic checksum: it identifies a
+    source and detects corruption, cheaply enough to run beside ingest on every byte.
+    ``sha256`` (several times slower) is what stores of protstore 0.1 recorded; re-ingest
+    compares checksums in the algorithm the store recorded.
     """
     with open(path, "rb", buffering=0) as fh:
         return StreamChecksum(fh.fileno(), algorithm).finish()

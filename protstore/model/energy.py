@@ -2,8 +2,9 @@
 
 Plug-in contract (``--model package.module:factory``)::
 
-    factory(**options) -> EnergyModel(init, energy)
-    init(key, stats) -> params            # nested dict of arrays; stats: {"force_rms": float}
+    factory(**options) -> EnergyModel(init, energy[, neighbors])
+    init(key, stats) -> params            # nested dict of arrays; stats: {"force_rms": float,
+                                          #   "max_neighbors": cutoff -> int (the data's densest)}
     energy(params, R, species, mask, topo) -> scalar kcal/mol, for ONE frame:
         R [N, 3] Å, species [N] int (protstore vocabulary, PAD_ID for padding),
         mask [N] (1 real, 0 padded), topo: protstore.model.Topology of that frame
@@ -24,33 +25,63 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..errors import ProtstoreError
+from ..errors import ConfigError, ProtstoreError
 from .priors import prior_energy
 from .topology import Topology, build_topology
 
 MODES = ("full", "prior-only", "ml-only")
 DEFAULT_MODEL = "protstore.model.network:schnet"
+#: The learned energies protstore ships. A checkpoint (or a run's config.json) may name these by
+#: itself; any other factory is imported and called only when the user names it (``--model``,
+#: ``model=``): a stored name is data, and importing what data names runs code.
+BUILTIN_MODELS = (DEFAULT_MODEL,)
 
 
 class EnergyModel(NamedTuple):
-    """A learned energy: ``init(key, stats) -> params``; ``energy(params, R, species, mask, topo)``."""
+    """A learned energy: ``init(key, stats) -> params``; ``energy(params, R, species, mask, topo)``;
+    optionally ``neighbors(params, R, mask) -> (largest neighbour count, capacity)`` for one frame,
+    which training and evaluation check on every frame (a model with a fixed neighbour capacity
+    is smooth only within it)."""
 
     init: Callable
     energy: Callable
+    neighbors: Callable | None = None
+
+
+def trusted_model(stored: str, named: str | None, where: str) -> str:
+    """The model factory to build for parameters stored with factory ``stored`` when the user
+    named ``named`` (None: nothing named): the user's choice, else ``stored`` if it is one of
+    :data:`BUILTIN_MODELS`; anything else is refused, naming the flag that accepts it."""
+    if named is not None:
+        return named
+    if stored in BUILTIN_MODELS:
+        return stored
+    raise ConfigError(f"{where}: stored with model factory {stored!r}, which is not one of "
+                      f"protstore's built-in models ({', '.join(BUILTIN_MODELS)}); building it "
+                      f"imports and runs the code it names, so pass --model {stored} (model=) "
+                      f"only if you trust it")
 
 
 def load_model(spec: str = DEFAULT_MODEL, options: dict | None = None) -> EnergyModel:
-    """Build the EnergyModel named by ``"package.module:factory"`` with ``options``."""
+    """Build the EnergyModel named by ``"package.module:factory"`` with ``options``.
+
+    ``spec`` must come from the user or :data:`BUILTIN_MODELS` (see :func:`trusted_model`):
+    this imports its module and calls the factory."""
     module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ProtstoreError(f"model {spec!r}: expected 'package.module:factory'")
+    if not module_name or not attr:
+        raise ConfigError(f"model {spec!r}: expected 'package.module:factory'")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ProtstoreError(f"model {spec!r}: cannot import ({exc})") from None
-    model = factory(**(options or {}))
-    if not isinstance(model, EnergyModel):
-        model = EnergyModel(*model)
+        raise ConfigError(f"model {spec!r}: cannot import ({exc})") from None
+    if not callable(factory):
+        raise ConfigError(f"model {spec!r}: {attr} is not a factory function")
+    try:
+        model = factory(**(options or {}))
+        if not isinstance(model, EnergyModel):
+            model = EnergyModel(*model)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model {spec!r} with options {options or {}}: {exc}") from None
     return model
 
 
@@ -75,11 +106,29 @@ def batch_forces(energy: Callable) -> Callable:
     (kcal/mol/Å; exactly 0 on padded beads). Not jitted: callers jit their own step."""
 
     def one(params, R, species, resid, chain, mask):
-        topo = build_topology(resid, chain, mask)
+        topo = build_topology(resid, chain, mask, species)
         F = -jax.grad(energy, argnums=1)(params, R, species, mask, topo)
         return jnp.where(topo.real[:, None], F, 0.0)
 
     return jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0))
+
+
+def batch_neighbor_census(model: EnergyModel) -> Callable | None:
+    """``census(params, R, mask) -> (counts [B], capacity [B])`` of the model's neighbour
+    capacity check over a batch (``params`` the full params; None if the model has none).
+    Jitted: one compilation per bucket shape."""
+    if model.neighbors is None:
+        return None
+    return jax.jit(jax.vmap(lambda params, R, mask: model.neighbors(params["model"], R, mask),
+                            in_axes=(None, 0, 0)))
+
+
+def neighbor_overflow(counts, capacity) -> int | None:
+    """The first sample whose densest bead has more neighbours than the capacity, or None."""
+    import numpy as np
+
+    over = np.flatnonzero(np.asarray(counts) > np.asarray(capacity))
+    return int(over[0]) if len(over) else None
 
 
 def squared_error_sums(F_pred, F_ref, mask, sample_mask):

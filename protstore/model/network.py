@@ -10,11 +10,16 @@ energy scale s) is stored in the parameters under ``"frozen"``, so a parameter s
 the model (checkpoints, EMA results and ``params.pkl`` evaluate without extra configuration).
 Parameter shapes never depend on the bucket or the protein set. Only real beads interact.
 
-Neighbours: each bead keeps its ``max_neighbors`` nearest real beads (a dense [N, K] list chosen
-by ``top_k`` on the pair distances), and pairs beyond the cutoff weigh zero. This is O(N K)
-feature work instead of O(N²), and exact while no bead has more than K beads within the cutoff
-(CA beads: about 20-30 within 10 Å). K is static (it sets shapes), so it is stored as the length
-of the frozen leaf ``neighbor_slots``.
+Neighbours: each bead keeps its K nearest real beads (a dense [N, K] list chosen by ``top_k``
+on the pair distances), and pairs beyond the cutoff weigh zero (the cosine cutoff and its slope
+vanish there). This is O(N K) feature work instead of O(N²). The energy is smooth exactly while
+no bead has more than K beads within the cutoff: then a change of the nearest-K set only swaps
+beads beyond the cutoff, which weigh nothing. So K (the *capacity*) is sized from the training
+data (the most beads any bead has within the cutoff, with a margin; ``max_neighbors`` fixes it
+instead), stored as the length of the frozen leaf ``neighbor_slots``, and every frame is checked:
+:func:`neighbor_census` gives the count that training and evaluation compare with K, so an
+overflow is an error naming the protein and frame, never a silent truncation (as jax-md's
+``did_buffer_overflow``).
 """
 
 from __future__ import annotations
@@ -91,13 +96,45 @@ def network_energy(params: dict, R: jnp.ndarray, species: jnp.ndarray, mask: jnp
     return frozen["energy_scale"] * jnp.sum(jnp.where(real, e_bead, 0.0))
 
 
+def neighbor_census(params: dict, R: jnp.ndarray, mask: jnp.ndarray) -> tuple:
+    """(the most real beads any real bead of R [N, 3] has within the cutoff, the capacity K)
+    for one frame; the energy is smooth while the first is at most the second."""
+    real = mask > 0
+    n = real.shape[0]
+    neighbour = real[:, None] & real[None, :] & ~jnp.eye(n, dtype=bool)
+    d = pair_distances(R, neighbour)
+    count = jnp.sum(neighbour & (d < params["frozen"]["cutoff"]), axis=1)
+    return jnp.max(count), jnp.int32(min(params["frozen"]["neighbor_slots"].shape[0], n - 1))
+
+
+def capacity_for(largest: int) -> int:
+    """Neighbour slots for data whose beads have at most ``largest`` neighbours within the
+    cutoff: 25% more, rounded up to a multiple of 8 (shapes that compile well), at least 8."""
+    return max(8, -(-int(np.ceil(1.25 * largest)) // 8) * 8)
+
+
 def schnet(features: int = 32, layers: int = 2, n_rbf: int = 16, hidden: int = 32,
-           cutoff: float = 10.0, max_neighbors: int = 32) -> EnergyModel:
+           cutoff: float = 10.0, max_neighbors: int | None = None) -> EnergyModel:
     """The default learned energy. ``init(key, stats)`` uses ``stats["force_rms"]``
-    (kcal/mol/Å) × 1 Å as the energy scale so outputs start at the data's force scale."""
+    (kcal/mol/Å) × 1 Å as the energy scale so outputs start at the data's force scale, and
+    sizes the neighbour capacity from ``stats["max_neighbors"](cutoff)`` (the most beads any
+    bead of the training data has within ``cutoff``) unless ``max_neighbors`` fixes it."""
+    for name, value in (("features", features), ("layers", layers), ("n_rbf", n_rbf),
+                        ("hidden", hidden), ("max_neighbors", max_neighbors or 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if n_rbf < 2:
+        raise ValueError(f"n_rbf must be at least 2, not {n_rbf}")
+    if not isinstance(cutoff, int | float) or not 0 < cutoff < float("inf"):
+        raise ValueError(f"cutoff must be a positive number of Å, not {cutoff!r}")
 
     def init(key, stats: dict) -> dict:
+        slots = max_neighbors
+        if slots is None:
+            census = stats.get("max_neighbors")
+            slots = capacity_for(census(cutoff)) if callable(census) else 32
         return _init(key, features=features, layers=layers, n_rbf=n_rbf, hidden=hidden,
-                     cutoff=cutoff, max_neighbors=max_neighbors, energy_scale=float(stats.get("force_rms", 1.0)))
+                     cutoff=cutoff, max_neighbors=slots,
+                     energy_scale=float(stats.get("force_rms", 1.0)))
 
-    return EnergyModel(init=init, energy=network_energy)
+    return EnergyModel(init=init, energy=network_energy, neighbors=neighbor_census)

@@ -1,13 +1,21 @@
 """Physics priors of the CG force field (domain notes section 4): global, not species-specific.
 
-    E_prior = Σ_bonds ½ k (r - r0)²
+    E_prior = Σ_bonds ½ k (r - r0)²                                    (trans; X-Pro bonds below)
             + Σ_angles Σ_n [a_n cos(nθ) + b_n sin(nθ)]              (n = 1..3, a short Fourier series)
             + Σ_dihedrals Σ_n k_n (1 + cos(nφ - γ_n))               (n = 1..3)
             + Σ_non-bonded ε (σ / r)^p
 
-Units: r, σ in Å; θ, φ, γ in radians; k in kcal/mol/Å²; a, b, k_n, ε in kcal/mol. Parameters are
-a nested dict of arrays (a pytree), fitted by :mod:`protstore.model.fit`; training keeps them
-fixed.
+An X-Pro bond (into a proline: the only peptide that is cis in real proteins) has a smooth
+double well, the Boltzmann inversion of a two-population distribution at the fit's kT:
+
+    U(r) = -kT ln[(1 - w) exp(-½ k (r - r0)² / kT) + w exp(-½ k_cis (r - r0_cis)² / kT)]
+
+so a cis-proline sits in its own well (r0_cis ~2.9 Å) instead of being pulled to 3.8 Å. Priors
+without ``w_cis`` (written before protstore 0.5) treat every bond as trans.
+
+Units: r, σ in Å; θ, φ, γ in radians; k in kcal/mol/Å²; a, b, k_n, ε, kT in kcal/mol; w a
+fraction. Parameters are a nested dict of arrays (a pytree), fitted by
+:mod:`protstore.model.fit`; training keeps them fixed.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ def default_priors() -> dict:
     """A plausible CA prior (r0 3.8 Å, weak angles/dihedrals, σ 4 Å) for tests and fallbacks."""
     z = np.zeros(N_FOURIER, np.float32)
     return {
-        "bond": {"k": np.float32(50.0), "r0": np.float32(3.8)},
+        "bond": {"k": np.float32(50.0), "r0": np.float32(3.8), "k_cis": np.float32(50.0),
+                 "r0_cis": np.float32(2.9), "w_cis": np.float32(0.05), "kT": np.float32(0.6)},
         "angle": {"cos": z.copy(), "sin": z.copy()},
         "dihedral": {"k": z.copy(), "gamma": z.copy()},
         "repulsion": {"epsilon": np.float32(0.6), "sigma": np.float32(4.0),
@@ -46,6 +55,18 @@ def dihedral_terms(phi: jnp.ndarray, k: jnp.ndarray, gamma: jnp.ndarray) -> jnp.
     return jnp.sum(k * (1.0 + jnp.cos(phi[..., None] * n - gamma)), axis=-1)
 
 
+def bond_energies(bond: dict, r: jnp.ndarray, prolyl: jnp.ndarray) -> jnp.ndarray:
+    """[N-1] energy of each bond of length r: trans harmonic, X-Pro (``prolyl``) a double well
+    (module docstring). Finite in value and gradient wherever r is finite."""
+    trans = 0.5 * bond["k"] * (r - bond["r0"]) ** 2
+    if "w_cis" not in bond:
+        return trans
+    kT, w = bond["kT"], bond["w_cis"]
+    cis = 0.5 * bond["k_cis"] * (r - bond["r0_cis"]) ** 2
+    double = -kT * jnp.logaddexp(jnp.log1p(-w) - trans / kT, jnp.log(w) - cis / kT)
+    return jnp.where(prolyl, double, trans)
+
+
 def prior_terms(p: dict, R: jnp.ndarray, topo: Topology) -> dict[str, jnp.ndarray]:
     """Energy of each prior term (kcal/mol) for one frame R [N, 3]."""
     r = bond_lengths(R, topo.bond)
@@ -56,7 +77,7 @@ def prior_terms(p: dict, R: jnp.ndarray, topo: Topology) -> dict[str, jnp.ndarra
     # masked pairs get d = 0; divide by 1 there instead (values and gradients stay finite)
     inv = rep["sigma"] / jnp.where(topo.pair, d, 1.0)
     return {
-        "bond": jnp.sum(jnp.where(topo.bond, 0.5 * p["bond"]["k"] * (r - p["bond"]["r0"]) ** 2, 0.0)),
+        "bond": jnp.sum(jnp.where(topo.bond, bond_energies(p["bond"], r, topo.prolyl), 0.0)),
         "angle": jnp.sum(jnp.where(topo.angle, fourier(theta, p["angle"]["cos"], p["angle"]["sin"]), 0.0)),
         "dihedral": jnp.sum(jnp.where(topo.dihedral, dihedral_terms(
             phi, p["dihedral"]["k"], p["dihedral"]["gamma"]), 0.0)),

@@ -1,19 +1,22 @@
-"""Whole-chunk reads and writes of frame-chunked arrays: the store's own encoding, directly.
+"""The direct chunk path: whole chunks of the store's own arrays read and written without
+zarr-python's per-chunk machinery, with zarr itself as the fallback for everything else.
 
-The batch loader reads thousands of whole ~1 MiB chunks per epoch, and reading a protein reads
-all of its chunks. Through ``zarr.Array.__getitem__`` each chunk costs ~1.6 ms of CPU on the
-development machine (README), of which only ~0.8 ms is reading, Blosc and the transpose; the
-rest is zarr's general machinery (selection, async hops, buffers), paid while holding the GIL.
-For chunks in the layout protstore writes (an optional ``transpose``; little- or native-endian
-``bytes`` or UTF-8 strings; ``blosc`` or ``zstd``) on a local store, :class:`ChunkReader`
-reads the chunk file and decodes it with numcodecs, which releases the GIL, so a few threads
-keep every core busy. Anything else (other codecs, remote stores) goes through zarr itself.
-:class:`LazyFrames` puts chunk readers behind dask (``Store.protein``), and
-:class:`FramesBackendArray` behind xarray's own lazy indexing (``Store.protein(chunks=None)``).
-:class:`ChunkWriter` is the same for writing (ingest): it encodes a chunk with numcodecs and
-writes its file.
-``tests/test_views_loader.py`` and ``tests/test_store.py`` check both paths against zarr, bit
-for bit.
+Why it exists: the batch loader reads thousands of whole ~1 MiB chunks per epoch from many
+threads. Through ``zarr.Array.__getitem__`` each chunk pays zarr's general machinery (selection,
+async hops, buffers) while holding the GIL; reading the chunk file and decoding it with
+numcodecs releases the GIL, so a few threads keep every core busy. The per-chunk figures are in
+``docs/performance.md`` (``benchmarks/bench_store.py`` measures them).
+
+Which layouts it handles: a Zarr v3 array in a local directory store (``zarr.storage.LocalStore``),
+chunked along its first axis only, whose metadata document (the spec JSON, read with
+``array.metadata.to_dict()``, never zarr-python's codec objects) has
+
+- a ``regular`` chunk grid and the ``default`` or ``v2`` chunk key encoding;
+- the codec chain ``[transpose]? -> bytes (any endian) | vlen-utf8 -> blosc | zstd -> [crc32c]?``.
+
+Anything else (another codec, sharding, a remote store, a field it does not know) and any
+exception while recognising a layout sends that array through zarr's own ``Array`` API, never to
+a crash. Readers and writers here are checked against zarr bit for bit in the tests.
 """
 
 from __future__ import annotations
@@ -21,33 +24,152 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import numcodecs.blosc
+import numcodecs
 import numcodecs.vlen
-import numcodecs.zstd
 import numpy as np
 import zarr
 from xarray.backends import BackendArray
 from xarray.core import indexing
-from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec, VLenUTF8Codec, ZstdCodec
 from zarr.storage import LocalStore
+
+from ..errors import ChunkError
+
+_BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+_ENDIAN = {"little": "<", "big": ">"}
+
+
+def chunk_key(metadata: dict, coords: tuple[int, ...]) -> str:
+    """The store key (relative to the array) of the chunk at grid ``coords``, from the array's
+    Zarr v3 metadata document (``chunk_key_encoding``: ``default`` or ``v2``)."""
+    encoding = metadata.get("chunk_key_encoding") or {"name": "default"}
+    name = encoding.get("name")
+    separator = (encoding.get("configuration") or {}).get(
+        "separator", "/" if name == "default" else ".")
+    parts = [str(int(c)) for c in coords]
+    if name == "default":
+        return separator.join(["c", *parts])
+    if name == "v2":
+        return separator.join(parts) or "0"
+    raise ValueError(f"unknown chunk key encoding {name!r}")
+
+
+def compressor_from_spec(codec: dict):
+    """The numcodecs codec doing what the Zarr v3 ``blosc`` or ``zstd`` codec document
+    (``{"name": ..., "configuration": {...}}``) describes."""
+    name, config = codec["name"], codec.get("configuration") or {}
+    if name == "zstd":
+        return numcodecs.get_codec({"id": "zstd", "level": int(config.get("level", 0)),
+                                    "checksum": bool(config.get("checksum", False))})
+    if name == "blosc":
+        return numcodecs.get_codec({
+            "id": "blosc", "cname": config["cname"], "clevel": int(config["clevel"]),
+            "shuffle": _BLOSC_SHUFFLE[config["shuffle"]],
+            "blocksize": int(config.get("blocksize") or 0)})
+    raise ValueError(f"no direct codec for {name!r}")
+
+
+@dataclass(frozen=True)
+class DirectLayout:
+    """How one array's chunks are stored, as far as the direct path needs to know.
+
+    directory : the array's directory; metadata : its Zarr v3 metadata document;
+    order : the transpose order (identity without a transpose codec); dtype : the stored dtype
+    with its byte order (None for UTF-8 strings); compressor : the numcodecs codec;
+    crc32c : chunks end in a CRC32C checksum of the compressed bytes.
+    """
+
+    directory: Path
+    metadata: dict
+    order: tuple[int, ...]
+    dtype: np.dtype | None
+    compressor: object
+    crc32c: bool
+
+    def path(self, c: int, ndim: int) -> Path:
+        return self.directory / chunk_key(self.metadata, (c,) + (0,) * (ndim - 1))
+
+
+def direct_layout(array: zarr.Array) -> DirectLayout | None:
+    """The array's :class:`DirectLayout` when the direct path handles it (module docstring),
+    else None. Never raises: whatever it does not recognise goes to zarr."""
+    try:
+        return _recognise(array)
+    except Exception:  # noqa: BLE001 - anything unexpected: zarr reads and writes it instead
+        return None
+
+
+def _recognise(array: zarr.Array) -> DirectLayout | None:
+    if not isinstance(array.store, LocalStore):
+        return None
+    meta = array.metadata.to_dict()
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
+        return None
+    grid = meta.get("chunk_grid") or {}
+    shape = list(meta["shape"])
+    chunks = list((grid.get("configuration") or {}).get("chunk_shape") or [])
+    if grid.get("name") != "regular" or len(chunks) != len(shape) or not shape \
+            or chunks[1:] != shape[1:] or chunks[0] < 1:
+        return None
+    if meta.get("storage_transformers"):
+        return None
+    codecs = [dict(c) for c in meta["codecs"]]
+    order = tuple(range(len(shape)))
+    if codecs and codecs[0]["name"] == "transpose":
+        order = tuple(int(i) for i in codecs.pop(0)["configuration"]["order"])
+        if sorted(order) != list(range(len(shape))):
+            return None
+    crc32c = bool(codecs) and codecs[-1]["name"] == "crc32c"
+    if crc32c:
+        codecs.pop()
+    if len(codecs) != 2 or codecs[1]["name"] not in ("blosc", "zstd"):
+        return None
+    array_to_bytes = codecs[0]
+    if array_to_bytes["name"] == "vlen-utf8" and meta["data_type"] == "string":
+        dtype = None
+    elif array_to_bytes["name"] == "bytes":
+        dtype = np.dtype(array.dtype)
+        if dtype.kind not in "fiub":
+            return None
+        endian = (array_to_bytes.get("configuration") or {}).get("endian")
+        if endian is not None:
+            dtype = dtype.newbyteorder(_ENDIAN[endian])
+    else:
+        return None
+    compressor = compressor_from_spec(codecs[1])
+    directory = Path(array.store.root) / array.path
+    return DirectLayout(directory, meta, order, dtype, compressor, crc32c)
+
+
+def missing_chunks(array: zarr.Array) -> list[str]:
+    """Keys of the chunks of an array in a local directory store whose files are missing
+    (zarr would read them as fill value); [] for other stores, which are not checked here."""
+    if not isinstance(array.store, LocalStore):
+        return []
+    meta = array.metadata.to_dict()
+    grid = [-(-s // c) for s, c in zip(array.shape, array.chunks)]
+    directory = Path(array.store.root) / array.path
+    keys = [chunk_key(meta, coords) for coords in np.ndindex(*grid)]
+    return [key for key in keys if not (directory / key).is_file()]
 
 
 class _FrameChunks:
-    """A Zarr v3 array chunked along its first axis, with the numcodecs codec and the chunk
-    file paths of the fast path (``direct``: the store's own local layout, else None)."""
+    """A Zarr v3 array chunked along its first axis, with its :class:`DirectLayout` (None:
+    zarr reads and writes it)."""
 
     def __init__(self, array: zarr.Array):
         self.array = array
         self.chunk = array.chunks[0]
-        self.direct = _direct_layout(array)
-        if self.direct is not None:
-            self._codec = numcodecs_compressor(array.metadata.codecs[-1])
+        self.direct = direct_layout(array)
 
-    def _chunk_path(self, c: int) -> Path:
-        return self.direct[0] / self.array.metadata.encode_chunk_key(
-            (c,) + (0,) * (self.array.ndim - 1))
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.array.shape[0] // self.chunk)
+
+    def _where(self, c: int) -> str:
+        return f"{self.array.store}/{self.array.path} chunk {c}"
 
 
 class ChunkReader(_FrameChunks):
@@ -55,47 +177,53 @@ class ChunkReader(_FrameChunks):
 
     ``read(c)`` returns the chunk's frames ``[c*chunk, min((c+1)*chunk, frames))`` with shape
     ``(frames_in_chunk, *shape[1:])``; it may be a non-contiguous view (the transpose is not
-    copied: the caller's gather does that copy anyway).
+    copied: the caller's gather does that copy anyway). A chunk file that is missing or does
+    not decode is a :class:`~protstore.errors.ChunkError` naming the array and the chunk:
+    protstore writes every chunk of its arrays, so a missing one is damage, not fill value.
     """
 
     def read_all(self) -> np.ndarray:
         """The whole array (all chunks), contiguous."""
-        n_chunks = -(-self.array.shape[0] // self.chunk)
-        if n_chunks == 0:
-            return self.array[:]
-        if n_chunks == 1:
-            return np.ascontiguousarray(self.read(0))
-        return np.concatenate([self.read(c) for c in range(n_chunks)])
+        if self.direct is None or self.n_chunks == 0:
+            return np.ascontiguousarray(self.array[:])
+        return np.ascontiguousarray(np.concatenate([self.read(c) for c in range(self.n_chunks)]))
 
     def read(self, c: int) -> np.ndarray:
         lo = c * self.chunk
         hi = min(lo + self.chunk, self.array.shape[0])
         if not 0 <= lo < self.array.shape[0]:
             raise IndexError(f"{self.array.path}: no chunk {c} (shape {self.array.shape})")
-        if self.direct is not None:
-            _, order, dtype = self.direct
-            try:
-                with open(self._chunk_path(c), "rb") as fh:
-                    raw = fh.read()
-            except FileNotFoundError:  # not stored (never written, or all fill value)
-                if dtype is None:
-                    return self.array[lo:hi]
-                return np.full((hi - lo, *self.array.shape[1:]), self.array.fill_value, dtype)
-            shape = self.array.chunks
-            raw = self._codec.decode(raw)
-            if dtype is None:  # variable-length strings
-                stored = numcodecs.vlen.VLenUTF8().decode(raw)
-            else:
-                stored = np.frombuffer(raw, dtype=dtype)
-            stored = stored.reshape([shape[o] for o in order])
-            return stored.transpose(np.argsort(order))[: hi - lo]
-        return self.array[lo:hi]
+        if self.direct is None:
+            return self.array[lo:hi]
+        layout = self.direct
+        try:
+            with open(layout.path(c, self.array.ndim), "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            raise ChunkError(self._where(c), "chunk file missing") from None
+        try:
+            stored = self._decode(raw)
+        except Exception as exc:  # noqa: BLE001 - any decode failure is a damaged chunk
+            raise ChunkError(self._where(c),
+                             f"corrupt chunk ({type(exc).__name__}: {exc})") from None
+        return stored.transpose(np.argsort(layout.order))[: hi - lo]
+
+    def _decode(self, raw: bytes) -> np.ndarray:
+        layout = self.direct
+        if layout.crc32c:
+            raw = _check_crc32c(raw)
+        raw = layout.compressor.decode(raw)
+        if layout.dtype is None:  # variable-length strings
+            stored = numcodecs.vlen.VLenUTF8().decode(raw)
+        else:
+            stored = np.frombuffer(raw, dtype=layout.dtype)
+        return stored.reshape([self.array.chunks[o] for o in layout.order])
 
 
 class ChunkWriter(_FrameChunks):
     """Writes whole chunks of a Zarr v3 array chunked along its first axis (the counterpart of
-    :class:`ChunkReader`; arrays in the store's own local layout are encoded with numcodecs,
-    which releases the GIL; anything else goes through zarr).
+    :class:`ChunkReader`: arrays the direct path handles are encoded with numcodecs, which
+    releases the GIL; anything else goes through zarr).
 
     ``write(c, data)`` stores frames ``[c*chunk, c*chunk + len(data))``; ``data`` is shorter
     than a chunk only for the array's last chunk, which is padded with the fill value as zarr
@@ -112,53 +240,24 @@ class ChunkWriter(_FrameChunks):
         if self.direct is None:
             self.array[lo:lo + len(data)] = data
             return None
-        _, order, dtype = self.direct
+        layout = self.direct
         if len(data) < self.chunk:
-            full = np.full(self.array.chunks, self.array.fill_value, dtype or object)
+            full = np.full(self.array.chunks, self.array.fill_value, layout.dtype or object)
             full[:len(data)] = data
             data = full
-        if dtype is None:  # variable-length strings
-            raw = numcodecs.vlen.VLenUTF8().encode(np.asarray(data, dtype=object).transpose(order))
+        if layout.dtype is None:  # variable-length strings
+            raw = numcodecs.vlen.VLenUTF8().encode(
+                np.asarray(data, dtype=object).transpose(layout.order))
         else:
-            raw = np.ascontiguousarray(np.asarray(data, dtype=dtype).transpose(order))
-        key = self._chunk_path(c)
-        encoded = self._codec.encode(raw)
-        key.parent.mkdir(parents=True, exist_ok=True)
-        with open(key, "wb") as fh:
+            raw = np.ascontiguousarray(np.asarray(data, dtype=layout.dtype).transpose(layout.order))
+        encoded = layout.compressor.encode(raw)
+        if layout.crc32c:
+            encoded = _with_crc32c(encoded)
+        path = layout.path(c, self.array.ndim)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
             fh.write(encoded)
-        return key
-
-
-def numcodecs_compressor(codec: BloscCodec | ZstdCodec):
-    """The numcodecs codec that does what zarr's ``blosc`` or ``zstd`` codec does."""
-    if isinstance(codec, ZstdCodec):
-        return numcodecs.zstd.Zstd(level=codec.level, checksum=codec.checksum)
-    shuffle = {"noshuffle": numcodecs.blosc.NOSHUFFLE, "shuffle": numcodecs.blosc.SHUFFLE,
-               "bitshuffle": numcodecs.blosc.BITSHUFFLE}[codec.shuffle.value]
-    return numcodecs.blosc.Blosc(cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle,
-                                 blocksize=codec.blocksize, typesize=codec.typesize)
-
-
-def _direct_layout(array: zarr.Array) -> tuple[Path, tuple[int, ...], np.dtype | None] | None:
-    """(array directory, transpose order, stored dtype or None for UTF-8 strings) when the fast
-    path applies, else None."""
-    if not isinstance(array.store, LocalStore) or array.metadata.zarr_format != 3:
-        return None
-    if any(array.chunks[d] != array.shape[d] for d in range(1, array.ndim)):
-        return None
-    codecs = list(array.metadata.codecs)
-    order = tuple(range(array.ndim))
-    if codecs and isinstance(codecs[0], TransposeCodec):
-        order = tuple(codecs.pop(0).order)
-    if len(codecs) != 2 or not isinstance(codecs[0], (BytesCodec, VLenUTF8Codec)) \
-            or not isinstance(codecs[1], (BloscCodec, ZstdCodec)):
-        return None
-    if isinstance(codecs[0], VLenUTF8Codec):
-        return Path(array.store.root) / array.path, order, None
-    dtype = np.dtype(array.metadata.data_type.to_native_dtype())
-    if codecs[0].endian is not None:
-        dtype = dtype.newbyteorder("<" if codecs[0].endian.value == "little" else ">")
-    return Path(array.store.root) / array.path, order, dtype
+        return path
 
 
 class LazyFrames:
@@ -244,6 +343,23 @@ class FramesBackendArray(BackendArray):
 
 def _is_int_array(key) -> bool:
     return isinstance(key, (list, np.ndarray)) and np.asarray(key).dtype.kind in "iu"
+
+
+@functools.cache
+def _crc32c_codec():
+    from numcodecs.checksum32 import CRC32C
+
+    return CRC32C()
+
+
+def _check_crc32c(raw: bytes) -> bytes:
+    """The payload of a chunk ending in its CRC32C (the Zarr v3 ``crc32c`` codec); raises on a
+    mismatch."""
+    return bytes(_crc32c_codec().decode(raw))
+
+
+def _with_crc32c(payload: bytes) -> bytes:
+    return bytes(_crc32c_codec().encode(payload))
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """Keep the root's consolidated metadata in step with the store, reading only what changed.
 
-``zarr.consolidate_metadata`` walks the whole hierarchy: ~5 ms per protein, so ~30 s for
-mdCATH's 5,398 after every ingest or plan. :func:`merge_consolidated` updates the root's
+``zarr.consolidate_metadata`` walks the whole hierarchy, so its cost after every ingest or plan
+grows with the number of proteins. :func:`merge_consolidated` updates the root's
 ``zarr.json`` instead: the groups under ``proteins/`` and ``plans/`` that are new on disk or
 named as changed are read again (one ``zarr.json`` each; a protein's lists its arrays in its own
 consolidated metadata, which the writer leaves there), the groups gone from disk are dropped,

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zarr.codecs import BloscCodec, TransposeCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec, ZstdCodec
 
-from .chunks import numcodecs_compressor
+from .chunks import compressor_from_spec
 
 FORMAT_VERSION = 1
 STORE_DOC = "protstore"
@@ -31,6 +31,7 @@ PROTEINS = "proteins"
 PLANS = "plans"
 STAGING = ".staging"
 LOCK = ".lock"
+CREATING = ".creating-"  # prefix of the hidden directory a store is made in
 
 UNITS = {
     "R": "angstrom",
@@ -64,15 +65,14 @@ class Encoding:
 
     The default (Blosc/zstd level 2 with 128 KiB blocks on the frame-last transposed chunk,
     with the better of byte- and bit-shuffle per array) was measured the best balance among
-    lossless options (``benchmarks/bench_codecs.py``): which shuffle wins depends on the data
-    (bit-shuffle gains 0.07x on smooth trajectories, byte-shuffle 0.03x on decorrelated
-    frames); level 2 with 128 KiB blocks encodes 1.7x faster than level 3 (Blosc's automatic
-    block here), decodes as fast (~1.9 GB/s per core) and compresses the same on smooth
-    trajectories (0.015x less on decorrelated frames); 256 KiB blocks compress 0.01-0.02x
-    better but decode 5% slower; higher levels gain < 0.02x at half the write speed or less;
-    lz4 compresses less. ``shuffle="auto"`` compresses each array's first chunk both ways and
-    keeps the smaller; the choice is in the array's own codec metadata. ``block_bytes`` 0 is
-    Blosc's automatic size (what stores written before the field existed used).
+    lossless options (``benchmarks/bench_codecs.py``, figures in docs/performance.md): which
+    shuffle wins depends on the data (bit-shuffle on smooth trajectories, byte-shuffle on
+    decorrelated frames), so ``shuffle="auto"`` compresses each array's first chunk both ways
+    and keeps the smaller; the choice is in the array's own codec metadata. ``block_bytes`` 0
+    is Blosc's automatic size (what stores written before the field existed used).
+    ``checksum`` ends every chunk of every array with a CRC32C of its bytes (Zarr v3's
+    ``crc32c`` codec), so a damaged chunk is an error on read and in ``validate``, never data;
+    stores made before the field existed have none.
     """
 
     chunk_bytes: int = 1 << 20
@@ -81,6 +81,7 @@ class Encoding:
     shuffle: str = "auto"
     transpose: bool = True
     block_bytes: int = 1 << 17
+    checksum: bool = True
 
     def frames_per_chunk(self, n_atoms: int) -> int:
         """Frames per chunk so that one uncompressed R or F chunk is about ``chunk_bytes``."""
@@ -98,8 +99,18 @@ class Encoding:
         if shuffle == "auto":
             shuffle = "bitshuffle" if sample is None else min(
                 SHUFFLES, key=lambda sh: self._compressed_size(sample, sh))
-        enc["compressors"] = [self._blosc(shuffle)]
+        enc["compressors"] = [self._blosc(shuffle), *self._checksums()]
         return enc
+
+    def codecs_for_coordinates(self) -> dict:
+        """zarr encoding entries for the small coordinate arrays: zarr's default compressor
+        (zstd level 0), and the checksum."""
+        if not self.checksum:
+            return {}
+        return {"compressors": [ZstdCodec(level=0, checksum=False), *self._checksums()]}
+
+    def _checksums(self) -> list:
+        return [Crc32cCodec()] if self.checksum else []
 
     def _blosc(self, shuffle: str) -> BloscCodec:
         return BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=shuffle, typesize=4,
@@ -108,7 +119,7 @@ class Encoding:
     def _compressed_size(self, sample: np.ndarray, shuffle: str) -> int:
         if self.transpose:
             sample = sample.transpose(1, 2, 0)
-        codec = numcodecs_compressor(self._blosc(shuffle))
+        codec = compressor_from_spec(self._blosc(shuffle).to_dict())
         return len(codec.encode(np.ascontiguousarray(sample, dtype=np.float32)))
 
     def as_dict(self) -> dict:

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import uuid
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,35 +27,33 @@ from ..errors import ProteinExistsError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .chunks import ChunkReader, FramesBackendArray, LazyFrames
 from .consolidate import CONTAINERS, inline_consolidated, merge_consolidated
-from .layout import (ATOM, FORMAT_VERSION, FRAME, PER_ATOM, PER_FRAME, PLANS, PROTEIN_DOC,
-                     PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
+from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, PER_ATOM, PER_FRAME, PLANS,
+                     PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
 from .lock import store_lock
+from .quiet import quiet_zarr
 from .schemas import check_document
-from .writer import ProteinWriter, fsync_tree
+from .staging import REPLACED, WRITE, parse_staging, staging_name
+from .writer import ProteinWriter, fsync_paths, fsync_tree
 
 DASK_CHUNK_BYTES = 128 << 20  # dask's own default chunk size
 PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
+RESERVED_IDS = ("zarr.json",)  # a group named so would be its parent's metadata file
+
+
 def check_protein_id(protein_id: str) -> str:
     """Return ``protein_id`` if it is a safe group name, else raise :class:`StoreError`."""
-    if not PROTEIN_ID.match(protein_id) or protein_id in (".", ".."):
-        raise StoreError(f"invalid protein id {protein_id!r}: use 1-128 characters from "
-                         f"A-Z a-z 0-9 _ . - , starting with a letter or digit")
+    if not isinstance(protein_id, str) or not PROTEIN_ID.match(protein_id) \
+            or protein_id in RESERVED_IDS:
+        shown = protein_id if len(str(protein_id)) <= 40 else f"{protein_id[:40]}..."
+        raise StoreError(f"invalid protein id {shown!r}: use 1-128 characters from "
+                         f"A-Z a-z 0-9 _ . - , starting with a letter or digit (not zarr.json)")
     return protein_id
 
 
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence zarr's notes that consolidated metadata is not yet in the v3 spec."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        yield
 
 
 class Store:
@@ -77,8 +74,7 @@ class Store:
     # ----------------------------------------------------------------------------- reading
     def _load(self) -> None:
         # The root's zarr.json, read as JSON: zarr would build objects for every node of the
-        # consolidated metadata (1.6 ms per protein: 9 s for mdCATH's 5,398), and listing and
-        # summarising need only the protein documents in it (0.1 ms per protein).
+        # consolidated metadata, and listing and summarising need only the protein documents.
         try:
             with fsspec.open(f"{self.url.rstrip('/')}/zarr.json", "rb",
                              **(self.storage_options or {})) as fh:
@@ -101,7 +97,7 @@ class Store:
     @functools.cached_property
     def _group(self) -> zarr.Group:
         """The root group (its metadata read at first use, without the consolidated part)."""
-        with _quiet():
+        with quiet_zarr():
             return zarr.open_group(self.url, mode="r", zarr_format=3, use_consolidated=False,
                                    storage_options=self.storage_options)
 
@@ -111,7 +107,8 @@ class Store:
 
     @property
     def encoding(self) -> Encoding:
-        return Encoding(**{"block_bytes": 0, **self.doc["encoding"]})  # 0: stores before 0.3
+        # stores before 0.3 had no block size (0: automatic), before 0.5 no chunk checksums
+        return Encoding(**{"block_bytes": 0, "checksum": False, **self.doc["encoding"]})
 
     @property
     def proteins(self) -> list[str]:
@@ -120,14 +117,21 @@ class Store:
             base = self.root / PROTEINS
             names = [p.name for p in base.iterdir() if (p / "zarr.json").is_file()]
         else:
-            with _quiet():
+            with quiet_zarr():
                 names = list(self._group[PROTEINS].group_keys())
         return sorted(names)
 
     def __contains__(self, protein_id: str) -> bool:
+        """From the metadata ``open_store`` read; a protein committed since is found with one
+        read of its own ``zarr.json`` (never a listing of ``proteins/``)."""
+        if not isinstance(protein_id, str) or not PROTEIN_ID.match(protein_id):
+            return False
+        if protein_id in self._protein_nodes():
+            return True
         if self.local:
             return (self.root / protein_path(protein_id) / "zarr.json").is_file()
-        return protein_id in self.proteins
+        fs, path = fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
+        return fs.exists(f"{path.rstrip('/')}/{protein_path(protein_id)}/zarr.json")
 
     def __len__(self) -> int:
         return len(self.proteins)
@@ -149,7 +153,7 @@ class Store:
         return self._docs[protein_id]
 
     def _read_doc(self, protein_id: str) -> dict:
-        with _quiet():
+        with quiet_zarr():
             group = zarr.open_group(self.url, path=protein_path(protein_id), mode="r",
                                     storage_options=self.storage_options)
         return group.attrs[PROTEIN_DOC]
@@ -159,7 +163,7 @@ class Store:
         when the protein is in it (no I/O), else opened (one read of its own)."""
         path = protein_path(check_protein_id(protein_id))
         nodes = self._protein_nodes().get(protein_id)
-        with _quiet():
+        with quiet_zarr():
             if nodes is None:  # committed after the last consolidation
                 return zarr.open_group(self.url, path=path, mode="r",
                                        storage_options=self.storage_options)
@@ -196,7 +200,7 @@ class Store:
         source_frame``; ``attrs["protstore_protein"]`` is the protein document. The group is the
         one ``xr.open_zarr(store, group="proteins/<id>")`` opens; here the small coordinates are
         read at once, and R and F decode whole chunks with
-        :class:`~protstore.store.chunks.ChunkReader` (half the CPU of zarr's general path),
+        :class:`~protstore.store.chunks.ChunkReader` (the direct chunk path),
         several at a time on the codec pool.
 
         ``chunks``: as in ``xr.open_zarr``: ``"auto"`` makes R and F dask arrays (one task per
@@ -294,7 +298,7 @@ class Store:
         check_protein_id(protein_id)
         staging = root / STAGING
         staging.mkdir(exist_ok=True)
-        path = staging / f"{protein_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        path = staging / staging_name(WRITE, protein_id)
         return ProteinWriter(path, max_frames=max_frames, resname=resname, species=species,
                              resid=resid, chain=chain, encoding=self.encoding)
 
@@ -309,6 +313,12 @@ class Store:
         fsync_tree(writer.path, skip=writer.synced)
         dest = root / protein_path(pid)
         with self.lock():
+            missing = writer.missing_files()
+            if missing:
+                writer.abort()
+                raise StoreError(f"{self.url}: protein {pid!r}: {len(missing)} file(s) of its "
+                                 f"staging group vanished before the commit (e.g. {missing[0]}); "
+                                 f"nothing was committed, ingest it again")
             if not dest.exists():
                 os.rename(writer.path, dest)
                 status = "written"
@@ -320,7 +330,7 @@ class Store:
                                          f"another source; pass --overwrite to replace it")
             else:
                 # Two renames; if interrupted between them, recover_staging() puts it back.
-                old = root / STAGING / f"{pid}.replaced.{uuid.uuid4().hex[:8]}"
+                old = root / STAGING / staging_name(REPLACED, pid)
                 os.rename(dest, old)
                 os.rename(writer.path, dest)
                 shutil.rmtree(old, ignore_errors=True)
@@ -334,10 +344,10 @@ class Store:
         ``changed``: group paths (``"proteins/<id>"``, ``"plans/<name>"``) rewritten since the
         last consolidation; groups added or removed are found on their own. Only those groups
         are read (:func:`~protstore.store.consolidate.merge_consolidated`). None: a full
-        consolidation, which walks the whole store (~5 ms per protein).
+        consolidation, which walks the whole store.
         """
         root = self._require_writable()
-        with self.lock(), _quiet():
+        with self.lock(), quiet_zarr():
             if changed is None or not merge_consolidated(root, changed):
                 zarr.consolidate_metadata(str(root))
         self._load()
@@ -345,7 +355,9 @@ class Store:
     def recover_staging(self) -> list[str]:
         """Clean ``.staging/`` of dead writers' leftovers; restore half-replaced proteins.
 
-        Returns what was done, one line each.
+        Only entries whose writer is known to be gone are touched: a write of a live process,
+        or of another host (:mod:`~protstore.store.staging`), is left alone. Returns what was
+        done, one line each.
         """
         root = self._require_writable()
         staging = root / STAGING
@@ -354,16 +366,16 @@ class Store:
             return done
         with self.lock():
             for entry in staging.iterdir():
-                pid, _, rest = entry.name.partition(".")
-                tag = rest.split(".")[0]
-                if tag == "replaced":
-                    dest = root / protein_path(pid)
+                info = parse_staging(entry.name)
+                if info is None or not info.abandoned():
+                    continue
+                if info.kind == REPLACED:
+                    dest = root / protein_path(info.protein_id)
                     if not dest.exists():
                         os.rename(entry, dest)
-                        done.append(f"restored protein {pid!r} from an interrupted replace")
+                        done.append(f"restored protein {info.protein_id!r} from an "
+                                    f"interrupted replace")
                         continue
-                elif tag.isdigit() and _pid_alive(int(tag)):
-                    continue
                 shutil.rmtree(entry, ignore_errors=True)
                 done.append(f"removed unfinished staging group {entry.name}")
         return done
@@ -372,7 +384,7 @@ class Store:
     def write_attrs_group(self, path: str, key: str, doc: dict, *, overwrite: bool) -> None:
         """Write (or replace) a metadata-only group ``path`` with ``attrs[key] = doc``."""
         self._require_writable()
-        with self.lock(), _quiet():
+        with self.lock(), quiet_zarr():
             group = zarr.open_group(self.url, mode="r+", zarr_format=3)
             parent_name, _, name = path.rpartition("/")
             parent = group.require_group(parent_name) if parent_name else group
@@ -388,7 +400,7 @@ class Store:
         attrs = (self._consolidated.get(path) or {}).get("attributes") or {}
         if key in attrs:
             return attrs[key]
-        with _quiet():
+        with quiet_zarr():
             try:
                 group = zarr.open_group(self.url, path=path, mode="r",
                                         storage_options=self.storage_options)
@@ -403,22 +415,12 @@ class Store:
             base = self.root / parent
             return sorted(p.name for p in base.iterdir() if (p / "zarr.json").is_file()) \
                 if base.is_dir() else []
-        with _quiet():
+        with quiet_zarr():
             return sorted(self._group[parent].group_keys()) if parent in self._group else []
 
 
 def _checksums(doc: dict) -> set[str]:
     return {s["checksum"] for s in doc["sources"]}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def store_document(encoding: Encoding) -> dict:
@@ -434,19 +436,55 @@ def store_document(encoding: Encoding) -> dict:
 
 
 def create_store(path: str | os.PathLike, encoding: Encoding | None = None) -> None:
-    """Create an empty store at a local ``path`` (an existing protstore is left untouched)."""
+    """Create an empty store at a local ``path`` (an existing protstore is left untouched).
+
+    Safe against concurrent creators (they take the store's lock) and against a kill at any
+    point: the skeleton is made in a hidden directory and the root ``zarr.json``, which makes
+    the directory a store, is renamed into place last; a later call finishes an interrupted
+    creation."""
     root = Path(path)
     if (root / "zarr.json").exists():
         return
-    if root.exists() and any(root.iterdir()):
-        raise StoreError(f"{root}: exists, is not empty and is not a protstore")
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root}: exists and is not a directory")
     doc = store_document(encoding or Encoding())
     check_document(doc, "store", str(root))
-    with _quiet():
-        group = zarr.open_group(root, mode="w-", zarr_format=3, attributes={STORE_DOC: doc})
-        group.create_group(PROTEINS)
-        group.create_group(PLANS)
-        zarr.consolidate_metadata(str(root))
+    root.mkdir(parents=True, exist_ok=True)
+    with store_lock(root):
+        if (root / "zarr.json").exists():  # another process made it meanwhile
+            return
+        _remove_unfinished_skeleton(root)
+        tmp = root / f"{CREATING}{uuid.uuid4().hex[:8]}"
+        try:
+            with quiet_zarr():
+                group = zarr.open_group(tmp, mode="w-", zarr_format=3,
+                                        attributes={STORE_DOC: doc})
+                group.create_group(PROTEINS)
+                group.create_group(PLANS)
+                zarr.consolidate_metadata(str(tmp))
+            for name in (PROTEINS, PLANS):
+                os.rename(tmp / name, root / name)
+            fsync_tree(root / PROTEINS)
+            fsync_tree(root / PLANS)
+            os.rename(tmp / "zarr.json", root / "zarr.json")  # from here on, a store
+            fsync_paths([str(root / "zarr.json"), str(root)])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_unfinished_skeleton(root: Path) -> None:
+    """Remove what an interrupted :func:`create_store` left in ``root`` (no root zarr.json):
+    hidden creation directories and ``proteins/``, ``plans/`` holding only their own
+    ``zarr.json``. Anything else means the directory is not a protstore: an error."""
+    for entry in root.iterdir():
+        if entry.name.startswith(CREATING):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name in (PROTEINS, PLANS) and entry.is_dir() \
+                and {p.name for p in entry.iterdir()} <= {"zarr.json"}:
+            shutil.rmtree(entry)
+        elif entry.name not in (LOCK, STAGING):
+            raise StoreError(f"{root}: exists, is not empty and is not a protstore "
+                             f"(it holds {entry.name!r})")
 
 
 def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding | None = None,
@@ -456,11 +494,12 @@ def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding |
     Parameters
     ----------
     path : local directory, or any URL zarr/fsspec can open (read-only).
-    mode : ``"r"`` read-only; ``"a"`` read/write, creating an empty store if missing.
+    mode : ``"r"`` read-only; ``"r+"`` read/write, the store must exist; ``"a"`` read/write,
+        creating an empty store if missing.
     encoding : chunking/codecs for a store created here (ignored for an existing store).
     """
-    if mode not in ("r", "a"):
-        raise StoreError(f"mode must be 'r' or 'a', not {mode!r}")
+    if mode not in ("r", "r+", "a"):
+        raise StoreError(f"mode must be 'r', 'r+' or 'a', not {mode!r}")
     url = os.fspath(path)
     if mode == "a":
         if not _is_local(url):

@@ -9,11 +9,14 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from ..errors import ProtstoreError
+from ..batching.plan import load_plan
+from ..errors import ChunkError, ProtstoreError
+from .chunks import ChunkReader, chunk_key
 from ..vocab import N_SPECIES, SPECIES_ID
-from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, STORE_DOC, protein_path
+from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, PROTEINS, STORE_DOC, protein_path
 from .schemas import check_document
-from .store import Store, _quiet
+from .quiet import quiet_zarr
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
                                 f"{len(stale)} protein(s) missing from the root's consolidated "
                                 f"metadata (an interrupted ingest?); `protstore validate --repair` "
                                 f"re-consolidates"))
+    findings.extend(_verify_listing(store, proteins))
     if store.local and (store.root / ".staging").is_dir() and any((store.root / ".staging").iterdir()):
         findings.append(Finding("warning", f"{store.url}/.staging",
                                 "unfinished staging groups (ignored by readers); "
@@ -49,10 +53,48 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
     return findings
 
 
+def _verify_listing(store: Store, proteins: list[str]) -> Iterator[Finding]:
+    """Both directions: what the root metadata lists against the groups there are, and what
+    the plans name against the proteins there are."""
+    on_disk = set(proteins)
+    for pid in sorted(store._protein_nodes()):
+        if pid not in on_disk:
+            yield Finding("error", f"{store.url}/{protein_path(pid)}",
+                          "listed in the root metadata but its group (or its zarr.json) is gone; "
+                          "`protstore validate --repair` drops it from the listing, then ingest "
+                          "it again")
+    if store.local:
+        base = store.root / PROTEINS
+        for entry in sorted(base.iterdir()) if base.is_dir() else []:
+            if entry.is_dir() and not (entry / "zarr.json").is_file():
+                yield Finding("error", f"{store.url}/{protein_path(entry.name)}",
+                              "a protein directory without zarr.json (damaged or half removed); "
+                              "remove it and ingest the protein again")
+    for name in store.plans():
+        try:
+            plan = load_plan(store, name, check=False)  # staleness is reported below
+        except ProtstoreError as exc:
+            yield Finding("error", f"{store.url}/plans/{name}", f"unreadable plan: {exc}")
+            continue
+        for pid in plan.proteins:
+            if pid not in on_disk:
+                yield Finding("error", f"{store.url}/plans/{name}",
+                              f"names protein {pid!r}, which is not in the store; make the plan "
+                              f"again (`protstore bucket --name {name} --overwrite`)")
+                break
+            n_frames = store.protein_doc(pid)["n_frames"]
+            if plan.frames[pid] != n_frames:
+                yield Finding("error", f"{store.url}/plans/{name}",
+                              f"made when protein {pid!r} had {plan.frames[pid]} frames; it has "
+                              f"{n_frames} now: make the plan again (`protstore bucket --name "
+                              f"{name} --overwrite`)")
+                break
+
+
 def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
     where = f"{store.url}/{protein_path(pid)}"
     try:
-        with _quiet():
+        with quiet_zarr():
             group = zarr.open_group(store.url, path=protein_path(pid), mode="r",
                                     storage_options=store.storage_options)
         doc = group.attrs[PROTEIN_DOC]
@@ -102,16 +144,15 @@ def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
 
 
 def _verify_vectors(store: Store, arr, where: str) -> Iterator[Finding]:
-    chunk = arr.chunks[0]
-    for k in range(-(-arr.shape[0] // chunk)):
-        key = f"{where}/c/{k}/0/0"
-        if store.local:
-            path = store.root / key.removeprefix(store.url).lstrip("/")
-            if not path.is_file():
-                yield Finding("error", key, "chunk file missing")
-                continue
+    reader = ChunkReader(arr)
+    chunk, meta = reader.chunk, arr.metadata.to_dict()
+    for k in range(reader.n_chunks):
+        key = f"{where}/{chunk_key(meta, (k,) + (0,) * (arr.ndim - 1))}"
         try:
-            block = arr[k * chunk:(k + 1) * chunk]
+            block = reader.read(k)
+        except ChunkError as exc:
+            yield Finding("error", key, exc.reason)
+            continue
         except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
             yield Finding("error", key, f"corrupt chunk: {type(exc).__name__}: {exc}")
             continue

@@ -71,8 +71,8 @@ class ProteinWriter:
             "xyz": (XYZ, np.array(["x", "y", "z"], dtype=object)),
         }
         try:
-            self._group, self._writers = _create_layout(self.path, self.max_frames,
-                                                        self._per_atom)
+            self._group, self._writers, self._static = _create_layout(
+                self.path, self.max_frames, self._per_atom, encoding)
         except BaseException:
             shutil.rmtree(self.path, ignore_errors=True)
             raise
@@ -141,7 +141,7 @@ class ProteinWriter:
             # the file, then the directories only this chunk uses (c/<i>/0 and c/<i> of a
             # 3-d array's c/<i>/0/0): their new entries must reach the disk too
             own_dirs = [str(d) for d in path.parents[:writer.array.ndim - 1]]
-            self._syncs.append(io_pool().submit(_fsync_all, [str(path), *own_dirs]))
+            self._syncs.append(io_pool().submit(fsync_paths, [str(path), *own_dirs]))
 
     def _wait(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -164,6 +164,18 @@ class ProteinWriter:
         doc["nbytes_stored"] = directory_size(self.path)
         write_group_metadata(self.path, {PROTEIN_DOC: doc})
         self.doc = doc
+
+    def missing_files(self) -> list[str]:
+        """The files of the finished group that are not on disk (something removed them after
+        they were written): group and array metadata, and every chunk file of the arrays
+        written by the direct path."""
+        expected = [self.path / "zarr.json"]
+        for writer in [*self._writers.values(), *self._static]:
+            array = writer.array
+            expected.append(self.path / array.basename / "zarr.json")
+            if writer.direct is not None:
+                expected += [writer.direct.path(c, array.ndim) for c in range(writer.n_chunks)]
+        return [str(p) for p in expected if not p.exists()]
 
     def abort(self) -> None:
         for task in self._tasks:  # no chunk may land after the directory is removed
@@ -190,10 +202,11 @@ def _frames(pieces: list[np.ndarray], lo: int, hi: int) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _create_layout(path: Path, n_frames: int,
-                   per_atom: dict) -> tuple[zarr.Group, dict[str, ChunkWriter]]:
+def _create_layout(path: Path, n_frames: int, per_atom: dict, encoding: Encoding
+                   ) -> tuple[zarr.Group, dict[str, ChunkWriter], list[ChunkWriter]]:
     """Create the protein group with its per-atom coordinates (written) and its per-frame
-    coordinates for ``n_frames`` frames (empty); return it and chunk writers of the latter.
+    coordinates for ``n_frames`` frames (empty); return it, chunk writers of the latter and
+    those of the former.
 
     The layout is the one ``xarray.Dataset.to_zarr`` writes for the protein's Dataset (its
     conventions: dimension names in the metadata, the non-index coordinates listed in the
@@ -208,13 +221,16 @@ def _create_layout(path: Path, n_frames: int,
         writers[name] = ChunkWriter(group.create_array(
             name, shape=(n_frames,), chunks=(PER_FRAME_CHUNK,), dtype=COORD_DTYPES[name],
             fill_value=np.nan if name == "temperature" else 0, dimension_names=(FRAME,),
-            attributes={"units": UNITS[name]} if name in UNITS else {}))
+            attributes={"units": UNITS[name]} if name in UNITS else {},
+            **encoding.codecs_for_coordinates()))
+    static = []
     for name, (dim, values) in per_atom.items():
-        ChunkWriter(group.create_array(
+        static.append(ChunkWriter(group.create_array(
             name, shape=values.shape, chunks=values.shape,
             dtype=str if values.dtype == object else values.dtype,
-            dimension_names=(dim,))).write(0, values)
-    return group, writers
+            dimension_names=(dim,), **encoding.codecs_for_coordinates())))
+        static[-1].write(0, values)
+    return group, writers, static
 
 
 def _create_vectors(group: zarr.Group, n_frames: int, chunk: int, encoding: Encoding,
@@ -247,7 +263,8 @@ def fsync_tree(path: Path, skip: set[str] = frozenset()) -> None:
     list(io_pool().map(_fsync, dirs))
 
 
-def _fsync_all(paths: list[str]) -> list[str]:
+def fsync_paths(paths: list[str]) -> list[str]:
+    """Flush files and directories to disk, in order; returns ``paths``."""
     for path in paths:
         _fsync(path)
     return paths

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ProtstoreError
+from ..errors import ConfigError
 from ..model.energy import DEFAULT_MODEL
 from ..store.schemas import check_document
 
@@ -23,6 +24,9 @@ class TrainConfig:
         every epoch) or ``sequential`` (the predecessor's: all epochs on bucket 0 from the
         initial params, then bucket 1 from bucket 0's params with a fresh optimizer, ...).
     epochs : epochs per phase (interleaved has one phase; sequential one per bucket).
+    batch_size, batch_beads : samples per batch, or (``batch_beads``) max(1, batch_beads //
+        N_max) samples in each bucket, so every step costs about the same and every real bead
+        weighs about the same in the loss (docs/reference.md, "Loss weighting").
     learning_rate, warmup_steps, weight_decay, clip_norm : AdamW with linear warmup and cosine
         decay to 1% over each phase, after global-norm gradient clipping.
     checkpoint_every_steps : extra checkpoints every N steps (0: only at epoch ends).
@@ -31,6 +35,7 @@ class TrainConfig:
 
     epochs: int = 3
     batch_size: int = 16
+    batch_beads: int | None = None
     schedule: str = "interleaved"
     learning_rate: float = 2e-3
     warmup_steps: int = 20
@@ -40,15 +45,25 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     model: str = DEFAULT_MODEL
     model_options: dict = field(default_factory=dict)
-    buffer_chunks: int = 8
+    buffer_chunks: int = 0
     prefetch: int = 4
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
-            raise ProtstoreError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ProtstoreError(f"{name} must be >= 1, not {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.batch_beads is not None and self.batch_beads < 1:
+            raise ConfigError(f"batch_beads must be >= 1, not {self.batch_beads}")
+        for name in ("warmup_steps", "checkpoint_every_steps", "prefetch", "buffer_chunks"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        for name, low in (("learning_rate", 0.0), ("clip_norm", 0.0), ("weight_decay", None)):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or (low is not None and value <= low) or value < 0:
+                raise ConfigError(f"{name} must be a {'positive' if low is not None else 'non-negative'} "
+                                  f"finite number, not {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -64,7 +79,7 @@ class TrainConfig:
         try:
             doc = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ProtstoreError(f"{path}: cannot read training config ({exc})") from None
+            raise ConfigError(f"{path}: cannot read training config ({exc})") from None
         return cls.from_dict(doc, str(path))
 
     def replace(self, **changes) -> "TrainConfig":

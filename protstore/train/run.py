@@ -19,6 +19,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -34,18 +35,15 @@ from .. import __version__
 from ..batching import BatchLoader, BucketPlan, LoaderConfig
 from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is_finite,
                            list_checkpoints, read_checkpoint, write_checkpoint)
-from ..errors import ProtstoreError
-from ..model.energy import load_model, total_energy
-from ..model.fit import (PRIORS_DOC, fit_priors_to_file, priors_from_doc, priors_to_doc,
-                         write_priors)
+from ..errors import ConfigError, ProtstoreError, TrainingDiverged
+from ..model.energy import (batch_neighbor_census, load_model, neighbor_overflow, total_energy,
+                           trusted_model)
+from ..model.fit import (PRIORS_DOC, check_temperatures, fit_priors_to_file, priors_from_doc,
+                         priors_to_doc, write_priors)
 from ..store import Store
-from ..store.schemas import check_document
+from ..store.schemas import dumps_document
 from .config import TrainConfig
 from .step import DataParallel, TrainState, make_eval_step, make_optimizer, make_train_step
-
-
-class TrainingDiverged(ProtstoreError):
-    """The loss or the parameters became non-finite."""
 
 
 @dataclass
@@ -81,6 +79,31 @@ def force_rms(loader: BatchLoader, n_batches: int = 8) -> float:
     return math.sqrt(total / count) if count else 1.0
 
 
+def densest_neighbors(store: Store, plan: BucketPlan, frames_per_protein: int = 16
+                      ) -> Callable[[float], int]:
+    """``largest(cutoff)``: the most beads any bead has within ``cutoff`` (Å), over up to
+    ``frames_per_protein`` frames of the first training chunk of every protein of the plan
+    (one chunk read each); what a network sizes its neighbour capacity from."""
+    picked = []
+    for pid in plan.proteins:
+        frames = plan.split.frames(pid, plan.frames[pid], "train")
+        if not len(frames):
+            continue
+        reader = store.protein_readers(pid)["R"]
+        chunk = reader.read(int(frames[0]) // reader.chunk)
+        picked.append(np.asarray(chunk[::max(1, len(chunk) // frames_per_protein)]
+                                 [:frames_per_protein], np.float64))
+
+    def largest(cutoff: float) -> int:
+        most = 0
+        for R in picked:
+            d2 = ((R[:, :, None, :] - R[:, None, :, :]) ** 2).sum(-1)
+            most = max(most, int(((d2 < cutoff * cutoff).sum(-1) - 1).max()))
+        return most
+
+    return largest
+
+
 def validate(evaluate: Callable, params, loader: BatchLoader | None, place) -> dict:
     """Validation force RMSE per component (kcal/mol/Å), overall and per bucket."""
     if loader is None:
@@ -106,17 +129,19 @@ class Run:
         self.progress, self.echo = progress, echo
         self.model = load_model(config.model, config.model_options)
         self.energy = total_energy(self.model)
-        self.placement = DataParallel(config.batch_size)
+        self.placement = DataParallel(sorted({
+            BatchLoader(store, plan, self._loader_config()).batch_size(k)
+            for k in range(len(plan.buckets))}))
         self.evaluate = make_eval_step(self.energy)
+        self.census = batch_neighbor_census(self.model)
         self.compilations = 0  # of the train step, summed over phases
         self._loaders: dict[int, BatchLoader] = {}
         self.wall0 = 0.0
         self.t_start = time.perf_counter()
         self.n_phases = len(plan.buckets) if config.schedule == "sequential" else 1
         has_val = any(len(plan.split.frames(p, plan.frames[p], "val")) for p in plan.proteins)
-        self.val_loader = BatchLoader(store, plan, LoaderConfig(
-            batch_size=config.batch_size, order="sequential", split="val", shuffle=False,
-            last="pad", prefetch=config.prefetch)) if has_val else None
+        self.val_loader = BatchLoader(store, plan, self._loader_config(
+            order="sequential", split="val", shuffle=False, last="pad")) if has_val else None
 
     # ------------------------------------------------------------------ files
     @property
@@ -127,11 +152,17 @@ class Run:
         """The training loader of ``phase``, made once (it keeps its proteins open)."""
         if phase not in self._loaders:
             cfg = self.config
-            self._loaders[phase] = BatchLoader(self.store, self.plan, LoaderConfig(
-                batch_size=cfg.batch_size, order="interleaved", split="train", seed=cfg.seed,
-                buffer_chunks=cfg.buffer_chunks, prefetch=cfg.prefetch,
+            self._loaders[phase] = BatchLoader(self.store, self.plan, self._loader_config(
                 buckets=(phase,) if cfg.schedule == "sequential" else None))
         return self._loaders[phase]
+
+    def _loader_config(self, **changes) -> LoaderConfig:
+        """The loader of this run's config (training split, interleaved), with ``changes``."""
+        cfg = self.config
+        base = LoaderConfig(batch_size=cfg.batch_size, batch_beads=cfg.batch_beads,
+                            order="interleaved", split="train", seed=cfg.seed,
+                            buffer_chunks=cfg.buffer_chunks, prefetch=cfg.prefetch)
+        return dataclasses.replace(base, **changes)
 
     def wall(self) -> float:
         return self.wall0 + time.perf_counter() - self.t_start
@@ -150,6 +181,22 @@ class Run:
                                 state.params, self.attrs("checkpoint", pos, **extra),
                                 opt_state=state.opt_state)
 
+    def check_neighbors(self, params, batch: dict) -> None:
+        """Refuse a batch in which a bead has more neighbours within the model's cutoff than its
+        capacity (the energy would not be smooth there), naming the protein and frame."""
+        if self.census is None:
+            return
+        counts, capacity = self.census(params, batch["R"], batch["mask"])
+        real = batch["sample_mask"] > 0
+        i = neighbor_overflow(np.where(real, counts, 0), capacity)
+        if i is not None:
+            pid = self.plan.proteins[batch["protein_index"][i]]
+            raise ConfigError(
+                f"protein {pid} frame {int(batch['frame'][i])}: a bead has {int(counts[i])} "
+                f"beads within the network's cutoff, more than its {int(capacity[i])} neighbour "
+                f"slots (the energy would jump when neighbours swap); train with "
+                f"--model-option max_neighbors=M, M >= {int(counts[i])}")
+
     def diverged(self, state: TrainState, pos: Position, what: str):
         where = self.dir / "diverged" / checkpoint_name(pos.step)
         if not where.exists():
@@ -160,9 +207,9 @@ class Run:
             "checkpoint with a lower learning rate")
 
     def write_metrics(self, line: dict) -> None:
-        check_document(line, "metrics", str(self.dir / "metrics.jsonl"))
+        text = dumps_document(line, "metrics", str(self.dir / "metrics.jsonl"), indent=None)
         with open(self.dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(line) + "\n")
+            fh.write(text + "\n")
 
     def read_metrics(self) -> list[dict]:
         path = self.dir / "metrics.jsonl"
@@ -173,7 +220,8 @@ class Run:
     # ------------------------------------------------------------------ start / resume
     def start(self) -> tuple[TrainState, Position]:
         """Fresh state (priors + initialised model) saved as the step-0 checkpoint."""
-        stats = {"force_rms": force_rms(self.loader(0))}
+        stats = {"force_rms": force_rms(self.loader(0)),
+                 "max_neighbors": densest_neighbors(self.store, self.plan)}
         model_params = self.model.init(jax.random.PRNGKey(self.config.seed), stats)
         params = {"prior": jax.tree.map(np.asarray, self.priors), "model": model_params}
         optimizer = make_optimizer(self.config, self.phase_steps(0))
@@ -239,6 +287,7 @@ class Run:
             wait += time.perf_counter() - t_wait
             if batch is None:
                 break
+            self.check_neighbors(state.params, batch)
             state, loss = step_fn(state, self.placement.batch(batch))
             loss = float(loss)
             pos = Position(pos.phase, pos.epoch, pos.step_in_epoch + 1, pos.step + 1)
@@ -297,11 +346,10 @@ class Run:
 
 def plot_metrics(metrics: list[dict], path: Path, schedule: str) -> None:
     """Loss curve: training RMSE and validation RMSE (overall and per bucket) against step."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import new_figure, save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = new_figure((7, 4.2))
+    ax = fig.subplots()
     steps = [m["step"] for m in metrics]
     ax.plot(steps, [m["train_rmse"] for m in metrics], "o-", label="train (epoch mean)")
     if any(m["val_rmse"] is not None for m in metrics):
@@ -314,18 +362,32 @@ def plot_metrics(metrics: list[dict], path: Path, schedule: str) -> None:
     ax.set_ylabel("force RMSE per component (kcal/mol/Å)")
     ax.set_title(f"Force matching ({schedule} schedule)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def _check_batches(store: Store, plan: BucketPlan, config: TrainConfig) -> None:
+    """Refuse, before anything is written, a run that would train no step."""
+    loader = BatchLoader(store, plan, LoaderConfig(
+        batch_size=config.batch_size, batch_beads=config.batch_beads, split="train",
+        seed=config.seed))
+    if loader.steps_per_epoch(0) == 0:
+        samples = sum(len(plan.split.frames(p, plan.frames[p], "train")) for p in plan.proteins)
+        sizes = sorted({loader.batch_size(k) for k in range(len(plan.buckets))})
+        raise ConfigError(f"batch size {'/'.join(map(str, sizes))} is larger than the training "
+                          f"samples of every bucket of plan {plan.name!r} ({samples} in all): "
+                          f"no step would be trained; use a smaller --batch-size")
 
 
 def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig | None = None, *,
-          priors: dict | None = None, resume: bool = False, progress: bool = True,
+          priors: dict | None = None, resume: bool = False, model: str | None = None,
+          temperature: float | None = None, progress: bool = True,
           echo: Callable[[str], None] = print) -> TrainResult:
     """Train (or resume) a run in ``out``; see the module docstring for what it writes.
 
     ``priors``: a priors document (``fit-priors``' JSON, loaded) or prior params; fitted on the
-    plan's training split when not given. On resume, config and priors come from the run directory.
+    plan's training split when not given (``temperature``: K of the frames stored without one). On resume, config and priors come from the run
+    directory; a model factory the run's ``config.json`` names is built only if it is one of
+    protstore's own or the user names it again (``model``, ``--model``).
     """
     out = Path(out)
     if resume:
@@ -339,27 +401,35 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         if (out / "final").exists():
             raise ProtstoreError(f"{out}: the run has finished (final/ exists)")
         config = TrainConfig.from_file(out / "config.json")
+        if model is not None and model != config.model:
+            raise ConfigError(f"{out}: the run trains model {config.model!r}, not {model!r}")
+        trusted_model(config.model, model, str(out / "config.json"))
         priors = priors_from_doc(json.loads((out / "priors.json").read_text()))
     else:
         config = config or TrainConfig()
+        # everything that can be refused is refused before the run directory is written
+        _check_batches(store, plan, config)
+        load_model(config.model, config.model_options)
+        if priors is None:
+            check_temperatures(store, plan, temperature)
         if out.exists() and any(out.iterdir()):
             raise ProtstoreError(f"{out}: run directory exists and is not empty (each run has its "
                                  "own directory; use --resume to continue it)")
         out.mkdir(parents=True, exist_ok=True)
         if priors is None:
             echo("fitting priors by Boltzmann inversion on the training split")
-            doc = fit_priors_to_file(store, plan, out / "priors.json", seed=config.seed)
+            doc = fit_priors_to_file(store, plan, out / "priors.json", seed=config.seed,
+                                     unknown_temperature=temperature)
         else:
             doc = (dict(priors) if priors.get("format") == PRIORS_DOC  # fit-priors' JSON, loaded
                    else priors_to_doc(priors, None, plan=plan.name, created_by="given as params"))
             write_priors(doc, out / "priors.json")
         priors = priors_from_doc(doc)
-        check_document(config.to_dict(), "train_config", str(out / "config.json"))
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        (out / "config.json").write_text(
+            dumps_document(config.to_dict(), "train_config", str(out / "config.json")) + "\n")
         run_doc = {"store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
                    "devices": [str(d) for d in jax.devices()], "config_hash": config.hash()}
-        check_document(run_doc, "run", str(out / "run.json"))
-        (out / "run.json").write_text(json.dumps(run_doc, indent=1) + "\n")
+        (out / "run.json").write_text(dumps_document(run_doc, "run", str(out / "run.json")) + "\n")
     run = Run(out, store, plan, config, priors, progress=progress, echo=echo)
     if len(run.placement.devices) > 1:
         echo(f"data-parallel over {len(run.placement.devices)} devices")

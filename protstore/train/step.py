@@ -11,12 +11,13 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ..errors import ProtstoreError
+from ..batching.sample import MODEL_INPUTS
+from ..errors import ConfigError
 from ..model.energy import batch_forces, squared_error_sums
 from .config import TrainConfig
 
 #: The batch arrays the step functions take (everything else in a loader batch is host-side).
-BATCH_KEYS = ("R", "F", "species", "resid", "chain", "mask", "sample_mask")
+BATCH_KEYS = MODEL_INPUTS
 
 
 class TrainState(NamedTuple):
@@ -77,15 +78,18 @@ def make_eval_step(energy: Callable) -> Callable:
 
 
 class DataParallel:
-    """Places batches split over all local devices and state replicated (no-op on one device)."""
+    """Places batches split over all local devices and state replicated (no-op on one device).
+    ``batch_sizes``: the batch sizes the loader makes (one per bucket with ``batch_beads``)."""
 
-    def __init__(self, batch_size: int, devices=None):
+    def __init__(self, batch_sizes, devices=None):
         self.devices = list(devices if devices is not None else jax.devices())
         self.mesh = None
+        sizes = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
         if len(self.devices) > 1:
-            if batch_size % len(self.devices):
-                raise ProtstoreError(f"batch size {batch_size} is not divisible by the "
-                                     f"{len(self.devices)} devices")
+            bad = [b for b in sizes if b % len(self.devices)]
+            if bad:
+                raise ConfigError(f"batch size {bad[0]} is not divisible by the "
+                                  f"{len(self.devices)} devices")
             self.mesh = Mesh(np.array(self.devices), ("data",))
 
     def batch(self, batch: dict) -> dict:
