@@ -1,13 +1,18 @@
 """Batching benchmark: padding waste of bucket strategies, and batch-loader throughput.
 
     python benchmarks/bench_batching.py [--proteins 48] [--frames 800] [--batch 32]
+                                        [--chunk-kib 256]
 
 1. Padding waste (linear = per-bead work, pair = dense pair work) for one global N_max,
    3 equal-count buckets, 3 and 5 optimal buckets, on the demo data set's lengths and on an
    mdCATH-like distribution (5,398 domains, lognormal lengths with mean ~137, range 50-500).
 2. Loader throughput: shuffled interleaved batches from an on-disk compressed store, against
    (a) gathering the same batches from data already in memory as NumPy arrays, and
-   (b) reading one frame at a time from Zarr.
+   (b) reading one frame at a time from Zarr; and how diverse the batches are: mean distinct
+   proteins and distinct (protein, temperature) runs per batch against a uniform shuffle's
+   expectation, for the loader and for protstore 0.4's layout (windows of 8 whole chunks
+   shuffled uniformly, re-created here as ``Layout04``). Each protein has 4 runs (temperatures)
+   and spans several chunks (``--chunk-kib``), as mdCATH proteins span many.
 """
 
 from __future__ import annotations
@@ -24,8 +29,52 @@ import zarr
 
 import protstore
 from protstore.batching import BatchLoader, LoaderConfig, make_plan
+from protstore.batching.loader import _Layout, _uniform_distinct
 from protstore.demo import DemoConfig
-from protstore.ingest import IngestOptions, ingest
+from protstore.ingest import ingest
+
+
+class Layout04(BatchLoader):
+    """The loader with protstore 0.4's epoch layout: windows of ``buffer_chunks`` (8) whole
+    chunks, their samples shuffled uniformly."""
+
+    def _make_layout(self, k, epoch):
+        cfg, W = self.config, 8
+        rng = np.random.default_rng([cfg.seed, epoch, k])
+        units = self._units[k]
+        order = rng.permutation(len(units))
+        prot, frame, starts = [], [], [0]
+        for w in range(0, len(order), W):
+            chosen = [units[u] for u in order[w:w + W]]
+            p = np.concatenate([np.full(len(f), i, np.int32) for i, f in chosen])
+            f = np.concatenate([fr for _, fr in chosen]).astype(np.int32)
+            perm = rng.permutation(len(p))
+            prot.append(p[perm])
+            frame.append(f[perm])
+            starts.append(starts[-1] + len(p))
+        B = self.batch_size(k)
+        return _Layout(np.concatenate(prot), np.concatenate(frame), np.array(starts),
+                       starts[-1] // B, k)
+
+
+def diversity(loader: BatchLoader, epoch: int) -> tuple[float, float]:
+    """(distinct proteins, distinct runs) per batch as fractions of a uniform shuffle's."""
+    proteins = loader.protein_diversity(epoch)
+    got = sum(g for g, _ in proteins.values()) / sum(u for _, u in proteins.values())
+    runs, expect = [], []
+    counts: dict = {}
+    sizes = {}
+    for batch in loader.epoch(epoch):
+        key = [(batch["bucket"], int(p), float(t))
+               for p, t in zip(batch["protein_index"], batch["temperature"])]
+        runs.append(len(set(key)))
+        sizes[batch["bucket"]] = len(key)
+        for k in key:
+            counts[k] = counts.get(k, 0) + 1
+    for bucket, B in sizes.items():
+        n = np.array([c for (b, _, _), c in counts.items() if b == bucket])
+        expect.append(_uniform_distinct(n, B))
+    return got, float(np.mean(runs) / np.mean(expect))
 
 
 def mdcath_like_lengths(n: int = 5398, seed: int = 0) -> np.ndarray:
@@ -56,8 +105,11 @@ def waste_table(name: str, lengths: np.ndarray, frames: np.ndarray) -> None:
               f"{100 * pair.total_waste():.1f}% |")
 
 
-def build_store(tmp: Path, n_proteins: int, frames: int) -> protstore.Store:
+def build_store(tmp: Path, n_proteins: int, frames: int, chunk_kib: int) -> protstore.Store:
     rng = np.random.default_rng(1)
+    protstore.store.create_store(tmp / "bench.zarr",
+                                 protstore.Encoding(chunk_bytes=chunk_kib << 10))
+    temperature = np.repeat([320.0, 348.0, 379.0, 413.0], -(-frames // 4))[:frames]
     lengths = np.clip(mdcath_like_lengths(n_proteins, seed=2), 50, 300)
     paths = []
     for i, n in enumerate(lengths):
@@ -66,10 +118,10 @@ def build_store(tmp: Path, n_proteins: int, frames: int) -> protstore.Store:
         R += rng.normal(scale=0.05, size=R.shape).astype(np.float32)
         F = rng.normal(scale=15, size=(frames, n, 3)).astype(np.float32)
         path = tmp / f"bench{i:03d}.npz"
-        np.savez(path, R=R, F=F, resname=np.array(["ALA"] * n))
+        np.savez(path, R=R, F=F, resname=np.array(["ALA"] * n), temperature=temperature)
         paths.append(path)
     store = protstore.open_store(tmp / "bench.zarr", mode="a")
-    ingest(paths, store, IngestOptions(temperature=300.0), progress=False, log=lambda m: None)
+    ingest(paths, store, progress=False, log=lambda m: None)
     return tmp / "bench.zarr"
 
 
@@ -78,6 +130,7 @@ def main() -> None:
     ap.add_argument("--proteins", type=int, default=48)
     ap.add_argument("--frames", type=int, default=800)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--chunk-kib", type=int, default=256)
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
@@ -90,7 +143,7 @@ def main() -> None:
 
     print("\n### 2. Loader throughput")
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_store(Path(tmp), args.proteins, args.frames)
+        path = build_store(Path(tmp), args.proteins, args.frames, args.chunk_kib)
         # the first epoch counts from opening the store: it opens every protein
         t = time.perf_counter()
         store = protstore.open_store(path)
@@ -109,6 +162,16 @@ def main() -> None:
         for b in loader.epoch(1):
             pass
         t_steady = time.perf_counter() - t
+        old = Layout04(store, plan, LoaderConfig(batch_size=args.batch, seed=0))
+        for b in old.epoch(0):  # opens the proteins
+            pass
+        t = time.perf_counter()
+        for b in old.epoch(1):
+            pass
+        t_old = time.perf_counter() - t
+        div_new, div_old = diversity(loader, 2), diversity(old, 2)
+        chunks = np.mean([-(-plan.frames[p] // store.protein_readers(p)["R"].chunk)
+                          for p in plan.proteins])
 
         # (a) the same batches gathered from memory (padded per-protein arrays, preloaded)
         mem = {}
@@ -152,8 +215,17 @@ def main() -> None:
           f"{t_mem / t_loader:.2f} (target >= 0.5) |")
     print(f"| protstore BatchLoader, a later epoch (steady state) | {n_frames / t_steady:,.0f} | "
           f"{mb / t_steady:,.0f} | {t_mem / t_steady:.2f} (target >= 0.5) |")
+    print(f"| protstore 0.4's layout (windows of 8 chunks), a later epoch | "
+          f"{n_frames / t_old:,.0f} | {mb / t_old:,.0f} | {t_mem / t_old:.2f} |")
     print(f"| (b) one frame at a time from Zarr | {n_frames / t_frame:,.0f} | "
           f"{mb / t_frame:,.0f} | {t_mem / t_frame:.3f} |")
+    print(f"\nBatch diversity (each protein: 4 runs, {chunks:.1f} chunks on average), as a "
+          f"fraction of a uniform shuffle's expectation:\n")
+    print("| layout | distinct proteins per batch | distinct runs per batch |")
+    print("|---|---|---|")
+    print(f"| protstore loader (interleaved windows) | {div_new[0]:.2f} (target >= 0.9) | "
+          f"{div_new[1]:.2f} |")
+    print(f"| protstore 0.4 (windows of 8 chunks) | {div_old[0]:.2f} | {div_old[1]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main() -> None:
     R, F = simulate_protein(seq, np.array(["A"] * n), [320.0, 348.0], config,
                             jax.random.PRNGKey(0))
     bonded = np.ones(n - 1, bool)
-    print(f"| force noise (kcal/mol/Å) | frames | numbers in | measured ratio | ingest |")
+    print("| force noise (kcal/mol/Å) | frames | numbers in | measured ratio | ingest |")
     print("|---|---|---|---|---|")
     for noise in args.noise:
         noisy = F + rng.normal(scale=noise, size=F.shape)

@@ -414,10 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options that name a local file or directory (a run, a checkpoint, an output): a URL there is
+#: refused, never turned into a local folder named "s3:" (stores are read from URLs; writing to
+#: object storage is not supported yet).
+LOCAL_PATHS = ("out", "resume", "params", "source", "dir", "priors", "config", "pkl")
+
+
+def _check_local_paths(args) -> None:
+    for name in LOCAL_PATHS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and "://" in value and not value.startswith("file://"):
+            raise ProtstoreError(f"--{name} {value}: a URL; this location must be a local path "
+                                 f"(only stores can be read from URLs so far)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_local_paths(args)
         return args.func(args)
     except ProtstoreError as exc:
         print(f"protstore: error: {exc}", file=sys.stderr)

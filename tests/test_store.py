@@ -343,7 +343,7 @@ def test_cleanup_spares_live_and_foreign_writers_of_dotted_ids(tmp_path):
     staging = tmp_path / "s.zarr" / ".staging"
     staging.mkdir()
     live = staging / staging_name(WRITE, "dot.id")  # this process: alive
-    foreign = staging / f"write@another-host.example@1@0a1b2c3d@dot.id"
+    foreign = staging / "write@another-host.example@1@0a1b2c3d@dot.id"
     dead = staging / f"write@{live.name.split('@')[1]}@999999999@0a1b2c3d@dot.id"
     for entry in (live, foreign, dead):
         (entry / "R").mkdir(parents=True)
@@ -438,3 +438,31 @@ def test_validate_checks_listing_and_plans_both_ways(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "s.zarr"), "--repair", "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "listed in the root metadata" not in out and "names protein 'bb2'" in out
+
+
+def test_a_write_that_fails_midway_leaves_no_staging_group(tmp_path, monkeypatch):
+    import errno
+    import time
+
+    from protstore.ingest import IngestOptions
+    from protstore.store.chunks import ChunkWriter
+
+    original = ChunkWriter.write
+
+    def write(self, c, data):
+        if self.array.basename == "F" and c == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self.array.basename == "F" and c > 1:
+            time.sleep(0.05)  # still in flight when the first failure is raised
+        return original(self, c, data)
+
+    monkeypatch.setattr(ChunkWriter, "write", write)
+    write_mdcath(tmp_path / "toy.h5", frames=100, resnames=("ALA", "GLY", "LEU") * 10)
+    protstore.store.create_store(tmp_path / "s.zarr", protstore.Encoding(chunk_bytes=4096))
+    report = ingest([tmp_path / "toy.h5"], protstore.open_store(tmp_path / "s.zarr", mode="a"),
+                    IngestOptions(), progress=False, log=lambda m: None)
+    assert "No space left on device" in next(iter(report.failed.values()))
+    time.sleep(0.3)  # anything still in flight would have landed by now
+    staging = tmp_path / "s.zarr" / ".staging"
+    assert not staging.exists() or not any(staging.iterdir())
+    assert protstore.open_store(tmp_path / "s.zarr").proteins == []

@@ -132,6 +132,43 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(train_store, train
     assert result.final_val_rmse == pytest.approx(trained_run.final_val_rmse, rel=1e-5)
     metrics = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    # the resumed epoch's train loss covers the whole epoch, not only the steps after the cut
+    reference = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[1]["train_loss"] == pytest.approx(reference[1]["train_loss"], rel=1e-5)
+
+
+def test_resume_completes_whatever_a_killed_run_is_missing(train_store, trained_run, tmp_path):
+    full = trained_run.run_dir
+    reference = (full / "metrics.jsonl").read_text().splitlines()
+    # killed right after final/ was written: no best/, params.pkl, loss curve
+    late = tmp_path / "late"
+    shutil.copytree(full, late)
+    shutil.rmtree(late / "best")
+    (late / "params.pkl").unlink()
+    (late / "loss_curve.png").unlink()
+    train(train_store, train_store.plan("p"), late, resume=True, progress=False,
+          echo=lambda m: None)
+    for name in ("best", "params.pkl", "loss_curve.png"):
+        assert (late / name).exists(), name
+    # killed between an epoch-end checkpoint and its metrics line
+    lost = tmp_path / "lost"
+    shutil.copytree(full, lost)
+    shutil.rmtree(lost / "final")
+    (lost / "metrics.jsonl").write_text("\n".join(reference[:2]) + "\n")
+    train(train_store, train_store.plan("p"), lost, resume=True, progress=False,
+          echo=lambda m: None)
+    restored = (lost / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in restored] == \
+        [json.loads(x)["step"] for x in reference]
+    assert json.loads(restored[2])["val_rmse"] == json.loads(reference[2])["val_rmse"]
+    # killed before its step-0 checkpoint: resume starts the run from step 0
+    early = tmp_path / "early"
+    early.mkdir()
+    for name in ("config.json", "priors.json", "run.json"):
+        shutil.copy(full / name, early / name)
+    result = train(train_store, train_store.plan("p"), early, resume=True, progress=False,
+                   echo=lambda m: None)
+    assert result.final_val_rmse == pytest.approx(trained_run.final_val_rmse, rel=1e-5)
 
 
 def test_config_file_errors_name_the_file_and_field(tmp_path):
@@ -232,8 +269,9 @@ def test_fit_priors_and_train_cli(train_store, tmp_path, capsys):
     assert float(ck.params["model"]["frozen"]["scale"]) == 0.5
     assert main(args) == 1  # the run directory is taken
     assert "not empty" in capsys.readouterr().err
-    assert main(["train", train_store.url, "--plan", "p", "--resume", str(run)]) == 1
-    assert "has finished" in capsys.readouterr().err
+    assert main(["train", train_store.url, "--plan", "p", "--resume", str(run),
+                 "--model", "plugin_models:pairwise_species"]) == 0
+    assert "nothing is missing" in capsys.readouterr().out
 
 
 def test_a_plan_without_held_out_data_trains_without_validation(train_store, tmp_path):

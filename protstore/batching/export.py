@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ProtstoreError
 from ..store import Store
 from ..vocab import VOCABULARY
-from .plan import BucketPlan
+from .plan import BucketPlan, check_plan
 from .views import bucket_view
 
 
@@ -24,6 +25,10 @@ def export_npz(store: Store, plan: BucketPlan, out_dir: str | Path, *, split: st
     ``id_to_aa`` dicts), which only pickle-enabled loaders can read.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ProtstoreError(f"{out_dir}: exists and is not a directory (--out names the "
+                             f"directory the bucket_N####.npz files are written into)")
+    check_plan(store, plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for bucket in plan.buckets:

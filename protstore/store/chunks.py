@@ -352,10 +352,10 @@ def _crc32c_codec():
     return CRC32C()
 
 
-def _check_crc32c(raw: bytes) -> bytes:
-    """The payload of a chunk ending in its CRC32C (the Zarr v3 ``crc32c`` codec); raises on a
-    mismatch."""
-    return bytes(_crc32c_codec().decode(raw))
+def _check_crc32c(raw: bytes):
+    """The payload of a chunk ending in its CRC32C (the Zarr v3 ``crc32c`` codec), without a
+    copy; raises on a mismatch."""
+    return _crc32c_codec().decode(raw)
 
 
 def _with_crc32c(payload: bytes) -> bytes:

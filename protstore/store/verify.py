@@ -118,6 +118,12 @@ def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
     for name in ("R", "F"):
         if name in arrays:
             yield from _verify_vectors(store, arrays[name], f"{where}/{name}")
+    for name, array in group.arrays():  # any other array (xyz, or one a user added) decodes too
+        if name not in expected:
+            try:
+                ChunkReader(array).read_all()
+            except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
+                yield Finding("error", f"{where}/{name}", f"unreadable chunk: {exc}")
     small = {}
     for name in set(arrays) - {"R", "F"}:
         try:

@@ -144,9 +144,18 @@ class ProteinWriter:
             self._syncs.append(io_pool().submit(fsync_paths, [str(path), *own_dirs]))
 
     def _wait(self) -> None:
+        """Wait for every chunk write handed out so far, then re-raise the first failure (a
+        chunk still in flight when an error is raised could land after ``abort`` removed the
+        staging group)."""
         tasks, self._tasks = self._tasks, []
+        error = None
         for task in tasks:
-            task.result()
+            try:
+                task.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised once all are done
+                error = error or exc
+        if error is not None:
+            raise error
 
     def finish(self, doc: dict) -> None:
         """Flush remaining frames, trim to them, write the protein document and consolidate."""

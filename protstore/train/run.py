@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pickle
 import time
 from collections.abc import Callable
@@ -135,6 +136,7 @@ class Run:
         self.evaluate = make_eval_step(self.energy)
         self.census = batch_neighbor_census(self.model)
         self.compilations = 0  # of the train step, summed over phases
+        self._epoch_losses = (0.0, 0)  # (sum, steps) of the epoch a mid-epoch resume continues
         self._loaders: dict[int, BatchLoader] = {}
         self.wall0 = 0.0
         self.t_start = time.perf_counter()
@@ -234,9 +236,13 @@ class Run:
         return self.config.epochs * self.loader(phase).steps_per_epoch(0)
 
     def resume(self) -> tuple[TrainState, Position]:
+        """The state and position of the last checkpoint (a run killed before its step-0
+        checkpoint starts again from step 0), with ``metrics.jsonl`` made whole again."""
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
         if not found:
-            raise CheckpointError(f"{self.dir}: no checkpoint to resume from")
+            self.echo(f"{self.dir}: no checkpoint yet; starting the run from step 0")
+            (self.dir / "metrics.jsonl").unlink(missing_ok=True)
+            return self.start()
         path, attrs = found[-1]
         if attrs.get("config_hash") != self.config.hash():
             raise CheckpointError(f"{path}: written with a different config.json")
@@ -244,11 +250,25 @@ class Run:
         optimizer = make_optimizer(self.config, self.phase_steps(pos.phase))
         ckpt = read_checkpoint(path, opt_template=optimizer.init)
         self.wall0 = attrs["wall_time_s"]
-        kept = [m for m in self.read_metrics() if m["step"] <= pos.step]
-        (self.dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+        self._epoch_losses = (attrs.get("epoch_loss_sum", 0.0), attrs.get("epoch_loss_steps", 0))
+        self.restore_metrics(found, pos.step)
         self.echo(f"resuming from {path.name} (phase {pos.phase}, epoch {pos.epoch}, "
                   f"step {pos.step})")
         return TrainState(ckpt.params, ckpt.opt_state), pos
+
+    def restore_metrics(self, found: list, last_step: int) -> None:
+        """Rewrite ``metrics.jsonl`` as the lines up to ``last_step``, each epoch-end line that a
+        kill kept out of it taken from its checkpoint (atomically: a reader sees the old file
+        or the new one)."""
+        by_step = {m["step"]: m for m in self.read_metrics() if m["step"] <= last_step}
+        for _, attrs in found:
+            if "metrics" in attrs and attrs["step"] <= last_step:
+                by_step.setdefault(attrs["step"], attrs["metrics"])
+        text = "".join(dumps_document(by_step[s], "metrics", str(self.dir / "metrics.jsonl"),
+                                      indent=None) + "\n" for s in sorted(by_step))
+        tmp = self.dir / ".metrics.jsonl.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.dir / "metrics.jsonl")
 
     # ------------------------------------------------------------------ the loop
     def train(self, state: TrainState, pos: Position) -> TrainState:
@@ -279,7 +299,10 @@ class Run:
             f"epoch {pos.epoch + 1}/{cfg.epochs}"
         bar = tqdm(total=steps_per_epoch, initial=pos.step_in_epoch, desc=label,
                    disable=None if self.progress else True, leave=False)  # None: off when not a tty
-        losses, frames, wait, t0 = [], 0, 0.0, time.perf_counter()
+        # the epoch's loss so far: carried over from the checkpoint a mid-epoch resume starts at
+        loss_sum, loss_steps = self._epoch_losses if pos.step_in_epoch else (0.0, 0)
+        self._epoch_losses = (0.0, 0)
+        frames, wait, t0 = 0, 0.0, time.perf_counter()
         batches = loader.epoch(pos.epoch, start_step=pos.step_in_epoch)
         while True:
             t_wait = time.perf_counter()
@@ -293,24 +316,27 @@ class Run:
             pos = Position(pos.phase, pos.epoch, pos.step_in_epoch + 1, pos.step + 1)
             if not math.isfinite(loss):
                 self.diverged(state, pos, f"the loss is {loss}")
-            losses.append(loss)
+            loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
             frames += int(batch["sample_mask"].sum())
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3g}")
             every = cfg.checkpoint_every_steps
             if every and pos.step % every == 0 and pos.step_in_epoch < steps_per_epoch:
-                self.save(state, pos, val_rmse=None, train_loss=float(np.mean(losses)))
+                self.save(state, pos, val_rmse=None, train_loss=loss_sum / loss_steps,
+                          epoch_loss_sum=loss_sum, epoch_loss_steps=loss_steps)
         bar.close()
         elapsed = time.perf_counter() - t0
         val = validate(self.evaluate, state.params, self.val_loader, self.placement.batch)
         pos = Position(pos.phase, pos.epoch + 1, 0, pos.step)
-        train_loss = float(np.mean(losses)) if losses else None
+        train_loss = loss_sum / loss_steps if loss_steps else None
         line = {"phase": pos.phase, "bucket": pos.phase if cfg.schedule == "sequential" else None,
                 "epoch": pos.epoch, "step": pos.step, "train_loss": train_loss,
                 "train_rmse": math.sqrt(train_loss) if train_loss is not None else None, **val,
                 "frames": frames, "frames_per_s": frames / elapsed if elapsed else None,
                 "data_wait_s": wait, "epoch_time_s": elapsed, "wall_time_s": self.wall()}
-        self.save(state, pos, train_loss=train_loss, **val)
+        # the line goes into the epoch-end checkpoint too: a kill before it reaches
+        # metrics.jsonl loses nothing (resume writes it from there)
+        self.save(state, pos, train_loss=train_loss, metrics=line, **val)
         self.write_metrics(line)
         v = val["val_rmse"]
         per = " ".join(f"b{k}={x:.3f}" for k, x in val["val_rmse_per_bucket"].items()
@@ -321,25 +347,35 @@ class Run:
         return state, pos
 
     # ------------------------------------------------------------------ export
-    def export(self, state: TrainState) -> tuple[int | None, dict]:
+    def export(self, state: TrainState | None) -> tuple[int | None, dict]:
+        """Write what a finished run holds and is missing: ``final/`` (from ``state``, or read
+        back when a resumed run already wrote it), ``best/``, ``params.pkl``, the loss curve."""
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
         _, last = found[-1]
-        final = jax.device_get(state.params)
+        self.restore_metrics(found, last["step"])
         keep = {k: last.get(k) for k in ("val_rmse", "val_rmse_per_bucket", "train_loss")
                 if k in last}
         pos = Position(last["phase"], last["epoch"], last["step_in_epoch"], last["step"])
-        write_checkpoint(self.dir / "final", final, self.attrs("final", pos, **keep))
+        if (self.dir / "final").exists():
+            final = read_checkpoint(self.dir / "final").params
+        else:
+            final = jax.device_get(state.params)
+            write_checkpoint(self.dir / "final", final, self.attrs("final", pos, **keep))
         scored = [(a["val_rmse"], p, a) for p, a in found if a.get("val_rmse") is not None]
         best_step = None
         if scored:
             _, best_path, best = min(scored, key=lambda t: (t[0], -t[2]["step"]))
             best_step = best["step"]
             bpos = Position(best["phase"], best["epoch"], best["step_in_epoch"], best["step"])
-            write_checkpoint(self.dir / "best", read_checkpoint(best_path).params,
-                             self.attrs("best", bpos, val_rmse=best["val_rmse"],
-                                        val_rmse_per_bucket=best.get("val_rmse_per_bucket", {})))
-        with open(self.dir / "params.pkl", "wb") as fh:
+            if not (self.dir / "best").exists():
+                write_checkpoint(self.dir / "best", read_checkpoint(best_path).params,
+                                 self.attrs("best", bpos, val_rmse=best["val_rmse"],
+                                            val_rmse_per_bucket=best.get("val_rmse_per_bucket",
+                                                                         {})))
+        tmp = self.dir / ".params.pkl.tmp"
+        with open(tmp, "wb") as fh:
             pickle.dump(jax.tree.map(np.asarray, final), fh)
+        os.replace(tmp, self.dir / "params.pkl")
         plot_metrics(self.read_metrics(), self.dir / "loss_curve.png", self.config.schedule)
         return best_step, last
 
@@ -398,8 +434,6 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         if run_doc["plan"] != plan.name:
             raise ProtstoreError(f"{out}: the run trained on plan {run_doc['plan']!r}, "
                                  f"not {plan.name!r}")
-        if (out / "final").exists():
-            raise ProtstoreError(f"{out}: the run has finished (final/ exists)")
         config = TrainConfig.from_file(out / "config.json")
         if model is not None and model != config.model:
             raise ConfigError(f"{out}: the run trains model {config.model!r}, not {model!r}")
@@ -433,8 +467,15 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
     run = Run(out, store, plan, config, priors, progress=progress, echo=echo)
     if len(run.placement.devices) > 1:
         echo(f"data-parallel over {len(run.placement.devices)} devices")
-    state, pos = run.resume() if resume else run.start()
-    state = run.train(state, pos)
+    if resume and (out / "final").exists():  # trained: complete what the export left out
+        missing = [n for n in ("best", "params.pkl", "loss_curve.png") if not (out / n).exists()]
+        echo(f"{out}: the run has finished training; "
+             + (f"writing what it is missing: {', '.join(missing)}" if missing
+                else "nothing is missing"))
+        state = None
+    else:
+        state, pos = run.resume() if resume else run.start()
+        state = run.train(state, pos)
     best_step, last = run.export(state)
     metrics = run.read_metrics()
     return TrainResult(out, last.get("val_rmse"), last.get("val_rmse_per_bucket", {}), best_step,

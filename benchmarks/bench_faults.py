@@ -1,0 +1,253 @@
+"""Fault injection: what protstore does under kills, concurrent writers, bit flips and a full
+disk. Prints the table tried / handled / lost (docs/performance.md keeps the latest).
+
+    python benchmarks/bench_faults.py [--kills 10] [--train-kills 3] [--writers 6] [--flips 40]
+
+- **kill -9 during ingest**: a child process ingests one mdCATH-layout file into a fresh
+  store and is killed at a random moment; the store must validate and a re-run must give the
+  protein bit for bit as an uninterrupted ingest does ("lost" otherwise).
+- **kill -9 during training**: a child trains (checkpoints every 3 steps) and is killed at a
+  random moment; ``--resume`` must finish with final params equal to an uninterrupted run.
+- **concurrent ingest into a new store**: several processes ingest (some the same files, ids
+  with dots among them) into a store none of them has created; every process must end with
+  exit 0 or a one-line error, and the store must hold every protein, valid.
+- **bit flips**: one random bit of a random chunk of a stored array is flipped; reading the
+  protein and ``validate`` must both report it ("lost": served as data).
+- **disk full**: ingest into a store on a 20 MiB tmpfs (needs root; skipped otherwise) until
+  the disk is full; every failure must be a one-line error and the store must stay valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import protstore  # noqa: E402
+from conftest import write_mdcath  # noqa: E402
+from protstore.store.verify import verify_store  # noqa: E402
+
+
+def _child(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+INGEST = """
+    import sys
+    import protstore
+    from protstore.ingest import ingest
+    ingest(sys.argv[2:], protstore.open_store(sys.argv[1], mode="a"), progress=False,
+           log=lambda m: None)
+"""
+
+
+def _valid(path: Path) -> bool:
+    return not [f for f in verify_store(protstore.open_store(path)) if f.level == "error"]
+
+
+def kills_during_ingest(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    source = tmp / "kill.h5"
+    write_mdcath(source, domain="kill.me", frames=400, runs=((320, 0), (320, 1), (348, 0)),
+                 resnames=("MET", "ALA", "GLY", "LYS", "LEU") * 8)
+    ref = tmp / "ref.zarr"
+    _child(INGEST, str(ref), str(source)).wait()
+    expect = protstore.open_store(ref).protein("kill.me", chunks=None).load()
+    t0 = time.perf_counter()
+    _child(INGEST, str(tmp / "timing.zarr"), str(source)).wait()
+    full = time.perf_counter() - t0
+    handled = lost = 0
+    for i in range(trials):
+        store = tmp / f"k{i}.zarr"
+        child = _child(INGEST, str(store), str(source))
+        time.sleep(rng.uniform(0.0, full))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        ok = not store.exists() or not (store / "zarr.json").exists() or _valid(store)
+        _child(INGEST, str(store), str(source)).wait()  # the re-run
+        got = protstore.open_store(store).protein("kill.me", chunks=None).load()
+        if ok and got.identical(expect) and _valid(store):
+            handled += 1
+        else:
+            lost += 1
+    return trials, handled, lost
+
+
+TRAIN = """
+    import sys
+    import protstore
+    from protstore.train import TrainConfig, train
+    store = protstore.open_store(sys.argv[1])
+    resume = sys.argv[3] == "resume"
+    train(store, store.plan("p"), sys.argv[2], None if resume else TrainConfig(
+        epochs=2, batch_size=8, checkpoint_every_steps=3), resume=resume, progress=False,
+        echo=lambda m: None)
+"""
+
+
+def kills_during_training(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    from protstore.batching import plan_from_store, save_plan
+    from protstore.checkpoints import read_checkpoint
+    from protstore.demo import DemoConfig, make_demo_dataset
+    from protstore.ingest import ingest
+
+    files = make_demo_dataset(tmp / "train-data", DemoConfig(
+        lengths=(16, 30), two_chain=(), temperatures=(320,), replicas=1, frames=60,
+        corrupt=False, predecessor_length=0, seed=3), progress=False)
+    store = protstore.open_store(tmp / "train.zarr", mode="a")
+    ingest(files, store, progress=False, log=lambda m: None)
+    save_plan(store, plan_from_store(store, name="p", n_buckets=1, split="frame",
+                                     val_fraction=0.25, block_frames=10))
+    t0 = time.perf_counter()
+    _child(TRAIN, str(tmp / "train.zarr"), str(tmp / "ref-run"), "new").wait()
+    full = time.perf_counter() - t0
+    expect = read_checkpoint(tmp / "ref-run" / "final").params
+    handled = lost = 0
+    import jax
+    for i in range(trials):
+        run = tmp / f"run{i}"
+        child = _child(TRAIN, str(tmp / "train.zarr"), str(run), "new")
+        time.sleep(rng.uniform(0.3 * full, full))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        resumed = _child(TRAIN, str(tmp / "train.zarr"), str(run), "resume")
+        resumed.wait()
+        try:
+            got = read_checkpoint(run / "final").params
+            same = all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in
+                       zip(jax.tree.leaves(expect), jax.tree.leaves(got)))
+        except Exception:  # noqa: BLE001 - no final params: lost
+            same = False
+        handled, lost = (handled + 1, lost) if same else (handled, lost + 1)
+    return trials, handled, lost
+
+
+def concurrent_writers(tmp: Path, writers: int) -> tuple[int, int, int]:
+    files = []
+    for i, domain in enumerate(("a.1", "b.2", "c3")):
+        write_mdcath(tmp / f"w{i}.h5", domain=domain, frames=60, seed=i)
+        files.append(str(tmp / f"w{i}.h5"))
+    store = tmp / "shared.zarr"
+    children = [_child(INGEST, str(store), *files[i % 3:], *files[:i % 3])
+                for i in range(writers)]
+    clean = 0
+    for child in children:
+        _, err = child.communicate()
+        clean += child.returncode == 0 or len(err.strip().splitlines()) == 1
+    s = protstore.open_store(store)
+    whole = s.proteins == ["a.1", "b.2", "c3"] and _valid(store)
+    handled = clean if whole else 0
+    return writers, handled, writers - handled
+
+
+def bit_flips(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    from protstore.ingest import ingest
+
+    write_mdcath(tmp / "flip.h5", domain="flip", frames=200)
+    path = tmp / "flip.zarr"
+    ingest([tmp / "flip.h5"], protstore.open_store(path, mode="a"), progress=False,
+           log=lambda m: None)
+    chunks = sorted(p for p in (path / "proteins" / "flip").rglob("c/*") if p.is_file()) + \
+        sorted(p for p in (path / "proteins" / "flip").rglob("c/*/*/*") if p.is_file())
+    handled = lost = 0
+    for _ in range(trials):
+        chunk = rng.choice(chunks)
+        original = chunk.read_bytes()
+        data = bytearray(original)
+        bit = rng.randrange(len(data) * 8)
+        data[bit // 8] ^= 1 << (bit % 8)
+        chunk.write_bytes(bytes(data))
+        try:
+            protstore.open_store(path).protein("flip", chunks=None).load()
+            read_caught = False
+        except protstore.ProtstoreError:
+            read_caught = True
+        validate_caught = not _valid(path)
+        handled, lost = (handled + 1, lost) if read_caught and validate_caught \
+            else (handled, lost + 1)
+        chunk.write_bytes(original)
+    return trials, handled, lost
+
+
+def disk_full(tmp: Path) -> tuple[int, int, int] | None:
+    mount = tmp / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        return None
+    try:
+        files = []
+        for i in range(8):
+            write_mdcath(tmp / f"big{i}.h5", domain=f"big{i}", frames=900, seed=i,
+                         resnames=("ALA", "GLY", "LEU") * 20)
+            files.append(str(tmp / f"big{i}.h5"))
+        result = subprocess.run([sys.executable, "-m", "protstore.cli", "ingest", *files,
+                                 "--store", str(mount / "s.zarr"), "--no-progress"],
+                                capture_output=True, text=True,
+                                env=dict(os.environ, PYTHONPATH=str(REPO)))
+        lines = [x for x in result.stderr.splitlines() if x.strip()]
+        one_line = "Traceback" not in result.stderr and all(
+            x.startswith(("error:", "protstore:")) for x in lines)
+        staging = mount / "s.zarr" / ".staging"
+        clean = not staging.exists() or not any(staging.iterdir())
+        valid = _valid(mount / "s.zarr")
+        handled = int(result.returncode == 1 and one_line and clean and valid)
+        if not handled:
+            print(f"disk full not handled: rc {result.returncode}, one-line {one_line}, staging "
+                  f"clean {clean}, valid {valid}\n{result.stderr[-2000:]}", file=sys.stderr)
+        return 1, handled, 1 - handled
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--train-kills", type=int, default=3)
+    parser.add_argument("--writers", type=int, default=6)
+    parser.add_argument("--flips", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, run in (
+                ("kill -9 during ingest, then re-run", lambda d: kills_during_ingest(
+                    d, args.kills, rng)),
+                ("kill -9 during training, then --resume", lambda d: kills_during_training(
+                    d, args.train_kills, rng)),
+                ("concurrent ingests into a new store (ids with dots)",
+                 lambda d: concurrent_writers(d, args.writers)),
+                ("one flipped bit in a chunk", lambda d: bit_flips(d, args.flips, rng)),
+                ("disk full (20 MiB tmpfs) during ingest", disk_full)):
+            d = tmp / name.split()[0]
+            d.mkdir(exist_ok=True)
+            t0 = time.perf_counter()
+            result = run(d)
+            rows.append((name, result, time.perf_counter() - t0))
+            shutil.rmtree(d, ignore_errors=True)
+    print("| fault | tried | handled | lost | seconds |\n|---|---|---|---|---|")
+    for name, result, seconds in rows:
+        if result is None:
+            print(f"| {name} | skipped (not permitted here) | | | |")
+        else:
+            print(f"| {name} | {result[0]} | {result[1]} | {result[2]} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
