@@ -153,9 +153,11 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
     top = int(np.argmax(weights))
     if len(found) > 1 and weights[top] > 0.5:
         which = "the first checkpoint" if top == 0 else found[top][0].name
+        advice = ("use --decay-per step or a smaller --decay" if decay_per == "checkpoint" else
+                  "use a smaller --decay, or checkpoints closer together (train "
+                  "--checkpoint-every)")
         echo(f"warning: {which} carries {weights[top]:.0%} of the weight: the EMA is mostly one "
-             "checkpoint (decay too close to 1 for the interval; use --decay-per step or a "
-             "smaller --decay)")
+             f"checkpoint (decay too close to 1 for the interval; {advice})")
     echo(f"wrote {out}" + (f" and {pkl}" if pkl else ""))
     return doc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ def scheduler(address: str | None = None, workers: int | None = None, progress: 
     config = {"scheduler": "synchronous"} if workers == 0 else {"scheduler": "threads",
                                                                   "num_workers": workers}
     with dask.config.set(config):
-        if progress:
+        if progress and sys.stdout.isatty():  # a bar redrawn with \r floods a log file
             from dask.diagnostics import ProgressBar
             with ProgressBar(minimum=2.0):
                 yield

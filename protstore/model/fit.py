@@ -345,7 +345,9 @@ def _curve_of(name: str, p: dict, x: np.ndarray) -> np.ndarray:
 
 def plot_fit(priors: dict, curves: dict, info: dict, path) -> None:
     """PNG of observed (Boltzmann-inverted, one series per temperature) vs fitted potentials,
-    one panel per term; each observed series is shifted by its fitted offset."""
+    one panel per term. A potential is known up to a constant: each observed series is shifted
+    onto the drawn form (by the count-weighted mean difference over the bins it was fitted on;
+    the wall by its zero)."""
     from ..plotting import new_figure, save_figure
 
     labels = {"bond": "bond length r (Å)", "angle": "bond angle θ (rad)",
@@ -357,7 +359,13 @@ def plot_fit(priors: dict, curves: dict, info: dict, path) -> None:
         n_obs, lows = 0, []
         for c in curves[name]["curves"]:
             ok = c["counts"] >= MIN_COUNT
-            U = c["U"][ok] - c["offset"]
+            if name == "repulsion":
+                shift = c["offset"]
+            else:
+                fitted = _well(c) if name == "bond" else ok
+                shift = np.average(c["U"][fitted] - _curve_of(name, priors[name], c["x"][fitted]),
+                                   weights=c["counts"][fitted])
+            U = c["U"][ok] - shift
             ax.plot(c["x"][ok], U, "o", ms=2.5,
                     label=f"observed, T = {c['kT'] / KB_KCAL_PER_MOL_K:.0f} K")
             n_obs += int(c["counts"].sum())
