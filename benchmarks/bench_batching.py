@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=800)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--chunk-kib", type=int, default=256)
+    ap.add_argument("--buffer-chunks", type=int, default=0, help="loader window (0: default)")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
@@ -150,7 +151,8 @@ def main() -> None:
         table = store.summary()
         plan = make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(),
                          strategy="optimal", n_buckets=3)
-        loader = BatchLoader(store, plan, LoaderConfig(batch_size=args.batch, seed=0))
+        loader = BatchLoader(store, plan, LoaderConfig(batch_size=args.batch, seed=0,
+                                                       buffer_chunks=args.buffer_chunks))
         batches, n_frames, nbytes = [], 0, 0
         for b in loader.epoch(0):
             batches.append((b["bucket"], b["protein_index"], b["frame"]))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .batching.plan import BLOCK_FRAMES
 from .errors import ProtstoreError
 
 
@@ -299,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["none", "protein", "frame"], default="protein",
                    help="hold out whole proteins (default) or a fraction of every protein's frames")
     p.add_argument("--val-fraction", type=_fraction, default=0.2)
-    p.add_argument("--block-frames", type=_positive_int, default=50, metavar="N",
+    p.add_argument("--block-frames", type=_positive_int, default=BLOCK_FRAMES, metavar="N",
                    help="--split frame holds out contiguous blocks of N frames of each run "
                         "(default 50), so few validation frames sit next to training frames")
     p.add_argument("--seed", type=int, default=0)
@@ -423,7 +424,9 @@ LOCAL_PATHS = ("out", "resume", "params", "source", "dir", "priors", "config", "
 def _check_local_paths(args) -> None:
     for name in LOCAL_PATHS:
         value = getattr(args, name, None)
-        if isinstance(value, str) and "://" in value and not value.startswith("file://"):
+        if isinstance(value, str) and value.startswith("file://"):
+            setattr(args, name, value.removeprefix("file://"))
+        elif isinstance(value, str) and "://" in value:
             raise ProtstoreError(f"--{name} {value}: a URL; this location must be a local path "
                                  f"(only stores can be read from URLs so far)")
 

@@ -466,3 +466,25 @@ def test_a_write_that_fails_midway_leaves_no_staging_group(tmp_path, monkeypatch
     staging = tmp_path / "s.zarr" / ".staging"
     assert not staging.exists() or not any(staging.iterdir())
     assert protstore.open_store(tmp_path / "s.zarr").proteins == []
+
+
+def test_store_creation_refuses_foreign_directories_untouched_and_finishes_interrupted_ones(
+        tmp_path):
+    from protstore.store import create_store
+
+    foreign = tmp_path / "foreign"
+    (foreign / "proteins").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a protstore .*notes.txt"):
+        create_store(foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt", "proteins"]
+    # what a kill during creation leaves: the skeleton without the root zarr.json
+    half = tmp_path / "half.zarr"
+    (half / "proteins").mkdir(parents=True)
+    (half / "proteins" / "zarr.json").write_text("{}")
+    (half / ".creating-0a1b2c3d").mkdir()
+    store = protstore.open_store(half, mode="a")
+    assert store.proteins == [] and not (half / ".creating-0a1b2c3d").exists()
+    with pytest.raises(StoreError, match="not a protstore"):
+        protstore.open_store(tmp_path / "missing.zarr", mode="r+")
+    assert not (tmp_path / "missing.zarr").exists()

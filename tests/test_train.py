@@ -288,3 +288,13 @@ def test_a_plan_without_held_out_data_trains_without_validation(train_store, tmp
     assert result.final_val_rmse is None and result.best_step is None
     assert (tmp_path / "noval" / "final").exists() and not (tmp_path / "noval" / "best").exists()
     assert result.metrics[0]["val_rmse"] is None and result.metrics[0]["train_loss"] > 0
+
+
+def test_configs_of_runs_before_batch_beads_keep_their_hash():
+    import hashlib
+
+    config = TrainConfig(epochs=2)
+    old = {k: v for k, v in config.to_dict().items() if k != "batch_beads"}
+    text = json.dumps(old, sort_keys=True, separators=(",", ":"))
+    assert config.hash() == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    assert TrainConfig(epochs=2, batch_beads=400).hash() != config.hash()

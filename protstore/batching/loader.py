@@ -5,7 +5,7 @@ How an epoch is laid out (all from metadata, before any data is read):
 1. Each bucket's samples are grouped into *units*: the split's frames of one protein that lie in
    one Zarr chunk, so a unit is read with one chunk read.
 2. Units are shuffled over the whole bucket, then taken W at a time as *windows* (W =
-   ``buffer_chunks``, by default twice the bucket's batch size and at least 16). Within a
+   ``buffer_chunks``, by default the bucket's batch size and at least 16). Within a
    window each unit's frames are shuffled and the units are *interleaved in proportion*: the
    j-th of a unit's n samples gets the key (j + u)/n, u uniform in [0, 1), and the window is
    ordered by key. So consecutive samples come from different chunks, in proportion to their
@@ -59,7 +59,7 @@ class LoaderConfig:
     seed: int = 0
     shuffle: bool = True
     last: str = "drop"  # or "pad": fill the last batch of a bucket with masked samples
-    buffer_chunks: int = 0  # units (chunks) per window; 0: max(16, 2 x the bucket's batch size)
+    buffer_chunks: int = 0  # units (chunks) per window; 0: max(16, the bucket's batch size)
     prefetch: int = 4
     read_threads: int = 4  # chunk reads and decodes in flight (they release the GIL)
     buckets: tuple[int, ...] | None = None  # only these buckets (None: all)
@@ -152,7 +152,7 @@ class BatchLoader:
 
     def window_units(self, k: int) -> int:
         """Units (chunks) per window of bucket k."""
-        return self.config.buffer_chunks or max(16, 2 * self.batch_size(k))
+        return self.config.buffer_chunks or max(16, self.batch_size(k))
 
     def _make_layout(self, k: int, epoch: int) -> _Layout:
         cfg = self.config

@@ -71,8 +71,8 @@ def checked(params: ModelParams, where: str) -> ModelParams:
     if missing:
         raise CheckpointError(f"{where}: leaf params['prior']['{missing[0]}'] is missing")
     expected = {"prior": prior,
-                "model": jax.eval_shape(lambda key: model.init(key, {"force_rms": 1.0}),
-                                        jax.random.PRNGKey(0))}
+                "model": jax.eval_shape(lambda key: model.init(key, {
+                    "force_rms": 1.0, "max_neighbors": lambda cutoff: 0}), jax.random.PRNGKey(0))}
     signature = leaf_signature(expected)
     got = leaf_signature(params.params)
     for key in signature:  # frozen leaves may be sized from the data (a network's capacity)

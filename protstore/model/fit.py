@@ -156,9 +156,12 @@ def collect_samples(store, plan: BucketPlan, *, max_frames: int = 20000,
 
 
 def _groups(x: np.ndarray, kT) -> list[tuple[float, np.ndarray]]:
-    """(kT, observations at it) for each distinct kT (``kT`` a scalar or one per observation)."""
+    """(kT, observations at it) per temperature, to the kelvin (``kT`` a scalar or one per
+    observation; frames whose temperatures differ by less than 1 K are one group, at their
+    mean kT)."""
     kT = np.broadcast_to(np.asarray(kT, np.float64), np.shape(x))
-    return [(float(k), x[kT == k]) for k in np.unique(kT)]
+    kelvin = np.round(kT / KB_KCAL_PER_MOL_K)
+    return [(float(kT[kelvin == t].mean()), x[kelvin == t]) for t in np.unique(kelvin)]
 
 
 def inverted(x: np.ndarray, bins: np.ndarray, kT: float, jacobian=None):
@@ -298,7 +301,14 @@ def _wall(d: np.ndarray, kT: float) -> tuple[float, float, dict]:
 def fit_repulsion(d: np.ndarray, kT) -> tuple[dict, dict]:
     """ε (σ/r)^p from non-bonded distances ``d`` (Å) at ``kT``: the wall per temperature, σ and
     p averaged with the groups' counts as weights, ε = the counts-weighted mean kT."""
-    walls = [(len(x), k, *_wall(x, k)) for k, x in _groups(np.asarray(d, np.float64), kT)]
+    walls, errors = [], []
+    for k, x in _groups(np.asarray(d, np.float64), kT):
+        try:
+            walls.append((len(x), k, *_wall(x, k)))
+        except ProtstoreError as exc:  # too few pairs at this temperature: the others decide
+            errors.append(exc)
+    if not walls:
+        raise errors[0]
     n = np.array([w[0] for w in walls], np.float64)
     kT_mean = float(np.average([w[1] for w in walls], weights=n))
     sigma = float(np.average([w[2] for w in walls], weights=n))
@@ -359,10 +369,12 @@ def plot_fit(priors: dict, curves: dict, info: dict, path) -> None:
         n_obs, lows = 0, []
         for c in curves[name]["curves"]:
             ok = c["counts"] >= MIN_COUNT
+            fitted = _well(c) if name == "bond" else ok
+            if not fitted.any():  # a temperature with too few observations to show
+                continue
             if name == "repulsion":
                 shift = c["offset"]
             else:
-                fitted = _well(c) if name == "bond" else ok
                 shift = np.average(c["U"][fitted] - _curve_of(name, priors[name], c["x"][fitted]),
                                    weights=c["counts"][fitted])
             U = c["U"][ok] - shift
@@ -371,6 +383,8 @@ def plot_fit(priors: dict, curves: dict, info: dict, path) -> None:
             n_obs += int(c["counts"].sum())
             lows.append(np.nanmin(U))
         xs = np.concatenate([c["x"][c["counts"] >= MIN_COUNT] for c in curves[name]["curves"]])
+        if not len(xs) or not lows:
+            continue
         xs = np.linspace(xs.min(), xs.max(), 200)
         if name == "repulsion":
             xs = xs[xs >= priors[name]["sigma"] * 0.9]
@@ -434,6 +448,7 @@ def fit_priors_to_file(store, plan: BucketPlan, path: str | Path, *, max_frames:
         info["unknown_temperature_K"] = float(unknown_temperature)
     doc = priors_to_doc(priors, info, store=store.url, plan=plan.name,
                         created_by=f"protstore {__version__}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_fit(priors, curves, info, path.with_suffix(".png"))  # first: a failure writes no JSON
     write_priors(doc, path)
-    plot_fit(priors, curves, info, path.with_suffix(".png"))
     return doc

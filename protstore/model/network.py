@@ -120,7 +120,8 @@ def schnet(features: int = 32, layers: int = 2, n_rbf: int = 16, hidden: int = 3
     sizes the neighbour capacity from ``stats["max_neighbors"](cutoff)`` (the most beads any
     bead of the training data has within ``cutoff``) unless ``max_neighbors`` fixes it."""
     for name, value in (("features", features), ("layers", layers), ("n_rbf", n_rbf),
-                        ("hidden", hidden), ("max_neighbors", max_neighbors or 1)):
+                        ("hidden", hidden),
+                        ("max_neighbors", 1 if max_neighbors is None else max_neighbors)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
     if n_rbf < 2:

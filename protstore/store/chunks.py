@@ -149,7 +149,7 @@ def missing_chunks(array: zarr.Array) -> list[str]:
     if not isinstance(array.store, LocalStore):
         return []
     meta = array.metadata.to_dict()
-    grid = [-(-s // c) for s, c in zip(array.shape, array.chunks)]
+    grid = [-(-s // c) if c else 0 for s, c in zip(array.shape, array.chunks)]
     directory = Path(array.store.root) / array.path
     keys = [chunk_key(meta, coords) for coords in np.ndindex(*grid)]
     return [key for key in keys if not (directory / key).is_file()]

@@ -124,7 +124,9 @@ class Store:
     def __contains__(self, protein_id: str) -> bool:
         """From the metadata ``open_store`` read; a protein committed since is found with one
         read of its own ``zarr.json`` (never a listing of ``proteins/``)."""
-        if not isinstance(protein_id, str) or not PROTEIN_ID.match(protein_id):
+        try:
+            check_protein_id(protein_id)
+        except StoreError:
             return False
         if protein_id in self._protein_nodes():
             return True
@@ -449,11 +451,14 @@ def create_store(path: str | os.PathLike, encoding: Encoding | None = None) -> N
         raise StoreError(f"{root}: exists and is not a directory")
     doc = store_document(encoding or Encoding())
     check_document(doc, "store", str(root))
+    if root.exists():
+        _unfinished_skeleton(root)  # refuse a foreign directory before touching it
     root.mkdir(parents=True, exist_ok=True)
     with store_lock(root):
         if (root / "zarr.json").exists():  # another process made it meanwhile
             return
-        _remove_unfinished_skeleton(root)
+        for entry in _unfinished_skeleton(root):
+            shutil.rmtree(entry, ignore_errors=True)
         tmp = root / f"{CREATING}{uuid.uuid4().hex[:8]}"
         try:
             with quiet_zarr():
@@ -472,19 +477,21 @@ def create_store(path: str | os.PathLike, encoding: Encoding | None = None) -> N
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _remove_unfinished_skeleton(root: Path) -> None:
-    """Remove what an interrupted :func:`create_store` left in ``root`` (no root zarr.json):
-    hidden creation directories and ``proteins/``, ``plans/`` holding only their own
-    ``zarr.json``. Anything else means the directory is not a protstore: an error."""
+def _unfinished_skeleton(root: Path) -> list[Path]:
+    """What an interrupted :func:`create_store` left in ``root`` (no root zarr.json), to be
+    removed: hidden creation directories and ``proteins/``, ``plans/`` holding only their own
+    ``zarr.json``. Anything else means the directory is not a protstore: an error, raised
+    before anything is removed."""
+    leftovers = []
     for entry in root.iterdir():
-        if entry.name.startswith(CREATING):
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name in (PROTEINS, PLANS) and entry.is_dir() \
-                and {p.name for p in entry.iterdir()} <= {"zarr.json"}:
-            shutil.rmtree(entry)
+        if entry.name.startswith(CREATING) or (
+                entry.name in (PROTEINS, PLANS) and entry.is_dir()
+                and {p.name for p in entry.iterdir()} <= {"zarr.json"}):
+            leftovers.append(entry)
         elif entry.name not in (LOCK, STAGING):
             raise StoreError(f"{root}: exists, is not empty and is not a protstore "
                              f"(it holds {entry.name!r})")
+    return leftovers
 
 
 def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding | None = None,

@@ -46,8 +46,9 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
     findings.extend(_verify_listing(store, proteins))
     if store.local and (store.root / ".staging").is_dir() and any((store.root / ".staging").iterdir()):
         findings.append(Finding("warning", f"{store.url}/.staging",
-                                "unfinished staging groups (ignored by readers); "
-                                "`protstore validate --repair` removes them"))
+                                "staging groups (ignored by readers): writes in progress, or "
+                                "left by a dead writer, which `protstore validate --repair` "
+                                "removes"))
     for pid in tqdm(proteins, desc="validate", unit="protein", disable=not progress):
         findings.extend(_verify_protein(store, pid))
     return findings
@@ -127,7 +128,7 @@ def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
     small = {}
     for name in set(arrays) - {"R", "F"}:
         try:
-            small[name] = arrays[name][:]
+            small[name] = ChunkReader(arrays[name]).read_all()  # a missing chunk is an error
         except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
             yield Finding("error", f"{where}/{name}", f"unreadable chunk: {exc}")
     if "species" in small:

@@ -86,5 +86,8 @@ class TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def hash(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        doc = self.to_dict()
+        if doc["batch_beads"] is None:  # the field came in 0.5: older runs' hashes stay valid
+            del doc["batch_beads"]
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -327,6 +327,8 @@ class Run:
         bar.close()
         elapsed = time.perf_counter() - t0
         val = validate(self.evaluate, state.params, self.val_loader, self.placement.batch)
+        if val["val_rmse"] is not None and not math.isfinite(val["val_rmse"]):
+            self.diverged(state, pos, f"the validation RMSE is {val['val_rmse']}")
         pos = Position(pos.phase, pos.epoch + 1, 0, pos.step)
         train_loss = loss_sum / loss_steps if loss_steps else None
         line = {"phase": pos.phase, "bucket": pos.phase if cfg.schedule == "sequential" else None,
@@ -406,12 +408,14 @@ def _check_batches(store: Store, plan: BucketPlan, config: TrainConfig) -> None:
     loader = BatchLoader(store, plan, LoaderConfig(
         batch_size=config.batch_size, batch_beads=config.batch_beads, split="train",
         seed=config.seed))
+    sizes = sorted({loader.batch_size(k) for k in range(len(plan.buckets))})
+    DataParallel(sizes)  # batch sizes the devices cannot share are refused here
     if loader.steps_per_epoch(0) == 0:
         samples = sum(len(plan.split.frames(p, plan.frames[p], "train")) for p in plan.proteins)
-        sizes = sorted({loader.batch_size(k) for k in range(len(plan.buckets))})
         raise ConfigError(f"batch size {'/'.join(map(str, sizes))} is larger than the training "
                           f"samples of every bucket of plan {plan.name!r} ({samples} in all): "
-                          f"no step would be trained; use a smaller --batch-size")
+                          f"no step would be trained; use a smaller --batch-size or "
+                          f"--batch-beads")
 
 
 def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig | None = None, *,
