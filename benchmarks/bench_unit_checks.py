@@ -47,8 +47,7 @@ def main() -> None:
                 Fs = (noisy[:, :frames] / factor).reshape(-1, n, 3).astype(np.float32)
                 check = BondForceCheck()
                 check.add(Rs, Fs, bonded, T)
-                ratio, _ = check.verdict()
-                wrong, note = force_unit_problem(check, SourceUnits())
+                wrong, _, ratio = force_unit_problem(check, SourceUnits())
                 verdict = ("refused: " + wrong.split(": they look like ")[-1].split(";")[0]
                            if wrong else ("accepted" if ratio is not None else "not decided"))
                 shown = "n/a" if ratio is None else f"{ratio:.3g}"

@@ -65,6 +65,14 @@ class LoaderConfig:
     buckets: tuple[int, ...] | None = None  # only these buckets (None: all)
 
 
+def bucket_batch_size(config: LoaderConfig, n_max: int) -> int:
+    """Samples per batch of a bucket padded to ``n_max`` beads: ``config.batch_size``, or
+    ``max(1, config.batch_beads // n_max)``."""
+    if config.batch_beads is None:
+        return config.batch_size
+    return max(1, config.batch_beads // n_max)
+
+
 class _Protein(NamedTuple):
     """One protein's arrays: R, F (whole-chunk readers), per-frame temperature, and per-bead
     arrays padded to its bucket's N_max."""
@@ -145,10 +153,8 @@ class BatchLoader:
         return self._layouts[(k, epoch)]
 
     def batch_size(self, k: int) -> int:
-        """Samples per batch of bucket k: ``batch_size``, or ``max(1, batch_beads // N_max)``."""
-        if self.config.batch_beads is None:
-            return self.config.batch_size
-        return max(1, self.config.batch_beads // self.n_max[k])
+        """Samples per batch of bucket k (:func:`bucket_batch_size`)."""
+        return bucket_batch_size(self.config, self.n_max[k])
 
     def window_units(self, k: int) -> int:
         """Units (chunks) per window of bucket k."""

@@ -288,11 +288,10 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         units = force_units_problem(np.concatenate(rms), options.checks)
         if units:
             raise InputError(f"{where}: protein {pid}: {units}")
-        wrong, note = force_unit_problem(bond_forces, source.units)
+        wrong, note, ratio = force_unit_problem(bond_forces, source.units)
         if wrong:
             raise InputError(f"{where}: protein {pid}: {wrong}")
-        ratio = bond_forces.verdict()[0]
-        unit_check = {"ratio": None if ratio is None else float(ratio), "note": note}
+        unit_check = {"ratio": ratio, "note": note}
         _fill_checksums(source, checksum)
         writer.finish(dict(_protein_doc(source, resname, excluded, unit_check), runs=runs))
         status = store.commit(writer, overwrite=options.overwrite)

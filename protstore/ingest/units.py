@@ -166,19 +166,22 @@ def likely_force_unit(ratio: float) -> str:
     return min(FORCE_UNITS, key=lambda u: abs(math.log(abs(ratio) * FORCE_UNITS[u])))
 
 
-def force_unit_problem(check: BondForceCheck, units: SourceUnits) -> tuple[str | None, str]:
-    """(an error for undeclared units that physics contradicts, a note for the log)."""
+def force_unit_problem(check: BondForceCheck, units: SourceUnits
+                       ) -> tuple[str | None, str, float | None]:
+    """(an error for undeclared units that physics contradicts, a note for the log, the
+    measured ratio or None)."""
     ratio, why = check.verdict()
     if ratio is None:
-        return None, f"force units not checked by physics: {why}"
+        return None, f"force units not checked by physics: {why}", None
+    ratio = float(ratio)
     if 0.5 <= ratio <= 2.0:
-        return None, f"force units agree with physics (ratio {ratio:.2f}; {why})"
+        return None, f"force units agree with physics (ratio {ratio:.2f}; {why})", ratio
     guess = likely_force_unit(ratio) if ratio > 0 else None
     said = (f"the forces are {ratio:.3g}x what physics expects of {units.force} at the recorded "
             f"temperatures (bond mean-force check, {why})")
     if guess and guess != units.force:
         said += f": they look like {guess}"
     if units.declared:
-        return None, f"warning: {said}; the declared unit was kept"
+        return None, f"warning: {said}; the declared unit was kept", ratio
     flag = f"--force-units '{guess}'" if guess and guess != units.force else "--force-units UNIT"
-    return f"{said}; declare their unit with {flag}", said
+    return f"{said}; declare their unit with {flag}", said, ratio

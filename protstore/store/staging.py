@@ -34,12 +34,13 @@ class StagingEntry:
         """True when the writer of this entry is known to be gone."""
         if self.kind == REPLACED:
             return True  # only ever seen outside a commit after the committer died
-        if self.host is not None and self.host != _HOST:
+        if self.foreign:
             return False
         return self.pid is None or not _pid_alive(self.pid)
 
     @property
     def foreign(self) -> bool:
+        """Made on another host (whose process ids mean nothing here)."""
         return self.host is not None and self.host != _HOST
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from ..batching.plan import load_plan
+from ..batching.plan import check_plan, load_plan
 from ..errors import ChunkError, ProtstoreError
 from .chunks import ChunkReader, chunk_key
 from ..vocab import N_SPECIES, SPECIES_ID
@@ -73,23 +73,20 @@ def _verify_listing(store: Store, proteins: list[str]) -> Iterator[Finding]:
                               "remove it and ingest the protein again")
     for name in store.plans():
         try:
-            plan = load_plan(store, name, check=False)  # staleness is reported below
+            plan = load_plan(store, name, check=False)  # staleness becomes a finding below
         except ProtstoreError as exc:
             yield Finding("error", f"{store.url}/plans/{name}", f"unreadable plan: {exc}")
             continue
-        for pid in plan.proteins:
-            if pid not in on_disk:
-                yield Finding("error", f"{store.url}/plans/{name}",
-                              f"names protein {pid!r}, which is not in the store; make the plan "
-                              f"again (`protstore bucket --name {name} --overwrite`)")
-                break
-            n_frames = store.protein_doc(pid)["n_frames"]
-            if plan.frames[pid] != n_frames:
-                yield Finding("error", f"{store.url}/plans/{name}",
-                              f"made when protein {pid!r} had {plan.frames[pid]} frames; it has "
-                              f"{n_frames} now: make the plan again (`protstore bucket --name "
-                              f"{name} --overwrite`)")
-                break
+        gone = [pid for pid in plan.proteins if pid not in on_disk]
+        if gone:  # stricter than the listing check_plan trusts: the group must be on disk
+            yield Finding("error", f"{store.url}/plans/{name}",
+                          f"names protein {gone[0]!r}, which is not in the store; make the plan "
+                          f"again (`protstore bucket --name {name} --overwrite`)")
+            continue
+        try:
+            check_plan(store, plan)
+        except ProtstoreError as exc:
+            yield Finding("error", f"{store.url}/plans/{name}", str(exc))
 
 
 def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:

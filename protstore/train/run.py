@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import __version__
 from ..batching import BatchLoader, BucketPlan, LoaderConfig
+from ..batching.loader import bucket_batch_size
 from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is_finite,
                            list_checkpoints, read_checkpoint, write_checkpoint)
 from ..errors import ConfigError, ProtstoreError, TrainingDiverged
@@ -92,12 +93,13 @@ def densest_neighbors(store: Store, plan: BucketPlan, frames_per_protein: int = 
             continue
         reader = store.protein_readers(pid)["R"]
         chunk = reader.read(int(frames[0]) // reader.chunk)
-        picked.append(np.asarray(chunk[::max(1, len(chunk) // frames_per_protein)]
-                                 [:frames_per_protein], np.float64))
+        picked.append(np.array(chunk[::max(1, len(chunk) // frames_per_protein)]
+                               [:frames_per_protein], np.float32))  # float32: small at scale
 
     def largest(cutoff: float) -> int:
         most = 0
         for R in picked:
+            R = R.astype(np.float64)
             d2 = ((R[:, :, None, :] - R[:, None, :, :]) ** 2).sum(-1)
             most = max(most, int(((d2 < cutoff * cutoff).sum(-1) - 1).max()))
         return most
@@ -131,8 +133,7 @@ class Run:
         self.model = load_model(config.model, config.model_options)
         self.energy = total_energy(self.model)
         self.placement = DataParallel(sorted({
-            BatchLoader(store, plan, self._loader_config()).batch_size(k)
-            for k in range(len(plan.buckets))}))
+            bucket_batch_size(self._loader_config(), b.n_max) for b in plan.buckets}))
         self.evaluate = make_eval_step(self.energy)
         self.census = batch_neighbor_census(self.model)
         self.compilations = 0  # of the train step, summed over phases
