@@ -12,9 +12,21 @@ from .batching.plan import BLOCK_FRAMES
 from .errors import ProtstoreError
 
 
+def _open(args, mode: str = "r"):
+    """The store named on the command line, opened with ``--storage-options``; what opening
+    did (a migration) is said on stderr."""
+    from .store import open_store
+    from .store.location import parse_storage_options
+
+    store = open_store(args.store, mode=mode,
+                       storage_options=parse_storage_options(args.storage_options))
+    for note in store.notes:
+        print(f"protstore: {note}", file=sys.stderr)
+    return store
+
+
 def _ingest(args) -> int:
     from .ingest import IngestOptions, ingest
-    from .store import open_store
 
     options = IngestOptions(
         temperatures=tuple(args.temperatures) if args.temperatures else None,
@@ -28,7 +40,7 @@ def _ingest(args) -> int:
         check_protein_id(args.id)
         if len(args.sources) > 1:
             raise ProtstoreError("--id names one protein; give exactly one source file with it")
-    store = open_store(args.store, mode="a")
+    store = _open(args, "a")
     report = ingest(args.sources, store, options, progress=not args.no_progress)
     for line in report.lines():
         print(line)
@@ -37,23 +49,19 @@ def _ingest(args) -> int:
 
 def _info(args) -> int:
     from .report import store_info
-    from .store import open_store
 
-    print(store_info(open_store(args.store)))
+    print(store_info(_open(args)))
     return 0
 
 
 def _validate(args) -> int:
-    from .store import open_store
     from .store.verify import verify_store
 
     if args.repair:
-        store = open_store(args.store, mode="r+")
-        for line in store.recover_staging():
+        store = _open(args, "r+")
+        for line in [*store.recover_staging(), *store.rebuild_catalog()]:
             print(f"repair: {line}")
-        store.consolidate()
-        print("repair: root metadata re-consolidated")
-    store = open_store(args.store)
+    store = _open(args)
     findings = verify_store(store, progress=not args.no_progress)
     for f in findings:
         print(f)
@@ -65,9 +73,8 @@ def _validate(args) -> int:
 
 def _bucket(args) -> int:
     from .batching import plan_from_store, save_plan
-    from .store import open_store
 
-    store = open_store(args.store, mode="r+")
+    store = _open(args, "r+")
     plan = plan_from_store(
         store, name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
         strategy=args.strategy, cost=args.cost, pad_multiple=args.pad_multiple,
@@ -82,9 +89,8 @@ def _bucket(args) -> int:
 def _export_npz(args) -> int:
     from .batching import load_plan
     from .batching.export import export_npz
-    from .store import open_store
 
-    store = open_store(args.store)
+    store = _open(args)
     for path in export_npz(store, load_plan(store, args.plan), args.out, split=args.split,
                            pickle_objects=args.pickle_objects):
         print(path)
@@ -110,9 +116,8 @@ def _demo(args) -> int:
 
 def _fit_priors(args) -> int:
     from .model.fit import fit_priors_to_file
-    from .store import open_store
 
-    store = open_store(args.store)
+    store = _open(args)
     doc = fit_priors_to_file(store, store.plan(args.plan), args.out, max_frames=args.max_frames,
                              temperature=args.only_temperature,
                              unknown_temperature=args.temperature, seed=args.seed)
@@ -146,11 +151,10 @@ def _model_options(pairs: list[str] | None) -> dict | None:
 def _train(args) -> int:
     import json
 
-    from .store import open_store
     from .store.schemas import check_document
     from .train import TrainConfig, train
 
-    store = open_store(args.store)
+    store = _open(args)
     plan = store.plan(args.plan)
     if bool(args.out) == bool(args.resume):
         raise ProtstoreError("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
@@ -199,9 +203,8 @@ def _import_checkpoints(args) -> int:
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate
-    from .store import open_store
 
-    store = open_store(args.store)
+    store = _open(args)
     plan = store.plan(args.plan) if args.plan else None
     split = args.split or ("val" if plan is not None else "all")
     evaluate(store, args.params, args.out, mode=args.mode, plan=plan, split=split,
@@ -248,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
+        if name not in ("demo", "demo-data", "ema", "import-checkpoints"):
+            p.add_argument("--storage-options", metavar="JSON",
+                           help="fsspec options of the store's location (credentials, "
+                                "endpoint_url...), beyond the standard environment "
+                                "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID...)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         return p
 
@@ -283,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "check metadata against the schemas and every chunk's invariants")
     p.add_argument("store")
     p.add_argument("--repair", action="store_true",
-                   help="first remove unfinished staging groups and re-consolidate metadata")
+                   help="first remove unfinished staging groups and make the catalog list "
+                        "exactly the complete protein groups")
 
     p = command("bucket", _bucket, "compute, store and print a length-bucket plan")
     p.add_argument("store")
@@ -416,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Options that name a local file or directory (a run, a checkpoint, an output): a URL there is
-#: refused, never turned into a local folder named "s3:" (stores are read from URLs; writing to
-#: object storage is not supported yet).
+#: refused, never turned into a local folder named "s3:" (stores are read and written at URLs;
+#: run directories, checkpoints and outputs are local so far).
 LOCAL_PATHS = ("out", "resume", "params", "source", "dir", "priors", "config", "pkl")
 
 
@@ -428,7 +437,8 @@ def _check_local_paths(args) -> None:
             setattr(args, name, value.removeprefix("file://"))
         elif isinstance(value, str) and "://" in value:
             raise ProtstoreError(f"--{name} {value}: a URL; this location must be a local path "
-                                 f"(only stores can be read from URLs so far)")
+                                 f"(stores can be URLs; run directories, checkpoints and "
+                                 f"outputs cannot yet)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,15 @@ class StoreError(ProtstoreError):
     """The store is missing, malformed, or an operation on it is not allowed."""
 
 
+class LocationError(ProtstoreError):
+    """A path or URL that cannot be opened or written as asked (unknown protocol, missing
+    file system library, bad storage options)."""
+
+
+class ClaimError(StoreError):
+    """Another writer holds the claim on a protein being written (object-storage commits)."""
+
+
 class ChunkError(StoreError):
     """A chunk of a stored array is missing or does not decode: ``where`` names the array and
     the chunk, ``reason`` what is wrong."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import h5py
@@ -132,3 +134,37 @@ def trained_run(tmp_path_factory, train_store):
     result = train(train_store, train_store.plan("p"), out, config, progress=False,
                    echo=lambda m: None)
     return result
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server (moto) on 127.0.0.1, started here; the standard environment
+    (AWS_ENDPOINT_URL, credentials, region) points fsspec/s3fs, and child processes, at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield env["AWS_ENDPOINT_URL"]
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """A fresh bucket on the test server: ``s3://<name>``."""
+    import fsspec
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return f"s3://{name}"

@@ -439,3 +439,23 @@ def test_frame_split_holds_out_blocks_of_runs_and_reports_leakage(multichunk):
     assert single.split.val_leakage > 0.5  # single frames: most have a training neighbour
     save_plan(protstore.open_store(store.url, mode="r+"), plan)
     assert protstore.open_store(store.url).plan("blocks") == plan
+
+
+@pytest.mark.parametrize("last", ["drop", "pad"])
+def test_process_shares_together_are_the_single_process_epoch(multichunk, last):
+    store, plan = multichunk
+    base = dict(batch_size=6, seed=4, last=last, buffer_chunks=3)
+    whole = list(BatchLoader(store, plan, LoaderConfig(**base)).epoch(1))
+    shares = [list(BatchLoader(store, plan, LoaderConfig(**base, process_index=i,
+                                                         process_count=3)).epoch(1))
+              for i in range(3)]
+    assert [len(s) for s in shares] == [len(whole)] * 3  # steps stay aligned
+    for step, batch in enumerate(whole):
+        parts = [s[step] for s in shares]
+        assert {p["bucket"] for p in parts} == {batch["bucket"]}
+        assert all(len(p["sample_mask"]) == 2 for p in parts)  # the global batch split in 3
+        for key in ("R", "F", "mask", "species", "resid", "chain", "protein_index", "frame",
+                    "temperature", "sample_mask"):
+            assert np.array_equal(np.concatenate([p[key] for p in parts]), batch[key]), key
+    with pytest.raises(protstore.errors.ProtstoreError, match="does not split over 4"):
+        BatchLoader(store, plan, LoaderConfig(batch_size=6, process_index=0, process_count=4))

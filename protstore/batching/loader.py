@@ -13,7 +13,9 @@ How an epoch is laid out (all from metadata, before any data is read):
    the bucket would give (``protein_diversity``; ``benchmarks/bench_batching.py`` measures it),
    while every chunk is still decoded once per epoch. Every sample appears exactly once.
    Memory: the loader holds at most two windows of decoded frames (the one being served and
-   the one read ahead), W chunks each: about 2 x W x 2 MiB for R and F, times N_max/N.
+   the one read ahead), W chunks each: about 2 x W x 2 MiB for R and F, times N_max/N; and
+   the small arrays of the proteins it opened (``open_proteins`` at most, opened when a window
+   first needs them): memory does not grow with the number of proteins in the store.
 3. A bucket's sample sequence is cut into batches: ``batch_size`` samples, or with
    ``batch_beads`` ``max(1, batch_beads // N_max)`` samples of that bucket, so every step costs
    about the same and each real bead weighs about the same in the loss whatever its bucket;
@@ -30,6 +32,8 @@ ahead of the consumer (``prefetch``).
 
 from __future__ import annotations
 
+import sys
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,8 +65,15 @@ class LoaderConfig:
     last: str = "drop"  # or "pad": fill the last batch of a bucket with masked samples
     buffer_chunks: int = 0  # units (chunks) per window; 0: max(16, the bucket's batch size)
     prefetch: int = 4
-    read_threads: int = 4  # chunk reads and decodes in flight (they release the GIL)
+    # chunk reads and decodes in flight (they release the GIL); None: 4 on a local disk, 32 on
+    # object storage, where a request waits milliseconds for its first byte
+    read_threads: int | None = None
     buckets: tuple[int, ...] | None = None  # only these buckets (None: all)
+    open_proteins: int = 512  # opened proteins kept (their readers and per-bead arrays)
+    # multi-process training: this process's share of every global batch (None: JAX's
+    # process index and count when JAX is in use, else 0 and 1)
+    process_index: int | None = None
+    process_count: int | None = None
 
 
 def bucket_batch_size(config: LoaderConfig, n_max: int) -> int:
@@ -118,18 +129,27 @@ class BatchLoader:
             raise ProtstoreError(f"batch_beads must be >= 1, not {config.batch_beads}")
         if config.buffer_chunks < 0:
             raise ProtstoreError(f"buffer_chunks must be >= 0, not {config.buffer_chunks}")
+        if config.read_threads is not None and config.read_threads < 1:
+            raise ProtstoreError(f"read_threads must be >= 1, not {config.read_threads}")
+        self.process_index, self.process_count = _processes(config)
         check_plan(store, plan)
         self.store, self.plan, self.config = store, plan, config
         self.proteins = plan.proteins
         self._index = {p: i for i, p in enumerate(self.proteins)}
         self.n_max = [b.n_max for b in plan.buckets]
         self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
-        self._arrays: dict[int, _Protein] = {}
-        self._opening: dict[int, Future] = {}  # proteins being opened on the read pool
-        self._tables: dict[int, dict[str, np.ndarray]] = {}
+        # proteins opened (or being opened, on the read pool), least recently used first; at
+        # most ``open_proteins`` beyond those of the windows in use
+        self._opened: OrderedDict[int, Future] = OrderedDict()
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._pool: ThreadPoolExecutor | None = None  # started on the first read
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
+        for k in range(len(plan.buckets)):
+            if self.batch_size(k) % self.process_count:
+                raise ProtstoreError(
+                    f"the global batch of bucket {k} ({self.batch_size(k)} samples) does not "
+                    f"split over {self.process_count} processes: choose a batch size (or "
+                    f"batch_beads // N_max) that is a multiple of the process count")
 
     # ------------------------------------------------------------------ layout (metadata only)
     def _chunk(self, pid: str) -> int:
@@ -153,8 +173,13 @@ class BatchLoader:
         return self._layouts[(k, epoch)]
 
     def batch_size(self, k: int) -> int:
-        """Samples per batch of bucket k (:func:`bucket_batch_size`)."""
+        """Samples per global batch of bucket k (:func:`bucket_batch_size`), all processes."""
         return bucket_batch_size(self.config, self.n_max[k])
+
+    def local_batch_size(self, k: int) -> int:
+        """Samples per batch of bucket k that this process yields (its share of the global
+        batch: ``batch_size(k) // process_count``)."""
+        return self.batch_size(k) // self.process_count
 
     def window_units(self, k: int) -> int:
         """Units (chunks) per window of bucket k."""
@@ -206,8 +231,9 @@ class BatchLoader:
         return len(self.schedule(epoch))
 
     def shapes(self) -> dict[int, tuple[int, int]]:
-        """Static (batch, N_max) per bucket: one compilation each."""
-        return {k: (self.batch_size(k), n) for k, n in enumerate(self.n_max)}
+        """Static (batch, N_max) per bucket of the batches this process yields: one
+        compilation each."""
+        return {k: (self.local_batch_size(k), n) for k, n in enumerate(self.n_max)}
 
     def protein_diversity(self, epoch: int = 0) -> dict[int, tuple[float, float]]:
         """Per bucket: (mean distinct proteins per full batch of ``epoch``, its expectation under
@@ -227,23 +253,28 @@ class BatchLoader:
     # ------------------------------------------------------------------ reading
     def _read_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max(1, self.config.read_threads),
-                                            thread_name_prefix="protstore-read")
+            threads = self.config.read_threads or (4 if self.store.local else 32)
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="protstore-read")
         return self._pool
 
-    def _protein_arrays(self, i: int) -> _Protein:
-        if i not in self._arrays:
-            opening = self._opening.pop(i, None)
-            self._arrays[i] = opening.result() if opening else self._open_protein(i)
-        return self._arrays[i]
+    def _open(self, ids) -> dict[int, Future]:
+        """Futures of the opened proteins ``ids``, opening those not yet open on the read pool
+        (all at once: on object storage each is a request); the least recently used beyond
+        ``open_proteins`` are let go."""
+        out = {}
+        for i in ids:
+            i = int(i)
+            if i in self._opened:
+                self._opened.move_to_end(i)
+            else:
+                self._opened[i] = self._read_pool().submit(self._open_protein, i)
+            out[i] = self._opened[i]
+        while len(self._opened) > max(self.config.open_proteins, len(out)):
+            self._opened.popitem(last=False)
+        return out
 
-    def _start_opening(self, buckets) -> None:
-        """Open the proteins of ``buckets`` on the read pool, in that order, ahead of use."""
-        for k in buckets:
-            for pid in self.plan.buckets[k].proteins:
-                i = self._index[pid]
-                if i not in self._arrays and i not in self._opening:
-                    self._opening[i] = self._read_pool().submit(self._open_protein, i)
+    def _protein_arrays(self, i: int) -> _Protein:
+        return self._open([i])[i].result()
 
     def _open_protein(self, i: int) -> _Protein:
         """Read protein i's small arrays (per bead, per frame) and make its chunk readers."""
@@ -258,27 +289,6 @@ class BatchLoader:
         temperature = readers["temperature"].read_all().astype(np.float32, copy=False)
         return _Protein(readers["R"], readers["F"], temperature, species, resid, chain, mask, n)
 
-    def _bucket_table(self, k: int) -> dict[str, np.ndarray]:
-        """Padded per-bead arrays of bucket k's proteins, rows indexed by protein index, and
-        their per-frame temperatures (flat, with offsets)."""
-        if k not in self._tables:
-            rows = {key: BEAD_FIELDS[key].fill((len(self.proteins), self.n_max[k]))
-                    for key in ("species", "resid", "chain", "mask")}
-            offset = np.zeros(len(self.proteins), np.int64)
-            temperatures, total = [], 0
-            for pid in self.plan.buckets[k].proteins:
-                i = self._index[pid]
-                protein = self._protein_arrays(i)
-                for key in ("species", "resid", "chain", "mask"):
-                    rows[key][i] = getattr(protein, key)
-                offset[i] = total
-                total += len(protein.temperature)
-                temperatures.append(protein.temperature)
-            rows["temperature_offset"] = offset  # temperature of (i, f): flat[offset[i] + f]
-            rows["temperature"] = np.concatenate(temperatures)
-            self._tables[k] = rows
-        return self._tables[k]
-
     def _read_window(self, k: int, lay: _Layout, w: int) -> _Window:
         """Start reading window ``w``: one task per (protein, chunk, R|F) on the read pool, each
         gathering its samples' frames straight into the window's padded arrays."""
@@ -287,9 +297,14 @@ class BatchLoader:
         n_max = self.n_max[k]
         out = {key: BEAD_FIELDS[key].fill((hi - lo, n_max)) for key in ("R", "F")}
         tasks = []
-        for i in np.unique(prot):
-            protein = self._protein_arrays(int(i))
-            rows = np.flatnonzero(prot == i)
+        mine = np.ones(hi - lo, bool)
+        if self.process_count > 1:  # only the samples of this process's share of each batch
+            B = self.batch_size(k)
+            mine = (np.arange(lo, hi) % B) // (B // self.process_count) == self.process_index
+        opened = self._open(np.unique(prot[mine]))
+        for i, opening in opened.items():
+            protein = opening.result()
+            rows = np.flatnonzero((prot == i) & mine)
             chunk_of = frame[rows] // protein.R.chunk
             for c in np.unique(chunk_of):
                 sel = rows[chunk_of == c]
@@ -300,22 +315,22 @@ class BatchLoader:
         return _Window(out, tasks)
 
     def _windows(self, lay: _Layout, j: int) -> tuple[int, int, int, int]:
-        """Sample range [lo, hi) of batch j and the windows [w_lo, w_hi) holding it."""
-        B = self.batch_size(lay.bucket)
-        lo = j * B
-        hi = min(lo + B, len(lay.protein))
+        """Sample range [lo, hi) of this process's share of batch j and the windows
+        [w_lo, w_hi) holding it."""
+        B, b = self.batch_size(lay.bucket), self.local_batch_size(lay.bucket)
+        lo = min(j * B + self.process_index * b, len(lay.protein))
+        hi = min(lo + b, len(lay.protein))
         w_lo = int(np.searchsorted(lay.window_start, lo, side="right") - 1)
         w_hi = int(np.searchsorted(lay.window_start, hi, side="left"))
         return lo, hi, w_lo, w_hi
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
         schedule = self.schedule(epoch)[start_step:]
-        self._start_opening(dict.fromkeys(k for k, _ in schedule))  # buckets in order of use
         caches: dict[int, dict[int, _Window]] = {}
         for n, (k, j) in enumerate(schedule):
             step = start_step + n
             lay = self._layout(k, epoch)
-            B = self.batch_size(k)
+            B = self.local_batch_size(k)
             cache = caches.setdefault(k, {})
             lo, hi, w_lo, w_hi = self._windows(lay, j)
             for w in list(cache):
@@ -334,19 +349,29 @@ class BatchLoader:
                     parts[key].append(window[key][a:b])
             prot = lay.protein[lo:hi]
             # a batch inside one window is a view of it (windows are fresh arrays, never reused)
-            batch = {key: v[0] if len(v) == 1 else np.concatenate(v) for key, v in parts.items()}
-            table = self._bucket_table(k)
-            for key in ("species", "resid", "chain", "mask"):
-                batch[key] = table[key][prot]
+            batch = {key: v[0] if len(v) == 1 else np.concatenate(v) if v else
+                     BEAD_FIELDS[key].fill((0, self.n_max[k])) for key, v in parts.items()}
             batch["protein_index"] = prot.astype(np.int32)
             batch["frame"] = lay.frame[lo:hi].astype(np.int32)
-            batch["temperature"] = table["temperature"][table["temperature_offset"][prot]
-                                                         + batch["frame"]]
+            batch.update(self._per_sample(k, prot, batch["frame"]))
             batch["sample_mask"] = np.ones(hi - lo, np.float32)
             if hi - lo < B:  # only with last="pad"
                 batch = _pad_batch(batch, B)
             batch.update(bucket=k, epoch=epoch, step=step)
             yield batch
+
+    def _per_sample(self, k: int, prot: np.ndarray, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """species, resid, chain, mask [b, N_max] and temperature [b] of the samples (protein
+        ``prot``, frame ``frame``), from their opened proteins."""
+        out = {key: BEAD_FIELDS[key].fill((len(prot), self.n_max[k]))
+               for key in ("species", "resid", "chain", "mask")}
+        out["temperature"] = np.empty(len(prot), np.float32)
+        for i, opening in self._open(np.unique(prot)).items():
+            protein, rows = opening.result(), prot == i
+            for key in ("species", "resid", "chain", "mask"):
+                out[key][rows] = getattr(protein, key)
+            out["temperature"][rows] = protein.temperature[frame[rows]]
+        return out
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
         """The batches of ``epoch`` from ``start_step`` on, assembled in a background thread."""
@@ -369,6 +394,19 @@ class _Window:
             task.result()
         self.tasks = []
         return self.arrays
+
+
+def _processes(config: LoaderConfig) -> tuple[int, int]:
+    """(index, count) of this process among those sharing every global batch."""
+    index, count = config.process_index, config.process_count
+    if index is None or count is None:
+        jax = sys.modules.get("jax")  # a process that never imported JAX runs alone
+        index = index if index is not None else (jax.process_index() if jax else 0)
+        count = count if count is not None else (jax.process_count() if jax else 1)
+    if count < 1 or not 0 <= index < count:
+        raise ProtstoreError(f"process_index {index} is not in 0..{count - 1} "
+                             f"(process_count {count})")
+    return int(index), int(count)
 
 
 def _interleaved(sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -17,7 +17,6 @@ from .. import __version__
 from ..errors import InputError, ProteinExistsError, ProtstoreError
 from ..prefetch import prefetch
 from ..store import Store
-from ..store.layout import protein_path
 from ..vocab import canonical_resnames, species_ids
 from .mdcath import open_mdcath
 from .npz import open_npz
@@ -99,13 +98,12 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
     """Ingest source files into ``store`` (opened with mode ``"a"``).
 
     Each protein is validated frame by frame, written to a private staging group in frame
-    blocks, and committed with one atomic rename; a protein that fails is not written and the
-    others still are. Root metadata is consolidated at the end (even after errors).
+    blocks, committed (:meth:`~protstore.store.Store.commit`) and added to the catalog; a
+    protein that fails is not written and the others still are.
     """
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     report = IngestReport()
-    recovered = store.recover_staging()
-    for line in recovered:
+    for line in store.recover_staging():
         log(line)
     paths = [Path(p) for p in paths]
     hasher = ThreadPoolExecutor(1, thread_name_prefix="checksum")
@@ -135,9 +133,6 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
                     log(f"{source.protein_id}: already in the store from the same source; skipped")
     finally:
         hasher.shutdown(cancel_futures=True)
-        # only what this ingest changed is read again, unless a past one left things to repair
-        store.consolidate(None if recovered else
-                          [protein_path(p) for p in report.written + report.replaced])
     return report
 
 
@@ -197,10 +192,11 @@ def _then(items: Iterable, action: Callable[[], None]) -> Iterator:
 
 def _existing_status(store: Store, source: ProteinSource, options: IngestOptions,
                      checksum: Callable[[], str]) -> str | None:
-    if source.protein_id not in store:
+    existing = store.committed_doc(source.protein_id)
+    if existing is None:
         return None
     _fill_checksums(source, checksum)
-    old = {s["checksum"] for s in store.protein_doc(source.protein_id)["sources"]}
+    old = {s["checksum"] for s in existing["sources"]}
     new = {s["checksum"] for s in source.sources}
     for algorithm in {c.split(":", 1)[0] for c in old} - {CHECKSUM}:  # an older store's
         new |= {file_checksum(s["path"], algorithm) for s in source.sources}
@@ -209,7 +205,7 @@ def _existing_status(store: Store, source: ProteinSource, options: IngestOptions
     if not options.overwrite:
         raise ProteinExistsError(
             f"protein {source.protein_id!r} is already in {store.url} from another source "
-            f"({store.protein_doc(source.protein_id)['sources'][0]['path']}); pass --overwrite "
+            f"({existing['sources'][0]['path']}); pass --overwrite "
             f"to replace it or --id to ingest it under another name")
     return "replace"
 
@@ -229,6 +225,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
     """
     pid, where = source.protein_id, source.origin
     if _existing_status(store, source, options, checksum) == "skipped":
+        store.ensure_listed(pid)  # a commit interrupted before its catalog entry
         return "skipped", 0
     try:
         resname = canonical_resnames(source.resname, allow_unknown=options.allow_unknown)

@@ -7,8 +7,9 @@ async hops, buffers) while holding the GIL; reading the chunk file and decoding 
 numcodecs releases the GIL, so a few threads keep every core busy. The per-chunk figures are in
 ``docs/performance.md`` (``benchmarks/bench_store.py`` measures them).
 
-Which layouts it handles: a Zarr v3 array in a local directory store (``zarr.storage.LocalStore``),
-chunked along its first axis only, whose metadata document (the spec JSON, read with
+Which layouts it handles: a Zarr v3 array in a local directory store (``zarr.storage.LocalStore``)
+or, given the location's fsspec file system, in an ``FsspecStore`` (object storage: one GET or
+PUT per chunk, many in flight from the threads that call it), chunked along its first axis only, whose metadata document (the spec JSON, read with
 ``array.metadata.to_dict()``, never zarr-python's codec objects) has
 
 - a ``regular`` chunk grid and the ``default`` or ``v2`` chunk key encoding;
@@ -33,7 +34,7 @@ import numpy as np
 import zarr
 from xarray.backends import BackendArray
 from xarray.core import indexing
-from zarr.storage import LocalStore
+from zarr.storage import FsspecStore, LocalStore
 
 from ..errors import ChunkError
 
@@ -75,34 +76,43 @@ def compressor_from_spec(codec: dict):
 class DirectLayout:
     """How one array's chunks are stored, as far as the direct path needs to know.
 
-    directory : the array's directory; metadata : its Zarr v3 metadata document;
+    directory : the array's directory (a local Path, or the fsspec path of its prefix);
+    fs : the fsspec file system holding it (None: the local disk, read with ``open``);
+    metadata : its Zarr v3 metadata document;
     order : the transpose order (identity without a transpose codec); dtype : the stored dtype
     with its byte order (None for UTF-8 strings); compressor : the numcodecs codec;
     crc32c : chunks end in a CRC32C checksum of the compressed bytes.
     """
 
-    directory: Path
+    directory: Path | str
+    fs: object
     metadata: dict
     order: tuple[int, ...]
     dtype: np.dtype | None
     compressor: object
     crc32c: bool
 
-    def path(self, c: int, ndim: int) -> Path:
-        return self.directory / chunk_key(self.metadata, (c,) + (0,) * (ndim - 1))
+    def path(self, c: int, ndim: int) -> Path | str:
+        key = chunk_key(self.metadata, (c,) + (0,) * (ndim - 1))
+        return self.directory / key if self.fs is None else f"{self.directory}/{key}"
 
 
-def direct_layout(array: zarr.Array) -> DirectLayout | None:
+def direct_layout(array: zarr.Array, fs=None) -> DirectLayout | None:
     """The array's :class:`DirectLayout` when the direct path handles it (module docstring),
-    else None. Never raises: whatever it does not recognise goes to zarr."""
+    else None. ``fs``: the (synchronous) fsspec file system of an ``FsspecStore``. Never
+    raises: whatever it does not recognise goes to zarr."""
     try:
-        return _recognise(array)
+        return _recognise(array, fs)
     except Exception:  # noqa: BLE001 - anything unexpected: zarr reads and writes it instead
         return None
 
 
-def _recognise(array: zarr.Array) -> DirectLayout | None:
-    if not isinstance(array.store, LocalStore):
+def _recognise(array: zarr.Array, fs) -> DirectLayout | None:
+    if isinstance(array.store, LocalStore):
+        directory, fs = Path(array.store.root) / array.path, None
+    elif fs is not None and isinstance(array.store, FsspecStore):
+        directory = f"{array.store.path.rstrip('/')}/{array.path}"
+    else:
         return None
     meta = array.metadata.to_dict()
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
@@ -139,8 +149,7 @@ def _recognise(array: zarr.Array) -> DirectLayout | None:
     else:
         return None
     compressor = compressor_from_spec(codecs[1])
-    directory = Path(array.store.root) / array.path
-    return DirectLayout(directory, meta, order, dtype, compressor, crc32c)
+    return DirectLayout(directory, fs, meta, order, dtype, compressor, crc32c)
 
 
 def missing_chunks(array: zarr.Array) -> list[str]:
@@ -159,10 +168,10 @@ class _FrameChunks:
     """A Zarr v3 array chunked along its first axis, with its :class:`DirectLayout` (None:
     zarr reads and writes it)."""
 
-    def __init__(self, array: zarr.Array):
+    def __init__(self, array: zarr.Array, fs=None):
         self.array = array
         self.chunk = array.chunks[0]
-        self.direct = direct_layout(array)
+        self.direct = direct_layout(array, fs)
 
     @property
     def n_chunks(self) -> int:
@@ -197,8 +206,11 @@ class ChunkReader(_FrameChunks):
             return self.array[lo:hi]
         layout = self.direct
         try:
-            with open(layout.path(c, self.array.ndim), "rb") as fh:
-                raw = fh.read()
+            if layout.fs is None:
+                with open(layout.path(c, self.array.ndim), "rb") as fh:
+                    raw = fh.read()
+            else:
+                raw = layout.fs.cat_file(layout.path(c, self.array.ndim))
         except FileNotFoundError:
             raise ChunkError(self._where(c), "chunk file missing") from None
         try:
@@ -230,8 +242,9 @@ class ChunkWriter(_FrameChunks):
     does. Chunks may be written from several threads at once.
     """
 
-    def write(self, c: int, data: np.ndarray) -> Path | None:
-        """Store chunk ``c``; returns the chunk file written (None when zarr wrote it)."""
+    def write(self, c: int, data: np.ndarray) -> Path | str | None:
+        """Store chunk ``c``; returns the chunk file written (a local Path, or the fsspec path
+        of the object), None when zarr wrote it."""
         lo = c * self.chunk
         if not (0 < len(data) <= self.chunk and lo + len(data) <= self.array.shape[0]) \
                 or data.shape[1:] != self.array.shape[1:]:
@@ -254,6 +267,9 @@ class ChunkWriter(_FrameChunks):
         if layout.crc32c:
             encoded = _with_crc32c(encoded)
         path = layout.path(c, self.array.ndim)
+        if layout.fs is not None:
+            layout.fs.pipe_file(path, bytes(encoded))
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(encoded)

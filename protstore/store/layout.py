@@ -4,7 +4,7 @@
 
     STORE.zarr/
       zarr.json                 root group; attrs["protstore"] = store document (schemas/store.json)
-      proteins/<protein_id>/    one group per protein, opens with xr.open_zarr(STORE, group=...)
+      proteins/<protein_id>/    one group per protein, opens with xr.open_zarr(STORE/proteins/<id>)
         R, F                    float32 (frame, atom, xyz), chunked along frame only
         resname species resid chain           per-atom coordinates
         temperature replica source_frame      per-frame coordinates (provenance)
@@ -24,7 +24,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec, ZstdCodec
 
 from .chunks import compressor_from_spec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STORE_DOC = "protstore"
 PROTEIN_DOC = "protstore_protein"
 PROTEINS = "proteins"

@@ -1,39 +1,53 @@
-"""The Store: open, list, summarise, read proteins as lazy xarray Datasets, commit new ones."""
+"""The Store: open, list, summarise, read proteins as lazy xarray Datasets, commit new ones.
+
+A store is a local directory or an fsspec URL (``s3://...``). Its proteins are listed in the
+catalog (:mod:`~protstore.store.catalog`), read once when the store is opened; each protein
+group carries its own consolidated metadata, so reading one protein reads that group's
+``zarr.json`` and its chunks, nothing that grows with the store.
+
+Commits keep one promise on both kinds of location: a protein appears whole or not at all, and
+an interrupted write leaves the store valid.
+
+- Local directory (also a shared POSIX file system): the protein is written into a private
+  staging directory and renamed into ``proteins/`` under the store's file lock; then its
+  catalog segment is added.
+- Object storage: the writer first claims the protein (:mod:`~protstore.store.claims`), writes
+  it into a private staging prefix, then copies it object by object into ``proteins/<id>/``
+  (server-side), the group's ``zarr.json`` last, so that a reader, protstore or plain zarr,
+  sees nothing until that object is there; then the catalog segment; then it releases the claim.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 
 import dask.array as da
 import dask.base
-import fsspec
 import pandas as pd
 import xarray as xr
 import zarr
 from xarray.core.indexing import LazilyIndexedArray
-from zarr.core.group import GroupMetadata
-from zarr.storage import StorePath
 
 from .. import __version__
-from ..errors import ProteinExistsError, StoreError
+from ..errors import ClaimError, ProteinExistsError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
+from .catalog import CATALOG, append_segment, read_catalog
 from .chunks import ChunkReader, FramesBackendArray, LazyFrames
-from .consolidate import CONTAINERS, inline_consolidated, merge_consolidated
+from .claims import claim
 from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, PER_ATOM, PER_FRAME, PLANS,
                      PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
+from .location import Location, fsync_paths
 from .lock import store_lock
 from .quiet import quiet_zarr
 from .schemas import check_document
 from .staging import REPLACED, WRITE, parse_staging, staging_name
-from .writer import ProteinWriter, fsync_paths, fsync_tree
+from .writer import ProteinWriter, fsync_tree
 
 DASK_CHUNK_BYTES = 128 << 20  # dask's own default chunk size
 PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -52,35 +66,41 @@ def check_protein_id(protein_id: str) -> str:
     return protein_id
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
+def group_document(attributes: dict | None = None) -> dict:
+    """The Zarr v3 metadata document of a group."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
 
 
 class Store:
     """A protstore: proteins as Zarr v3 groups, read lazily as xarray Datasets.
 
-    Use :func:`open_store` to get one. Reading works on any path or URL zarr can open; writing
-    (ingest, plans) needs a local directory, where commits are atomic renames under a file lock.
+    Use :func:`open_store` to get one. ``url`` is a local directory or any fsspec URL;
+    ``storage_options`` go to fsspec (credentials beyond the environment's, endpoints...).
     """
 
-    def __init__(self, url: str, mode: str, storage_options: dict | None = None):
-        self.url = url
+    def __init__(self, url: str | os.PathLike | Location, mode: str,
+                 storage_options: dict | None = None):
+        self.location = url if isinstance(url, Location) else Location(url, storage_options)
+        self.url = self.location.url
         self.mode = mode
-        self.storage_options = storage_options
-        self.local = _is_local(url)
-        self.root = Path(url.removeprefix("file://")) if self.local else None
+        self.storage_options = self.location.storage_options or None
+        self.local = self.location.local
+        self.root = Path(self.location.path) if self.local else None
+        self.notes: list[str] = []  # what opening did that the user should hear of
         self._load()
 
     # ----------------------------------------------------------------------------- reading
     def _load(self) -> None:
-        # The root's zarr.json, read as JSON: zarr would build objects for every node of the
-        # consolidated metadata, and listing and summarising need only the protein documents.
+        """Read the root document and the catalog (or, for a format-1 store, the root's
+        consolidated metadata): a few requests whatever the number of proteins."""
         try:
-            with fsspec.open(f"{self.url.rstrip('/')}/zarr.json", "rb",
-                             **(self.storage_options or {})) as fh:
-                root = json.loads(fh.read())
-        except (FileNotFoundError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{self.url}: not a protstore (no Zarr v3 group): {exc}") from None
+            root = self.location.read_json("zarr.json")
+        except FileNotFoundError:
+            raise StoreError(f"{self.url}: not a protstore (no Zarr v3 group)") from None
+        except ValueError as exc:
+            raise StoreError(f"{self.url}: not a protstore (zarr.json: {exc})") from None
+        except OSError as exc:
+            raise StoreError(f"{self.url}: cannot read the store: {exc}") from None
         if root.get("zarr_format") != 3 or root.get("node_type") != "group":
             raise StoreError(f"{self.url}: not a protstore (no Zarr v3 group)")
         doc = (root.get("attributes") or {}).get(STORE_DOC)
@@ -88,18 +108,40 @@ class Store:
             raise StoreError(f"{self.url}: a Zarr group but not a protstore "
                              f"(root attrs lack {STORE_DOC!r})")
         self.doc = doc
-        # path -> node metadata (JSON) of the nodes at the last consolidation
-        self._consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
-        self._docs: dict[str, dict] = {}
-        self._nodes: dict[str, dict[str, dict]] | None = None
-        self.__dict__.pop("_group", None)
+        self._root_json = root
+        if self.format_version >= 2:
+            self._entries, self._segments = read_catalog(self.location)
+        else:
+            self._entries, self._segments = self._entries_v1(root), []
 
-    @functools.cached_property
-    def _group(self) -> zarr.Group:
-        """The root group (its metadata read at first use, without the consolidated part)."""
-        with quiet_zarr():
-            return zarr.open_group(self.url, mode="r", zarr_format=3, use_consolidated=False,
-                                   storage_options=self.storage_options)
+    def _entries_v1(self, root: dict) -> dict[str, dict]:
+        """A format-1 store's proteins: its ``proteins/`` groups, their documents from the
+        root's consolidated metadata (or their own ``zarr.json`` when committed after it)."""
+        consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+        entries = {}
+        for pid in self._protein_groups():
+            attrs = (consolidated.get(protein_path(pid)) or {}).get("attributes")
+            if attrs is None:
+                attrs = self.location.read_json(f"{protein_path(pid)}/zarr.json")["attributes"]
+            entries[pid] = attrs[PROTEIN_DOC]
+        return dict(sorted(entries.items()))
+
+    def _protein_groups(self) -> list[str]:
+        """Ids of the groups under ``proteins/`` (a listing: only for repairs and format 1)."""
+        if self.local:
+            base = self.root / PROTEINS
+            return sorted(p.name for p in base.iterdir() if (p / "zarr.json").is_file()) \
+                if base.is_dir() else []
+        return [n for n in self.location.listdir(PROTEINS) if n != "zarr.json"
+                and self.location.exists(f"{protein_path(n)}/zarr.json")]
+
+    def refresh(self) -> None:
+        """Read the catalog again (proteins committed by others since this store was opened)."""
+        self._load()
+
+    @property
+    def format_version(self) -> int:
+        return int(self.doc.get("format_version", 1))
 
     @property
     def vocabulary(self) -> tuple[str, ...]:
@@ -112,87 +154,47 @@ class Store:
 
     @property
     def proteins(self) -> list[str]:
-        """Sorted ids of the proteins in the store (complete ones only)."""
-        if self.local:
-            base = self.root / PROTEINS
-            names = [p.name for p in base.iterdir() if (p / "zarr.json").is_file()]
-        else:
-            with quiet_zarr():
-                names = list(self._group[PROTEINS].group_keys())
-        return sorted(names)
+        """Sorted ids of the proteins in the store (complete ones only), from the catalog."""
+        return list(self._entries)
 
     def __contains__(self, protein_id: str) -> bool:
-        """From the metadata ``open_store`` read; a protein committed since is found with one
-        read of its own ``zarr.json`` (never a listing of ``proteins/``)."""
-        try:
-            check_protein_id(protein_id)
-        except StoreError:
-            return False
-        if protein_id in self._protein_nodes():
-            return True
-        if self.local:
-            return (self.root / protein_path(protein_id) / "zarr.json").is_file()
-        fs, path = fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
-        return fs.exists(f"{path.rstrip('/')}/{protein_path(protein_id)}/zarr.json")
+        """From the catalog read when the store was opened (:meth:`refresh` reads it again)."""
+        return isinstance(protein_id, str) and protein_id in self._entries
 
     def __len__(self) -> int:
-        return len(self.proteins)
+        return len(self._entries)
 
     def __repr__(self) -> str:
         return f"<protstore.Store {self.url!r} mode={self.mode!r} proteins={len(self)}>"
 
     def protein_doc(self, protein_id: str) -> dict:
-        """The protein document (metadata only; reads no array data)."""
-        if protein_id not in self._docs:
-            meta = self._consolidated.get(protein_path(protein_id))
-            if meta is not None:
-                attrs = meta.get("attributes") or {}
-            else:  # committed after the last consolidation
-                if protein_id not in self:
-                    raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
-                attrs = {PROTEIN_DOC: self._read_doc(protein_id)}
-            self._docs[protein_id] = attrs[PROTEIN_DOC]
-        return self._docs[protein_id]
+        """The protein document (from the catalog; reads nothing)."""
+        try:
+            return self._entries[protein_id]
+        except KeyError:
+            check_protein_id(protein_id)
+            raise StoreError(f"{self.url}: no protein {protein_id!r} in the store") from None
 
-    def _read_doc(self, protein_id: str) -> dict:
-        with quiet_zarr():
-            group = zarr.open_group(self.url, path=protein_path(protein_id), mode="r",
-                                    storage_options=self.storage_options)
-        return group.attrs[PROTEIN_DOC]
+    def committed_doc(self, protein_id: str) -> dict | None:
+        """The document in the protein group's own ``zarr.json`` (read now), or None when the
+        group is not there: what a writer checks, whatever the catalog said at opening."""
+        try:
+            meta = self.location.read_json(f"{protein_path(check_protein_id(protein_id))}"
+                                           f"/zarr.json")
+        except FileNotFoundError:
+            return None
+        return (meta.get("attributes") or {}).get(PROTEIN_DOC)
 
     def protein_group(self, protein_id: str) -> zarr.Group:
-        """The protein's Zarr group, read-only. Built from the root's consolidated metadata
-        when the protein is in it (no I/O), else opened (one read of its own)."""
+        """The protein's Zarr group, read-only: one read of its own ``zarr.json``, which lists
+        its arrays (its consolidated metadata)."""
         path = protein_path(check_protein_id(protein_id))
-        nodes = self._protein_nodes().get(protein_id)
         with quiet_zarr():
-            if nodes is None:  # committed after the last consolidation
-                return zarr.open_group(self.url, path=path, mode="r",
-                                       storage_options=self.storage_options)
-            meta = dict(nodes[""], consolidated_metadata=inline_consolidated(
-                {name: m for name, m in nodes.items() if name}))
-            return zarr.Group(zarr.AsyncGroup(GroupMetadata.from_dict(meta),
-                                              StorePath(self._zarr_store, path)))
-
-    def _protein_nodes(self) -> dict[str, dict[str, dict]]:
-        """protein id -> {"": group metadata, array name: its metadata} (JSON), from the
-        consolidated metadata; indexed once, at first use."""
-        if self._nodes is None:
-            self._nodes = {}
-            prefix = PROTEINS + "/"
-            for key, meta in self._consolidated.items():
-                if key.startswith(prefix):
-                    pid, _, name = key[len(prefix):].partition("/")
-                    self._nodes.setdefault(pid, {})[name] = meta
-            self._nodes = {pid: nodes for pid, nodes in self._nodes.items() if "" in nodes}
-        return self._nodes
+            return zarr.open_group(self._zarr_store, path=path, mode="r", zarr_format=3)
 
     @functools.cached_property
     def _zarr_store(self) -> zarr.abc.store.Store:
-        if self.local:
-            return zarr.storage.LocalStore(self.root, read_only=True)
-        return zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options,
-                                                 read_only=True)
+        return self.location.zarr_store(read_only=True)
 
     def protein(self, protein_id: str, chunks: str | None = "auto") -> xr.Dataset:
         """Lazy ``xr.Dataset`` of one protein.
@@ -238,15 +240,15 @@ class Store:
     def protein_readers(self, protein_id: str,
                         group: zarr.Group | None = None) -> dict[str, ChunkReader]:
         """A :class:`~protstore.store.chunks.ChunkReader` per array of the protein (R, F and
-        every coordinate), from one metadata call; no data is read until asked for."""
+        every coordinate), from one metadata read; no data is read until asked for."""
         group = group if group is not None else self.protein_group(protein_id)
-        return {name: ChunkReader(array) for name, array in group.arrays()}
+        fs = None if self.local else self.location.fs
+        return {name: ChunkReader(array, fs=fs) for name, array in group.arrays()}
 
     def summary(self) -> pd.DataFrame:
-        """One row per protein from metadata only: atoms, frames, temperatures, excluded, bytes."""
+        """One row per protein from the catalog: atoms, frames, temperatures, excluded, bytes."""
         rows = []
-        for pid in self.proteins:
-            d = self.protein_doc(pid)
+        for pid, d in self._entries.items():
             rows.append({
                 "protein": pid, "n_atoms": d["n_atoms"], "n_frames": d["n_frames"],
                 "n_chains": d["n_chains"],
@@ -259,8 +261,9 @@ class Store:
         return pd.DataFrame(rows, columns=columns).set_index("protein")
 
     def lengths(self) -> pd.Series:
-        """Beads per protein (metadata only), indexed by protein id."""
-        return self.summary()["n_atoms"]
+        """Beads per protein (from the catalog), indexed by protein id."""
+        return pd.Series({pid: d["n_atoms"] for pid, d in self._entries.items()},
+                         name="n_atoms", dtype="int64").rename_axis("protein")
 
     def plans(self) -> list[str]:
         """Names of the bucket plans stored in the store."""
@@ -279,40 +282,65 @@ class Store:
         return bucket_view(self, self.plan(plan) if isinstance(plan, str) else plan, k, split)
 
     # ----------------------------------------------------------------------------- writing
-    def _require_writable(self) -> Path:
+    def _require_writable(self) -> Location:
         if self.mode == "r":
             raise StoreError(f"{self.url}: store opened read-only (mode='r')")
-        if not self.local:
-            raise StoreError(f"{self.url}: writing needs a local directory store")
-        return self.root
+        if self.format_version < 2:
+            raise StoreError(f"{self.url}: a format-1 store; open it with mode 'r+' or 'a' "
+                             f"to migrate it first")
+        return self.location
 
     @contextlib.contextmanager
     def lock(self):
-        """Exclusive inter-process lock for commits into this store."""
-        with store_lock(self._require_writable()):
+        """Exclusive inter-process lock of a local store (object storage has claims instead:
+        entering this does nothing there)."""
+        self._require_writable()
+        if not self.local:
+            yield
+            return
+        with store_lock(self.root):
             yield
 
     def writer(self, protein_id: str, *, max_frames: int, resname, species, resid,
                chain) -> ProteinWriter:
         """A :class:`ProteinWriter` (at most ``max_frames`` frames) into a fresh private
-        staging directory."""
-        root = self._require_writable()
+        staging group; on object storage, after claiming the protein."""
+        loc = self._require_writable()
         check_protein_id(protein_id)
-        staging = root / STAGING
-        staging.mkdir(exist_ok=True)
-        path = staging / staging_name(WRITE, protein_id)
-        return ProteinWriter(path, max_frames=max_frames, resname=resname, species=species,
-                             resid=resid, chain=chain, encoding=self.encoding)
+        held = None if self.local else claim(loc, protein_id)
+        name = staging_name(WRITE, protein_id) if held is None else \
+            f"{WRITE}@{held.write_id}@{protein_id}"
+        try:
+            return ProteinWriter(loc / f"{STAGING}/{name}", max_frames=max_frames,
+                                 resname=resname, species=species, resid=resid, chain=chain,
+                                 encoding=self.encoding, claim=held)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
 
     def commit(self, writer: ProteinWriter, *, overwrite: bool = False) -> str:
-        """Move a finished staging group into ``proteins/`` atomically.
+        """Move a finished staging group into ``proteins/`` and list it in the catalog.
 
-        Returns 'written', 'replaced', or 'skipped' when another process committed the same
+        Returns 'written', 'replaced', or 'skipped' when another writer committed the same
         source meanwhile.
         """
-        root = self._require_writable()
+        self._require_writable()
         pid = writer.doc["protein_id"]
-        fsync_tree(writer.path, skip=writer.synced)
+        if self.local:
+            status = self._commit_local(writer, pid, overwrite)
+        else:
+            try:
+                status = self._commit_remote(writer, pid, overwrite)
+            finally:
+                writer.claim.release()
+        if status != "skipped":
+            self._entries[pid] = writer.doc
+        return status
+
+    def _commit_local(self, writer: ProteinWriter, pid: str, overwrite: bool) -> str:
+        root = self.root
+        fsync_tree(writer.root, skip=writer.synced)
         dest = root / protein_path(pid)
         with self.lock():
             missing = writer.missing_files()
@@ -321,104 +349,186 @@ class Store:
                 raise StoreError(f"{self.url}: protein {pid!r}: {len(missing)} file(s) of its "
                                  f"staging group vanished before the commit (e.g. {missing[0]}); "
                                  f"nothing was committed, ingest it again")
-            if not dest.exists():
-                os.rename(writer.path, dest)
-                status = "written"
-            elif _checksums(self._read_doc(pid)) == _checksums(writer.doc) and not overwrite:
+            status = self._existing(writer, pid, overwrite)
+            if status == "skipped":
                 writer.abort()  # a concurrent ingest committed the same source first
-                status = "skipped"
-            elif not overwrite:
-                raise ProteinExistsError(f"protein {pid!r} is already in {self.url} from "
-                                         f"another source; pass --overwrite to replace it")
+                self._catalog({pid: self.committed_doc(pid)}, only_missing=True)
+                return status
+            if status == "written":
+                os.rename(writer.root, dest)
             else:
                 # Two renames; if interrupted between them, recover_staging() puts it back.
                 old = root / STAGING / staging_name(REPLACED, pid)
                 os.rename(dest, old)
-                os.rename(writer.path, dest)
+                os.rename(writer.root, dest)
                 shutil.rmtree(old, ignore_errors=True)
-                status = "replaced"
-        self._docs.pop(pid, None)
+            self._catalog({pid: writer.doc})
         return status
 
-    def consolidate(self, changed: Iterable[str] | None = None) -> None:
-        """Bring the root's consolidated metadata up to date (one read lists the whole store).
+    def _commit_remote(self, writer: ProteinWriter, pid: str, overwrite: bool) -> str:
+        loc, held = self.location, writer.claim
+        held.check_held()
+        status = self._existing(writer, pid, overwrite)
+        dest = loc / protein_path(pid)
+        if status == "skipped":
+            writer.abort()
+            self._catalog({pid: self.committed_doc(pid)}, only_missing=True)
+            return status
+        if status == "replaced":
+            # no rename on object storage: the old copy leaves the catalog, then its group
+            # document (plain readers stop seeing it), then its objects
+            self._catalog({pid: None})
+            dest.remove("zarr.json")
+        dest.remove("", recursive=True)  # the old copy's, or a dead writer's leftovers
+        held.renew(force=True)
+        files = writer.files()
+        # data first, array metadata next, the group's zarr.json last: the commit point
+        order = sorted(files, key=lambda k: (k == "zarr.json", k.endswith("zarr.json"), k))
+        for key in order:
+            writer.location.copy(key, dest / key)
+            held.renew()
+        self._catalog({pid: writer.doc})
+        writer.location.remove("", recursive=True)
+        return status
 
-        ``changed``: group paths (``"proteins/<id>"``, ``"plans/<name>"``) rewritten since the
-        last consolidation; groups added or removed are found on their own. Only those groups
-        are read (:func:`~protstore.store.consolidate.merge_consolidated`). None: a full
-        consolidation, which walks the whole store.
-        """
-        root = self._require_writable()
-        with self.lock(), quiet_zarr():
-            if changed is None or not merge_consolidated(root, changed):
-                zarr.consolidate_metadata(str(root))
-        self._load()
+    def _existing(self, writer: ProteinWriter, pid: str, overwrite: bool) -> str:
+        """'written' (no such protein yet), 'skipped' (the same source is there) or 'replaced';
+        ProteinExistsError for another source without ``overwrite``."""
+        old = self.committed_doc(pid)
+        if old is None:
+            return "written"
+        if _checksums(old) == _checksums(writer.doc) and not overwrite:
+            return "skipped"
+        if not overwrite:
+            raise ProteinExistsError(f"protein {pid!r} is already in {self.url} from "
+                                     f"another source; pass --overwrite to replace it")
+        return "replaced"
+
+    def _catalog(self, entries: dict, *, only_missing: bool = False) -> None:
+        if only_missing:
+            entries = {pid: doc for pid, doc in entries.items()
+                       if doc is not None and pid not in self._entries}
+            if not entries:
+                return
+        self._segments.append(append_segment(self.location, entries, known=self._segments))
+
+    def ensure_listed(self, protein_id: str) -> None:
+        """List a committed protein group in the catalog if it is not (its writer died between
+        the group's commit and the catalog entry)."""
+        if protein_id in self:
+            return
+        with self.lock():
+            doc = self.committed_doc(protein_id)
+            if doc is not None:
+                self._catalog({protein_id: doc}, only_missing=True)
+                self._entries[protein_id] = doc
+
+    def rebuild_catalog(self) -> list[str]:
+        """Make the catalog list exactly the complete protein groups there are (one listing of
+        ``proteins/``: for repairs). Returns what changed, one line each."""
+        loc = self._require_writable()
+        with self.lock():
+            self._load()
+            groups = set(self._protein_groups())
+            changes: dict[str, dict | None] = {}
+            for pid in sorted(groups - set(self._entries)):
+                doc = self.committed_doc(pid)
+                if doc is not None:
+                    changes[pid] = doc
+            for pid in sorted(set(self._entries) - groups):
+                changes[pid] = None
+            if changes:
+                append_segment(loc, changes)
+            self._load()
+        return [f"catalog: {'added' if doc else 'dropped'} protein {pid!r}"
+                for pid, doc in changes.items()]
 
     def recover_staging(self) -> list[str]:
         """Clean ``.staging/`` of dead writers' leftovers; restore half-replaced proteins.
 
-        Only entries whose writer is known to be gone are touched: a write of a live process,
-        or of another host (:mod:`~protstore.store.staging`), is left alone. Returns what was
-        done, one line each.
+        Only entries whose writer is known to be gone are touched: on a local disk a write of
+        a live process or of another host (:mod:`~protstore.store.staging`) is left alone; on
+        object storage, one whose protein has a live claim. Returns what was done, one line
+        each.
         """
-        root = self._require_writable()
-        staging = root / STAGING
+        loc = self._require_writable()
         done = []
-        if not staging.is_dir():
-            return done
         with self.lock():
-            for entry in staging.iterdir():
-                info = parse_staging(entry.name)
+            for name in loc.listdir(STAGING):
+                if not self.local:
+                    pid = name.split("@", 2)[-1]
+                    try:
+                        claim(loc, pid, lease_s=0).release()  # only if no live claim
+                    except ClaimError:
+                        continue
+                    loc.remove(f"{STAGING}/{name}", recursive=True)
+                    done.append(f"removed unfinished staging group {name}")
+                    continue
+                info = parse_staging(name)
+                entry = self.root / STAGING / name
                 if info is None or not info.abandoned():
                     continue
                 if info.kind == REPLACED:
-                    dest = root / protein_path(info.protein_id)
+                    dest = self.root / protein_path(info.protein_id)
                     if not dest.exists():
                         os.rename(entry, dest)
                         done.append(f"restored protein {info.protein_id!r} from an "
                                     f"interrupted replace")
                         continue
                 shutil.rmtree(entry, ignore_errors=True)
-                done.append(f"removed unfinished staging group {entry.name}")
+                done.append(f"removed unfinished staging group {name}")
         return done
+
+    def migrate(self) -> str | None:
+        """Bring a format-1 store (the root's consolidated metadata lists every node) to
+        format 2 (the catalog); returns a line saying so, or None if there was nothing to do.
+        The catalog is written first, the root last: an interrupted migration is run again."""
+        if self.format_version >= 2:
+            return None
+        if self.mode == "r":
+            raise StoreError(f"{self.url}: store opened read-only (mode='r')")
+        with store_lock(self.root) if self.local else contextlib.nullcontext():
+            self._load()
+            if self.format_version >= 2:
+                return None
+            entries = self._entries
+            append_segment(self.location, dict(entries))
+            doc = dict(self.doc, format_version=FORMAT_VERSION)
+            check_document(doc, "store", self.url)
+            self.location.write_json("zarr.json", group_document({STORE_DOC: doc}))
+        self._load()
+        return (f"{self.url}: migrated from store format 1 (the root's zarr.json listed every "
+                f"node) to format {FORMAT_VERSION} (a catalog of {len(entries)} proteins)")
 
     # ----------------------------------------------------------------------------- plans
     def write_attrs_group(self, path: str, key: str, doc: dict, *, overwrite: bool) -> None:
-        """Write (or replace) a metadata-only group ``path`` with ``attrs[key] = doc``."""
-        self._require_writable()
-        with self.lock(), quiet_zarr():
-            group = zarr.open_group(self.url, mode="r+", zarr_format=3)
-            parent_name, _, name = path.rpartition("/")
-            parent = group.require_group(parent_name) if parent_name else group
-            if name in parent and not overwrite:
-                raise StoreError(f"{self.url}: {path} exists; pass --overwrite to replace it")
-            child = parent.create_group(name, overwrite=True)
-            child.attrs[key] = json.loads(json.dumps(doc))
-            if parent_name not in CONTAINERS or not merge_consolidated(self.root, [path]):
-                zarr.consolidate_metadata(str(self.root))
-        self._load()
+        """Write (or replace) a metadata-only group ``path`` with ``attrs[key] = doc``: one
+        object, its ``zarr.json``, written whole."""
+        loc = self._require_writable()
+        meta = group_document({key: doc})
+        with self.lock():
+            try:
+                loc.write_json(f"{path}/zarr.json", meta, exclusive=not overwrite)
+            except FileExistsError:
+                raise StoreError(f"{self.url}: {path} exists; pass --overwrite to replace it") \
+                    from None
 
     def read_attrs_group(self, path: str, key: str) -> dict:
-        attrs = (self._consolidated.get(path) or {}).get("attributes") or {}
-        if key in attrs:
-            return attrs[key]
-        with quiet_zarr():
-            try:
-                group = zarr.open_group(self.url, path=path, mode="r",
-                                        storage_options=self.storage_options)
-            except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-                raise StoreError(f"{self.url}: no {path}") from None
-        if key not in group.attrs:
+        try:
+            meta = self.location.read_json(f"{path}/zarr.json")
+        except FileNotFoundError:
+            raise StoreError(f"{self.url}: no {path}") from None
+        attrs = meta.get("attributes") or {}
+        if key not in attrs:
             raise StoreError(f"{self.url}: {path} has no {key!r} document")
-        return group.attrs[key]
+        return attrs[key]
 
     def list_attrs_groups(self, parent: str) -> list[str]:
         if self.local:
             base = self.root / parent
             return sorted(p.name for p in base.iterdir() if (p / "zarr.json").is_file()) \
                 if base.is_dir() else []
-        with quiet_zarr():
-            return sorted(self._group[parent].group_keys()) if parent in self._group else []
+        return [n for n in self.location.listdir(parent) if n != "zarr.json"]
 
 
 def _checksums(doc: dict) -> set[str]:
@@ -437,20 +547,35 @@ def store_document(encoding: Encoding) -> dict:
     }
 
 
-def create_store(path: str | os.PathLike, encoding: Encoding | None = None) -> None:
-    """Create an empty store at a local ``path`` (an existing protstore is left untouched).
+def create_store(path: str | os.PathLike | Location, encoding: Encoding | None = None,
+                 storage_options: dict | None = None) -> None:
+    """Create an empty store at ``path`` (a local directory or a URL); an existing protstore is
+    left untouched.
 
-    Safe against concurrent creators (they take the store's lock) and against a kill at any
-    point: the skeleton is made in a hidden directory and the root ``zarr.json``, which makes
-    the directory a store, is renamed into place last; a later call finishes an interrupted
-    creation."""
-    root = Path(path)
+    The root ``zarr.json``, which makes the place a store, is written last, so a kill at any
+    point leaves either no store or a whole one; a later call finishes an interrupted creation.
+    Locally, concurrent creators take the store's lock and the skeleton is made in a hidden
+    directory; on object storage the root is created with a conditional PUT (one creator wins).
+    """
+    loc = path if isinstance(path, Location) else Location(path, storage_options)
+    doc = store_document(encoding or Encoding())
+    check_document(doc, "store", loc.url)
+    root_meta = group_document({STORE_DOC: doc})
+    if not loc.local:
+        if loc.exists("zarr.json"):
+            return
+        for name in (PROTEINS, PLANS):
+            loc.write_json(f"{name}/zarr.json", group_document())
+        try:
+            loc.write_json("zarr.json", root_meta, exclusive=True)
+        except FileExistsError:
+            pass  # another creator won
+        return
+    root = Path(loc.path)
     if (root / "zarr.json").exists():
         return
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root}: exists and is not a directory")
-    doc = store_document(encoding or Encoding())
-    check_document(doc, "store", str(root))
     if root.exists():
         _unfinished_skeleton(root)  # refuse a foreign directory before touching it
     root.mkdir(parents=True, exist_ok=True)
@@ -461,16 +586,16 @@ def create_store(path: str | os.PathLike, encoding: Encoding | None = None) -> N
             shutil.rmtree(entry, ignore_errors=True)
         tmp = root / f"{CREATING}{uuid.uuid4().hex[:8]}"
         try:
-            with quiet_zarr():
-                group = zarr.open_group(tmp, mode="w-", zarr_format=3,
-                                        attributes={STORE_DOC: doc})
-                group.create_group(PROTEINS)
-                group.create_group(PLANS)
-                zarr.consolidate_metadata(str(tmp))
+            tmp_loc = Location(tmp)
             for name in (PROTEINS, PLANS):
+                tmp_loc.write_json(f"{name}/zarr.json", group_document())
+            (tmp / CATALOG).mkdir()
+            tmp_loc.write_json("zarr.json", root_meta)
+            for name in (PROTEINS, PLANS, CATALOG):
                 os.rename(tmp / name, root / name)
             fsync_tree(root / PROTEINS)
             fsync_tree(root / PLANS)
+            fsync_tree(root / CATALOG)
             os.rename(tmp / "zarr.json", root / "zarr.json")  # from here on, a store
             fsync_paths([str(root / "zarr.json"), str(root)])
         finally:
@@ -479,14 +604,16 @@ def create_store(path: str | os.PathLike, encoding: Encoding | None = None) -> N
 
 def _unfinished_skeleton(root: Path) -> list[Path]:
     """What an interrupted :func:`create_store` left in ``root`` (no root zarr.json), to be
-    removed: hidden creation directories and ``proteins/``, ``plans/`` holding only their own
-    ``zarr.json``. Anything else means the directory is not a protstore: an error, raised
+    removed: hidden creation directories, ``proteins/``, ``plans/`` holding only their own
+    ``zarr.json`` and an empty ``catalog/``. Anything else means the directory is not a protstore: an error, raised
     before anything is removed."""
     leftovers = []
     for entry in root.iterdir():
         if entry.name.startswith(CREATING) or (
                 entry.name in (PROTEINS, PLANS) and entry.is_dir()
                 and {p.name for p in entry.iterdir()} <= {"zarr.json"}):
+            leftovers.append(entry)
+        elif entry.name == CATALOG and entry.is_dir() and not any(entry.iterdir()):
             leftovers.append(entry)
         elif entry.name not in (LOCK, STAGING):
             raise StoreError(f"{root}: exists, is not empty and is not a protstore "
@@ -500,18 +627,26 @@ def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding |
 
     Parameters
     ----------
-    path : local directory, or any URL zarr/fsspec can open (read-only).
+    path : local directory, or an fsspec URL (``s3://bucket/store.zarr``, ``memory://x``...).
     mode : ``"r"`` read-only; ``"r+"`` read/write, the store must exist; ``"a"`` read/write,
-        creating an empty store if missing.
+        creating an empty store if missing. A store written by protstore < 0.6 (format 1) is
+        migrated to the catalog when opened for writing (``store.notes`` says so).
     encoding : chunking/codecs for a store created here (ignored for an existing store).
+    storage_options : fsspec options of the location (credentials, endpoint...); the
+        standard environment (``AWS_ENDPOINT_URL``...) is read in any case.
     """
     if mode not in ("r", "r+", "a"):
         raise StoreError(f"mode must be 'r', 'r+' or 'a', not {mode!r}")
-    url = os.fspath(path)
+    loc = Location(path, storage_options)
     if mode == "a":
-        if not _is_local(url):
-            raise StoreError(f"{url}: writing needs a local directory store")
-        create_store(url.removeprefix("file://"), encoding)
-    return Store(url, mode, storage_options)
-
-
+        try:
+            create_store(loc, encoding)
+        except OSError as exc:
+            raise StoreError(f"{loc.url}: cannot create the store: "
+                             f"{exc.strerror or exc}") from None
+    store = Store(loc, mode)
+    if mode != "r":
+        note = store.migrate()
+        if note:
+            store.notes.append(note)
+    return store

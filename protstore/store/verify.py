@@ -6,16 +6,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import zarr
 from tqdm.auto import tqdm
 
 from ..batching.plan import check_plan, load_plan
 from ..errors import ChunkError, ProtstoreError
 from .chunks import ChunkReader, chunk_key
 from ..vocab import N_SPECIES, SPECIES_ID
-from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, PROTEINS, STORE_DOC, protein_path
+from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, protein_path
 from .schemas import check_document
-from .quiet import quiet_zarr
 from .store import Store
 
 
@@ -36,16 +34,16 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
         check_document(store.doc, "store", f"{store.url} (root attrs[{STORE_DOC!r}])")
     except ProtstoreError as exc:
         findings.append(Finding("error", store.url, str(exc)))
-    proteins = store.proteins
-    stale = [p for p in proteins if protein_path(p) not in store._consolidated]
-    if stale:
+    if store.format_version < 2:
         findings.append(Finding("warning", store.url,
-                                f"{len(stale)} protein(s) missing from the root's consolidated "
-                                f"metadata (an interrupted ingest?); `protstore validate --repair` "
-                                f"re-consolidates"))
-    findings.extend(_verify_listing(store, proteins))
-    if store.local and (store.root / ".staging").is_dir() and any((store.root / ".staging").iterdir()):
-        findings.append(Finding("warning", f"{store.url}/.staging",
+                                "a format-1 store (the root's zarr.json lists every node): "
+                                "`protstore validate --repair` (or any write) migrates it to "
+                                "the catalog"))
+    groups = set(store._protein_groups())
+    proteins = [p for p in store.proteins if p in groups]
+    findings.extend(_verify_listing(store))
+    if store.location.listdir(STAGING):
+        findings.append(Finding("warning", f"{store.url}/{STAGING}",
                                 "staging groups (ignored by readers): writes in progress, or "
                                 "left by a dead writer, which `protstore validate --repair` "
                                 "removes"))
@@ -54,16 +52,21 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
     return findings
 
 
-def _verify_listing(store: Store, proteins: list[str]) -> Iterator[Finding]:
-    """Both directions: what the root metadata lists against the groups there are, and what
-    the plans name against the proteins there are."""
-    on_disk = set(proteins)
-    for pid in sorted(store._protein_nodes()):
+def _verify_listing(store: Store) -> Iterator[Finding]:
+    """Both directions: what the catalog lists against the groups there are, and what the
+    plans name against the proteins there are."""
+    on_disk = set(store._protein_groups())
+    for pid in store.proteins:
         if pid not in on_disk:
             yield Finding("error", f"{store.url}/{protein_path(pid)}",
-                          "listed in the root metadata but its group (or its zarr.json) is gone; "
-                          "`protstore validate --repair` drops it from the listing, then ingest "
+                          "listed in the catalog but its group (or its zarr.json) is gone; "
+                          "`protstore validate --repair` drops it from the catalog, then ingest "
                           "it again")
+    for pid in sorted(on_disk - set(store.proteins)):
+        yield Finding("warning", f"{store.url}/{protein_path(pid)}",
+                      "a complete protein group the catalog does not list (a commit "
+                      "interrupted before its catalog entry); readers ignore it until "
+                      "`protstore validate --repair` (or ingesting it again) lists it")
     if store.local:
         base = store.root / PROTEINS
         for entry in sorted(base.iterdir()) if base.is_dir() else []:
@@ -92,9 +95,7 @@ def _verify_listing(store: Store, proteins: list[str]) -> Iterator[Finding]:
 def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
     where = f"{store.url}/{protein_path(pid)}"
     try:
-        with quiet_zarr():
-            group = zarr.open_group(store.url, path=protein_path(pid), mode="r",
-                                    storage_options=store.storage_options)
+        group = store.protein_group(pid)
         doc = group.attrs[PROTEIN_DOC]
         check_document(doc, "protein", where)
     except (ProtstoreError, KeyError, ValueError, OSError) as exc:
@@ -119,13 +120,13 @@ def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
     for name, array in group.arrays():  # any other array (xyz, or one a user added) decodes too
         if name not in expected:
             try:
-                ChunkReader(array).read_all()
+                ChunkReader(array, fs=_fs(store)).read_all()
             except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
                 yield Finding("error", f"{where}/{name}", f"unreadable chunk: {exc}")
     small = {}
     for name in set(arrays) - {"R", "F"}:
         try:
-            small[name] = ChunkReader(arrays[name]).read_all()  # a missing chunk is an error
+            small[name] = ChunkReader(arrays[name], fs=_fs(store)).read_all()  # a missing chunk is an error
         except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
             yield Finding("error", f"{where}/{name}", f"unreadable chunk: {exc}")
     if "species" in small:
@@ -147,8 +148,12 @@ def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
                           f"values {sorted(seen)} differ from document {sorted(declared)}")
 
 
+def _fs(store: Store):
+    return None if store.local else store.location.fs
+
+
 def _verify_vectors(store: Store, arr, where: str) -> Iterator[Finding]:
-    reader = ChunkReader(arr)
+    reader = ChunkReader(arr, fs=_fs(store))
     chunk, meta = reader.chunk, arr.metadata.to_dict()
     for k in range(reader.n_chunks):
         key = f"{where}/{chunk_key(meta, (k,) + (0,) * (arr.ndim - 1))}"

@@ -1,0 +1,100 @@
+"""Claims: one writer at a time per protein on object storage, with no locks, renames or
+process ids.
+
+A writer claims protein ``p`` by creating ``STORE/.claims/<p>/<generation>`` with a
+conditional PUT (``If-None-Match: *``: of two writers creating the same key, exactly one
+succeeds). The claim document says who holds it and until when (its *lease*); the holder
+renews the lease while it writes and removes its claim when done. A new writer lists the
+protein's claims (a LIST of that tiny prefix): with none, it creates generation 0; when the
+newest has expired (its writer died), it creates the next generation, which again only one
+contender wins; a live claim is a :class:`~protstore.errors.ClaimError` naming its holder.
+Before its commit the holder checks that its claim is still the newest, so a writer that
+stalled past its lease and was replaced commits nothing.
+
+This assumes the writers' clocks agree to well within the lease (``LEASE_S``), as any
+lease-based protocol does.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+from ..errors import ClaimError
+from .location import Location
+
+CLAIMS = ".claims"
+LEASE_S = 600.0
+
+
+class Claim:
+    """A held claim on ``protein_id`` (made by :func:`claim`)."""
+
+    def __init__(self, store: Location, protein_id: str, generation: int, lease_s: float):
+        self.store, self.protein_id, self.generation = store, protein_id, generation
+        self.lease_s = lease_s
+        self.write_id = uuid.uuid4().hex[:12]
+        self.started = time.time()
+        self._renewed = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{CLAIMS}/{self.protein_id}/{self.generation:08d}"
+
+    def document(self) -> dict:
+        now = time.time()
+        return {"protein_id": self.protein_id, "host": socket.gethostname(),
+                "write_id": self.write_id, "started": self.started, "expires": now + self.lease_s}
+
+    def renew(self, *, force: bool = False) -> None:
+        """Extend the lease (a PUT) when a third of it has passed since the last renewal."""
+        if force or time.time() - self._renewed > self.lease_s / 3:
+            self._renewed = time.time()
+            self.store.write_json(self.key, self.document(), schema="claim")
+
+    def check_held(self) -> None:
+        """ClaimError unless this claim is still the protein's newest."""
+        newest = _generations(self.store, self.protein_id)
+        if not newest or newest[-1] != self.generation:
+            raise ClaimError(f"{self.store.url}: protein {self.protein_id!r}: this write's claim "
+                             f"expired and another writer took over; nothing was committed")
+
+    def release(self) -> None:
+        """Remove this claim and the expired ones before it."""
+        for generation in _generations(self.store, self.protein_id):
+            if generation <= self.generation:
+                self.store.remove(f"{CLAIMS}/{self.protein_id}/{generation:08d}")
+
+
+def _generations(store: Location, protein_id: str) -> list[int]:
+    return sorted(int(n) for n in store.listdir(f"{CLAIMS}/{protein_id}") if n.isdigit())
+
+
+def claim(store: Location, protein_id: str, lease_s: float = LEASE_S) -> Claim:
+    """Claim ``protein_id`` for writing, or raise ClaimError naming the live holder."""
+    generations = _generations(store, protein_id)
+    generation = 0
+    if generations:
+        newest = generations[-1]
+        try:
+            doc = store.read_json(f"{CLAIMS}/{protein_id}/{newest:08d}")
+        except FileNotFoundError:  # released just now
+            doc = {"expires": 0}
+        except ValueError:  # torn by a non-atomic file system: treat as expired
+            doc = {"expires": 0}
+        if doc.get("expires", 0) > time.time():
+            raise ClaimError(
+                f"{store.url}: protein {protein_id!r} is being written by another writer "
+                f"(host {doc.get('host')!r}, since {time.ctime(doc.get('started', 0))}); "
+                f"run again later (its claim expires at {time.ctime(doc['expires'])} if that "
+                f"writer died)")
+        generation = newest + 1
+    held = Claim(store, protein_id, generation, lease_s)
+    held._renewed = time.time()
+    try:
+        store.write_json(held.key, held.document(), schema="claim", exclusive=True)
+    except FileExistsError:
+        raise ClaimError(f"{store.url}: protein {protein_id!r}: another writer claimed it at "
+                         f"the same moment; run again later") from None
+    return held

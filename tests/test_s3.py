@@ -1,0 +1,113 @@
+"""Stores on S3-compatible object storage (a moto server on 127.0.0.1, started by the tests):
+the same commands, the same bits as a local store, commits without rename, locks or pids."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import protstore
+from protstore.batching import BatchLoader, LoaderConfig
+from protstore.cli import main
+from protstore.errors import ClaimError
+from protstore.ingest import ingest
+from protstore.store import claims
+from protstore.store.location import Location
+from protstore.store.verify import verify_store
+
+from conftest import write_mdcath
+
+
+def _quiet(*a, **k):
+    return None
+
+
+@pytest.fixture
+def sources(tmp_path):
+    paths = []
+    for i, (name, n) in enumerate((("aa1", ("MET", "ALA", "GLY", "LYS", "PRO", "ALA")),
+                                   ("bb2", ("ALA", "GLY", "LYS")))):
+        write_mdcath(tmp_path / f"{name}.h5", domain=name, resnames=n, frames=8, seed=i)
+        paths.append(str(tmp_path / f"{name}.h5"))
+    return paths
+
+
+def test_the_commands_on_s3_give_the_bits_of_a_local_store(tmp_path, s3_bucket, sources, capsys):
+    url, local = f"{s3_bucket}/s.zarr", str(tmp_path / "local.zarr")
+    for store in (url, local):
+        assert main(["ingest", *sources, "--store", store, "--no-progress"]) == 0
+        assert main(["bucket", store, "--n-buckets", "1", "--split", "frame"]) == 0
+        assert main(["info", store]) == 0
+        assert main(["validate", store, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "validate: 2 proteins checked, 0 error(s), 0 warning(s)" in out
+    remote, here = protstore.open_store(url), protstore.open_store(local)
+    assert remote.proteins == here.proteins == ["aa1", "bb2"]
+    for pid in here.proteins:
+        assert remote.protein(pid).load().identical(here.protein(pid).load())
+        # plain xarray, no protstore: the same group, the same values; the protein's own
+        # zarr.json lists its arrays (the root lists nothing, so group= warns and reads on)
+        plain = xr.open_zarr(f"{url}/proteins/{pid}").load()
+        assert plain.identical(xr.open_zarr(f"{local}/proteins/{pid}").load())
+        with pytest.warns(RuntimeWarning, match="consolidated"):
+            assert xr.open_zarr(url, group=f"proteins/{pid}").load().identical(plain)
+    batches = [[b for b in BatchLoader(s, s.plan("default"), LoaderConfig(batch_size=4, seed=3))
+                .epoch(0)] for s in (remote, here)]
+    assert len(batches[0]) == len(batches[1]) > 0
+    for a, b in zip(*batches):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_reingest_overwrite_and_a_dead_writers_leftovers_on_s3(tmp_path, s3_bucket, sources):
+    url = f"{s3_bucket}/s.zarr"
+    store = protstore.open_store(url, mode="a")
+    report = ingest(sources, store, progress=False, log=_quiet)
+    assert report.written == ["aa1", "bb2"]
+    assert ingest(sources, store, progress=False, log=_quiet).skipped == ["aa1", "bb2"]
+    write_mdcath(tmp_path / "aa1_new.h5", domain="aa1", frames=3, seed=9)
+    report = ingest([tmp_path / "aa1_new.h5"], store,
+                    protstore.ingest.IngestOptions(overwrite=True), progress=False, log=_quiet)
+    assert report.replaced == ["aa1"]
+    fresh = protstore.open_store(url)
+    assert fresh.protein_doc("aa1")["n_frames"] == 9 and fresh.protein("aa1").sizes["frame"] == 9
+    # a writer that died mid-write: its claim expires, its staging prefix is left behind
+    writer = store.writer("cc3", max_frames=4, resname=["ALA"] * 3, species=[1, 1, 1],
+                          resid=[1, 2, 3], chain=["A"] * 3)
+    writer.claim.lease_s = 0.0
+    writer.claim.renew(force=True)
+    time.sleep(0.01)
+    assert "cc3" not in protstore.open_store(url)  # never visible before its commit
+    assert [f.level for f in verify_store(protstore.open_store(url))] == ["warning"]
+    lines = protstore.open_store(url, mode="r+").recover_staging()
+    assert len(lines) == 1 and "removed unfinished staging group" in lines[0]
+    assert verify_store(protstore.open_store(url)) == []
+
+
+def test_a_live_claim_keeps_other_writers_out_and_an_expired_one_is_taken_over(s3_bucket):
+    loc = Location(f"{s3_bucket}/s.zarr")
+    first = claims.claim(loc, "p1", lease_s=60)
+    with pytest.raises(ClaimError, match="being written by another writer"):
+        claims.claim(loc, "p1")
+    first.lease_s = 0.0
+    first.renew(force=True)  # the holder stalls past its lease
+    second = claims.claim(loc, "p1", lease_s=60)
+    assert second.generation == first.generation + 1
+    with pytest.raises(ClaimError, match="expired and another writer took over"):
+        first.check_held()  # the stalled writer commits nothing
+    second.check_held()
+    second.release()
+    assert loc.listdir(".claims/p1") == []
+
+
+def test_locations_protstore_cannot_use_are_one_line_errors(s3_bucket, capsys, sources):
+    assert main(["info", "nosuchproto://x/y"]) == 1
+    assert main(["ingest", *sources, "--store", "s3://no-such-bucket-here/s.zarr",
+                 "--no-progress"]) == 1
+    assert main(["info", f"{s3_bucket}/s.zarr", "--storage-options", "[1]"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("protstore: error: ") for line in err)
+    assert "nosuchproto://x/y" in err[0] and "no-such-bucket-here" in err[1]
+    assert "--storage-options" in err[2]
