@@ -158,3 +158,19 @@ def test_a_format_1_store_is_read_as_it_is_and_migrated_on_the_first_write(tmp_p
     assert "consolidated_metadata" not in json.loads((root / "zarr.json").read_text())
     assert new.protein("a1").load().identical(expected)
     assert verify_store(new) == []
+
+
+def test_a_writer_with_a_stale_listing_compacts_without_losing_a_replacement(
+        tmp_path, monkeypatch):
+    loc = Location(tmp_path / "cat")
+    doc = {"protein_id": "p", "n_atoms": 5, "n_frames": 1}
+    monkeypatch.setattr(catalog_module, "COMPACT_AT", 100)
+    append_segment(loc, {"p": doc})
+    append_segment(loc, {"q": dict(doc, protein_id="q")})
+    stale = segment_names(loc)  # what writer X listed when it opened the store
+    append_segment(loc, {"p": dict(doc, n_frames=2)})  # another writer replaces p
+    monkeypatch.setattr(catalog_module, "COMPACT_AT", 2)
+    append_segment(loc, {"r": dict(doc, protein_id="r")}, known=stale)  # X commits, compacts
+    entries = read_catalog(loc)[0]
+    assert len(segment_names(loc)) == 1 and sorted(entries) == ["p", "q", "r"]
+    assert entries["p"]["n_frames"] == 2

@@ -99,13 +99,15 @@ def append_segment(store: Location, entries: dict[str, dict | None],
     name = f"{now:020d}-{uuid.uuid4().hex[:8]}.json"
     _write(store, name, entries, exclusive=True)
     if len(names) + 1 > COMPACT_AT:
-        compact(store, [*names, name])
+        # listed afresh: a compaction must merge every segment before the one it is named
+        # after, or a replacement another writer committed meanwhile would sort under it
+        compact(store)
     return name
 
 
-def compact(store: Location, names: list[str] | None = None) -> None:
-    """Merge segments ``names`` (all, by default) into one, then remove them."""
-    names = sorted(segment_names(store) if names is None else names, key=_stem)
+def compact(store: Location) -> None:
+    """Merge every segment into one, then remove the merged ones."""
+    names = segment_names(store)
     if len(names) < 2:
         return
     try:
