@@ -214,7 +214,7 @@ def s3_rows(store: Path, sizes: list[int], latency_ms: float) -> list[dict]:
             loader = BatchLoader(s, plan, LoaderConfig(batch_size=32, buckets=(small,),
                                                        split="all"))
             n = sum(1 for _ in loader.epoch(0))
-            row[f"loader epoch of the smallest bucket ({n} batches)"] = counter.take()
+            row["loader epoch of the smallest bucket"] = f"{counter.take()} ({n} batches)"
             rows.append(row)
         # throughput: the loader from the local disk and from the server (+ added latency)
         tp = []

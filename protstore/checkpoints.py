@@ -9,19 +9,20 @@ protstore)::
       params/model/embed        ...
       opt_state/00000 ...       optimizer-state leaves in tree order (resumable checkpoints only)
 
-Groups are written to a hidden sibling directory and renamed into place, so a checkpoint either
-exists whole or not at all, and an existing checkpoint is never overwritten.
+On a local disk a checkpoint is written to a hidden sibling and renamed into place; on object
+storage it is written in place with its document last (the root ``zarr.json`` rewritten with
+it): a group without the document is not a checkpoint (listed with a warning, replaced by the
+next write of that step). So a checkpoint exists whole or not at all, and an existing one is
+never overwritten. Paths may be local or fsspec URLs.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -32,7 +33,7 @@ from .errors import CheckpointError, DocumentError
 from .store.chunks import missing_chunks
 from .store.quiet import quiet_zarr
 from .store.schemas import check_document
-from .store.writer import fsync_tree
+from .store.location import Location, as_location
 
 CHECKPOINT_DOC = "protstore_checkpoint"
 CHECKPOINTS_DIR = "checkpoints"
@@ -43,7 +44,7 @@ CHECKPOINT_VERSION = 2
 
 @dataclass(frozen=True)
 class Checkpoint:
-    path: Path
+    path: Location
     attrs: dict
     params: dict
     opt_state: object | None = None
@@ -120,15 +121,22 @@ def is_finite(tree) -> bool:
                if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
-def write_checkpoint(path: str | os.PathLike, params: dict, attrs: dict, *,
-                     opt_state=None) -> Path:
+def write_checkpoint(path: str | os.PathLike | Location, params: dict, attrs: dict, *,
+                     opt_state=None) -> Location:
     """Write ``params`` (and ``opt_state``) as the checkpoint group ``path``; never overwrites.
 
     ``attrs`` needs at least kind, step, epoch and model; format, finite and created are filled.
     """
-    path = Path(path)
-    if path.exists():
+    path = as_location(path)
+    if path.local and path.exists():
         raise CheckpointError(f"{path}: checkpoint exists; checkpoints are never overwritten")
+    if not path.local and path.exists("zarr.json"):
+        try:
+            read_attrs(path)
+        except CheckpointError:
+            path.remove("", recursive=True)  # a killed write's leftovers: not a checkpoint
+        else:
+            raise CheckpointError(f"{path}: checkpoint exists; checkpoints are never overwritten")
     _check_tree(params, str(path))
     params = jax.device_get(params)
     doc = {"format": CHECKPOINT_DOC, "version": CHECKPOINT_VERSION, "created_by": f"protstore {__version__}",
@@ -138,31 +146,32 @@ def write_checkpoint(path: str | os.PathLike, params: dict, attrs: dict, *,
         leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(opt_state))
         doc["opt_state_paths"] = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
     check_document(doc, "checkpoint", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    # local: written beside and renamed into place; object storage: written in place with the
+    # document last (rewriting the root's zarr.json), which is what makes it a checkpoint
+    where = path.sibling(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}") if path.local else path
     try:
         with quiet_zarr():
-            root = zarr.open_group(tmp, mode="w-", zarr_format=3)
-            root.attrs[CHECKPOINT_DOC] = doc
+            root = zarr.open_group(where.zarr_store(read_only=False), mode="w-", zarr_format=3)
             _write_tree(root.create_group("params"), params)
             if opt_state is not None:
                 g = root.create_group("opt_state")
                 for i, (_, leaf) in enumerate(leaves_with_path):
                     _write_tree(g, {f"{i:05d}": leaf})
-        fsync_tree(tmp)
-        os.rename(tmp, path)  # fails rather than replace a non-empty directory
+            root.attrs[CHECKPOINT_DOC] = doc
+        if path.local:
+            where.publish(path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        where.remove("", recursive=True)
         raise
     return path
 
 
-def read_attrs(path: str | os.PathLike) -> dict:
+def read_attrs(path: str | os.PathLike | Location) -> dict:
     """The checkpoint document of ``path`` (schema-checked)."""
-    path = Path(path)
+    path = as_location(path)
     try:
         with quiet_zarr():
-            doc = zarr.open_group(path, mode="r").attrs[CHECKPOINT_DOC]
+            doc = path.read_json("zarr.json")["attributes"][CHECKPOINT_DOC]
     except Exception as exc:  # noqa: BLE001 - any failure means: not a readable checkpoint
         raise CheckpointError(f"{path}: not a protstore checkpoint ({type(exc).__name__}: {exc})") from None
     try:
@@ -172,14 +181,14 @@ def read_attrs(path: str | os.PathLike) -> dict:
     return dict(doc)
 
 
-def read_checkpoint(path: str | os.PathLike, *, opt_template=None) -> Checkpoint:
+def read_checkpoint(path: str | os.PathLike | Location, *, opt_template=None) -> Checkpoint:
     """Read a checkpoint; with ``opt_template`` (e.g. ``optimizer.init(params)``, or a function
     of the stored params that returns it, such as ``optimizer.init``) also its optimizer state,
     checked leaf by leaf against the template's structure and shapes."""
-    path = Path(path)
+    path = as_location(path)
     attrs = read_attrs(path)
     with quiet_zarr():
-        root = zarr.open_group(path, mode="r")
+        root = zarr.open_group(path.zarr_store(), mode="r")
         complete = attrs["version"] >= 2
         params = _read_tree(root["params"], f"{path}/params", complete)
         opt_state = None
@@ -206,20 +215,25 @@ def read_checkpoint(path: str | os.PathLike, *, opt_template=None) -> Checkpoint
     return Checkpoint(path, attrs, params, opt_state)
 
 
-def list_checkpoints(path: str | os.PathLike, *, warn=warnings.warn) -> list[tuple[Path, dict]]:
+def list_checkpoints(path: str | os.PathLike | Location, *,
+                     warn=warnings.warn) -> list[tuple[Location, dict]]:
     """(path, attrs) of the valid, finite checkpoints under ``path`` ordered by stored step.
 
     ``path`` is a run directory (its ``checkpoints/`` is searched) or a directory of checkpoint
     groups. Anything else there (unreadable, failing the schema, non-finite) is skipped with a
     warning naming it; hidden staging directories are ignored.
     """
-    path = Path(path)
-    base = path / CHECKPOINTS_DIR if (path / CHECKPOINTS_DIR).is_dir() else path
-    if not base.is_dir():
-        raise CheckpointError(f"{path}: no such run or checkpoint directory")
+    path = as_location(path)
+    names = path.listdir(CHECKPOINTS_DIR)
+    base = path / CHECKPOINTS_DIR if names else path
+    if not names:
+        names = path.listdir()
+        if not names and not path.exists():
+            raise CheckpointError(f"{path}: no such run or checkpoint directory")
     found = []
-    for child in sorted(base.iterdir()):
-        if child.name.startswith(".") or not child.is_dir():
+    for name in names:
+        child = base / name
+        if name.startswith(".") or (child.local and not os.path.isdir(child.path)):
             continue
         try:
             attrs = read_attrs(child)

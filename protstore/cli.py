@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
 from .batching.plan import BLOCK_FRAMES
 from .errors import ProtstoreError
+from .store.location import as_location
 
 
 def _open(args, mode: str = "r"):
@@ -127,7 +127,7 @@ def _fit_priors(args) -> int:
           f"k={p['bond']['k']:.1f} kcal/mol/Å² r0={p['bond']['r0']:.3f} Å "
           f"({fit['bond_cis']['n_cis']} cis bonds left out); repulsion "
           f"σ={p['repulsion']['sigma']:.2f} Å p={p['repulsion']['power']:.1f}")
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+    print(f"wrote {args.out} and {as_location(args.out).with_suffix('.png')}")
     return 0
 
 
@@ -171,7 +171,8 @@ def _train(args) -> int:
         priors = None
         if args.priors:
             try:
-                priors = json.loads(Path(args.priors).read_text())
+                priors = json.loads(as_location(args.priors, store.storage_options)
+                                    .read_bytes(""))
             except (OSError, json.JSONDecodeError) as exc:
                 raise ProtstoreError(f"{args.priors}: cannot read priors ({exc})") from None
             check_document(priors, "priors", args.priors)
@@ -187,8 +188,13 @@ def _train(args) -> int:
 def _ema(args) -> int:
     from .ema import compute_ema
 
-    compute_ema(args.source, args.out, decay=args.decay, decay_per=args.decay_per,
-                debias=args.debias, from_step=args.from_step, to_step=args.to_step, pkl=args.pkl)
+    from .store.location import parse_storage_options
+
+    options = parse_storage_options(args.storage_options)
+    compute_ema(as_location(args.source, options), as_location(args.out, options),
+                decay=args.decay, decay_per=args.decay_per, debias=args.debias,
+                from_step=args.from_step, to_step=args.to_step,
+                pkl=as_location(args.pkl, options) if args.pkl else None)
     return 0
 
 
@@ -251,11 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
-        if name not in ("demo", "demo-data", "ema", "import-checkpoints"):
+        if name not in ("demo", "demo-data", "import-checkpoints"):
             p.add_argument("--storage-options", metavar="JSON",
-                           help="fsspec options of the store's location (credentials, "
-                                "endpoint_url...), beyond the standard environment "
-                                "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID...)")
+                           help="fsspec options of the locations given as URLs (store, "
+                                "run directory, outputs: credentials, endpoint_url...), beyond "
+                                "the standard environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID...)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         return p
 
@@ -424,21 +430,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Options that name a local file or directory (a run, a checkpoint, an output): a URL there is
-#: refused, never turned into a local folder named "s3:" (stores are read and written at URLs;
-#: run directories, checkpoints and outputs are local so far).
-LOCAL_PATHS = ("out", "resume", "params", "source", "dir", "priors", "config", "pkl")
+#: Options that name a local file or directory, per command: a URL there is refused, never
+#: turned into a local folder named "s3:". Every other location (stores, run directories,
+#: checkpoints, priors, configs, evaluation and EMA outputs) may be a URL.
+LOCAL_PATHS = {"export-npz": ("out",), "import-checkpoints": ("dir", "out"),
+               "demo": ("out",), "demo-data": ("out",)}
 
 
 def _check_local_paths(args) -> None:
-    for name in LOCAL_PATHS:
+    for name in LOCAL_PATHS.get(args.command, ()):
         value = getattr(args, name, None)
         if isinstance(value, str) and value.startswith("file://"):
             setattr(args, name, value.removeprefix("file://"))
         elif isinstance(value, str) and "://" in value:
-            raise ProtstoreError(f"--{name} {value}: a URL; this location must be a local path "
-                                 f"(stores can be URLs; run directories, checkpoints and "
-                                 f"outputs cannot yet)")
+            raise ProtstoreError(f"--{name} {value}: a URL; {args.command} writes local files "
+                                 f"only (give a local path)")
 
 
 def main(argv: list[str] | None = None) -> int:

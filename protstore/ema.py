@@ -30,6 +30,7 @@ import numpy as np
 from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, check_same_structure, is_finite,
                           leaf_signature, list_checkpoints, read_checkpoint, write_checkpoint)
 from .errors import PickleRefusedError, ProtstoreError
+from .store.location import as_location
 
 DECAY_PER = ("step", "checkpoint")
 
@@ -136,14 +137,13 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
            "weights": [float(w) for w in weights], "sources": [p.name for p, _ in found],
            "initial_weight": float(state.initial_weight)}
     attrs = {"kind": "ema", "step": last["step"], "epoch": last["epoch"], "model": last["model"],
-             "source": str(Path(source).resolve()), "ema": doc}
+             "source": _where(source), "ema": doc}
     for key in ("phase", "bucket", "config_hash"):
         if key in last:
             attrs[key] = last[key]
     write_checkpoint(out, result, attrs)
     if pkl is not None:
-        with open(pkl, "wb") as fh:
-            pickle.dump(result, fh)
+        as_location(pkl).write_bytes("", pickle.dumps(result))
 
     echo(f"EMA over {len(found)} checkpoints (steps {steps[0]}..{steps[-1]}), decay {decay} per "
          f"{decay_per}, {'debiased' if debias else 'not debiased'}")
@@ -201,10 +201,16 @@ def import_checkpoints(source: str | Path, out: str | Path, *, allow_pickle: boo
                  "model": {"factory": "unknown (imported from pickle)", "options": {}},
                  "source": str(path.resolve()),
                  "step_unit": "step" if steps_per_epoch else "epoch"}
-        target = Path(out) / CHECKPOINTS_DIR / f"step_{step:08d}"
+        target = as_location(out) / f"{CHECKPOINTS_DIR}/step_{step:08d}"
         written.append(write_checkpoint(target, params, attrs))
         echo(f"{path.name} -> {target}")
     return written
+
+
+def _where(place) -> str:
+    """A location as recorded in a document: an absolute local path, or the URL."""
+    where = as_location(place)
+    return where.path if where.local else where.url
 
 
 def _as_plain_dict(tree, path) -> dict:

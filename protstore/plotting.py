@@ -4,8 +4,6 @@ GUI) is never touched, and no figure is left registered anywhere."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def new_figure(figsize: tuple[float, float]):
     """A fresh :class:`matplotlib.figure.Figure` (not managed by pyplot)."""
@@ -14,7 +12,15 @@ def new_figure(figsize: tuple[float, float]):
     return Figure(figsize=figsize)
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
-    """Lay out and write ``fig`` to ``path`` (the format from the suffix)."""
+def save_figure(fig, path, dpi: int = 110) -> None:
+    """Lay out and write ``fig`` to ``path`` (a local path, a URL or a
+    :class:`~protstore.store.location.Location`; the format from the suffix), whole."""
+    import io
+
+    from .store.location import as_location
+
+    where = as_location(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format=where.suffix.lstrip(".") or "png")
+    where.write_bytes("", buffer.getvalue())

@@ -108,6 +108,7 @@ def test_bad_training_options_are_config_errors():
 def test_a_url_where_a_local_path_is_needed_is_refused(tmp_path, capsys):
     from protstore.cli import main
 
-    assert main(["train", str(tmp_path / "s.zarr"), "--plan", "p", "--out", "s3://bucket/run"]) == 1
-    assert "--out s3://bucket/run: a URL" in capsys.readouterr().err
+    assert main(["export-npz", str(tmp_path / "s.zarr"), "--plan", "p",
+                 "--out", "s3://bucket/run"]) == 1
+    assert "--out s3://bucket/run: a URL; export-npz writes local files" in capsys.readouterr().err
     assert not (Path.cwd() / "s3:").exists()

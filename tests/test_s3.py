@@ -111,3 +111,36 @@ def test_locations_protstore_cannot_use_are_one_line_errors(s3_bucket, capsys, s
     assert len(err) == 3 and all(line.startswith("protstore: error: ") for line in err)
     assert "nosuchproto://x/y" in err[0] and "no-such-bucket-here" in err[1]
     assert "--storage-options" in err[2]
+
+
+def test_a_run_on_s3_trains_resumes_averages_and_evaluates_as_a_local_one(
+        s3_bucket, train_store, tmp_path, capsys):
+    import fsspec
+    import jax
+
+    from protstore.checkpoints import list_checkpoints, read_checkpoint
+    from protstore.train import TrainConfig, train
+
+    store, run = str(train_store.root), f"{s3_bucket}/run"
+    config = TrainConfig(epochs=1, batch_size=16, learning_rate=3e-3)  # few checkpoints: moto
+    for out in (run, tmp_path / "run"):  # is slow
+        train(train_store, train_store.plan("p"), out, config, progress=False, echo=_quiet)
+    same = jax.tree.map(np.array_equal, read_checkpoint(f"{run}/final").params,
+                        read_checkpoint(tmp_path / "run" / "final").params)
+    assert all(jax.tree.leaves(same))
+    assert [a["step"] for _, a in list_checkpoints(run)] == \
+        [a["step"] for _, a in list_checkpoints(tmp_path / "run")]
+    assert main(["train", store, "--plan", "p", "--resume", run, "--no-progress"]) == 0
+    assert "nothing is missing" in capsys.readouterr().out
+    assert main(["ema", run, "--out", f"{s3_bucket}/ema", "--decay", "0.9"]) == 0
+    assert read_checkpoint(f"{s3_bucket}/ema").attrs["kind"] == "ema"
+    assert main(["evaluate", store, "--params", f"{run}/final", "--plan", "p", "--out",
+                 f"{s3_bucket}/eval", "--workers", "0", "--n-frames", "4",
+                 "--no-progress"]) == 0
+    fs = fsspec.filesystem("s3")
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/eval", detail=False)}
+    assert {"final_per_residue_rmse.png", "final_per_residue_rmse.txt",
+            "final_per_residue_metrics.json", "final_per_residue_errors.zarr"} <= names
+    errors = xr.open_zarr(f"{s3_bucket}/eval/final_per_residue_errors.zarr")
+    assert errors.sizes["sample"] > 0
+    assert not (tmp_path / "s3:").exists()

@@ -13,6 +13,7 @@ from ..checkpoints import check_same_structure, leaf_signature, read_checkpoint
 from ..errors import CheckpointError
 from ..errors import ConfigError, PickleRefusedError, ProtstoreError
 from ..model.energy import DEFAULT_MODEL, trusted_model
+from ..store.location import as_location
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
     pickle carries no model: ``model`` or protstore's network, whose params hold every
     non-shape hyperparameter.
     """
-    path = Path(path)
-    if path.is_dir():
+    path = as_location(path)
+    if path.exists("zarr.json"):
         ckpt = read_checkpoint(path)
         spec = ckpt.attrs["model"]
         if model is None and "(imported" in spec["factory"]:
@@ -49,8 +50,7 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
         raise PickleRefusedError(f"{path}: reading a pickle runs code stored in it; pass "
                                  "--allow-pickle only for files you trust")
     try:
-        with open(path, "rb") as fh:
-            params = pickle.load(fh)  # noqa: S301 - explicitly allowed by the user
+        params = pickle.loads(path.read_bytes(""))  # noqa: S301 - explicitly allowed by the user
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         raise ProtstoreError(f"{path}: cannot read params pickle ({exc})") from None
     if not isinstance(params, dict) or "prior" not in params or "model" not in params:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from ..batching import BucketPlan
 from ..errors import ProtstoreError
 from ..model.energy import MODES
 from ..store import Store
+from ..store.location import as_location
 from ..store.quiet import quiet_zarr
 from ..store.schemas import dumps_document
 from ..vocab import PAD_ID, VOCABULARY
@@ -98,15 +98,15 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
                        options=params.options, mode=mode, frame_block=frame_block)
     with scheduler(address, workers, progress):
         if save_to is not None:
-            save_to = Path(save_to)
-            if save_to.exists():
-                shutil.rmtree(save_to)
+            save_to = as_location(save_to, store.storage_options)
+            save_to.remove("", recursive=True)
             chunked = ds.chunk({"sample": frame_block, "atom": -1, "xyz": -1})
             # the string coordinates stay NumPy: a dask array of objects is computed twice
             chunked = chunked.assign_coords(protein=ds.protein, xyz=ds.xyz)
             with quiet_zarr():
-                chunked.to_zarr(save_to, mode="w-", consolidated=True)
-            ds = xr.open_zarr(save_to)
+                chunked.to_zarr(save_to.url, mode="w-", consolidated=True,
+                                storage_options=save_to.storage_options or None)
+            ds = xr.open_zarr(save_to.url, storage_options=save_to.storage_options or None)
             ds = ds.assign_coords({k: ds[k].compute() for k in ("protein", "frame",
                                                                  "temperature", "bucket")})
         else:
@@ -140,9 +140,9 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
     if split != "val":
         echo(f"warning: evaluating the {split!r} frames, which include training frames; "
              "held-out frames (--plan NAME --split val) measure generalisation")
-    model_id = model_id or Path(params_path).name.replace(".pkl", "")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    model_id = model_id or as_location(params_path).name.replace(".pkl", "")
+    out = as_location(out, store.storage_options)
+    out.mkdir()
     energy_mode = "full" if mode == "per-residue" else mode
     stem = f"{model_id}_{mode.replace('-', '_')}"
     zarr_path = out / f"{stem}_errors.zarr"
@@ -157,14 +157,15 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
     if mode == "per-residue":
         for name, table in result.tables.items():
             with quiet_zarr():
-                table.to_zarr(zarr_path, group=f"tables/{name}", mode="w", consolidated=False)
+                table.to_zarr(zarr_path.url, group=f"tables/{name}", mode="w",
+                              consolidated=False, storage_options=out.storage_options or None)
         with quiet_zarr():
-            zarr.consolidate_metadata(str(zarr_path))
+            zarr.consolidate_metadata(zarr_path.zarr_store(read_only=False))
         text = per_residue_text(result.tables, model_id=model_id, mode=energy_mode,
                                 n_samples=n_samples)
         paths["table"] = out / f"{model_id}_per_residue_rmse.txt"
         paths["plot"] = out / f"{model_id}_per_residue_rmse.png"
-        paths["table"].write_text(text)
+        paths["table"].write_bytes("", text.encode())
         plot_per_residue(result.tables, paths["plot"], model_id=model_id)
         by = result.tables["by_resname"].sortby("rmse_pooled", ascending=False)
         echo(f"per-residue force RMSE (vector norm, pooled) of {model_id} on {n_samples} frames: "
@@ -173,8 +174,8 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
     else:
         paths["table"] = out / f"{stem}_forces.txt"
         paths["plot"] = out / f"{stem}_forces.png"
-        paths["table"].write_text(overall_text(metrics, model_id=model_id, mode=mode,
-                                               n_samples=n_samples))
+        paths["table"].write_bytes("", overall_text(metrics, model_id=model_id, mode=mode,
+                                                    n_samples=n_samples).encode())
         plot_overall(ds, metrics, paths["plot"], model_id=model_id, mode=mode)
         echo(f"{mode} model {model_id}: force RMSE per component {metrics['rmse_component']:.4f}, "
              f"vector {metrics['rmse_vector']:.4f}, MAE per component "
@@ -182,6 +183,6 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
     summary = {"model_id": model_id, "mode": mode, "params": str(params_path), "split": split,
                "n_frames": n_samples, **metrics}
     text = dumps_document(summary, "eval_metrics", str(out / f"{stem}_metrics.json"))
-    (out / f"{stem}_metrics.json").write_text(text + "\n")
+    out.write_bytes(f"{stem}_metrics.json", (text + "\n").encode())
     echo("wrote " + ", ".join(str(p) for p in paths.values()))
     return {"paths": paths, "metrics": metrics, "result": result}

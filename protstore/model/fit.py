@@ -38,6 +38,7 @@ import numpy as np
 from ..batching import BatchLoader, BucketPlan, LoaderConfig
 from ..errors import ProtstoreError
 from ..store.layout import KB_KCAL_PER_MOL_K
+from ..store.location import as_location
 from ..store.schemas import dumps_document
 from .geometry import bond_angles, bond_lengths, dihedral_angles, pair_distances
 from .priors import N_FOURIER
@@ -424,10 +425,8 @@ def priors_from_doc(doc: dict) -> dict:
 
 def write_priors(doc: dict, path: str | Path) -> None:
     """Check a priors document against schemas/priors.json and write it as JSON."""
-    path = Path(path)
-    text = dumps_document(doc, "priors", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    path = as_location(path)
+    path.write_bytes("", (dumps_document(doc, "priors", str(path)) + "\n").encode())
 
 
 def fit_priors_to_file(store, plan: BucketPlan, path: str | Path, *, max_frames: int = 20000,
@@ -438,7 +437,7 @@ def fit_priors_to_file(store, plan: BucketPlan, path: str | Path, *, max_frames:
     temperature; ``unknown_temperature``: the temperature of frames stored without one."""
     from .. import __version__
 
-    path = Path(path)
+    path = as_location(path, store.storage_options)
     if path.suffix != ".json":
         raise ProtstoreError(f"{path}: the priors file must end in .json")
     priors, curves, info = fit_priors(collect_samples(
@@ -448,7 +447,6 @@ def fit_priors_to_file(store, plan: BucketPlan, path: str | Path, *, max_frames:
         info["unknown_temperature_K"] = float(unknown_temperature)
     doc = priors_to_doc(priors, info, store=store.url, plan=plan.name,
                         created_by=f"protstore {__version__}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     plot_fit(priors, curves, info, path.with_suffix(".png"))  # first: a failure writes no JSON
     write_priors(doc, path)
     return doc

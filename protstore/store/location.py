@@ -19,6 +19,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -54,6 +55,38 @@ class Location:
 
     def __repr__(self) -> str:
         return f"Location({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __fspath__(self) -> str:
+        """A local location is a path (``open``, ``shutil``, ``Path(...)`` take it)."""
+        if not self.local:
+            raise TypeError(f"{self.url} is not a local path")
+        return self.path
+
+    @property
+    def parent(self) -> "Location":
+        """The place containing this one (a Location of the same file system)."""
+        return self.sibling("")
+
+    def sibling(self, name: str) -> "Location":
+        """The place ``name`` beside this one (``""``: the parent)."""
+        parent = object.__new__(Location)
+        parent.__dict__.update(self.__dict__)
+        head_url, head_path = self.url.rpartition("/")[0], self.path.rpartition("/")[0]
+        parent.url = f"{head_url}/{name}" if name else head_url
+        parent.path = f"{head_path}/{name}" if name else head_path
+        return parent
+
+    @property
+    def suffix(self) -> str:
+        name = self.name
+        return name[name.rindex("."):] if "." in name else ""
+
+    def with_suffix(self, suffix: str) -> "Location":
+        name = self.name
+        return self.sibling((name[:name.rindex(".")] if "." in name else name) + suffix)
 
     def __truediv__(self, key: str) -> "Location":
         child = object.__new__(Location)
@@ -161,6 +194,46 @@ class Location:
             else json.dumps(doc, allow_nan=False)
         (self.create_bytes if exclusive else self.write_bytes)(key, text.encode())
 
+    def append_text(self, key: str, text: str) -> None:
+        """Add ``text`` at the end of a text object (object storage has no append: the object
+        is read and written whole, which suits the small logs this is for)."""
+        if self.local:
+            path = self.key(key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a") as fh:
+                fh.write(text)
+            return
+        try:
+            old = self.read_bytes(key)
+        except FileNotFoundError:
+            old = b""
+        self.write_bytes(key, old + text.encode())
+
+    def mkdir(self) -> None:
+        """Make the directory on a local disk (object storage has none to make)."""
+        if self.local:
+            os.makedirs(self.path, exist_ok=True)
+
+    def publish(self, dest: "Location", each=None) -> None:
+        """Move the tree here to ``dest``, which appears whole or not at all: one rename on a
+        local disk (flushed first); on object storage a server-side copy of every object, data
+        first, array and group documents (``zarr.json``) next and this tree's own
+        ``zarr.json`` last, then this tree is removed. ``each()`` is called after every copy."""
+        if self.local:
+            from .writer import fsync_tree
+
+            fsync_tree(Path(self.path))
+            os.makedirs(os.path.dirname(dest.path), exist_ok=True)
+            os.rename(self.path, dest.path)  # fails rather than replace a non-empty directory
+            return
+        prefix = self.path.rstrip("/") + "/"
+        keys = [p[len(prefix):] for p in self.fs.find(self.path) if p.startswith(prefix)]
+        for key in sorted(keys, key=lambda k: (k == "zarr.json", k.endswith("zarr.json"), k)):
+            self.copy(key, dest / key)
+            if each is not None:
+                each()
+        self.remove("", recursive=True)
+
     def remove(self, key: str, *, recursive: bool = False) -> None:
         """Remove an object (or everything under ``key``); nothing there is not an error."""
         path = self.key(key)
@@ -212,3 +285,8 @@ def parse_storage_options(text: str | None) -> dict | None:
     if not isinstance(value, dict):
         raise LocationError("--storage-options: must be a JSON object")
     return value
+
+
+def as_location(where, storage_options: dict | None = None) -> Location:
+    """``where`` (a path, a URL or a Location) as a :class:`Location`."""
+    return where if isinstance(where, Location) else Location(where, storage_options)

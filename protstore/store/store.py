@@ -381,14 +381,8 @@ class Store:
             dest.remove("zarr.json")
         dest.remove("", recursive=True)  # the old copy's, or a dead writer's leftovers
         held.renew(force=True)
-        files = writer.files()
-        # data first, array metadata next, the group's zarr.json last: the commit point
-        order = sorted(files, key=lambda k: (k == "zarr.json", k.endswith("zarr.json"), k))
-        for key in order:
-            writer.location.copy(key, dest / key)
-            held.renew()
+        writer.location.publish(dest, each=held.renew)  # the group's zarr.json last: the commit
         self._catalog({pid: writer.doc})
-        writer.location.remove("", recursive=True)
         return status
 
     def _existing(self, writer: ProteinWriter, pid: str, overwrite: bool) -> str:

@@ -188,12 +188,6 @@ class ProteinWriter:
                              [w.array.basename for w in [*self._writers.values(), *self._static]])
         self.doc = doc
 
-    def files(self) -> list[str]:
-        """Keys of the objects of the finished group, relative to it."""
-        prefix = self.location.path.rstrip("/") + "/"
-        return sorted(p[len(prefix):] for p in self.location.fs.find(self.location.path)
-                      if p.startswith(prefix))
-
     def missing_files(self) -> list[str]:
         """The files of the finished group that are not on disk (something removed them after
         they were written): group and array metadata, and every chunk file of the arrays

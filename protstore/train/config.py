@@ -7,7 +7,6 @@ import hashlib
 import math
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import ConfigError
 from ..model.energy import DEFAULT_MODEL
@@ -75,9 +74,11 @@ class TrainConfig:
         return cls(**doc)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
+    def from_file(cls, path) -> "TrainConfig":
+        from ..store.location import as_location
+
         try:
-            doc = json.loads(Path(path).read_text())
+            doc = json.loads(as_location(path).read_bytes(""))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read training config ({exc})") from None
         return cls.from_dict(doc, str(path))

@@ -22,12 +22,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -43,6 +41,8 @@ from ..model.energy import (batch_neighbor_census, load_model, neighbor_overflow
 from ..model.fit import (PRIORS_DOC, check_temperatures, fit_priors_to_file, priors_from_doc,
                          priors_to_doc, write_priors)
 from ..store import Store
+from ..store.location import as_location
+from pathlib import Path
 from ..store.schemas import dumps_document
 from .config import TrainConfig
 from .step import DataParallel, TrainState, make_eval_step, make_optimizer, make_train_step
@@ -60,7 +60,7 @@ class Position:
 
 @dataclass
 class TrainResult:
-    run_dir: Path
+    run_dir: Path | str  # a local Path, or the URL
     final_val_rmse: float | None
     final_val_rmse_per_bucket: dict
     best_step: int | None
@@ -127,7 +127,7 @@ class Run:
 
     def __init__(self, out: str | Path, store: Store, plan: BucketPlan, config: TrainConfig,
                  priors: dict, *, progress: bool = True, echo: Callable[[str], None] = print):
-        self.dir = Path(out)
+        self.dir = as_location(out)
         self.store, self.plan, self.config, self.priors = store, plan, config, priors
         self.progress, self.echo = progress, echo
         self.model = load_model(config.model, config.model_options)
@@ -175,7 +175,8 @@ class Run:
                 "step_in_epoch": pos.step_in_epoch, "phase": pos.phase,
                 "bucket": pos.phase if self.config.schedule == "sequential" else None,
                 "wall_time_s": round(self.wall(), 3), "config_hash": self.config.hash(),
-                "model": self.model_doc, "source": str(self.dir.resolve()), **extra}
+                "model": self.model_doc, "source": self.dir.path if self.dir.local else self.dir.url,
+                **extra}
 
     def save(self, state: TrainState, pos: Position, **extra) -> Path:
         if not is_finite(state.params):
@@ -202,7 +203,7 @@ class Run:
 
     def diverged(self, state: TrainState, pos: Position, what: str):
         where = self.dir / "diverged" / checkpoint_name(pos.step)
-        if not where.exists():
+        if not where.exists("zarr.json"):
             write_checkpoint(where, state.params, self.attrs("diverged", pos))
         raise TrainingDiverged(
             f"{self.dir}: training diverged at step {pos.step} (phase {pos.phase}, epoch "
@@ -211,14 +212,14 @@ class Run:
 
     def write_metrics(self, line: dict) -> None:
         text = dumps_document(line, "metrics", str(self.dir / "metrics.jsonl"), indent=None)
-        with open(self.dir / "metrics.jsonl", "a") as fh:
-            fh.write(text + "\n")
+        self.dir.append_text("metrics.jsonl", text + "\n")
 
     def read_metrics(self) -> list[dict]:
-        path = self.dir / "metrics.jsonl"
-        if not path.exists():
+        try:
+            text = self.dir.read_bytes("metrics.jsonl").decode()
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     # ------------------------------------------------------------------ start / resume
     def start(self) -> tuple[TrainState, Position]:
@@ -242,7 +243,7 @@ class Run:
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
         if not found:
             self.echo(f"{self.dir}: no checkpoint yet; starting the run from step 0")
-            (self.dir / "metrics.jsonl").unlink(missing_ok=True)
+            self.dir.remove("metrics.jsonl")
             return self.start()
         path, attrs = found[-1]
         if attrs.get("config_hash") != self.config.hash():
@@ -267,9 +268,7 @@ class Run:
                 by_step.setdefault(attrs["step"], attrs["metrics"])
         text = "".join(dumps_document(by_step[s], "metrics", str(self.dir / "metrics.jsonl"),
                                       indent=None) + "\n" for s in sorted(by_step))
-        tmp = self.dir / ".metrics.jsonl.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.dir / "metrics.jsonl")
+        self.dir.write_bytes("metrics.jsonl", text.encode())
 
     # ------------------------------------------------------------------ the loop
     def train(self, state: TrainState, pos: Position) -> TrainState:
@@ -359,7 +358,7 @@ class Run:
         keep = {k: last.get(k) for k in ("val_rmse", "val_rmse_per_bucket", "train_loss")
                 if k in last}
         pos = Position(last["phase"], last["epoch"], last["step_in_epoch"], last["step"])
-        if (self.dir / "final").exists():
+        if self.dir.exists("final/zarr.json"):
             final = read_checkpoint(self.dir / "final").params
         else:
             final = jax.device_get(state.params)
@@ -370,20 +369,17 @@ class Run:
             _, best_path, best = min(scored, key=lambda t: (t[0], -t[2]["step"]))
             best_step = best["step"]
             bpos = Position(best["phase"], best["epoch"], best["step_in_epoch"], best["step"])
-            if not (self.dir / "best").exists():
+            if not self.dir.exists("best/zarr.json"):
                 write_checkpoint(self.dir / "best", read_checkpoint(best_path).params,
                                  self.attrs("best", bpos, val_rmse=best["val_rmse"],
                                             val_rmse_per_bucket=best.get("val_rmse_per_bucket",
                                                                          {})))
-        tmp = self.dir / ".params.pkl.tmp"
-        with open(tmp, "wb") as fh:
-            pickle.dump(jax.tree.map(np.asarray, final), fh)
-        os.replace(tmp, self.dir / "params.pkl")
+        self.dir.write_bytes("params.pkl", pickle.dumps(jax.tree.map(np.asarray, final)))
         plot_metrics(self.read_metrics(), self.dir / "loss_curve.png", self.config.schedule)
         return best_step, last
 
 
-def plot_metrics(metrics: list[dict], path: Path, schedule: str) -> None:
+def plot_metrics(metrics: list[dict], path, schedule: str) -> None:
     """Loss curve: training RMSE and validation RMSE (overall and per bucket) against step."""
     from ..plotting import new_figure, save_figure
 
@@ -430,12 +426,12 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
     directory; a model factory the run's ``config.json`` names is built only if it is one of
     protstore's own or the user names it again (``model``, ``--model``).
     """
-    out = Path(out)
+    out = as_location(out, store.storage_options)
     if resume:
         for name in ("config.json", "priors.json", "run.json"):
-            if not (out / name).exists():
+            if not out.exists(name):
                 raise ProtstoreError(f"{out}: not a training run (no {name})")
-        run_doc = json.loads((out / "run.json").read_text())
+        run_doc = out.read_json("run.json")
         if run_doc["plan"] != plan.name:
             raise ProtstoreError(f"{out}: the run trained on plan {run_doc['plan']!r}, "
                                  f"not {plan.name!r}")
@@ -443,7 +439,7 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         if model is not None and model != config.model:
             raise ConfigError(f"{out}: the run trains model {config.model!r}, not {model!r}")
         trusted_model(config.model, model, str(out / "config.json"))
-        priors = priors_from_doc(json.loads((out / "priors.json").read_text()))
+        priors = priors_from_doc(out.read_json("priors.json"))
     else:
         config = config or TrainConfig()
         # everything that can be refused is refused before the run directory is written
@@ -451,10 +447,10 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         load_model(config.model, config.model_options)
         if priors is None:
             check_temperatures(store, plan, temperature)
-        if out.exists() and any(out.iterdir()):
+        if out.listdir():
             raise ProtstoreError(f"{out}: run directory exists and is not empty (each run has its "
                                  "own directory; use --resume to continue it)")
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir()
         if priors is None:
             echo("fitting priors by Boltzmann inversion on the training split")
             doc = fit_priors_to_file(store, plan, out / "priors.json", seed=config.seed,
@@ -464,16 +460,17 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
                    else priors_to_doc(priors, None, plan=plan.name, created_by="given as params"))
             write_priors(doc, out / "priors.json")
         priors = priors_from_doc(doc)
-        (out / "config.json").write_text(
-            dumps_document(config.to_dict(), "train_config", str(out / "config.json")) + "\n")
+        out.write_bytes("config.json", (dumps_document(
+            config.to_dict(), "train_config", str(out / "config.json")) + "\n").encode())
         run_doc = {"store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
                    "devices": [str(d) for d in jax.devices()], "config_hash": config.hash()}
-        (out / "run.json").write_text(dumps_document(run_doc, "run", str(out / "run.json")) + "\n")
+        out.write_bytes("run.json", (dumps_document(run_doc, "run", str(out / "run.json"))
+                                     + "\n").encode())
     run = Run(out, store, plan, config, priors, progress=progress, echo=echo)
     if len(run.placement.devices) > 1:
         echo(f"data-parallel over {len(run.placement.devices)} devices")
-    if resume and (out / "final").exists():  # trained: complete what the export left out
-        missing = [n for n in ("best", "params.pkl", "loss_curve.png") if not (out / n).exists()]
+    if resume and out.exists("final/zarr.json"):  # trained: complete what the export left out
+        missing = [n for n in ("best", "params.pkl", "loss_curve.png") if not out.exists(n)]
         echo(f"{out}: the run has finished training; "
              + (f"writing what it is missing: {', '.join(missing)}" if missing
                 else "nothing is missing"))
@@ -483,5 +480,5 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         state = run.train(state, pos)
     best_step, last = run.export(state)
     metrics = run.read_metrics()
-    return TrainResult(out, last.get("val_rmse"), last.get("val_rmse_per_bucket", {}), best_step,
+    return TrainResult(Path(out.path) if out.local else out.url, last.get("val_rmse"), last.get("val_rmse_per_bucket", {}), best_step,
                        last["step"], run.compilations, metrics)
