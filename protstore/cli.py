@@ -41,7 +41,14 @@ def _ingest(args) -> int:
         if len(args.sources) > 1:
             raise ProtstoreError("--id names one protein; give exactly one source file with it")
     store = _open(args, "a")
-    report = ingest(args.sources, store, options, progress=not args.no_progress)
+    if args.scheduler:
+        from .cluster import connect
+
+        with connect(args.scheduler) as client:
+            report = ingest(args.sources, store, options, progress=not args.no_progress,
+                            client=client)
+    else:
+        report = ingest(args.sources, store, options, progress=not args.no_progress)
     for line in report.lines():
         print(line)
     return 0 if report.ok else 1
@@ -150,6 +157,14 @@ def _model_options(pairs: list[str] | None) -> dict | None:
 
 def _train(args) -> int:
     import json
+
+    if args.coordinator or args.num_processes or args.process_id is not None:
+        from .train.processes import init_processes
+
+        if not (args.coordinator and args.num_processes and args.process_id is not None):
+            raise ProtstoreError("multi-process training needs all of --coordinator HOST:PORT, "
+                                 "--num-processes N and --process-id I")
+        init_processes(args.coordinator, args.num_processes, args.process_id)
 
     from .store.schemas import check_document
     from .train import TrainConfig, train
@@ -268,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ingest", _ingest, "ingest mdCATH HDF5 / NPZ files into a store")
     p.add_argument("sources", nargs="+", metavar="SRC", help=".h5 (mdCATH layout) or .npz files")
     p.add_argument("--store", required=True, help="store directory (created if missing)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="ingest the files on the workers of this dask.distributed scheduler "
+                        "(tcp://...); they must reach the store and the files")
     p.add_argument("--temperatures", type=_positive_int, nargs="+", metavar="K",
                    help="mdCATH temperatures to take (default: all)")
     p.add_argument("--replicas", type=_count, nargs="+", metavar="R",
@@ -369,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "confirms a plug-in model named in the run's config.json")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                    help="keyword option of the model factory (JSON value), repeatable")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-process training: the address process 0 serves (JAX's "
+                        "multi-process runtime); every process runs the same command")
+    p.add_argument("--num-processes", type=_positive_int, metavar="N")
+    p.add_argument("--process-id", type=_count, metavar="I", help="0..N-1; 0 writes the run")
 
     p = command("ema", _ema, "exponential moving average of parameters over stored checkpoints")
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINTS")

@@ -34,12 +34,9 @@ def scheduler(address: str | None = None, workers: int | None = None, progress: 
     """Where the dask graph runs: ``address`` of a dask.distributed scheduler, else local
     threads (``workers`` of them; ``workers=0`` runs serially in this thread)."""
     if address:
-        from distributed import Client
-        try:
-            client = Client(address, timeout="10s")
-        except OSError as exc:
-            raise ProtstoreError(f"cannot reach dask scheduler {address} ({exc})") from None
-        with client:
+        from ..cluster import connect
+
+        with connect(address):
             yield
         return
     config = {"scheduler": "synchronous"} if workers == 0 else {"scheduler": "threads",

@@ -94,13 +94,20 @@ def open_sources(path: Path, options: IngestOptions) -> list[ProteinSource]:
 
 
 def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = IngestOptions(),
-           *, progress: bool = True, log: Callable[[str], None] | None = None) -> IngestReport:
+           *, progress: bool = True, log: Callable[[str], None] | None = None,
+           client=None) -> IngestReport:
     """Ingest source files into ``store`` (opened with mode ``"a"``).
 
     Each protein is validated frame by frame, written to a private staging group in frame
     blocks, committed (:meth:`~protstore.store.Store.commit`) and added to the catalog; a
-    protein that fails is not written and the others still are.
+    protein that fails is not written and the others still are. With ``client`` (a
+    ``dask.distributed.Client``) the files are ingested on its workers
+    (:mod:`protstore.ingest.cluster`), which must reach the store and the files.
     """
+    if client is not None:
+        from .cluster import ingest_on_cluster
+
+        return ingest_on_cluster(paths, store, options, client, progress=progress, log=log)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     report = IngestReport()
     for line in store.recover_staging():

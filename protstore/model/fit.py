@@ -125,8 +125,10 @@ def collect_samples(store, plan: BucketPlan, *, max_frames: int = 20000,
     if max_frames < 1:
         raise ProtstoreError(f"max_frames must be >= 1, not {max_frames}")
     check_temperatures(store, plan, unknown_temperature)
+    # the whole split in every process (not a share of it): the fit is the same everywhere
     loader = BatchLoader(store, plan, LoaderConfig(batch_size=32, split="train", last="pad",
-                                                   seed=seed))
+                                                   seed=seed, process_index=0,
+                                                   process_count=1))
     out = Samples()
     used = 0
     for batch in loader.epoch(0):

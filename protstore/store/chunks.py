@@ -97,24 +97,26 @@ class DirectLayout:
         return self.directory / key if self.fs is None else f"{self.directory}/{key}"
 
 
-def direct_layout(array: zarr.Array, fs=None) -> DirectLayout | None:
+def direct_layout(array: zarr.Array, fs=None, metadata: dict | None = None
+                  ) -> DirectLayout | None:
     """The array's :class:`DirectLayout` when the direct path handles it (module docstring),
-    else None. ``fs``: the (synchronous) fsspec file system of an ``FsspecStore``. Never
-    raises: whatever it does not recognise goes to zarr."""
+    else None. ``fs``: the (synchronous) fsspec file system of an ``FsspecStore``;
+    ``metadata``: the array's metadata document when the caller has it (else
+    ``array.metadata.to_dict()``). Never raises: whatever it does not recognise goes to zarr."""
     try:
-        return _recognise(array, fs)
+        return _recognise(array, fs, metadata)
     except Exception:  # noqa: BLE001 - anything unexpected: zarr reads and writes it instead
         return None
 
 
-def _recognise(array: zarr.Array, fs) -> DirectLayout | None:
+def _recognise(array: zarr.Array, fs, metadata: dict | None) -> DirectLayout | None:
     if isinstance(array.store, LocalStore):
         directory, fs = Path(array.store.root) / array.path, None
     elif fs is not None and isinstance(array.store, FsspecStore):
         directory = f"{array.store.path.rstrip('/')}/{array.path}"
     else:
         return None
-    meta = array.metadata.to_dict()
+    meta = metadata if metadata is not None else array.metadata.to_dict()
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         return None
     grid = meta.get("chunk_grid") or {}
@@ -168,10 +170,10 @@ class _FrameChunks:
     """A Zarr v3 array chunked along its first axis, with its :class:`DirectLayout` (None:
     zarr reads and writes it)."""
 
-    def __init__(self, array: zarr.Array, fs=None):
+    def __init__(self, array: zarr.Array, fs=None, metadata: dict | None = None):
         self.array = array
         self.chunk = array.chunks[0]
-        self.direct = direct_layout(array, fs)
+        self.direct = direct_layout(array, fs, metadata)
 
     @property
     def n_chunks(self) -> int:

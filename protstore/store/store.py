@@ -33,6 +33,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 from xarray.core.indexing import LazilyIndexedArray
+from zarr.storage import StorePath
 
 from .. import __version__
 from ..errors import ClaimError, ProteinExistsError, StoreError
@@ -240,10 +241,33 @@ class Store:
     def protein_readers(self, protein_id: str,
                         group: zarr.Group | None = None) -> dict[str, ChunkReader]:
         """A :class:`~protstore.store.chunks.ChunkReader` per array of the protein (R, F and
-        every coordinate), from one metadata read; no data is read until asked for."""
-        group = group if group is not None else self.protein_group(protein_id)
+        every coordinate), from one metadata read (the group's ``zarr.json``, whose
+        consolidated metadata lists its arrays); no data is read until asked for."""
         fs = None if self.local else self.location.fs
+        if group is None:
+            arrays = self._arrays_of(protein_id)
+            if arrays is not None:
+                return {name: ChunkReader(array, fs=fs, metadata=meta)
+                        for name, (array, meta) in arrays.items()}
+            group = self.protein_group(protein_id)
         return {name: ChunkReader(array, fs=fs) for name, array in group.arrays()}
+
+    def _arrays_of(self, protein_id: str) -> dict[str, tuple[zarr.Array, dict]] | None:
+        """name -> (zarr array, its metadata document) of the protein's arrays, built from its
+        group's consolidated metadata without another read; None when the group lists no
+        arrays of its own (then zarr opens it)."""
+        path = protein_path(check_protein_id(protein_id))
+        try:
+            meta = self.location.read_json(f"{path}/zarr.json")
+        except FileNotFoundError:
+            raise StoreError(f"{self.url}: no protein {protein_id!r} in the store") from None
+        children = (meta.get("consolidated_metadata") or {}).get("metadata")
+        if not children or any(m.get("node_type") != "array" for m in children.values()):
+            return None
+        with quiet_zarr():
+            return {name: (zarr.Array(zarr.AsyncArray(
+                m, StorePath(self._zarr_store, f"{path}/{name}"))), m)
+                for name, m in sorted(children.items())}
 
     def summary(self) -> pd.DataFrame:
         """One row per protein from the catalog: atoms, frames, temperatures, excluded, bytes."""

@@ -45,6 +45,7 @@ from ..store.location import as_location
 from pathlib import Path
 from ..store.schemas import dumps_document
 from .config import TrainConfig
+from .processes import barrier, is_main
 from .step import DataParallel, TrainState, make_eval_step, make_optimizer, make_train_step
 
 
@@ -178,12 +179,13 @@ class Run:
                 "model": self.model_doc, "source": self.dir.path if self.dir.local else self.dir.url,
                 **extra}
 
-    def save(self, state: TrainState, pos: Position, **extra) -> Path:
+    def save(self, state: TrainState, pos: Position, **extra) -> None:
         if not is_finite(state.params):
             self.diverged(state, pos, "the parameters are not finite")
-        return write_checkpoint(self.dir / CHECKPOINTS_DIR / checkpoint_name(pos.step),
-                                state.params, self.attrs("checkpoint", pos, **extra),
-                                opt_state=state.opt_state)
+        if is_main():
+            write_checkpoint(self.dir / CHECKPOINTS_DIR / checkpoint_name(pos.step),
+                             state.params, self.attrs("checkpoint", pos, **extra),
+                             opt_state=state.opt_state)
 
     def check_neighbors(self, params, batch: dict) -> None:
         """Refuse a batch in which a bead has more neighbours within the model's cutoff than its
@@ -203,7 +205,7 @@ class Run:
 
     def diverged(self, state: TrainState, pos: Position, what: str):
         where = self.dir / "diverged" / checkpoint_name(pos.step)
-        if not where.exists("zarr.json"):
+        if is_main() and not where.exists("zarr.json"):
             write_checkpoint(where, state.params, self.attrs("diverged", pos))
         raise TrainingDiverged(
             f"{self.dir}: training diverged at step {pos.step} (phase {pos.phase}, epoch "
@@ -212,7 +214,8 @@ class Run:
 
     def write_metrics(self, line: dict) -> None:
         text = dumps_document(line, "metrics", str(self.dir / "metrics.jsonl"), indent=None)
-        self.dir.append_text("metrics.jsonl", text + "\n")
+        if is_main():
+            self.dir.append_text("metrics.jsonl", text + "\n")
 
     def read_metrics(self) -> list[dict]:
         try:
@@ -224,7 +227,10 @@ class Run:
     # ------------------------------------------------------------------ start / resume
     def start(self) -> tuple[TrainState, Position]:
         """Fresh state (priors + initialised model) saved as the step-0 checkpoint."""
-        stats = {"force_rms": force_rms(self.loader(0)),
+        # every process must initialise the same parameters: the statistics come from the
+        # whole of the first global batches, not from this process's share
+        stats = {"force_rms": force_rms(BatchLoader(self.store, self.plan, self._loader_config(
+                     process_index=0, process_count=1))),
                  "max_neighbors": densest_neighbors(self.store, self.plan)}
         model_params = self.model.init(jax.random.PRNGKey(self.config.seed), stats)
         params = {"prior": jax.tree.map(np.asarray, self.priors), "model": model_params}
@@ -243,7 +249,8 @@ class Run:
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
         if not found:
             self.echo(f"{self.dir}: no checkpoint yet; starting the run from step 0")
-            self.dir.remove("metrics.jsonl")
+            if is_main():
+                self.dir.remove("metrics.jsonl")
             return self.start()
         path, attrs = found[-1]
         if attrs.get("config_hash") != self.config.hash():
@@ -268,7 +275,8 @@ class Run:
                 by_step.setdefault(attrs["step"], attrs["metrics"])
         text = "".join(dumps_document(by_step[s], "metrics", str(self.dir / "metrics.jsonl"),
                                       indent=None) + "\n" for s in sorted(by_step))
-        self.dir.write_bytes("metrics.jsonl", text.encode())
+        if is_main():
+            self.dir.write_bytes("metrics.jsonl", text.encode())
 
     # ------------------------------------------------------------------ the loop
     def train(self, state: TrainState, pos: Position) -> TrainState:
@@ -317,7 +325,7 @@ class Run:
             if not math.isfinite(loss):
                 self.diverged(state, pos, f"the loss is {loss}")
             loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
-            frames += int(batch["sample_mask"].sum())
+            frames += int(batch["sample_mask"].sum()) * jax.process_count()  # equal shares
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3g}")
             every = cfg.checkpoint_every_steps
@@ -351,7 +359,9 @@ class Run:
     # ------------------------------------------------------------------ export
     def export(self, state: TrainState | None) -> tuple[int | None, dict]:
         """Write what a finished run holds and is missing: ``final/`` (from ``state``, or read
-        back when a resumed run already wrote it), ``best/``, ``params.pkl``, the loss curve."""
+        back when a resumed run already wrote it), ``best/``, ``params.pkl``, the loss curve
+        (process 0 writes; every process returns the best step and the last attrs)."""
+        barrier("trained")  # process 0's last checkpoint is written
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
         _, last = found[-1]
         self.restore_metrics(found, last["step"])
@@ -362,21 +372,28 @@ class Run:
             final = read_checkpoint(self.dir / "final").params
         else:
             final = jax.device_get(state.params)
-            write_checkpoint(self.dir / "final", final, self.attrs("final", pos, **keep))
+            if is_main():
+                write_checkpoint(self.dir / "final", final, self.attrs("final", pos, **keep))
         scored = [(a["val_rmse"], p, a) for p, a in found if a.get("val_rmse") is not None]
         best_step = None
         if scored:
             _, best_path, best = min(scored, key=lambda t: (t[0], -t[2]["step"]))
             best_step = best["step"]
             bpos = Position(best["phase"], best["epoch"], best["step_in_epoch"], best["step"])
-            if not self.dir.exists("best/zarr.json"):
+            if is_main() and not self.dir.exists("best/zarr.json"):
                 write_checkpoint(self.dir / "best", read_checkpoint(best_path).params,
                                  self.attrs("best", bpos, val_rmse=best["val_rmse"],
                                             val_rmse_per_bucket=best.get("val_rmse_per_bucket",
                                                                          {})))
-        self.dir.write_bytes("params.pkl", pickle.dumps(jax.tree.map(np.asarray, final)))
-        plot_metrics(self.read_metrics(), self.dir / "loss_curve.png", self.config.schedule)
+        if is_main():
+            self.dir.write_bytes("params.pkl", pickle.dumps(jax.tree.map(np.asarray, final)))
+            plot_metrics(self.read_metrics(), self.dir / "loss_curve.png", self.config.schedule)
+        barrier("exported")
         return best_step, last
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 def plot_metrics(metrics: list[dict], path, schedule: str) -> None:
@@ -450,22 +467,33 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         if out.listdir():
             raise ProtstoreError(f"{out}: run directory exists and is not empty (each run has its "
                                  "own directory; use --resume to continue it)")
-        out.mkdir()
-        if priors is None:
+        barrier("run-directory-checked")  # by every process, before process 0 writes to it
+        if not is_main():
+            barrier("run-directory-written")
+            priors = out.read_json("priors.json")
+        elif priors is None:
+            out.mkdir()
             echo("fitting priors by Boltzmann inversion on the training split")
-            doc = fit_priors_to_file(store, plan, out / "priors.json", seed=config.seed,
-                                     unknown_temperature=temperature)
+            priors = fit_priors_to_file(store, plan, out / "priors.json", seed=config.seed,
+                                        unknown_temperature=temperature)
         else:
-            doc = (dict(priors) if priors.get("format") == PRIORS_DOC  # fit-priors' JSON, loaded
-                   else priors_to_doc(priors, None, plan=plan.name, created_by="given as params"))
-            write_priors(doc, out / "priors.json")
-        priors = priors_from_doc(doc)
-        out.write_bytes("config.json", (dumps_document(
-            config.to_dict(), "train_config", str(out / "config.json")) + "\n").encode())
+            out.mkdir()
+            priors = (dict(priors) if priors.get("format") == PRIORS_DOC  # fit-priors' JSON
+                      else priors_to_doc(priors, None, plan=plan.name,
+                                         created_by="given as params"))
+            write_priors(priors, out / "priors.json")
+        priors = priors_from_doc(priors)
+        if is_main():
+            out.write_bytes("config.json", (dumps_document(
+                config.to_dict(), "train_config", str(out / "config.json")) + "\n").encode())
         run_doc = {"store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
                    "devices": [str(d) for d in jax.devices()], "config_hash": config.hash()}
-        out.write_bytes("run.json", (dumps_document(run_doc, "run", str(out / "run.json"))
-                                     + "\n").encode())
+        if is_main():
+            out.write_bytes("run.json", (dumps_document(run_doc, "run", str(out / "run.json"))
+                                         + "\n").encode())
+            barrier("run-directory-written")
+    if not is_main():  # one process speaks for all
+        progress, echo = False, _quiet
     run = Run(out, store, plan, config, priors, progress=progress, echo=echo)
     if len(run.placement.devices) > 1:
         echo(f"data-parallel over {len(run.placement.devices)} devices")

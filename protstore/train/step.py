@@ -78,8 +78,9 @@ def make_eval_step(energy: Callable) -> Callable:
 
 
 class DataParallel:
-    """Places batches split over all local devices and state replicated (no-op on one device).
-    ``batch_sizes``: the batch sizes the loader makes (one per bucket with ``batch_beads``)."""
+    """Places batches split over all devices (of every process, when several train together)
+    and state replicated (no-op on one device). ``batch_sizes``: the global batch sizes (one
+    per bucket with ``batch_beads``)."""
 
     def __init__(self, batch_sizes, devices=None):
         self.devices = list(devices if devices is not None else jax.devices())
@@ -93,10 +94,16 @@ class DataParallel:
             self.mesh = Mesh(np.array(self.devices), ("data",))
 
     def batch(self, batch: dict) -> dict:
+        """This process's batch (its share of the global batch when several processes train
+        together: ``jax.process_count() > 1``) as arrays split over the devices."""
         arrays = {k: batch[k] for k in BATCH_KEYS}
         if self.mesh is None:
             return arrays
-        return jax.device_put(arrays, NamedSharding(self.mesh, PartitionSpec("data")))
+        sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        if jax.process_count() > 1:  # each process holds its own rows of the global batch
+            return {k: jax.make_array_from_process_local_data(sharding, v)
+                    for k, v in arrays.items()}
+        return jax.device_put(arrays, sharding)
 
     def replicate(self, tree):
         if self.mesh is None:
