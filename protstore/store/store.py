@@ -156,7 +156,7 @@ class Store:
     @property
     def proteins(self) -> list[str]:
         """Sorted ids of the proteins in the store (complete ones only), from the catalog."""
-        return list(self._entries)
+        return sorted(self._entries)
 
     def __contains__(self, protein_id: str) -> bool:
         """From the catalog read when the store was opened (:meth:`refresh` reads it again)."""
@@ -272,7 +272,7 @@ class Store:
     def summary(self) -> pd.DataFrame:
         """One row per protein from the catalog: atoms, frames, temperatures, excluded, bytes."""
         rows = []
-        for pid, d in self._entries.items():
+        for pid, d in sorted(self._entries.items()):
             rows.append({
                 "protein": pid, "n_atoms": d["n_atoms"], "n_frames": d["n_frames"],
                 "n_chains": d["n_chains"],
@@ -286,7 +286,7 @@ class Store:
 
     def lengths(self) -> pd.Series:
         """Beads per protein (from the catalog), indexed by protein id."""
-        return pd.Series({pid: d["n_atoms"] for pid, d in self._entries.items()},
+        return pd.Series({pid: d["n_atoms"] for pid, d in sorted(self._entries.items())},
                          name="n_atoms", dtype="int64").rename_axis("protein")
 
     def plans(self) -> list[str]:
