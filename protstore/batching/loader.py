@@ -50,6 +50,8 @@ from .plan import BucketPlan, check_plan
 from .sample import BEAD_FIELDS, FIELDS
 
 ORDERS = ("interleaved", "sequential")
+# what a window holds for each of its samples (a batch is slices of windows)
+WINDOW_FIELDS = ("R", "F", "species", "resid", "chain", "mask", "temperature")
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,8 @@ class BatchLoader:
 
     def _read_window(self, k: int, lay: _Layout, w: int) -> _Window:
         """Start reading window ``w``: one task per (protein, chunk, R|F) on the read pool, each
-        gathering its samples' frames straight into the window's padded arrays."""
+        gathering its samples' frames straight into the window's padded arrays; the per-bead
+        and per-sample fields of the window's samples are taken at once from their proteins."""
         lo, hi = lay.window_start[w], lay.window_start[w + 1]
         prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
         n_max = self.n_max[k]
@@ -302,6 +305,7 @@ class BatchLoader:
             B = self.batch_size(k)
             mine = (np.arange(lo, hi) % B) // (B // self.process_count) == self.process_index
         opened = self._open(np.unique(prot[mine]))
+        out.update(self._sample_fields(k, prot, frame, mine, opened))
         for i, opening in opened.items():
             protein = opening.result()
             rows = np.flatnonzero((prot == i) & mine)
@@ -340,7 +344,7 @@ class BatchLoader:
             for w in range(w_lo, min(w_hi + 1, len(lay.window_start) - 1)):
                 if w not in cache:
                     cache[w] = self._read_window(k, lay, w)
-            parts = {"R": [], "F": []}
+            parts = {key: [] for key in WINDOW_FIELDS}
             for w in range(w_lo, w_hi):
                 window = cache[w].result()
                 s0 = lay.window_start[w]
@@ -350,27 +354,34 @@ class BatchLoader:
             prot = lay.protein[lo:hi]
             # a batch inside one window is a view of it (windows are fresh arrays, never reused)
             batch = {key: v[0] if len(v) == 1 else np.concatenate(v) if v else
-                     BEAD_FIELDS[key].fill((0, self.n_max[k])) for key, v in parts.items()}
+                     FIELDS[key].fill((0, self.n_max[k]) if key in BEAD_FIELDS else (0,))
+                     for key, v in parts.items()}
             batch["protein_index"] = prot.astype(np.int32)
             batch["frame"] = lay.frame[lo:hi].astype(np.int32)
-            batch.update(self._per_sample(k, prot, batch["frame"]))
             batch["sample_mask"] = np.ones(hi - lo, np.float32)
             if hi - lo < B:  # only with last="pad"
                 batch = _pad_batch(batch, B)
             batch.update(bucket=k, epoch=epoch, step=step)
             yield batch
 
-    def _per_sample(self, k: int, prot: np.ndarray, frame: np.ndarray) -> dict[str, np.ndarray]:
-        """species, resid, chain, mask [b, N_max] and temperature [b] of the samples (protein
-        ``prot``, frame ``frame``), from their opened proteins."""
+    def _sample_fields(self, k: int, prot: np.ndarray, frame: np.ndarray, mine: np.ndarray,
+                       opened: dict[int, Future]) -> dict[str, np.ndarray]:
+        """species, resid, chain, mask [W, N_max] and temperature [W] of a window's samples
+        (protein ``prot``, frame ``frame``; only rows ``mine`` are filled), one take each from
+        the rows of its opened proteins."""
         out = {key: BEAD_FIELDS[key].fill((len(prot), self.n_max[k]))
                for key in ("species", "resid", "chain", "mask")}
-        out["temperature"] = np.empty(len(prot), np.float32)
-        for i, opening in self._open(np.unique(prot)).items():
-            protein, rows = opening.result(), prot == i
-            for key in ("species", "resid", "chain", "mask"):
-                out[key][rows] = getattr(protein, key)
-            out["temperature"][rows] = protein.temperature[frame[rows]]
+        out["temperature"] = np.zeros(len(prot), np.float32)
+        rows = np.flatnonzero(mine)
+        if not len(rows):
+            return out
+        ids, inverse = np.unique(prot[rows], return_inverse=True)
+        proteins = [opened[int(i)].result() for i in ids]
+        for key in ("species", "resid", "chain", "mask"):
+            out[key][rows] = np.stack([getattr(p, key) for p in proteins])[inverse]
+        sizes = np.array([len(p.temperature) for p in proteins])
+        flat = np.concatenate([p.temperature for p in proteins])
+        out["temperature"][rows] = flat[(np.cumsum(sizes) - sizes)[inverse] + frame[rows]]
         return out
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:

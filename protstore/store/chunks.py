@@ -166,6 +166,39 @@ def missing_chunks(array: zarr.Array) -> list[str]:
     return [key for key in keys if not (directory / key).is_file()]
 
 
+class ArraySpec:
+    """What the direct path needs of a Zarr v3 array, from its metadata document alone:
+    ``shape``, ``chunks``, ``dtype``, ``attrs``, ``path``, ``store``, ``metadata`` (with
+    ``dimension_names`` and ``to_dict()``). Building a ``zarr.Array`` parses and validates the
+    whole document; a protein has ten arrays and a bucket thousands of proteins, so readers of
+    arrays the direct path handles use this, and zarr's own array is made only if a read falls
+    back to it (``self[key]``)."""
+
+    def __init__(self, metadata: dict, store, path: str):
+        self._meta, self.store, self.path = metadata, store, path
+        self.shape = tuple(int(n) for n in metadata["shape"])
+        self.chunks = tuple(int(n) for n in metadata["chunk_grid"]["configuration"]["chunk_shape"])
+        kind = metadata["data_type"]
+        self.dtype = np.dtype(object) if kind == "string" else np.dtype(kind)
+        self.attrs = dict(metadata.get("attributes") or {})
+        self.ndim = len(self.shape)
+        self.basename = path.rpartition("/")[2]
+        self.metadata = self  # metadata.dimension_names and metadata.to_dict(), as zarr's
+        self.dimension_names = tuple(metadata.get("dimension_names") or ())
+
+    def to_dict(self) -> dict:
+        return self._meta
+
+    @functools.cached_property
+    def _array(self) -> zarr.Array:
+        from zarr.storage import StorePath
+
+        return zarr.Array(zarr.AsyncArray(self._meta, StorePath(self.store, self.path)))
+
+    def __getitem__(self, key):
+        return self._array[key]
+
+
 class _FrameChunks:
     """A Zarr v3 array chunked along its first axis, with its :class:`DirectLayout` (None:
     zarr reads and writes it)."""

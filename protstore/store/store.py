@@ -33,13 +33,12 @@ import pandas as pd
 import xarray as xr
 import zarr
 from xarray.core.indexing import LazilyIndexedArray
-from zarr.storage import StorePath
 
 from .. import __version__
 from ..errors import ClaimError, ProteinExistsError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .catalog import CATALOG, append_segment, read_catalog
-from .chunks import ChunkReader, FramesBackendArray, LazyFrames
+from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
 from .claims import claim
 from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, PER_ATOM, PER_FRAME, PLANS,
                      PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
@@ -92,8 +91,9 @@ class Store:
 
     # ----------------------------------------------------------------------------- reading
     def _load(self) -> None:
-        """Read the root document and the catalog (or, for a format-1 store, the root's
-        consolidated metadata): a few requests whatever the number of proteins."""
+        """Read the root document; the catalog (or, for a format-1 store, the root's
+        consolidated metadata) is read when first needed: a few requests whatever the number
+        of proteins, and none for a writer that only commits."""
         try:
             root = self.location.read_json("zarr.json")
         except FileNotFoundError:
@@ -110,10 +110,18 @@ class Store:
                              f"(root attrs lack {STORE_DOC!r})")
         self.doc = doc
         self._root_json = root
-        if self.format_version >= 2:
-            self._entries, self._segments = read_catalog(self.location)
-        else:
-            self._entries, self._segments = self._entries_v1(root), []
+        self._catalog_entries: dict[str, dict] | None = None
+        self._segments: list[str] | None = None  # the catalog's segment names, once listed
+
+    @property
+    def _entries(self) -> dict[str, dict]:
+        """protein id -> protein document, from the catalog (read at first use)."""
+        if self._catalog_entries is None:
+            if self.format_version >= 2:
+                self._catalog_entries, self._segments = read_catalog(self.location)
+            else:
+                self._catalog_entries, self._segments = self._entries_v1(self._root_json), []
+        return self._catalog_entries
 
     def _entries_v1(self, root: dict) -> dict[str, dict]:
         """A format-1 store's proteins: its ``proteins/`` groups, their documents from the
@@ -217,8 +225,8 @@ class Store:
             raise StoreError(f"chunks must be 'auto' (dask) or None (no dask), not {chunks!r}")
         if protein_id not in self:
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
-        group = self.protein_group(protein_id)
-        readers = self.protein_readers(protein_id, group)
+        readers = self.protein_readers(protein_id)
+        doc = self.protein_doc(protein_id)
         n_atoms, zarr_chunk = readers["R"].array.shape[1], readers["R"].chunk
 
         def lazy(name: str):
@@ -226,7 +234,7 @@ class Store:
                 return LazilyIndexedArray(FramesBackendArray(LazyFrames(readers[name])))
             # one dask task per array up to 128 MiB: the task decodes its chunks in parallel
             frames = zarr_chunk * max(1, DASK_CHUNK_BYTES // (zarr_chunk * n_atoms * 12))
-            token = dask.base.tokenize(self.url, protein_id, group.attrs.get(PROTEIN_DOC))
+            token = dask.base.tokenize(self.url, protein_id, doc)
             return da.from_array(LazyFrames(readers[name]), chunks=(frames, -1, -1),
                                  name=f"protstore-{name}-{token}", lock=False, asarray=False)
 
@@ -236,7 +244,7 @@ class Store:
         coords = {name: (readers[name].array.metadata.dimension_names[0],
                          readers[name].read_all(), dict(readers[name].array.attrs))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}
-        return xr.Dataset(data, coords=coords, attrs=dict(group.attrs))
+        return xr.Dataset(data, coords=coords, attrs={PROTEIN_DOC: doc})
 
     def protein_readers(self, protein_id: str,
                         group: zarr.Group | None = None) -> dict[str, ChunkReader]:
@@ -252,8 +260,8 @@ class Store:
             group = self.protein_group(protein_id)
         return {name: ChunkReader(array, fs=fs) for name, array in group.arrays()}
 
-    def _arrays_of(self, protein_id: str) -> dict[str, tuple[zarr.Array, dict]] | None:
-        """name -> (zarr array, its metadata document) of the protein's arrays, built from its
+    def _arrays_of(self, protein_id: str) -> dict[str, tuple[ArraySpec, dict]] | None:
+        """name -> (array spec, its metadata document) of the protein's arrays, from its
         group's consolidated metadata without another read; None when the group lists no
         arrays of its own (then zarr opens it)."""
         path = protein_path(check_protein_id(protein_id))
@@ -264,10 +272,11 @@ class Store:
         children = (meta.get("consolidated_metadata") or {}).get("metadata")
         if not children or any(m.get("node_type") != "array" for m in children.values()):
             return None
-        with quiet_zarr():
-            return {name: (zarr.Array(zarr.AsyncArray(
-                m, StorePath(self._zarr_store, f"{path}/{name}"))), m)
-                for name, m in sorted(children.items())}
+        try:
+            return {name: (ArraySpec(m, self._zarr_store, f"{path}/{name}"), m)
+                    for name, m in sorted(children.items())}
+        except (KeyError, TypeError, ValueError):  # a document it does not know: zarr reads it
+            return None
 
     def summary(self) -> pd.DataFrame:
         """One row per protein from the catalog: atoms, frames, temperatures, excluded, bytes."""
@@ -358,8 +367,8 @@ class Store:
                 status = self._commit_remote(writer, pid, overwrite)
             finally:
                 writer.claim.release()
-        if status != "skipped":
-            self._entries[pid] = writer.doc
+        if status != "skipped" and self._catalog_entries is not None:
+            self._catalog_entries[pid] = writer.doc
         return status
 
     def _commit_local(self, writer: ProteinWriter, pid: str, overwrite: bool) -> str:
@@ -428,7 +437,9 @@ class Store:
                        if doc is not None and pid not in self._entries}
             if not entries:
                 return
-        self._segments.append(append_segment(self.location, entries, known=self._segments))
+        name = append_segment(self.location, entries, known=self._segments)
+        if self._segments is not None:
+            self._segments.append(name)
 
     def ensure_listed(self, protein_id: str) -> None:
         """List a committed protein group in the catalog if it is not (its writer died between
