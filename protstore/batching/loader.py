@@ -275,9 +275,6 @@ class BatchLoader:
             self._opened.popitem(last=False)
         return out
 
-    def _protein_arrays(self, i: int) -> _Protein:
-        return self._open([i])[i].result()
-
     def _open_protein(self, i: int) -> _Protein:
         """Read protein i's small arrays (per bead, per frame) and make its chunk readers."""
         pid = self.proteins[i]
