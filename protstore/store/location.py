@@ -65,19 +65,13 @@ class Location:
             raise TypeError(f"{self.url} is not a local path")
         return self.path
 
-    @property
-    def parent(self) -> "Location":
-        """The place containing this one (a Location of the same file system)."""
-        return self.sibling("")
-
     def sibling(self, name: str) -> "Location":
-        """The place ``name`` beside this one (``""``: the parent)."""
-        parent = object.__new__(Location)
-        parent.__dict__.update(self.__dict__)
-        head_url, head_path = self.url.rpartition("/")[0], self.path.rpartition("/")[0]
-        parent.url = f"{head_url}/{name}" if name else head_url
-        parent.path = f"{head_path}/{name}" if name else head_path
-        return parent
+        """The place ``name`` beside this one."""
+        other = object.__new__(Location)
+        other.__dict__.update(self.__dict__)
+        other.url = f"{self.url.rpartition('/')[0]}/{name}"
+        other.path = f"{self.path.rpartition('/')[0]}/{name}"
+        return other
 
     @property
     def suffix(self) -> str:
