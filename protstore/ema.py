@@ -137,7 +137,7 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
            "weights": [float(w) for w in weights], "sources": [p.name for p, _ in found],
            "initial_weight": float(state.initial_weight)}
     attrs = {"kind": "ema", "step": last["step"], "epoch": last["epoch"], "model": last["model"],
-             "source": _where(source), "ema": doc}
+             "source": as_location(source).address, "ema": doc}
     for key in ("phase", "bucket", "config_hash"):
         if key in last:
             attrs[key] = last[key]
@@ -205,12 +205,6 @@ def import_checkpoints(source: str | Path, out: str | Path, *, allow_pickle: boo
         written.append(write_checkpoint(target, params, attrs))
         echo(f"{path.name} -> {target}")
     return written
-
-
-def _where(place) -> str:
-    """A location as recorded in a document: an absolute local path, or the URL."""
-    where = as_location(place)
-    return where.path if where.local else where.url
 
 
 def _as_plain_dict(tree, path) -> dict:

@@ -340,7 +340,7 @@ def test_a_writer_whose_staging_group_vanished_commits_nothing(tmp_path, monkeyp
     original = Store.commit
 
     def commit_after_a_cleaner(self, writer, **kwargs):
-        shutil.rmtree(writer.path / "F")  # a buggy cleaner removes part of the group
+        shutil.rmtree(writer.root / "F")  # a buggy cleaner removes part of the group
         return original(self, writer, **kwargs)
 
     monkeypatch.setattr(Store, "commit", commit_after_a_cleaner)

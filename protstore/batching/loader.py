@@ -45,9 +45,8 @@ from ..errors import ProtstoreError
 from ..prefetch import prefetch
 from ..store import Store
 from ..store.chunks import ChunkReader
-from ..store.layout import chain_codes
 from .plan import BucketPlan, check_plan
-from .sample import BEAD_FIELDS, FIELDS
+from .sample import BEAD_FIELDS, FIELDS, padded_topology
 
 ORDERS = ("interleaved", "sequential")
 # what a window holds for each of its samples (a batch is slices of windows)
@@ -281,12 +280,9 @@ class BatchLoader:
         readers = self.store.protein_readers(pid)
         n_max = self.n_max[self._bucket_of[pid]]
         n = self.plan.lengths[pid]
-        species = BEAD_FIELDS["species"].padded(readers["species"].read_all(), n_max)
-        resid = BEAD_FIELDS["resid"].padded(readers["resid"].read_all(), n_max)
-        chain = BEAD_FIELDS["chain"].padded(chain_codes(readers["chain"].read_all()), n_max)
-        mask = BEAD_FIELDS["mask"].padded(np.ones(n), n_max)
+        topology = padded_topology(readers, n, n_max)
         temperature = readers["temperature"].read_all().astype(np.float32, copy=False)
-        return _Protein(readers["R"], readers["F"], temperature, species, resid, chain, mask, n)
+        return _Protein(readers["R"], readers["F"], temperature, n=n, **topology)
 
     def _read_window(self, k: int, lay: _Layout, w: int) -> _Window:
         """Start reading window ``w``: one task per (protein, chunk, R|F) on the read pool, each

@@ -88,3 +88,16 @@ FIELDS = {**BEAD_FIELDS, **SAMPLE_FIELDS}
 MODEL_INPUTS = ("R", "F", "species", "resid", "chain", "mask", "sample_mask")
 #: The per-bead coordinates every protein carries (R and F aside).
 TOPOLOGY = ("species", "resid", "chain")
+
+
+def padded_topology(readers: dict, n: int, n_max: int) -> dict[str, np.ndarray]:
+    """``mask``, ``species``, ``resid``, ``chain`` [n_max] of a protein of ``n`` beads, padded
+    as their fields define, read from its chunk readers (``Store.protein_readers``; chain
+    labels become codes 0, 1, ... in bead order)."""
+    from ..store.layout import chain_codes
+
+    return {"mask": BEAD_FIELDS["mask"].padded(np.ones(n), n_max),
+            "species": BEAD_FIELDS["species"].padded(readers["species"].read_all(), n_max),
+            "resid": BEAD_FIELDS["resid"].padded(readers["resid"].read_all(), n_max),
+            "chain": BEAD_FIELDS["chain"].padded(chain_codes(readers["chain"].read_all()),
+                                                 n_max)}

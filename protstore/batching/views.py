@@ -10,12 +10,11 @@ import xarray as xr
 from ..errors import ProtstoreError
 from ..store import Store
 from ..store.chunks import LazyFrames
-from ..store.layout import chain_codes
 from ..store.store import DASK_CHUNK_BYTES
 from ..store.writer import io_pool
 from ..vocab import PAD
 from . import accessor  # noqa: F401  (registers ds.prot)
-from .sample import BEAD_FIELDS
+from .sample import BEAD_FIELDS, padded_topology
 from .plan import BucketPlan, check_plan
 
 PARTS = ("train", "val", "all")
@@ -87,10 +86,7 @@ def _open_protein(store: Store, pid: str, frames: np.ndarray, n_max: int) -> dic
     n = len(names)
     if n > n_max:
         raise ProtstoreError(f"protein {pid!r} has {n} beads, more than the bucket's {n_max}")
-    out["mask"] = BEAD_FIELDS["mask"].padded(np.ones(n), n_max)
-    out["species"] = BEAD_FIELDS["species"].padded(readers["species"].read_all(), n_max)
-    out["resid"] = BEAD_FIELDS["resid"].padded(readers["resid"].read_all(), n_max)
-    out["chain"] = BEAD_FIELDS["chain"].padded(chain_codes(readers["chain"].read_all()), n_max)
+    out.update(padded_topology(readers, n, n_max))
     resname = np.full(n_max, PAD, dtype="<U3")
     resname[:n] = np.asarray(names.tolist(), dtype="<U3")
     out["resname"] = resname

@@ -23,9 +23,11 @@ and object storage.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
+from ..errors import StoreError
 from .location import Location
 
 CATALOG = "catalog"
@@ -72,10 +74,6 @@ def merge_segments(segments: list[dict[str, dict | None]]) -> dict[str, dict]:
 
 
 def _entries(store: Location, name: str, blob: bytes) -> dict[str, dict | None]:
-    import json
-
-    from ..errors import StoreError
-
     try:
         doc = json.loads(blob)[CATALOG_DOC]
         entries = doc["entries"]

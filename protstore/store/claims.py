@@ -71,26 +71,30 @@ def _generations(store: Location, protein_id: str) -> list[int]:
     return sorted(int(n) for n in store.listdir(f"{CLAIMS}/{protein_id}") if n.isdigit())
 
 
+def live_claim(store: Location, protein_id: str) -> tuple[int | None, dict | None]:
+    """(the newest generation of ``protein_id``'s claims or None, its document if its lease
+    has not expired else None): reads only, two requests at most."""
+    generations = _generations(store, protein_id)
+    if not generations:
+        return None, None
+    newest = generations[-1]
+    try:
+        doc = store.read_json(f"{CLAIMS}/{protein_id}/{newest:08d}")
+    except (FileNotFoundError, ValueError):  # released just now, or torn: not live
+        return newest, None
+    return newest, doc if doc.get("expires", 0) > time.time() else None
+
+
 def claim(store: Location, protein_id: str, lease_s: float = LEASE_S) -> Claim:
     """Claim ``protein_id`` for writing, or raise ClaimError naming the live holder."""
-    generations = _generations(store, protein_id)
-    generation = 0
-    if generations:
-        newest = generations[-1]
-        try:
-            doc = store.read_json(f"{CLAIMS}/{protein_id}/{newest:08d}")
-        except FileNotFoundError:  # released just now
-            doc = {"expires": 0}
-        except ValueError:  # torn by a non-atomic file system: treat as expired
-            doc = {"expires": 0}
-        if doc.get("expires", 0) > time.time():
-            raise ClaimError(
-                f"{store.url}: protein {protein_id!r} is being written by another writer "
-                f"(host {doc.get('host')!r}, since {time.ctime(doc.get('started', 0))}); "
-                f"run again later (its claim expires at {time.ctime(doc['expires'])} if that "
-                f"writer died)")
-        generation = newest + 1
-    held = Claim(store, protein_id, generation, lease_s)
+    newest, doc = live_claim(store, protein_id)
+    if doc is not None:
+        raise ClaimError(
+            f"{store.url}: protein {protein_id!r} is being written by another writer "
+            f"(host {doc.get('host')!r}, since {time.ctime(doc.get('started', 0))}); "
+            f"run again later (its claim expires at {time.ctime(doc['expires'])} if that "
+            f"writer died)")
+    held = Claim(store, protein_id, 0 if newest is None else newest + 1, lease_s)
     held._renewed = time.time()
     try:
         store.write_json(held.key, held.document(), schema="claim", exclusive=True)

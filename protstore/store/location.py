@@ -59,6 +59,11 @@ class Location:
     def __str__(self) -> str:
         return self.url
 
+    @property
+    def address(self) -> str:
+        """How documents record this place: the absolute local path, or the URL."""
+        return self.path if self.local else self.url
+
     def __fspath__(self) -> str:
         """A local location is a path (``open``, ``shutil``, ``Path(...)`` take it)."""
         if not self.local:

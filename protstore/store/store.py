@@ -35,11 +35,11 @@ import zarr
 from xarray.core.indexing import LazilyIndexedArray
 
 from .. import __version__
-from ..errors import ClaimError, ProteinExistsError, StoreError
+from ..errors import ProteinExistsError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .catalog import CATALOG, append_segment, read_catalog
 from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
-from .claims import claim
+from .claims import claim, live_claim
 from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, PER_ATOM, PER_FRAME, PLANS,
                      PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
 from .location import Location, fsync_paths
@@ -485,11 +485,8 @@ class Store:
         with self.lock():
             for name in loc.listdir(STAGING):
                 if not self.local:
-                    pid = name.split("@", 2)[-1]
-                    try:
-                        claim(loc, pid, lease_s=0).release()  # only if no live claim
-                    except ClaimError:
-                        continue
+                    if live_claim(loc, name.split("@", 2)[-1])[1] is not None:
+                        continue  # its writer is at work
                     loc.remove(f"{STAGING}/{name}", recursive=True)
                     done.append(f"removed unfinished staging group {name}")
                     continue

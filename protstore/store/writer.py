@@ -63,7 +63,6 @@ class ProteinWriter:
                  chain, encoding: Encoding, claim=None):
         self.location = location if isinstance(location, Location) else Location(location)
         self.root = Path(self.location.path) if self.location.local else None
-        self.path = self.root if self.root is not None else self.location.url
         self.claim = claim
         self.max_frames = int(max_frames)
         self.n_atoms = len(resname)
@@ -103,7 +102,7 @@ class ProteinWriter:
         if b == 0:
             return
         if self.frames_queued + b > self.max_frames:
-            raise ValueError(f"{self.path}: more than max_frames={self.max_frames} frames")
+            raise ValueError(f"{self.location}: more than max_frames={self.max_frames} frames")
         for name, data in zip(FRAME_ARRAYS, (R, F, temperature, replica, source_frame)):
             self._pending[name].append(data)
         self.frames_queued += b
@@ -133,7 +132,7 @@ class ProteinWriter:
             lo = self._written[name]
             n = buffered if final else (buffered // writer.chunk) * writer.chunk
             if lo % writer.chunk:  # appending to a partly written chunk (only in per-frame arrays)
-                raise AssertionError(f"{self.path}/{name}: frames {lo}.. not chunk-aligned")
+                raise AssertionError(f"{self.location}/{name}: frames {lo}.. not chunk-aligned")
             for a in range(0, n, writer.chunk):
                 self._tasks.append(codec_pool().submit(
                     self._write_chunk, writer, (lo + a) // writer.chunk,

@@ -26,6 +26,7 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -42,7 +43,6 @@ from ..model.fit import (PRIORS_DOC, check_temperatures, fit_priors_to_file, pri
                          priors_to_doc, write_priors)
 from ..store import Store
 from ..store.location import as_location
-from pathlib import Path
 from ..store.schemas import dumps_document
 from .config import TrainConfig
 from .processes import barrier, is_main
@@ -176,8 +176,7 @@ class Run:
                 "step_in_epoch": pos.step_in_epoch, "phase": pos.phase,
                 "bucket": pos.phase if self.config.schedule == "sequential" else None,
                 "wall_time_s": round(self.wall(), 3), "config_hash": self.config.hash(),
-                "model": self.model_doc, "source": self.dir.path if self.dir.local else self.dir.url,
-                **extra}
+                "model": self.model_doc, "source": self.dir.address, **extra}
 
     def save(self, state: TrainState, pos: Position, **extra) -> None:
         if not is_finite(state.params):
