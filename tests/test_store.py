@@ -352,6 +352,7 @@ def test_a_writer_whose_staging_group_vanished_commits_nothing(tmp_path, monkeyp
 
 def test_a_flipped_bit_anywhere_in_a_chunk_is_detected(tmp_path):
     from protstore.errors import ChunkError
+    from protstore.store.chunks import Scratch
 
     write_mdcath(tmp_path / "toy.h5", frames=30)
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")
@@ -371,6 +372,9 @@ def test_a_flipped_bit_anywhere_in_a_chunk_is_detected(tmp_path):
             chunk.write_bytes(bytes(data))
             with pytest.raises(ChunkError, match=f"toy1/{name} chunk 0: corrupt chunk"):
                 protstore.open_store(tmp_path / "s.zarr").protein("toy1", chunks=None).load()
+            reader = protstore.open_store(tmp_path / "s.zarr").protein_readers("toy1")[name]
+            with pytest.raises(ChunkError, match="corrupt chunk"):  # the loader's way
+                reader.read(0, Scratch())
             findings = verify_store(protstore.open_store(tmp_path / "s.zarr"))
             assert any(f.level == "error" and f"toy1/{name}" in f.where for f in findings)
         chunk.write_bytes(original)

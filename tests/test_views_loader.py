@@ -202,7 +202,7 @@ def _small_chunk_protein(tmp_path, transpose=True, frames=23):
 
 @pytest.mark.parametrize("transpose", [True, False])
 def test_chunk_reader_matches_zarr_bit_for_bit(tmp_path, transpose):
-    from protstore.store.chunks import ChunkReader
+    from protstore.store.chunks import ChunkReader, Scratch
 
     group, R = _small_chunk_protein(tmp_path, transpose)  # 23 frames: a partial last chunk
     for name in ("R", "F", "species", "resid", "chain", "temperature"):
@@ -217,6 +217,9 @@ def test_chunk_reader_matches_zarr_bit_for_bit(tmp_path, transpose):
     assert reader.chunk < 23 and reader.read(23 // reader.chunk).shape[0] == 23 % reader.chunk
     n_chunks = -(-23 // reader.chunk)
     np.testing.assert_array_equal(np.concatenate([reader.read(c) for c in range(n_chunks)]), R)
+    scratch = Scratch()  # read and decoded into reused buffers: the same values
+    for c in range(n_chunks):
+        np.testing.assert_array_equal(reader.read(c, scratch), R[c * reader.chunk:][:reader.chunk])
     with pytest.raises(IndexError):
         reader.read(n_chunks)
 
@@ -459,3 +462,47 @@ def test_process_shares_together_are_the_single_process_epoch(multichunk, last):
             assert np.array_equal(np.concatenate([p[key] for p in parts]), batch[key]), key
     with pytest.raises(protstore.errors.ProtstoreError, match="does not split over 4"):
         BatchLoader(store, plan, LoaderConfig(batch_size=6, process_index=0, process_count=4))
+
+
+def test_reused_window_buffers_never_change_a_batch_in_hand(tmp_path):
+    """Windows' buffers are reused once no batch views them: every batch holds its samples'
+    data and pad values (a reused row held a longer protein before), batches kept by the
+    consumer are never overwritten, and buffers are in fact reused."""
+    from conftest import write_mdcath
+
+    protstore.store.create_store(tmp_path / "s.zarr", protstore.Encoding(chunk_bytes=1024))
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    names = ("MET", "HSD", "ALA", "GLY", "LYS", "SER", "THR", "VAL")
+    files = []
+    for i in range(8):  # 3 to 8 beads, one bucket: padded rows of every width
+        write_mdcath(tmp_path / f"p{i}.h5", domain=f"p{i}", resnames=names[:3 + i % 6],
+                     frames=40, seed=i, runs=((320, 0), (348, 0)))
+        files.append(tmp_path / f"p{i}.h5")
+    ingest(files, store, progress=False, log=lambda m: None)
+    plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
+                     n_buckets=1)
+    ref = {i: store.protein(pid).load() for i, pid in enumerate(plan.proteins)}
+    loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_chunks=4,
+                                                   prefetch=1))
+    held, bases, windows = [], set(), 0
+    for epoch in range(3):
+        windows += len(loader._layout(0, epoch).window_start) - 1
+        for step, batch in enumerate(loader.epoch(epoch)):
+            for i, (p, f) in enumerate(zip(batch["protein_index"], batch["frame"])):
+                ds = ref[int(p)]
+                n = ds.sizes["atom"]
+                np.testing.assert_array_equal(batch["R"][i, :n], ds.R.values[f])
+                np.testing.assert_array_equal(batch["F"][i, :n], ds.F.values[f])
+                assert (batch["R"][i, n:] == 0).all() and (batch["F"][i, n:] == 0).all()
+                np.testing.assert_array_equal(batch["species"][i, :n], ds.species.values)
+                assert (batch["species"][i, n:] == PAD_ID).all()
+                assert (batch["mask"][i, :n] == 1).all() and (batch["mask"][i, n:] == 0).all()
+                assert batch["temperature"][i] == ds.temperature.values[f]
+            if batch["R"].base is not None:
+                bases.add(id(batch["R"].base))
+            if step % 25 == 0:  # kept: its window's buffers must not be reused
+                held.append((batch, {k: np.copy(v) for k, v in batch.items()}))
+    assert windows > 20 and len(bases) <= 0.8 * windows, (len(bases), windows)  # reused
+    for batch, copy in held:
+        for key, value in copy.items():
+            np.testing.assert_array_equal(batch[key], value, err_msg=key)

@@ -12,10 +12,6 @@ How an epoch is laid out (all from metadata, before any data is read):
    sizes, and a batch holds about as many distinct proteins (and runs) as a uniform shuffle of
    the bucket would give (``protein_diversity``; ``benchmarks/bench_batching.py`` measures it),
    while every chunk is still decoded once per epoch. Every sample appears exactly once.
-   Memory: the loader holds at most two windows of decoded frames (the one being served and
-   the one read ahead), W chunks each: about 2 x W x 2 MiB for R and F, times N_max/N; and
-   the small arrays of the proteins it opened (``open_proteins`` at most, opened when a window
-   first needs them): memory does not grow with the number of proteins in the store.
 3. A bucket's sample sequence is cut into batches: ``batch_size`` samples, or with
    ``batch_beads`` ``max(1, batch_beads // N_max)`` samples of that bucket, so every step costs
    about the same and each real bead weighs about the same in the loss whatever its bucket;
@@ -26,13 +22,27 @@ How an epoch is laid out (all from metadata, before any data is read):
 
 Every random choice comes from ``numpy.random.default_rng([seed, epoch, ...])``, so
 ``loader.epoch(e, start_step=s)`` yields exactly the batches an uninterrupted epoch yields from
-step s on, reading only the windows it needs. A background thread reads and assembles batches
-ahead of the consumer (``prefetch``).
+step s on, reading only the windows it needs.
+
+How it reads: a window is read into buffers holding every field of its samples, one task per
+(protein, chunk, R|F) on a pool of read threads (file reads, the CRC32C, Blosc and the strided
+gather all release the GIL), each decoding into the thread's reused scratch buffers. A batch
+within one window is a view of its buffers; a window's buffers are reused by a later window
+once no batch views them (:func:`_unreferenced`), since fresh buffers of tens of MiB cost page
+faults for every window. The window after a batch's last one is read while the batch is
+served, and a background thread assembles batches ahead of the consumer (``prefetch``).
+
+Memory: per bucket, the windows the current batch spans and the one after (at most three) and
+two released ones kept for reuse: at most 5 windows of W chunks, each about W x 3.3 MiB x
+N_max/N (R and F, 24 bytes per bead, and the per-bead fields, 16); and the small arrays of the proteins it opened (``open_proteins`` at most, opened when a
+window first needs them): memory does not grow with the number of proteins in the store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,13 +54,16 @@ import numpy as np
 from ..errors import ProtstoreError
 from ..prefetch import prefetch
 from ..store import Store
-from ..store.chunks import ChunkReader
+from ..store.chunks import ChunkReader, Scratch
 from .plan import BucketPlan, check_plan
 from .sample import BEAD_FIELDS, FIELDS, padded_topology
 
 ORDERS = ("interleaved", "sequential")
 # what a window holds for each of its samples (a batch is slices of windows)
+# what a window holds for each of its samples (a batch is slices of windows)
 WINDOW_FIELDS = ("R", "F", "species", "resid", "chain", "mask", "temperature")
+# released windows' buffers kept per bucket for reuse (_buffers)
+SPARE_WINDOWS = 2
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,8 @@ class _Layout:
     window_start: np.ndarray  # [W + 1] sequence offsets of windows
     n_batches: int
     bucket: int
+    # per batch: (lo, hi, w_lo, w_hi) of this process's share (BatchLoader._windows)
+    ranges: list[tuple[int, int, int, int]] | None = None
 
 
 class BatchLoader:
@@ -144,6 +159,8 @@ class BatchLoader:
         self._opened: OrderedDict[int, Future] = OrderedDict()
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._pool: ThreadPoolExecutor | None = None  # started on the first read
+        self._spare: dict[int, list[dict[str, np.ndarray]]] = {}  # per bucket (_buffers)
+        self._spare_lock = threading.Lock()
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
         for k in range(len(plan.buckets)):
             if self.batch_size(k) % self.process_count:
@@ -170,8 +187,20 @@ class BatchLoader:
     def _layout(self, k: int, epoch: int) -> _Layout:
         if (k, epoch) not in self._layouts:
             self._layouts = {key: v for key, v in self._layouts.items() if key[1] == epoch}
-            self._layouts[(k, epoch)] = self._make_layout(k, epoch)
+            lay = self._make_layout(k, epoch)
+            self._layouts[(k, epoch)] = dataclasses.replace(lay, ranges=self._ranges(lay))
         return self._layouts[(k, epoch)]
+
+    def _ranges(self, lay: _Layout) -> list[tuple[int, int, int, int]]:
+        """For every batch j of a layout: the sample range [lo, hi) of this process's share of
+        it and the windows [w_lo, w_hi) holding it."""
+        B, b = self.batch_size(lay.bucket), self.local_batch_size(lay.bucket)
+        S = len(lay.protein)
+        lo = np.minimum(np.arange(lay.n_batches) * B + self.process_index * b, S)
+        hi = np.minimum(lo + b, S)
+        w_lo = np.searchsorted(lay.window_start, lo, side="right") - 1
+        w_hi = np.searchsorted(lay.window_start, hi, side="left")
+        return [tuple(r) for r in np.stack([lo, hi, w_lo, w_hi], axis=1).tolist()]
 
     def batch_size(self, k: int) -> int:
         """Samples per global batch of bucket k (:func:`bucket_batch_size`), all processes."""
@@ -285,20 +314,19 @@ class BatchLoader:
         return _Protein(readers["R"], readers["F"], temperature, n=n, **topology)
 
     def _read_window(self, k: int, lay: _Layout, w: int) -> _Window:
-        """Start reading window ``w``: one task per (protein, chunk, R|F) on the read pool, each
-        gathering its samples' frames straight into the window's padded arrays; the per-bead
-        and per-sample fields of the window's samples are taken at once from their proteins."""
+        """Start reading window ``w`` into its buffers (:meth:`_buffers`): one task per
+        (protein, chunk, R|F) on the read pool, each gathering its samples' frames straight
+        into R and F, and one taking the per-bead and per-sample fields of all its samples
+        from a small table of its proteins'."""
         lo, hi = lay.window_start[w], lay.window_start[w + 1]
         prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
-        n_max = self.n_max[k]
-        out = {key: BEAD_FIELDS[key].fill((hi - lo, n_max)) for key in ("R", "F")}
-        tasks = []
         mine = np.ones(hi - lo, bool)
         if self.process_count > 1:  # only the samples of this process's share of each batch
             B = self.batch_size(k)
             mine = (np.arange(lo, hi) % B) // (B // self.process_count) == self.process_index
         opened = self._open(np.unique(prot[mine]))
-        out.update(self._sample_fields(k, prot, frame, mine, opened))
+        window = _Window(self._buffers(k), hi - lo)
+        tasks = []
         for i, opening in opened.items():
             protein = opening.result()
             rows = np.flatnonzero((prot == i) & mine)
@@ -307,75 +335,104 @@ class BatchLoader:
                 sel = rows[chunk_of == c]
                 offset = frame[sel] - c * protein.R.chunk
                 for key in ("R", "F"):
-                    tasks.append(self._read_pool().submit(_gather, getattr(protein, key), int(c),
-                                                   offset, out[key], sel, protein.n))
-        return _Window(out, tasks)
+                    tasks.append(self._read_pool().submit(
+                        _gather, getattr(protein, key), int(c), offset, window.arrays[key], sel,
+                        protein.n))
+        table, slot, temperature = self._sample_fields(prot, frame, mine, opened)
+        tasks.append(self._read_pool().submit(_fill_fields, window.arrays, table, slot,
+                                              temperature))
+        window.tasks = tasks
+        return window
 
-    def _windows(self, lay: _Layout, j: int) -> tuple[int, int, int, int]:
-        """Sample range [lo, hi) of this process's share of batch j and the windows
-        [w_lo, w_hi) holding it."""
-        B, b = self.batch_size(lay.bucket), self.local_batch_size(lay.bucket)
-        lo = min(j * B + self.process_index * b, len(lay.protein))
-        hi = min(lo + b, len(lay.protein))
-        w_lo = int(np.searchsorted(lay.window_start, lo, side="right") - 1)
-        w_hi = int(np.searchsorted(lay.window_start, hi, side="left"))
-        return lo, hi, w_lo, w_hi
+    def _buffers(self, k: int) -> dict[str, np.ndarray]:
+        """A window's buffers for bucket k (:data:`WINDOW_FIELDS`, ``capacity`` rows: R, F
+        [capacity, N_max, 3], ...): a released window's that nothing refers to any more
+        (:func:`_unreferenced`), else new ones. Fresh buffers of tens of MiB cost the kernel
+        mapping and zeroing their pages, for every window. The capacity, the W largest units
+        of the bucket, fits any window of any epoch."""
+        with self._spare_lock:
+            spare = self._spare.setdefault(k, [])
+            for j, buffers in enumerate(spare):
+                if _unreferenced(buffers):
+                    return spare.pop(j)
+        sizes = sorted(len(frames) for _, frames in self._units[k])
+        capacity = sum(sizes[-self.window_units(k):])
+        return {key: np.empty(FIELDS[key].shape((capacity, self.n_max[k]) if key in BEAD_FIELDS
+                                                else (capacity,)), FIELDS[key].dtype)
+                for key in WINDOW_FIELDS}
+
+    def _release(self, k: int, window: _Window) -> None:
+        """Keep a window's buffers for reuse once its batches and read tasks let go of them
+        (the ``SPARE_WINDOWS`` most recent of a bucket)."""
+        with self._spare_lock:
+            spare = self._spare.setdefault(k, [])
+            spare.append(window.arrays)
+            del spare[:-SPARE_WINDOWS]
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
         schedule = self.schedule(epoch)[start_step:]
         caches: dict[int, dict[int, _Window]] = {}
-        for n, (k, j) in enumerate(schedule):
-            step = start_step + n
-            lay = self._layout(k, epoch)
-            B = self.local_batch_size(k)
-            cache = caches.setdefault(k, {})
-            lo, hi, w_lo, w_hi = self._windows(lay, j)
-            for w in list(cache):
-                if w < w_lo:
-                    del cache[w]  # windows are consumed in order: free the finished ones
-            # the window after this batch's last one is read ahead, on the read pool
-            for w in range(w_lo, min(w_hi + 1, len(lay.window_start) - 1)):
-                if w not in cache:
-                    cache[w] = self._read_window(k, lay, w)
-            parts = {key: [] for key in WINDOW_FIELDS}
-            for w in range(w_lo, w_hi):
-                window = cache[w].result()
-                s0 = lay.window_start[w]
-                a, b = max(lo, s0) - s0, min(hi, lay.window_start[w + 1]) - s0
-                for key in parts:
-                    parts[key].append(window[key][a:b])
-            prot = lay.protein[lo:hi]
-            # a batch inside one window is a view of it (windows are fresh arrays, never reused)
-            batch = {key: v[0] if len(v) == 1 else np.concatenate(v) if v else
-                     FIELDS[key].fill((0, self.n_max[k]) if key in BEAD_FIELDS else (0,))
-                     for key, v in parts.items()}
-            batch["protein_index"] = prot.astype(np.int32)
-            batch["frame"] = lay.frame[lo:hi].astype(np.int32)
-            batch["sample_mask"] = np.ones(hi - lo, np.float32)
-            if hi - lo < B:  # only with last="pad"
-                batch = _pad_batch(batch, B)
-            batch.update(bucket=k, epoch=epoch, step=step)
-            yield batch
+        try:
+            for n, (k, j) in enumerate(schedule):
+                lay = self._layout(k, epoch)
+                cache = caches.setdefault(k, {})
+                lo, hi, w_lo, w_hi = lay.ranges[j]
+                for w in list(cache):
+                    if w < w_lo:  # windows are consumed in order: reuse the finished ones
+                        self._release(k, cache.pop(w))
+                # the window after this batch's last one is read ahead, on the read pool
+                for w in range(w_lo, min(w_hi + 1, len(lay.window_start) - 1)):
+                    if w not in cache:
+                        cache[w] = self._read_window(k, lay, w)
+                pieces = [(cache[w].result(), max(lo, lay.window_start[w]) - lay.window_start[w],
+                           min(hi, lay.window_start[w + 1]) - lay.window_start[w])
+                          for w in range(w_lo, w_hi)]
+                yield self._batch(k, lay, lo, hi, pieces, epoch, start_step + n)
+        finally:
+            for k, cache in caches.items():
+                for window in cache.values():
+                    self._release(k, window)
 
-    def _sample_fields(self, k: int, prot: np.ndarray, frame: np.ndarray, mine: np.ndarray,
-                       opened: dict[int, Future]) -> dict[str, np.ndarray]:
-        """species, resid, chain, mask [W, N_max] and temperature [W] of a window's samples
-        (protein ``prot``, frame ``frame``; only rows ``mine`` are filled), one take each from
-        the rows of its opened proteins."""
-        out = {key: BEAD_FIELDS[key].fill((len(prot), self.n_max[k]))
-               for key in ("species", "resid", "chain", "mask")}
-        out["temperature"] = np.zeros(len(prot), np.float32)
+    def _batch(self, k: int, lay: _Layout, lo: int, hi: int,
+               pieces: list[tuple[_Window, int, int]], epoch: int, step: int) -> dict:
+        """Samples [lo, hi) of bucket k's sequence, from rows [a, b) of each window in
+        ``pieces``: views of the window's buffers when the batch lies in one."""
+        if len(pieces) == 1:
+            window, a, b = pieces[0]
+            batch = {key: window.arrays[key][a:b] for key in WINDOW_FIELDS}
+        elif pieces:
+            batch = {key: np.concatenate([window.arrays[key][a:b] for window, a, b in pieces])
+                     for key in WINDOW_FIELDS}
+        else:
+            batch = {key: FIELDS[key].fill((0, self.n_max[k]) if key in BEAD_FIELDS else (0,))
+                     for key in WINDOW_FIELDS}
+        batch["protein_index"] = lay.protein[lo:hi].astype(np.int32)
+        batch["frame"] = lay.frame[lo:hi].astype(np.int32)
+        batch["sample_mask"] = np.ones(hi - lo, np.float32)
+        if hi - lo < self.local_batch_size(k):  # only with last="pad"
+            batch = _pad_batch(batch, self.local_batch_size(k))
+        batch.update(bucket=k, epoch=epoch, step=step)
+        return batch
+
+    def _sample_fields(self, prot: np.ndarray, frame: np.ndarray, mine: np.ndarray,
+                       opened: dict[int, Future]
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """For a window's samples (protein ``prot``, frame ``frame``; only rows ``mine`` are
+        set): the table of species, resid, chain, mask [P, N_max] of its P proteins, each
+        sample's row in it [W] and each sample's temperature [W]."""
+        slot = np.zeros(len(prot), np.intp)
+        temperature = np.zeros(len(prot), np.float32)
         rows = np.flatnonzero(mine)
-        if not len(rows):
-            return out
         ids, inverse = np.unique(prot[rows], return_inverse=True)
         proteins = [opened[int(i)].result() for i in ids]
-        for key in ("species", "resid", "chain", "mask"):
-            out[key][rows] = np.stack([getattr(p, key) for p in proteins])[inverse]
-        sizes = np.array([len(p.temperature) for p in proteins])
-        flat = np.concatenate([p.temperature for p in proteins])
-        out["temperature"][rows] = flat[(np.cumsum(sizes) - sizes)[inverse] + frame[rows]]
-        return out
+        table = {key: np.stack([getattr(p, key) for p in proteins]) if proteins else None
+                 for key in ("species", "resid", "chain", "mask")}
+        if proteins:
+            slot[rows] = inverse
+            sizes = np.array([len(p.temperature) for p in proteins])
+            flat = np.concatenate([p.temperature for p in proteins])
+            temperature[rows] = flat[(np.cumsum(sizes) - sizes)[inverse] + frame[rows]]
+        return table, slot, temperature
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
         """The batches of ``epoch`` from ``start_step`` on, assembled in a background thread."""
@@ -387,17 +444,33 @@ class BatchLoader:
 
 
 class _Window:
-    """A window being read: its padded arrays and the read tasks filling them."""
+    """A window being read: its buffers (:data:`WINDOW_FIELDS`, rows [0, size) in use) and
+    the read tasks filling them."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], tasks: list[Future]):
-        self.arrays, self.tasks = arrays, tasks
+    def __init__(self, arrays: dict[str, np.ndarray], size: int):
+        self.arrays, self.size = arrays, size
+        self.tasks: list[Future] = []
+        self.ready = False
 
-    def result(self) -> dict[str, np.ndarray]:
-        """The arrays, once every read task is done (re-raises a task's error)."""
-        for task in self.tasks:
-            task.result()
-        self.tasks = []
-        return self.arrays
+    def result(self) -> _Window:
+        """The window, once every read task is done (re-raises a task's error)."""
+        if not self.ready:
+            for task in self.tasks:
+                task.result()
+            self.ready = True
+        return self
+
+
+def _unreferenced(buffers: dict[str, np.ndarray]) -> bool:
+    """Whether nothing but ``buffers`` refers to its arrays: every view of an array (a batch
+    handed out, a slice of one, a read task's target) holds a reference to it. numpy's
+    ``ndarray.resize`` makes the same check."""
+    return all(sys.getrefcount(a) <= _OWN_REFS for a in buffers.values())
+
+
+# the references _unreferenced counts for an array held only by its dict (calibrated, not
+# assumed: the count of the call's own references differs between Python versions)
+_OWN_REFS = max(sys.getrefcount(a) for a in {"R": np.empty(1)}.values())
 
 
 def _processes(config: LoaderConfig) -> tuple[int, int]:
@@ -443,8 +516,29 @@ def _uniform_distinct(counts: np.ndarray, B: int) -> float:
 
 def _gather(reader: ChunkReader, c: int, offset: np.ndarray, out: np.ndarray, rows: np.ndarray,
             n: int) -> None:
-    """out[rows, :n] = frames ``offset`` of chunk ``c`` (one decode, one strided copy)."""
-    out[rows, :n] = reader.read(c)[offset]
+    """out[rows, :n] = frames ``offset`` of chunk ``c`` (one decode into the thread's scratch
+    buffers, one strided copy), and the rows' padding beads (a reused buffer holds an earlier
+    window's values there)."""
+    scratch = getattr(_thread, "scratch", None)
+    if scratch is None:
+        scratch = _thread.scratch = Scratch()
+    out[rows, :n] = reader.read(c, scratch)[offset]
+    if n < out.shape[1]:
+        out[rows, n:] = 0.0  # the pad value of R and F
+
+
+def _fill_fields(arrays: dict[str, np.ndarray], table: dict[str, np.ndarray], slot: np.ndarray,
+                 temperature: np.ndarray) -> None:
+    """A window's per-bead fields from its proteins' ``table`` (each sample's row: ``slot``)
+    and its samples' temperatures."""
+    n = len(slot)
+    for key, rows in table.items():
+        if rows is not None:
+            np.take(rows, slot, axis=0, out=arrays[key][:n])
+    arrays["temperature"][:n] = temperature
+
+
+_thread = threading.local()  # the read threads' Scratch
 
 
 def _pad_batch(batch: dict, B: int) -> dict:

@@ -63,8 +63,12 @@ class Field:
 
     def fill(self, shape: tuple[int, ...]) -> np.ndarray:
         """An array of pad values: ``shape`` followed by this field's non-bead dims."""
-        extra = (3,) if "xyz" in self.dims else ()
-        return np.full((*shape, *extra), self.pad, self.dtype)
+        return np.full(self.shape(shape), self.pad, self.dtype)
+
+    def shape(self, leading: tuple[int, ...]) -> tuple[int, ...]:
+        """``leading`` (samples, and beads for a per-bead field) followed by this field's
+        non-bead dims."""
+        return (*leading, 3) if "xyz" in self.dims else tuple(leading)
 
 
 ATOM, XYZ = "atom", "xyz"
