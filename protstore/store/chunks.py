@@ -47,11 +47,14 @@ _ENDIAN = {"little": "<", "big": ">"}
 def chunk_key(metadata: dict, coords: tuple[int, ...]) -> str:
     """The store key (relative to the array) of the chunk at grid ``coords``, from the array's
     Zarr v3 metadata document (``chunk_key_encoding``: ``default`` or ``v2``)."""
+    return _chunk_key(metadata, [str(int(c)) for c in coords])
+
+
+def _chunk_key(metadata: dict, parts: list[str]) -> str:
     encoding = metadata.get("chunk_key_encoding") or {"name": "default"}
     name = encoding.get("name")
     separator = (encoding.get("configuration") or {}).get(
         "separator", "/" if name == "default" else ".")
-    parts = [str(int(c)) for c in coords]
     if name == "default":
         return separator.join(["c", *parts])
     if name == "v2":
@@ -110,9 +113,18 @@ class DirectLayout:
         """A decoded chunk's size in bytes (fixed-size dtypes)."""
         return int(np.prod(self.stored_shape)) * self.dtype.itemsize
 
-    def path(self, c: int, ndim: int) -> Path | str:
-        key = chunk_key(self.metadata, (c,) + (0,) * (ndim - 1))
-        return self.directory / key if self.fs is None else f"{self.directory}/{key}"
+    @functools.cached_property
+    def _path_template(self) -> str:
+        """The path of chunk (c, 0, ..., 0), with ``{}`` for c (a path is made per chunk read:
+        pathlib and the key encoding's logic, each time, held the GIL measurably)."""
+        zeros = ["0"] * (len(self.metadata["shape"]) - 1)
+        key = _chunk_key(self.metadata, ["{}", *zeros])
+        return f"{os.fspath(self.directory)}/{key}"
+
+    def path(self, c: int) -> str:
+        """The path of the chunk holding frames [c * chunk, (c + 1) * chunk): a local file, or
+        the object's fsspec path."""
+        return self._path_template.format(int(c))
 
 
 def direct_layout(array: zarr.Array, fs=None, metadata: dict | None = None
@@ -263,9 +275,9 @@ class ChunkReader(_FrameChunks):
         layout = self.direct
         try:
             if layout.fs is None:
-                raw = _read_file(layout.path(c, self.array.ndim), scratch)
+                raw = _read_file(layout.path(c), scratch)
             else:
-                raw = layout.fs.cat_file(layout.path(c, self.array.ndim))
+                raw = layout.fs.cat_file(layout.path(c))
         except FileNotFoundError:
             raise ChunkError(self._where(c), "chunk file missing") from None
         try:
@@ -302,7 +314,7 @@ class Scratch:
         return self._buffers[i][:nbytes]
 
 
-def _read_file(path: Path, scratch: Scratch | None) -> bytes | np.ndarray:
+def _read_file(path: str, scratch: Scratch | None) -> bytes | np.ndarray:
     """The bytes of a local file, in scratch buffer 0 when given."""
     if scratch is None:
         with open(path, "rb", buffering=0) as fh:
@@ -352,10 +364,10 @@ class ChunkWriter(_FrameChunks):
         encoded = layout.compressor.encode(raw)
         if layout.crc32c:
             encoded = _with_crc32c(encoded)
-        path = layout.path(c, self.array.ndim)
         if layout.fs is not None:
-            layout.fs.pipe_file(path, bytes(encoded))
-            return path
+            layout.fs.pipe_file(layout.path(c), bytes(encoded))
+            return layout.path(c)
+        path = Path(layout.path(c))
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(encoded)

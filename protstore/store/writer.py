@@ -198,7 +198,7 @@ class ProteinWriter:
             array = writer.array
             expected.append(self.root / array.basename / "zarr.json")
             if writer.direct is not None:
-                expected += [writer.direct.path(c, array.ndim) for c in range(writer.n_chunks)]
+                expected += [Path(writer.direct.path(c)) for c in range(writer.n_chunks)]
         return [str(p) for p in expected if not p.exists()]
 
     def abort(self) -> None:
