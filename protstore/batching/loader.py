@@ -33,8 +33,9 @@ faults for every window. The window after a batch's last one is read while the b
 served, and a background thread assembles batches ahead of the consumer (``prefetch``).
 
 Memory: per bucket, the windows the current batch spans and the one after (at most three) and
-two released ones kept for reuse: at most 5 windows of W chunks, each about W x 3.3 MiB x
-N_max/N (R and F, 24 bytes per bead, and the per-bead fields, 16); and the small arrays of the proteins it opened (``open_proteins`` at most, opened when a
+as many released ones kept for reuse (an epoch's end releases three, the next epoch's start
+takes them): at most 6 windows of W chunks, each about W x 3.3 MiB x N_max/N (R and F, 24
+bytes per bead, and the per-bead fields, 16); and the small arrays of the proteins it opened (``open_proteins`` at most, opened when a
 window first needs them): memory does not grow with the number of proteins in the store.
 """
 
@@ -60,10 +61,8 @@ from .sample import BEAD_FIELDS, FIELDS, padded_topology
 
 ORDERS = ("interleaved", "sequential")
 # what a window holds for each of its samples (a batch is slices of windows)
-# what a window holds for each of its samples (a batch is slices of windows)
-WINDOW_FIELDS = ("R", "F", "species", "resid", "chain", "mask", "temperature")
 # released windows' buffers kept per bucket for reuse (_buffers)
-SPARE_WINDOWS = 2
+SPARE_WINDOWS = 3
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,9 @@ class _Layout:
     window_start: np.ndarray  # [W + 1] sequence offsets of windows
     n_batches: int
     bucket: int
-    # per batch: (lo, hi, w_lo, w_hi) of this process's share (BatchLoader._windows)
+    # per batch: (lo, hi, w_lo, w_hi) of this process's share (BatchLoader._ranges)
     ranges: list[tuple[int, int, int, int]] | None = None
+    starts: list[int] | None = None  # window_start as Python ints
 
 
 class BatchLoader:
@@ -188,7 +188,8 @@ class BatchLoader:
         if (k, epoch) not in self._layouts:
             self._layouts = {key: v for key, v in self._layouts.items() if key[1] == epoch}
             lay = self._make_layout(k, epoch)
-            self._layouts[(k, epoch)] = dataclasses.replace(lay, ranges=self._ranges(lay))
+            self._layouts[(k, epoch)] = dataclasses.replace(
+                lay, ranges=self._ranges(lay), starts=lay.window_start.tolist())
         return self._layouts[(k, epoch)]
 
     def _ranges(self, lay: _Layout) -> list[tuple[int, int, int, int]]:
@@ -340,13 +341,13 @@ class BatchLoader:
                         protein.n))
         table, slot, temperature = self._sample_fields(prot, frame, mine, opened)
         tasks.append(self._read_pool().submit(_fill_fields, window.arrays, table, slot,
-                                              temperature))
+                                              temperature, prot, frame))
         window.tasks = tasks
         return window
 
     def _buffers(self, k: int) -> dict[str, np.ndarray]:
-        """A window's buffers for bucket k (:data:`WINDOW_FIELDS`, ``capacity`` rows: R, F
-        [capacity, N_max, 3], ...): a released window's that nothing refers to any more
+        """A window's buffers for bucket k (every field of :data:`.sample.FIELDS`, ``capacity``
+        rows: R, F [capacity, N_max, 3], ...): a released window's that nothing refers to any more
         (:func:`_unreferenced`), else new ones. Fresh buffers of tens of MiB cost the kernel
         mapping and zeroing their pages, for every window. The capacity, the W largest units
         of the bucket, fits any window of any epoch."""
@@ -359,7 +360,7 @@ class BatchLoader:
         capacity = sum(sizes[-self.window_units(k):])
         return {key: np.empty(FIELDS[key].shape((capacity, self.n_max[k]) if key in BEAD_FIELDS
                                                 else (capacity,)), FIELDS[key].dtype)
-                for key in WINDOW_FIELDS}
+                for key in FIELDS}
 
     def _release(self, k: int, window: _Window) -> None:
         """Keep a window's buffers for reuse once its batches and read tasks let go of them
@@ -381,35 +382,32 @@ class BatchLoader:
                     if w < w_lo:  # windows are consumed in order: reuse the finished ones
                         self._release(k, cache.pop(w))
                 # the window after this batch's last one is read ahead, on the read pool
-                for w in range(w_lo, min(w_hi + 1, len(lay.window_start) - 1)):
+                for w in range(w_lo, min(w_hi + 1, len(lay.starts) - 1)):
                     if w not in cache:
                         cache[w] = self._read_window(k, lay, w)
-                pieces = [(cache[w].result(), max(lo, lay.window_start[w]) - lay.window_start[w],
-                           min(hi, lay.window_start[w + 1]) - lay.window_start[w])
+                pieces = [(cache[w].result(), max(lo, lay.starts[w]) - lay.starts[w],
+                           min(hi, lay.starts[w + 1]) - lay.starts[w])
                           for w in range(w_lo, w_hi)]
-                yield self._batch(k, lay, lo, hi, pieces, epoch, start_step + n)
+                yield self._batch(k, hi - lo, pieces, epoch, start_step + n)
         finally:
             for k, cache in caches.items():
                 for window in cache.values():
                     self._release(k, window)
 
-    def _batch(self, k: int, lay: _Layout, lo: int, hi: int,
-               pieces: list[tuple[_Window, int, int]], epoch: int, step: int) -> dict:
-        """Samples [lo, hi) of bucket k's sequence, from rows [a, b) of each window in
-        ``pieces``: views of the window's buffers when the batch lies in one."""
+    def _batch(self, k: int, size: int, pieces: list[tuple[_Window, int, int]], epoch: int,
+               step: int) -> dict:
+        """A batch of ``size`` samples of bucket k, rows [a, b) of each window in ``pieces``:
+        views of the window's buffers when the batch lies in one."""
         if len(pieces) == 1:
             window, a, b = pieces[0]
-            batch = {key: window.arrays[key][a:b] for key in WINDOW_FIELDS}
+            batch = {key: window.arrays[key][a:b] for key in FIELDS}
         elif pieces:
             batch = {key: np.concatenate([window.arrays[key][a:b] for window, a, b in pieces])
-                     for key in WINDOW_FIELDS}
+                     for key in FIELDS}
         else:
             batch = {key: FIELDS[key].fill((0, self.n_max[k]) if key in BEAD_FIELDS else (0,))
-                     for key in WINDOW_FIELDS}
-        batch["protein_index"] = lay.protein[lo:hi].astype(np.int32)
-        batch["frame"] = lay.frame[lo:hi].astype(np.int32)
-        batch["sample_mask"] = np.ones(hi - lo, np.float32)
-        if hi - lo < self.local_batch_size(k):  # only with last="pad"
+                     for key in FIELDS}
+        if size < self.local_batch_size(k):  # only with last="pad"
             batch = _pad_batch(batch, self.local_batch_size(k))
         batch.update(bucket=k, epoch=epoch, step=step)
         return batch
@@ -444,7 +442,7 @@ class BatchLoader:
 
 
 class _Window:
-    """A window being read: its buffers (:data:`WINDOW_FIELDS`, rows [0, size) in use) and
+    """A window being read: its buffers (every field of a sample, rows [0, size) in use) and
     the read tasks filling them."""
 
     def __init__(self, arrays: dict[str, np.ndarray], size: int):
@@ -528,14 +526,17 @@ def _gather(reader: ChunkReader, c: int, offset: np.ndarray, out: np.ndarray, ro
 
 
 def _fill_fields(arrays: dict[str, np.ndarray], table: dict[str, np.ndarray], slot: np.ndarray,
-                 temperature: np.ndarray) -> None:
+                 temperature: np.ndarray, protein: np.ndarray, frame: np.ndarray) -> None:
     """A window's per-bead fields from its proteins' ``table`` (each sample's row: ``slot``)
-    and its samples' temperatures."""
+    and its per-sample fields."""
     n = len(slot)
     for key, rows in table.items():
         if rows is not None:
             np.take(rows, slot, axis=0, out=arrays[key][:n])
     arrays["temperature"][:n] = temperature
+    arrays["protein_index"][:n] = protein
+    arrays["frame"][:n] = frame
+    arrays["sample_mask"][:n] = 1.0
 
 
 _thread = threading.local()  # the read threads' Scratch
