@@ -1,6 +1,6 @@
 """protstore: a Zarr/xarray data service for coarse-grained protein force-field training."""
 
-__version__ = "0.6.0"
+__version__ = "0.6.1"
 
 from .errors import ProtstoreError  # noqa: E402
 from .store import Encoding, Store, open_store  # noqa: E402
