@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(PIP_UPGRADE),--upgrade --upgrade-strategy eager) -e '.[test]'
-	$(PY) -m pip list --format=freeze | grep -iE '^(zarr|xarray|dask|numcodecs|numpy|jax|jaxlib|optax|h5py|numba|fsspec)==' | tr '\n' ' '; echo
+	$(PY) -m pip list --format=freeze | grep -iE '^(zarr|xarray|dask|numcodecs|numpy|jax|jaxlib|optax|h5py|numba|fsspec|crc32c)==' | tr '\n' ' '; echo
 	touch $@
 
 install: $(VENV)/.installed
