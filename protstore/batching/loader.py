@@ -35,8 +35,9 @@ served, and a background thread assembles batches ahead of the consumer (``prefe
 Memory: per bucket, the windows the current batch spans and the one after (at most three) and
 as many released ones kept for reuse (an epoch's end releases three, the next epoch's start
 takes them): at most 6 windows of W chunks, each about W x 3.3 MiB x N_max/N (R and F, 24
-bytes per bead, and the per-bead fields, 16); and the small arrays of the proteins it opened (``open_proteins`` at most, opened when a
-window first needs them): memory does not grow with the number of proteins in the store.
+bytes per bead, and the per-bead fields, 16); and the small arrays of the proteins it opened
+(``open_proteins`` at most, opened when a window first needs them): memory does not grow with
+the number of proteins in the store.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ from .plan import BucketPlan, check_plan
 from .sample import BEAD_FIELDS, FIELDS, padded_topology
 
 ORDERS = ("interleaved", "sequential")
-# what a window holds for each of its samples (a batch is slices of windows)
 # released windows' buffers kept per bucket for reuse (_buffers)
 SPARE_WINDOWS = 3
 
@@ -326,7 +326,7 @@ class BatchLoader:
             B = self.batch_size(k)
             mine = (np.arange(lo, hi) % B) // (B // self.process_count) == self.process_index
         opened = self._open(np.unique(prot[mine]))
-        window = _Window(self._buffers(k), hi - lo)
+        window = _Window(self._buffers(k))
         tasks = []
         for i, opening in opened.items():
             protein = opening.result()
@@ -442,11 +442,11 @@ class BatchLoader:
 
 
 class _Window:
-    """A window being read: its buffers (every field of a sample, rows [0, size) in use) and
+    """A window being read: its buffers (every field of a sample; the first rows in use) and
     the read tasks filling them."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], size: int):
-        self.arrays, self.size = arrays, size
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
         self.tasks: list[Future] = []
         self.ready = False
 
