@@ -1,4 +1,5 @@
 import collections
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -464,40 +465,54 @@ def test_process_shares_together_are_the_single_process_epoch(multichunk, last):
         BatchLoader(store, plan, LoaderConfig(batch_size=6, process_index=0, process_count=4))
 
 
-def test_reused_window_buffers_never_change_a_batch_in_hand(tmp_path):
-    """Windows' buffers are reused once no batch views them: every batch holds its samples'
-    data and pad values (a reused row held a longer protein before), batches kept by the
-    consumer are never overwritten, and buffers are in fact reused."""
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    """8 proteins of 3 to 8 beads in one bucket, 80 frames each in 1 KiB chunks: padded rows
+    of every width, 3 to 8 chunks per protein; with each protein's data as loaded."""
     from conftest import write_mdcath
 
-    protstore.store.create_store(tmp_path / "s.zarr", protstore.Encoding(chunk_bytes=1024))
-    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    tmp = tmp_path_factory.mktemp("varied")
+    protstore.store.create_store(tmp / "s.zarr", protstore.Encoding(chunk_bytes=1024))
+    store = protstore.open_store(tmp / "s.zarr", mode="a")
     names = ("MET", "HSD", "ALA", "GLY", "LYS", "SER", "THR", "VAL")
     files = []
-    for i in range(8):  # 3 to 8 beads, one bucket: padded rows of every width
-        write_mdcath(tmp_path / f"p{i}.h5", domain=f"p{i}", resnames=names[:3 + i % 6],
+    for i in range(8):
+        write_mdcath(tmp / f"p{i}.h5", domain=f"p{i}", resnames=names[:3 + i % 6],
                      frames=40, seed=i, runs=((320, 0), (348, 0)))
-        files.append(tmp_path / f"p{i}.h5")
+        files.append(tmp / f"p{i}.h5")
     ingest(files, store, progress=False, log=lambda m: None)
     plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
                      n_buckets=1)
     ref = {i: store.protein(pid).load() for i, pid in enumerate(plan.proteins)}
+    return store, plan, ref
+
+
+def _check_batch(batch, ref):
+    """Every sample of a batch holds its protein's frame, and the pad values past its beads."""
+    for i, (p, f) in enumerate(zip(batch["protein_index"], batch["frame"])):
+        ds = ref[int(p)]
+        n = ds.sizes["atom"]
+        np.testing.assert_array_equal(batch["R"][i, :n], ds.R.values[f])
+        np.testing.assert_array_equal(batch["F"][i, :n], ds.F.values[f])
+        assert (batch["R"][i, n:] == 0).all() and (batch["F"][i, n:] == 0).all()
+        np.testing.assert_array_equal(batch["species"][i, :n], ds.species.values)
+        assert (batch["species"][i, n:] == PAD_ID).all()
+        assert (batch["mask"][i, :n] == 1).all() and (batch["mask"][i, n:] == 0).all()
+        assert batch["temperature"][i] == ds.temperature.values[f]
+
+
+def test_reused_window_buffers_never_change_a_batch_in_hand(varied):
+    """Windows' buffers are reused once no batch views them: every batch holds its samples'
+    data and pad values (a reused row held a longer protein before), batches kept by the
+    consumer are never overwritten, and buffers are in fact reused."""
+    store, plan, ref = varied
     loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_chunks=4,
                                                    prefetch=1))
     held, bases, windows = [], set(), 0
     for epoch in range(3):
         windows += len(loader._layout(0, epoch).window_start) - 1
         for step, batch in enumerate(loader.epoch(epoch)):
-            for i, (p, f) in enumerate(zip(batch["protein_index"], batch["frame"])):
-                ds = ref[int(p)]
-                n = ds.sizes["atom"]
-                np.testing.assert_array_equal(batch["R"][i, :n], ds.R.values[f])
-                np.testing.assert_array_equal(batch["F"][i, :n], ds.F.values[f])
-                assert (batch["R"][i, n:] == 0).all() and (batch["F"][i, n:] == 0).all()
-                np.testing.assert_array_equal(batch["species"][i, :n], ds.species.values)
-                assert (batch["species"][i, n:] == PAD_ID).all()
-                assert (batch["mask"][i, :n] == 1).all() and (batch["mask"][i, n:] == 0).all()
-                assert batch["temperature"][i] == ds.temperature.values[f]
+            _check_batch(batch, ref)
             if batch["R"].base is not None:
                 bases.add(id(batch["R"].base))
             if step % 25 == 0:  # kept: its window's buffers must not be reused
@@ -506,3 +521,60 @@ def test_reused_window_buffers_never_change_a_batch_in_hand(tmp_path):
     for batch, copy in held:
         for key, value in copy.items():
             np.testing.assert_array_equal(batch[key], value, err_msg=key)
+
+
+def test_a_window_still_being_filled_is_not_reused(varied, monkeypatch):
+    """An epoch left after one batch releases windows read ahead whose tasks may still run: a
+    later window must not take their buffers until the tasks are done."""
+    import threading
+    import time
+
+    from protstore.batching import loader as loader_module
+
+    store, plan, ref = varied
+    fill, calls, late_done = loader_module._fill_fields, [], threading.Event()
+
+    def slow_second_fill(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the read-ahead window's fields land late
+            time.sleep(0.5)
+            fill(*args)
+            late_done.set()
+        else:
+            fill(*args)
+
+    monkeypatch.setattr(loader_module, "_fill_fields", slow_second_fill)
+    loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_chunks=4,
+                                                   read_threads=2, prefetch=0))
+    epoch = loader.epoch(0)
+    next(epoch)
+    epoch.close()
+    batches = list(loader.epoch(1))  # kept: their buffers are not reused meanwhile
+    assert late_done.wait(10)
+    for batch in batches:
+        _check_batch(batch, ref)
+
+
+def test_a_store_path_with_braces(tmp_path):
+    from protstore.store.chunks import ChunkReader, Scratch
+
+    (tmp_path / "run{1}").mkdir()
+    group, R = _small_chunk_protein(tmp_path / "run{1}")
+    reader = ChunkReader(group["R"])
+    assert reader.direct is not None
+    np.testing.assert_array_equal(reader.read_all(), R)
+    np.testing.assert_array_equal(reader.read(0, Scratch()), R[:reader.chunk])
+
+
+def test_a_chunk_of_the_wrong_size_is_an_error_with_scratch_too(tmp_path):
+    from protstore.errors import ChunkError
+    from protstore.store.chunks import ChunkReader, Scratch, _with_crc32c
+
+    group, R = _small_chunk_protein(tmp_path)
+    reader = ChunkReader(group["R"])
+    layout = reader.direct
+    half = np.ascontiguousarray(R[:reader.chunk // 2].transpose(layout.order))
+    Path(layout.path(0)).write_bytes(_with_crc32c(layout.compressor.encode(half)))
+    for scratch in (None, Scratch()):
+        with pytest.raises(ChunkError, match="chunk 0: corrupt chunk"):
+            reader.read(0, scratch)

@@ -32,9 +32,10 @@ once no batch views them (:func:`_unreferenced`), since fresh buffers of tens of
 faults for every window. The window after a batch's last one is read while the batch is
 served, and a background thread assembles batches ahead of the consumer (``prefetch``).
 
-Memory: per bucket, the windows the current batch spans and the one after (at most three) and
-as many released ones kept for reuse (an epoch's end releases three, the next epoch's start
-takes them): at most 6 windows of W chunks, each about W x 3.3 MiB x N_max/N (R and F, 24
+Memory: per bucket, the windows the current batch spans and the one after (three at most
+with the default W, whose windows hold at least a batch) and three released ones kept for
+reuse (an epoch's end releases three, the next epoch's start takes them): 6 windows of W
+chunks, each about W x 3.3 MiB x N_max/N (R and F, 24
 bytes per bead, and the per-bead fields, 16); and the small arrays of the proteins it opened
 (``open_proteins`` at most, opened when a window first needs them): memory does not grow with
 the number of proteins in the store.
@@ -159,7 +160,7 @@ class BatchLoader:
         self._opened: OrderedDict[int, Future] = OrderedDict()
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._pool: ThreadPoolExecutor | None = None  # started on the first read
-        self._spare: dict[int, list[dict[str, np.ndarray]]] = {}  # per bucket (_buffers)
+        self._spare: dict[int, list[_Window]] = {}  # released windows per bucket (_buffers)
         self._spare_lock = threading.Lock()
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
         for k in range(len(plan.buckets)):
@@ -347,15 +348,15 @@ class BatchLoader:
 
     def _buffers(self, k: int) -> dict[str, np.ndarray]:
         """A window's buffers for bucket k (every field of :data:`.sample.FIELDS`, ``capacity``
-        rows: R, F [capacity, N_max, 3], ...): a released window's that nothing refers to any more
-        (:func:`_unreferenced`), else new ones. Fresh buffers of tens of MiB cost the kernel
-        mapping and zeroing their pages, for every window. The capacity, the W largest units
-        of the bucket, fits any window of any epoch."""
+        rows: R, F [capacity, N_max, 3], ...): a released window's whose read tasks are done and
+        that nothing refers to any more (:func:`_unreferenced`), else new ones. Fresh buffers of
+        tens of MiB cost the kernel mapping and zeroing their pages, for every window. The
+        capacity, the W largest units of the bucket, fits any window of any epoch."""
         with self._spare_lock:
             spare = self._spare.setdefault(k, [])
-            for j, buffers in enumerate(spare):
-                if _unreferenced(buffers):
-                    return spare.pop(j)
+            for j, window in enumerate(spare):
+                if window.done() and _unreferenced(window.arrays):
+                    return spare.pop(j).arrays
         sizes = sorted(len(frames) for _, frames in self._units[k])
         capacity = sum(sizes[-self.window_units(k):])
         return {key: np.empty(FIELDS[key].shape((capacity, self.n_max[k]) if key in BEAD_FIELDS
@@ -367,7 +368,7 @@ class BatchLoader:
         (the ``SPARE_WINDOWS`` most recent of a bucket)."""
         with self._spare_lock:
             spare = self._spare.setdefault(k, [])
-            spare.append(window.arrays)
+            spare.append(window)
             del spare[:-SPARE_WINDOWS]
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
@@ -450,6 +451,11 @@ class _Window:
         self.tasks: list[Future] = []
         self.ready = False
 
+    def done(self) -> bool:
+        """Whether every read task has finished (a released window's may still run: one read
+        ahead and never served)."""
+        return all(task.done() for task in self.tasks)
+
     def result(self) -> _Window:
         """The window, once every read task is done (re-raises a task's error)."""
         if not self.ready:
@@ -462,13 +468,10 @@ class _Window:
 def _unreferenced(buffers: dict[str, np.ndarray]) -> bool:
     """Whether nothing but ``buffers`` refers to its arrays: every view of an array (a batch
     handed out, a slice of one, a read task's target) holds a reference to it. numpy's
-    ``ndarray.resize`` makes the same check."""
-    return all(sys.getrefcount(a) <= _OWN_REFS for a in buffers.values())
-
-
-# the references _unreferenced counts for an array held only by its dict (calibrated, not
-# assumed: the count of the call's own references differs between Python versions)
-_OWN_REFS = max(sys.getrefcount(a) for a in {"R": np.empty(1)}.values())
+    ``ndarray.resize`` makes the same check. The count of an array held by a dict alone is
+    measured the same way, not assumed: what a call adds differs between Python versions."""
+    alone = max(sys.getrefcount(a) for a in {"": np.empty(0)}.values())
+    return all(sys.getrefcount(a) <= alone for a in buffers.values())
 
 
 def _processes(config: LoaderConfig) -> tuple[int, int]:

@@ -114,17 +114,18 @@ class DirectLayout:
         return int(np.prod(self.stored_shape)) * self.dtype.itemsize
 
     @functools.cached_property
-    def _path_template(self) -> str:
-        """The path of chunk (c, 0, ..., 0), with ``{}`` for c (a path is made per chunk read:
+    def _path_around(self) -> tuple[str, str]:
+        """The path of chunk (c, 0, ..., 0) before and after c (a path is made per chunk read:
         pathlib and the key encoding's logic, each time, held the GIL measurably)."""
         zeros = ["0"] * (len(self.metadata["shape"]) - 1)
-        key = _chunk_key(self.metadata, ["{}", *zeros])
-        return f"{os.fspath(self.directory)}/{key}"
+        before, _, after = _chunk_key(self.metadata, ["\0", *zeros]).partition("\0")
+        return f"{os.fspath(self.directory)}/{before}", after
 
     def path(self, c: int) -> str:
         """The path of the chunk holding frames [c * chunk, (c + 1) * chunk): a local file, or
         the object's fsspec path."""
-        return self._path_template.format(int(c))
+        before, after = self._path_around
+        return f"{before}{int(c)}{after}"
 
 
 def direct_layout(array: zarr.Array, fs=None, metadata: dict | None = None
@@ -163,8 +164,8 @@ def _recognise(array: zarr.Array, fs, metadata: dict | None) -> DirectLayout | N
         order = tuple(int(i) for i in codecs.pop(0)["configuration"]["order"])
         if sorted(order) != list(range(len(shape))):
             return None
-    crc32c = bool(codecs) and codecs[-1]["name"] == "crc32c"
-    if crc32c:
+    checksum = bool(codecs) and codecs[-1]["name"] == "crc32c"
+    if checksum:
         codecs.pop()
     if len(codecs) != 2 or codecs[1]["name"] not in ("blosc", "zstd"):
         return None
@@ -181,7 +182,7 @@ def _recognise(array: zarr.Array, fs, metadata: dict | None) -> DirectLayout | N
     else:
         return None
     compressor = compressor_from_spec(codecs[1])
-    return DirectLayout(directory, fs, meta, order, dtype, compressor, crc32c)
+    return DirectLayout(directory, fs, meta, order, dtype, compressor, checksum)
 
 
 def missing_chunks(array: zarr.Array) -> list[str]:
@@ -294,7 +295,15 @@ class ChunkReader(_FrameChunks):
             raw = _check_crc32c(raw)
         if layout.dtype is None:  # variable-length strings
             return numcodecs.vlen.VLenUTF8().decode(layout.compressor.decode(raw)).reshape(shape)
-        out = None if scratch is None else scratch.buffer(1, layout.chunk_nbytes)
+        out = None
+        if scratch is not None and layout.compressor.codec_id == "blosc":
+            # into a buffer larger than the data, the decoder leaves the rest as it was: a
+            # chunk of the wrong size must fail here as it does without scratch (in reshape);
+            # a Blosc1 header holds the decoded size in bytes 4-7, little endian
+            nbytes = int.from_bytes(memoryview(raw).cast("B")[4:8], "little")  # Blosc header
+            if nbytes != layout.chunk_nbytes:
+                raise ValueError(f"decodes to {nbytes} bytes, not {layout.chunk_nbytes}")
+            out = scratch.buffer(1, nbytes)
         return np.frombuffer(layout.compressor.decode(raw, out), layout.dtype).reshape(shape)
 
 
@@ -316,18 +325,14 @@ class Scratch:
 
 def _read_file(path: str, scratch: Scratch | None) -> bytes | np.ndarray:
     """The bytes of a local file, in scratch buffer 0 when given."""
-    if scratch is None:
-        with open(path, "rb", buffering=0) as fh:
+    with open(path, "rb", buffering=0) as fh:
+        if scratch is None:
             return fh.readall()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        out = scratch.buffer(0, os.fstat(fd).st_size)
+        out = scratch.buffer(0, os.fstat(fh.fileno()).st_size)
         n = 0
-        while n < len(out) and (got := os.preadv(fd, [out[n:]], n)):
+        while n < len(out) and (got := fh.readinto(out[n:])):
             n += got
         return out[:n]
-    finally:
-        os.close(fd)
 
 
 class ChunkWriter(_FrameChunks):
@@ -365,8 +370,9 @@ class ChunkWriter(_FrameChunks):
         if layout.crc32c:
             encoded = _with_crc32c(encoded)
         if layout.fs is not None:
-            layout.fs.pipe_file(layout.path(c), bytes(encoded))
-            return layout.path(c)
+            path = layout.path(c)
+            layout.fs.pipe_file(path, bytes(encoded))
+            return path
         path = Path(layout.path(c))
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
