@@ -297,10 +297,10 @@ class ChunkReader(_FrameChunks):
             return numcodecs.vlen.VLenUTF8().decode(layout.compressor.decode(raw)).reshape(shape)
         out = None
         if scratch is not None and layout.compressor.codec_id == "blosc":
-            # into a buffer larger than the data, the decoder leaves the rest as it was: a
-            # chunk of the wrong size must fail here as it does without scratch (in reshape);
-            # a Blosc1 header holds the decoded size in bytes 4-7, little endian
-            nbytes = int.from_bytes(memoryview(raw).cast("B")[4:8], "little")  # Blosc header
+            # numcodecs takes an ``out`` of exactly the decoded size: a chunk of the wrong size
+            # fails here, as it does without scratch (in reshape). A Blosc1 header holds the
+            # decoded size in bytes 4-7, little endian.
+            nbytes = int.from_bytes(memoryview(raw).cast("B")[4:8], "little")
             if nbytes != layout.chunk_nbytes:
                 raise ValueError(f"decodes to {nbytes} bytes, not {layout.chunk_nbytes}")
             out = scratch.buffer(1, nbytes)
