@@ -163,6 +163,9 @@ class BatchLoader:
         self._spare: dict[int, list[_Window]] = {}  # released windows per bucket (_buffers)
         self._spare_lock = threading.Lock()
         self._units = [self._bucket_units(b.index) for b in plan.buckets]
+        # rows of a window's buffers: its W largest units fit any window of any epoch
+        self._capacity = [sum(sorted(len(f) for _, f in units)[-self.window_units(k):])
+                          for k, units in enumerate(self._units)]
         for k in range(len(plan.buckets)):
             if self.batch_size(k) % self.process_count:
                 raise ProtstoreError(
@@ -320,7 +323,7 @@ class BatchLoader:
         (protein, chunk, R|F) on the read pool, each gathering its samples' frames straight
         into R and F, and one taking the per-bead and per-sample fields of all its samples
         from a small table of its proteins'."""
-        lo, hi = lay.window_start[w], lay.window_start[w + 1]
+        lo, hi = lay.starts[w], lay.starts[w + 1]
         prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
         mine = np.ones(hi - lo, bool)
         if self.process_count > 1:  # only the samples of this process's share of each batch
@@ -350,15 +353,13 @@ class BatchLoader:
         """A window's buffers for bucket k (every field of :data:`.sample.FIELDS`, ``capacity``
         rows: R, F [capacity, N_max, 3], ...): a released window's whose read tasks are done and
         that nothing refers to any more (:func:`_unreferenced`), else new ones. Fresh buffers of
-        tens of MiB cost the kernel mapping and zeroing their pages, for every window. The
-        capacity, the W largest units of the bucket, fits any window of any epoch."""
+        tens of MiB cost the kernel mapping and zeroing their pages, for every window."""
         with self._spare_lock:
             spare = self._spare.setdefault(k, [])
             for j, window in enumerate(spare):
                 if window.done() and _unreferenced(window.arrays):
                     return spare.pop(j).arrays
-        sizes = sorted(len(frames) for _, frames in self._units[k])
-        capacity = sum(sizes[-self.window_units(k):])
+        capacity = self._capacity[k]
         return {key: np.empty(FIELDS[key].shape((capacity, self.n_max[k]) if key in BEAD_FIELDS
                                                 else (capacity,)), FIELDS[key].dtype)
                 for key in FIELDS}
