@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__
-from .batching.plan import BLOCK_FRAMES
+from .batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET, SPLITS
 from .errors import ProtstoreError
 from .store.location import as_location
 
@@ -86,7 +86,7 @@ def _bucket(args) -> int:
         store, name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
         strategy=args.strategy, cost=args.cost, pad_multiple=args.pad_multiple,
         max_waste=args.max_waste, split=args.split, val_fraction=args.val_fraction,
-        seed=args.seed, block_frames=args.block_frames)
+        test_fraction=args.test_fraction, seed=args.seed, block_frames=args.block_frames)
     save_plan(store, plan, overwrite=args.overwrite)
     print(plan.table())
     print(f"saved as plans/{plan.name} in {args.store}")
@@ -181,7 +181,9 @@ def _train(args) -> int:
         config = config.replace(
             epochs=args.epochs, batch_size=args.batch_size, batch_beads=args.batch_beads,
             schedule=args.schedule,
-            learning_rate=args.lr, seed=args.seed, checkpoint_every_steps=args.checkpoint_every,
+            learning_rate=args.lr, weight_decay=args.weight_decay,
+            early_stopping_patience=args.early_stopping, seed=args.seed,
+            checkpoint_every_steps=args.checkpoint_every,
             model=args.model, model_options=_model_options(args.model_option))
         priors = None
         if args.priors:
@@ -227,8 +229,7 @@ def _evaluate(args) -> int:
 
     store = _open(args)
     plan = store.plan(args.plan) if args.plan else None
-    split = args.split or ("val" if plan is not None else "all")
-    evaluate(store, args.params, args.out, mode=args.mode, plan=plan, split=split,
+    evaluate(store, args.params, args.out, mode=args.mode, plan=plan, split=args.split,
              proteins=args.proteins, n_frames=args.n_frames, seed=args.seed,
              address=args.scheduler, workers=args.workers, model_id=args.model_id,
              allow_pickle=args.allow_pickle, model=args.model, frame_block=args.frame_block,
@@ -254,6 +255,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative finite number, not {text}")
     return value
 
 
@@ -330,12 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose the number of buckets: the fewest whose optimal waste <= this")
     p.add_argument("--pad-multiple", type=_positive_int, metavar="K", help="round N_max up to a multiple")
     p.add_argument("--name", default="default", help="plan name (default: 'default')")
-    p.add_argument("--split", choices=["none", "protein", "frame"], default="protein",
-                   help="hold out whole proteins (default) or a fraction of every protein's frames")
+    p.add_argument("--split", choices=SPLITS, default="protein",
+                   help="hold out whole proteins (default), blocks of every protein's runs "
+                        "(frame) or whole runs of every protein (run)")
     p.add_argument("--val-fraction", type=_fraction, default=0.2)
-    p.add_argument("--block-frames", type=_positive_int, default=BLOCK_FRAMES, metavar="N",
-                   help="--split frame holds out contiguous blocks of N frames of each run "
-                        "(default 50), so few validation frames sit next to training frames")
+    p.add_argument("--test-fraction", type=_fraction, default=0.0,
+                   help="also hold out a test part (proteins, blocks or runs, as the split "
+                        "does): best/ is chosen on validation, evaluate reports test")
+    p.add_argument("--block-frames", type=_positive_int, metavar="N",
+                   help=f"--split frame: hold out contiguous blocks of N frames of each run "
+                        f"(default: {BLOCK_TAU:g} autocorrelation times of the run, so that "
+                        f"<= {LEAKAGE_TARGET:.0%} of held-out frames lie within one of a "
+                        f"training frame; {BLOCK_FRAMES} when the store has no times)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a plan of the same name")
 
@@ -344,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--plan", default="default")
     p.add_argument("--out", required=True)
-    p.add_argument("--split", choices=["all", "train", "val"], default="all")
+    p.add_argument("--split", choices=["all", "train", "val", "test"], default="all")
     p.add_argument("--pickle-objects", action="store_true",
                    help="write object arrays and aa_to_id dicts as the predecessor did")
 
@@ -379,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of --batch-size: max(1, N // N_max) samples per batch in each "
                         "bucket (about equal cost per step, equal weight per bead)")
     p.add_argument("--lr", type=_positive_float, help="peak learning rate")
+    p.add_argument("--weight-decay", type=_nonnegative_float, metavar="W",
+                   help="AdamW weight decay (default 1e-4)")
+    p.add_argument("--early-stopping", type=_count, metavar="EPOCHS",
+                   help="end after this many validated epochs without a lower validation RMSE "
+                        "(default 0: never; best/ is chosen on validation either way)")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=_count, metavar="STEPS",
                    help="also checkpoint every N steps (always at epoch ends)")
@@ -424,8 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["per-residue", "full", "prior-only", "ml-only"],
                    default="per-residue")
     p.add_argument("--plan", help="bucket plan: its split and bucket shapes")
-    p.add_argument("--split", choices=["val", "train", "all"],
-                   help="frames to evaluate (default: val with --plan, else all)")
+    p.add_argument("--split", choices=["test", "val", "train", "all"],
+                   help="frames to evaluate (default with --plan: test when the plan holds a "
+                        "test part out, else val; without: all)")
     p.add_argument("--proteins", nargs="+", metavar="ID")
     p.add_argument("--n-frames", type=_positive_int, metavar="N", help="at most N frames per protein")
     p.add_argument("--seed", type=int, default=0)

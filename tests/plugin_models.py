@@ -32,6 +32,19 @@ def exploding() -> EnergyModel:
     return EnergyModel(init, energy)
 
 
+def exploding_later() -> EnergyModel:
+    """Finite forces at its initial params, NaN gradients there: the first update makes every
+    parameter NaN, so the loss of step 2 is NaN."""
+
+    def init(key, stats):
+        return {"w": jnp.ones(3, jnp.float32)}
+
+    def energy(params, R, species, mask, topo):
+        return jnp.sum(jnp.sqrt(-(params["w"] - 1.0) ** 2)) * jnp.sum(R * R)
+
+    return EnergyModel(init, energy)
+
+
 def zero() -> EnergyModel:
     """No learned energy at all: in ml-only mode the predicted forces are exactly zero."""
 

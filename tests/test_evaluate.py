@@ -216,3 +216,20 @@ def test_a_checkpoint_never_runs_the_code_it_names(train_store, trained_run, tmp
                  "--no-progress"]) == 1
     assert "--model os:system" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_evaluation_reports_the_test_part_by_default(tiny, tmp_path):
+    from protstore.batching import make_plan
+    from protstore.evaluate import evaluate
+
+    store, zero, _ = tiny
+    plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
+                     name="vt", split="frame", val_fraction=0.25, test_fraction=0.25,
+                     runs={p: [FRAMES] for p in store.proteins})
+    assert all(len(plan.split.frames(p, FRAMES, "test")) == 1 for p in store.proteins)
+    for out, split in (("e", None), ("v", "val")):
+        evaluate(store, zero, tmp_path / out, mode="full", plan=plan, split=split,
+                 model="plugin_models:zero", progress=False, echo=lambda m: None)
+    summary = json.loads((tmp_path / "e" / "zero_full_metrics.json").read_text())
+    assert summary["split"] == "test" and summary["n_frames"] == 2
+    assert json.loads((tmp_path / "v" / "zero_full_metrics.json").read_text())["split"] == "val"

@@ -118,6 +118,57 @@ def test_right_units_pass_and_nanometres_are_named(realistic):
                                (d["R"] / 10).astype(np.float32) * 10, rtol=1e-6)
 
 
+def _ingest_npz_without_temperature(data, name, R, F, **options):
+    path = data["dir"] / f"{name}.npz"
+    np.savez(path, R=R.astype(np.float32), F=F.astype(np.float32), resname=data["resname"])
+    store = protstore.open_store(data["dir"] / f"{name}.zarr", mode="a")
+    report = ingest([path], store, IngestOptions(**options), progress=False, log=lambda m: None)
+    return report, store
+
+
+@pytest.mark.parametrize("unit, factor", [("kJ/mol/nm", 41.84), ("eV/angstrom", 1 / 23.060548)])
+def test_forces_without_a_temperature_are_checked_by_the_temperature_they_imply(
+        realistic, unit, factor):
+    d = realistic
+    report, _ = _ingest_npz_without_temperature(d, "noT-" + unit.replace("/", "_"), d["R"],
+                                                d["F"] * factor)
+    assert not report.written
+    message = next(iter(report.failed.values()))
+    assert "no temperature is recorded" in message and f"they look like {unit}" in message
+
+
+def test_right_forces_without_a_temperature_pass_and_a_later_temperature_is_checked(realistic):
+    from protstore.batching import make_plan
+    from protstore.model.fit import check_temperatures
+
+    d = realistic
+    report, store = _ingest_npz_without_temperature(d, "noT-right", d["R"], d["F"])
+    assert report.written
+    pid = store.proteins[0]
+    check = store.protein_doc(pid)["unit_check"]
+    implied = float(check["note"].split("implies ")[1].split(" K")[0])
+    assert 280 < implied < 400, check  # simulated at 320 and 348 K
+    assert len(check["unknown_temperature_sums"]) == 7
+    plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict())
+    check_temperatures(store, plan, 330.0)
+    with pytest.raises(ProtstoreError, match=rf"protein {pid}: at --temperature 3300 K its "
+                                             r"forces are 0.1\d*x what physics expects"):
+        check_temperatures(store, plan, 3300.0)
+
+
+def test_a_small_protein_in_the_wrong_units_is_checked_too(realistic):
+    d = realistic
+    few = slice(0, 5)  # 5 frames of 39 bonds: under the 200 pairs 0.6 needed
+    path = d["dir"] / "few.npz"
+    np.savez(path, R=d["R"][few].astype(np.float32),
+             F=(d["F"][few] / 23.060548).astype(np.float32), resname=d["resname"],
+             temperature=d["T"][few].astype(np.float32))
+    store = protstore.open_store(d["dir"] / "few.zarr", mode="a")
+    report = ingest([path], store, progress=False, log=lambda m: None)
+    assert not report.written
+    assert "they look like eV/angstrom" in next(iter(report.failed.values()))
+
+
 def test_unknown_temperature_is_refused_then_fixed_by_the_flag(tmp_path, capsys):
     from protstore.cli import main
     from protstore.demo import DemoConfig
@@ -182,6 +233,10 @@ def test_network_energy_is_continuous_when_neighbours_change():
     R = _dense_frame()
     smooth = load_model(options={"max_neighbors": 39, "cutoff": 10.0})
     params = smooth.init(jax.random.PRNGKey(1), {"force_rms": 20.0})
+    # a network as after training: its output layer (zero at init) no longer zero
+    out = params["out"]
+    params = dict(params, out=dict(out, w=0.1 * jax.random.normal(jax.random.PRNGKey(2),
+                                                                   out["w"].shape)))
     count, capacity = smooth.neighbors(params, R, jnp.ones(R.shape[0]))
     assert int(count) <= int(capacity)
     # refined twice 100-fold: a continuous energy's largest step shrinks ~10^4-fold
@@ -202,7 +257,15 @@ def test_capacity_is_sized_from_the_data_and_overflow_stops_training(train_store
 
     plan = train_store.plan("p")
     largest = densest_neighbors(train_store, plan)(10.0)
-    assert largest > 8
+    # every frame of the plan counts, not a sample of them
+    most = 0
+    for pid in plan.proteins:
+        R = train_store.protein(pid, chunks=None).R.values.astype(np.float64)
+        frames = np.concatenate([plan.split.frames(pid, plan.frames[pid], s)
+                                 for s in ("train", "val", "test")]).astype(int)
+        d2 = ((R[frames, :, None] - R[frames, None, :]) ** 2).sum(-1)
+        most = max(most, int(((d2 < 100.0).sum(-1) - 1).max()))
+    assert largest == most > 8
     result = train(train_store, plan, tmp_path / "sized", TrainConfig(epochs=1, batch_size=8),
                    progress=False, echo=lambda m: None)
     slots = read_checkpoint(result.run_dir / "final").params["model"]["frozen"]["neighbor_slots"]
@@ -212,6 +275,9 @@ def test_capacity_is_sized_from_the_data_and_overflow_stops_training(train_store
         train(train_store, plan, tmp_path / "tiny", TrainConfig(
             epochs=1, batch_size=8, model_options={"max_neighbors": 4}),
             progress=False, echo=lambda m: None)
+    # refused by step 0's validation, which checks every frame it sees, before any checkpoint
+    from protstore.checkpoints import list_checkpoints
+    assert list_checkpoints(tmp_path / "tiny") == []
 
 
 def test_x_pro_bonds_have_a_cis_well_and_other_bonds_do_not():

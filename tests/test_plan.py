@@ -102,10 +102,15 @@ def test_plan_round_trips_through_the_store(demo_store):
         save_plan(demo_store, plan)
 
 
-def test_protein_split_is_stratified_by_bucket():
+def _sixty_proteins():
+    """60 proteins of 30-400 residues and 5-50 frames (seeded)."""
     rng = np.random.default_rng(4)
     lengths = {f"p{i}": int(n) for i, n in enumerate(rng.integers(30, 400, size=60))}
-    frames = {p: int(rng.integers(5, 50)) for p in lengths}
+    return lengths, {p: int(rng.integers(5, 50)) for p in lengths}
+
+
+def test_protein_split_is_stratified_by_bucket():
+    lengths, frames = _sixty_proteins()
     plan = make_plan(lengths, frames, boundaries=[60, 300], split="protein",
                      val_fraction=0.25, seed=0)
     sizes = [len(b.proteins) for b in plan.buckets]
@@ -158,3 +163,174 @@ def test_a_stale_plan_is_refused_by_every_command(tmp_path, capsys):
         assert message in err and "make the plan again" in err, args[0]
     assert main(["bucket", url, "--name", "p", "--overwrite", "--split", "frame"]) == 0
     assert protstore.open_store(url).plan("p").frames["bb2"] == 36
+
+
+def _ar1(n: int, phi: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.zeros(n)
+    noise = rng.normal(size=n)
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + noise[t]
+    return x
+
+
+def test_integrated_autocorrelation_time_of_known_series():
+    from protstore.timeseries import integrated_time
+
+    # AR(1): τ = (1 + φ) / (1 - φ)
+    for phi in (0.5, 0.8, 0.9):
+        tau = np.mean([integrated_time(_ar1(20000, phi, s)) for s in range(3)])
+        assert tau == pytest.approx((1 + phi) / (1 - phi), rel=0.15), phi
+    assert integrated_time(np.random.default_rng(0).normal(size=5000)) == pytest.approx(1, abs=0.2)
+    assert integrated_time(np.ones(50)) == 1.0 and integrated_time(np.arange(2.0)) == 1.0
+
+
+def test_run_series_fed_in_blocks_equals_the_whole_runs():
+    from protstore.timeseries import RunSeries, run_times
+
+    rng = np.random.default_rng(1)
+    # a slowly breathing chain: every bead follows one AR(1) amplitude, plus noise
+    amp = _ar1(300, 0.95, 2)
+    R = (np.arange(12)[None, :, None] * np.array([3.8, 0, 0]) * (1 + 0.01 * amp[:, None, None])
+         + rng.normal(scale=0.05, size=(300, 12, 3)))
+    whole = run_times(R, [200, 100])
+    series = RunSeries(12)
+    for a in range(0, 300, 64):  # blocks that straddle the run boundary at 200
+        b = min(a + 64, 300)
+        cut = np.clip(200, a, b)
+        series.add(0, R[a:cut])
+        series.add(1, R[cut:b])
+    assert series.times() == pytest.approx(whole)
+    # the breathing is slow: several frames per independent sample; noise alone is not
+    noise = run_times(R[:1] + rng.normal(scale=0.3, size=(300, 12, 3)), [200, 100])
+    assert whole[0] > 3 and max(noise) < 1.6, (whole, noise)
+
+
+def _near(labels: np.ndarray, runs, taus, parts=(1, 2)) -> tuple[int, int]:
+    """Brute force: held-out frames within τ of a training frame of their run."""
+    near = total = 0
+    start = 0
+    for n, tau in zip(runs, taus):
+        part = labels[start:start + n]
+        train = np.flatnonzero(part == 0)
+        for i in np.flatnonzero(np.isin(part, parts)):
+            total += 1
+            near += bool(len(train)) and np.abs(train - i).min() <= tau
+        start += n
+    return near, total
+
+
+def test_frame_split_blocks_follow_the_autocorrelation_time():
+    lengths = {f"p{i}": 30 + i for i in range(6)}
+    runs = {p: [1000, 1000, 1000] for p in lengths}
+    frames = {p: 3000 for p in lengths}
+    taus = {p: [3.0 + i, 6.0, 2.5] for i, p in enumerate(lengths)}
+    plan = make_plan(lengths, frames, split="frame", val_fraction=0.1, test_fraction=0.1,
+                     runs=runs, autocorr=taus, seed=4)
+    s = plan.split
+    assert s.block_tau == 40 and s.block_frames is None
+    near = total = 0
+    for p in lengths:
+        labels = s.labels(p, 3000)
+        assert (labels == 1).sum() == 300 and (labels == 2).sum() == 300
+        a, b = _near(labels, runs[p], taus[p])
+        near, total = near + a, total + b
+    assert s.leakage_tau == pytest.approx(near / total)
+    assert s.leakage_tau <= 0.05
+    assert "within one autocorrelation time" in plan.table()
+    # the same data split into fixed blocks of 20 frames: far more held-out frames near training
+    fixed = make_plan(lengths, frames, split="frame", val_fraction=0.1, test_fraction=0.1,
+                      runs=runs, autocorr=taus, seed=4, block_frames=20)
+    assert fixed.split.leakage_tau > 0.3
+    # train, validation and test are disjoint and cover every frame
+    p = "p2"
+    parts = [set(s.frames(p, 3000, k).tolist()) for k in ("train", "val", "test")]
+    assert sum(map(len, parts)) == 3000 and not (parts[0] & parts[1] or parts[1] & parts[2])
+
+
+def test_short_correlated_runs_are_reported_and_run_split_holds_out_whole_runs():
+    lengths = {f"p{i}": 40 for i in range(4)}
+    lengths["solo"] = 50
+    runs = {p: [100] * 5 for p in lengths}
+    runs["solo"] = [500]
+    frames = {p: 500 for p in lengths}
+    taus = {p: [20.0] * len(runs[p]) for p in lengths}
+    # one long correlated run per protein: a 100-frame block has 20 frames within τ of training
+    frame = make_plan(lengths, frames, split="frame", val_fraction=0.2,
+                      runs={p: [500] for p in lengths}, autocorr={p: [20.0] for p in lengths})
+    assert frame.split.leakage_tau == pytest.approx(0.2)
+    assert "--split run" in frame.table()
+    plan = make_plan(lengths, frames, split="run", val_fraction=0.2, test_fraction=0.2,
+                     runs=runs, autocorr=taus, seed=1)
+    s = plan.split
+    assert s.leakage_tau == 0.0 and s.val_leakage == 0.0
+    for p in lengths:
+        labels = s.labels(p, 500)
+        per_run = labels.reshape(-1, 100) if p != "solo" else labels[None]
+        assert (per_run == per_run[:, :1]).all()  # whole runs
+        if p == "solo":  # one run: it trains
+            assert (labels == 0).all()
+        else:
+            assert sorted(per_run[:, 0].tolist()) == [0, 0, 0, 1, 2]
+    assert "whole runs" in plan.table()
+
+
+def test_test_proteins_are_held_out_besides_validation_and_old_splits_are_unchanged():
+    lengths, frames = _sixty_proteins()
+    plain = make_plan(lengths, frames, boundaries=[60, 300], split="protein",
+                      val_fraction=0.25, seed=0)
+    plan = make_plan(lengths, frames, boundaries=[60, 300], split="protein",
+                     val_fraction=0.25, test_fraction=0.15, seed=0)
+    # validation is drawn as before; test comes from the rest, bucket by bucket
+    assert plan.split.val_proteins == plain.split.val_proteins
+    assert not set(plan.split.val_proteins) & set(plan.split.test_proteins)
+    for bucket in plan.buckets:
+        n = len(bucket.proteins)
+        test = set(bucket.proteins) & set(plan.split.test_proteins)
+        val = set(bucket.proteins) & set(plan.split.val_proteins)
+        assert len(test) == min(max(1, round(0.15 * n)), n - 1 - len(val))  # one trains
+    p = plan.split.test_proteins[0]
+    assert len(plan.split.frames(p, frames[p], "test")) == frames[p]
+    assert len(plan.split.frames(p, frames[p], "val")) == 0
+    assert plan.split.has_test and not plain.split.has_test
+    # a plan document without the new fields (0.6) loads and splits as it did
+    from protstore.batching.plan import BucketPlan
+    from protstore.store.schemas import check_document
+    old = plain.to_doc()
+    assert not {"test_fraction", "test_proteins", "autocorr"} & set(old["split"])
+    check_document(plan.to_doc(), "plan", "plan")
+    assert BucketPlan.from_doc(old) == plain
+    frame = make_plan(lengths, frames, split="frame", val_fraction=0.25, seed=1,
+                      runs={q: [frames[q]] for q in lengths}, block_frames=4)
+    for q in list(lengths)[:5]:  # 0.6's block draw, reproduced
+        r = np.random.default_rng([1, __import__("zlib").crc32(q.encode())])
+        n_val, val = int(round(0.25 * frames[q])), np.zeros(frames[q], bool)
+        blocks = [(a, min(a + 4, frames[q])) for a in range(0, frames[q], 4)]
+        taken = 0
+        for b in r.permutation(len(blocks)):
+            if taken >= n_val:
+                break
+            a, e = blocks[b]
+            e = min(e, a + n_val - taken)
+            val[a:e] = True
+            taken += e - a
+        np.testing.assert_array_equal(frame.split.held_out(q, frames[q]), val)
+    with pytest.raises(PlanError, match="add up to less than 1"):
+        make_plan(lengths, frames, split="frame", val_fraction=0.5, test_fraction=0.5)
+
+
+def test_ingest_records_each_runs_autocorrelation_time(demo_store):
+    store = demo_store
+    for pid in store.proteins:
+        runs = store.protein_doc(pid)["runs"]
+        assert all(r["autocorr_frames"] >= 1 for r in runs)
+    from protstore.batching import plan_from_store
+    from protstore.timeseries import run_times
+    pid = store.proteins[0]
+    runs = [r["n_frames"] for r in store.protein_doc(pid)["runs"]]
+    measured = run_times(store.protein(pid, chunks=None).R.values, runs)
+    recorded = [r["autocorr_frames"] for r in store.protein_doc(pid)["runs"]]
+    assert recorded == pytest.approx(measured, abs=1e-3)
+    plan = plan_from_store(store, name="auto", split="frame", val_fraction=0.25)
+    assert plan.split.autocorr[pid] == pytest.approx(recorded)
+    assert plan.split.leakage_tau is not None

@@ -46,6 +46,25 @@ def test_training_learns_beyond_the_priors(train_store, trained_run):
     assert full == pytest.approx(trained_run.final_val_rmse, rel=1e-4)
     assert prior < 0.5 * zero
     assert full < prior - 0.02, (zero, prior, full)
+    # the learned energy starts at exactly zero: step 0 is the priors alone
+    assert trained_run.priors_val_rmse == pytest.approx(prior, rel=1e-6)
+    assert trained_run.best_step > 0 and trained_run.best_val_rmse < prior
+
+
+def test_a_network_that_never_beats_the_priors_is_reported_and_stops_early(train_store,
+                                                                           tmp_path):
+    from protstore.model import default_priors
+    lines = []
+    config = TrainConfig(epochs=4, batch_size=8, model="plugin_models:zero",
+                         early_stopping_patience=2)
+    result = train(train_store, train_store.plan("p"), tmp_path / "flat", config,
+                   priors=default_priors(), progress=False, echo=lines.append)
+    # every epoch ties step 0: no lower figure in 2 epochs ends the run after epoch 2
+    assert [m["epoch"] for m in result.metrics] == [0, 1, 2]
+    assert any(line.startswith("early stopping") for line in lines)
+    assert result.best_step == 0 and result.best_val_rmse == result.priors_val_rmse
+    assert any("never beat the priors" in line for line in lines), lines
+    assert read_checkpoint(tmp_path / "flat" / "best").attrs["step"] == 0
 
 
 def test_one_compilation_per_bucket_shape(trained_run):
@@ -58,7 +77,8 @@ def test_run_directory_contents(trained_run):
                  "loss_curve.png", "params.pkl", "final", "best"):
         assert (d / name).exists(), name
     metrics = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert [m["epoch"] for m in metrics] == [0, 1, 2, 3]  # step 0: the priors alone
+    assert metrics[0]["step"] == 0 and metrics[0]["train_loss"] is None
     assert all(set(m["val_rmse_per_bucket"]) == {"0", "1"} for m in metrics)
     from protstore.store.schemas import check_document
     for name, schema in (("config.json", "train_config"), ("run.json", "run"),
@@ -70,10 +90,10 @@ def test_run_directory_contents(trained_run):
     steps = [a["step"] for _, a in found]
     assert steps[0] == 0 and steps == sorted(steps)
     assert any(a["val_rmse"] is None for _, a in found[1:])  # mid-epoch (every 5 steps)
-    epoch_end = [a for _, a in found if a["val_rmse"] is not None]
-    assert len(epoch_end) == 3
+    validated = [a for _, a in found if a["val_rmse"] is not None]
+    assert [a["step"] for a in validated][0] == 0 and len(validated) == 4
     best = read_checkpoint(d / "best")
-    assert best.attrs["val_rmse"] == min(a["val_rmse"] for a in epoch_end)
+    assert best.attrs["val_rmse"] == min(a["val_rmse"] for a in validated)
     with open(d / "params.pkl", "rb") as fh:
         pkl = pickle.load(fh)
     final = read_checkpoint(d / "final").params
@@ -131,10 +151,10 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(train_store, train
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     assert result.final_val_rmse == pytest.approx(trained_run.final_val_rmse, rel=1e-5)
     metrics = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert [m["epoch"] for m in metrics] == [0, 1, 2, 3]
     # the resumed epoch's train loss covers the whole epoch, not only the steps after the cut
     reference = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[1]["train_loss"] == pytest.approx(reference[1]["train_loss"], rel=1e-5)
+    assert metrics[2]["train_loss"] == pytest.approx(reference[2]["train_loss"], rel=1e-5)
 
 
 def test_resume_completes_whatever_a_killed_run_is_missing(train_store, trained_run, tmp_path):
@@ -198,24 +218,30 @@ def test_sequential_schedule_trains_bucket_after_bucket(train_store, tmp_path):
     result = train(train_store, train_store.plan("p"), tmp_path / "seq", config,
                    priors=priors_from_doc(priors), progress=False, echo=lambda m: None)
     metrics = result.metrics
-    assert [m["bucket"] for m in metrics] == [0, 1]
+    assert [(m["bucket"], m["epoch"]) for m in metrics] == [(0, 0), (0, 1), (1, 1)]
     assert result.compilations == 2
     ck = list_checkpoints(tmp_path / "seq")
-    assert [a["bucket"] for _, a in ck if a["val_rmse"] is not None] == [0, 1]
+    assert [a["bucket"] for _, a in ck if a["val_rmse"] is not None] == [0, 0, 1]
     final = read_checkpoint(tmp_path / "seq" / "final")
     assert final.attrs["model"]["factory"] == "plugin_models:pairwise_species"
     assert final.params["model"]["w"].shape == (22, 22)
 
 
 def test_divergence_stops_without_a_checkpoint(train_store, tmp_path):
-    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:exploding")
     from protstore.model import default_priors
-    with pytest.raises(TrainingDiverged, match="diverged at step 1"):
+    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:exploding_later")
+    with pytest.raises(TrainingDiverged, match="diverged at step 2 .*the loss is nan"):
         train(train_store, train_store.plan("p"), tmp_path / "bad", config,
               priors=default_priors(), progress=False, echo=lambda m: None)
     assert [a["step"] for _, a in list_checkpoints(tmp_path / "bad")] == [0]
     diverged = list((tmp_path / "bad" / "diverged").iterdir())
     assert len(diverged) == 1
+    # a model that is not finite at its initial params is caught by step 0's validation
+    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:exploding")
+    with pytest.raises(TrainingDiverged, match="diverged at step 0 .*validation RMSE is nan"):
+        train(train_store, train_store.plan("p"), tmp_path / "nan0", config,
+              priors=default_priors(), progress=False, echo=lambda m: None)
+    assert not (tmp_path / "nan0" / "checkpoints").exists()
 
 
 def test_data_parallel_on_two_cpu_devices_matches_one(train_store, tmp_path):
@@ -294,7 +320,8 @@ def test_configs_of_runs_before_batch_beads_keep_their_hash():
     import hashlib
 
     config = TrainConfig(epochs=2)
-    old = {k: v for k, v in config.to_dict().items() if k != "batch_beads"}
+    old = {k: v for k, v in config.to_dict().items()
+           if k not in ("batch_beads", "early_stopping_patience")}
     text = json.dumps(old, sort_keys=True, separators=(",", ":"))
     assert config.hash() == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     assert TrainConfig(epochs=2, batch_beads=400).hash() != config.hash()

@@ -19,7 +19,7 @@ from ..errors import PlanError
 
 COSTS = {"linear": 1, "pair": 2}
 STRATEGIES = ("boundaries", "equal-count", "optimal")
-SPLITS = ("none", "protein", "frame")
+SPLITS = ("none", "protein", "frame", "run")
 PLAN_DOC = "protstore_plan"
 
 
@@ -119,21 +119,30 @@ class Bucket:
         return 1.0 - self.real_cost / self.padded_cost if self.padded_cost else 0.0
 
 
-BLOCK_FRAMES = 50  # frames of a held-out block: 2 of its 50 touch training frames at most
+BLOCK_FRAMES = 50  # frames of a held-out block when no run's autocorrelation time is known
+#: frame split blocks of BLOCK_TAU τ frames: a block with training frames on both sides has 2τ
+#: of its b frames within τ of one, 2τ / b = 5% (adjacent held-out blocks merge: fewer)
+BLOCK_TAU = 40.0
+LEAKAGE_TARGET = 0.05
+PART_CODES = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass(frozen=True)
 class Split:
-    """Deterministic train/validation assignment (stored with the plan).
+    """Deterministic train/validation/test assignment (stored with the plan).
 
-    mode ``protein``: whole proteins are held out (``val_proteins``, drawn bucket by bucket in
-    proportion: :func:`stratified_proteins`); the split that measures generalisation to new
-    proteins. ``frame``: a seeded fraction of every protein's frames, held out as contiguous
-    blocks of ``block_frames`` frames of each run (``runs``: each protein's runs as frame
-    counts, in store order), so that few validation frames are next to a training frame
-    (consecutive MD frames are nearly the same sample; ``val_leakage`` is the fraction that
-    are). Plans made before 0.5 held out single frames (no ``block_frames``).
-    ``none``: everything is training data.
+    mode ``protein``: whole proteins are held out (``val_proteins`` and ``test_proteins``,
+    drawn bucket by bucket in proportion: :func:`stratified_proteins`); the split that measures
+    generalisation to new proteins. ``frame``: a seeded fraction of every protein's frames,
+    held out as contiguous blocks of each run: of ``block_frames`` frames when given, else of
+    ``block_tau`` autocorrelation times of the run (``autocorr``: each run's τ in frames,
+    :mod:`protstore.timeseries`), so that few held-out frames lie within one τ of a training
+    frame (``leakage_tau`` is the fraction that do; ``val_leakage`` the fraction of validation
+    frames next to a training frame). ``run``: whole runs (temperature, replica) of every
+    protein with two or more are held out, for data whose runs are too short for blocks.
+    ``none``: everything is training data. ``runs``: each protein's runs as frame counts, in
+    store order. Validation chooses ``best/``; the test part reports the final figure. Plans
+    made before 0.5 held out single frames (no ``block_frames``), before 0.7 had no test part.
     """
 
     mode: str = "none"
@@ -143,55 +152,133 @@ class Split:
     block_frames: int | None = None
     runs: dict[str, list[int]] = field(default_factory=dict)
     val_leakage: float | None = None
+    test_fraction: float = 0.0
+    test_proteins: list[str] = field(default_factory=list)
+    block_tau: float | None = None
+    autocorr: dict[str, list[float]] = field(default_factory=dict)
+    leakage_tau: float | None = None
+
+    @property
+    def has_test(self) -> bool:
+        """Whether a test part is held out."""
+        return bool(self.test_proteins) or (self.mode in ("frame", "run")
+                                            and self.test_fraction > 0)
 
     def frames(self, protein: str, n_frames: int, part: str) -> np.ndarray:
-        """Sorted frame indices of ``protein`` in ``part`` ('train', 'val' or 'all')."""
-        if part == "all" or self.mode == "none":
-            return np.arange(n_frames) if part != "val" else np.arange(0)
+        """Sorted frame indices of ``protein`` in ``part`` ('train', 'val', 'test' or 'all')."""
+        if part not in PART_CODES and part != "all":
+            raise PlanError(f"split part must be one of {(*PART_CODES, 'all')}, not {part!r}")
+        if part == "all":
+            return np.arange(n_frames)
+        if self.mode == "none":
+            return np.arange(n_frames) if part == "train" else np.arange(0)
         if self.mode == "protein":
-            held = protein in self.val_proteins
-            return np.arange(n_frames) if held == (part == "val") else np.arange(0)
-        val = self.held_out(protein, n_frames)
-        return np.flatnonzero(val if part == "val" else ~val)
+            held = (1 if protein in self.val_proteins else
+                    2 if protein in self.test_proteins else 0)
+            return np.arange(n_frames) if held == PART_CODES[part] else np.arange(0)
+        return np.flatnonzero(self.labels(protein, n_frames) == PART_CODES[part])
 
     def held_out(self, protein: str, n_frames: int) -> np.ndarray:
         """[n_frames] bool: the frame split's validation frames of ``protein``."""
-        rng = np.random.default_rng([self.seed, zlib.crc32(protein.encode())])
-        n_val = int(round(self.val_fraction * n_frames))
-        val = np.zeros(n_frames, dtype=bool)
-        if self.block_frames is None:  # plans before 0.5: single frames
-            val[rng.permutation(n_frames)[:n_val]] = True
-            return val
+        return self.labels(protein, n_frames) == PART_CODES["val"]
+
+    def _rng(self, protein: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, zlib.crc32(protein.encode())])
+
+    def _run_starts(self, protein: str, n_frames: int) -> tuple[list[int], list[int]]:
         runs = self.runs.get(protein) or [n_frames]
-        blocks = [(a, min(a + self.block_frames, start + n))
-                  for start, n in zip(np.cumsum([0, *runs[:-1]]).tolist(), runs)
-                  for a in range(start, start + n, self.block_frames)]
-        taken = 0
+        return np.cumsum([0, *runs[:-1]]).tolist(), list(runs)
+
+    def labels(self, protein: str, n_frames: int) -> np.ndarray:
+        """[n_frames] int8 of a frame or run split: 0 train, 1 validation, 2 test."""
+        rng = self._rng(protein)
+        out = np.zeros(n_frames, dtype=np.int8)
+        if self.mode == "run":
+            starts, runs = self._run_starts(protein, n_frames)
+            n_val, n_test = held_counts(len(runs), self.val_fraction, self.test_fraction)
+            order = rng.permutation(len(runs))
+            for code, chosen in ((1, order[:n_val]), (2, order[n_val:n_val + n_test])):
+                for r in chosen:
+                    out[starts[r]:starts[r] + runs[r]] = code
+            return out
+        want = [(1, int(round(self.val_fraction * n_frames))),
+                (2, int(round(self.test_fraction * n_frames)))]
+        if self.block_frames is None and self.block_tau is None:  # plans before 0.5
+            order = rng.permutation(n_frames)
+            out[order[:want[0][1]]] = 1
+            out[order[want[0][1]:want[0][1] + want[1][1]]] = 2
+            return out
+        # blocks in a seeded order fill validation, then test (from where validation stopped,
+        # inside its last block: runs shorter than a block still get both)
+        blocks = self.blocks(protein, n_frames)
+        quota, taken = list(want), 0
         for b in rng.permutation(len(blocks)):
-            if taken >= n_val:
-                break
             a, e = blocks[b]
-            e = min(e, a + n_val - taken)
-            val[a:e] = True
-            taken += e - a
-        return val
+            while a < e and quota:
+                code, n = quota[0]
+                if taken >= n:
+                    quota.pop(0)
+                    taken = 0
+                    continue
+                end = min(e, a + n - taken)
+                out[a:end] = code
+                taken, a = taken + end - a, end
+            if not quota:
+                break
+        return out
+
+    def blocks(self, protein: str, n_frames: int) -> list[tuple[int, int]]:
+        """The (first, end) frame ranges a frame split holds out from: each run cut into blocks
+        of ``block_frames``, or of ceil(``block_tau`` × the run's τ) frames."""
+        starts, runs = self._run_starts(protein, n_frames)
+        taus = self.autocorr.get(protein) or [1.0] * len(runs)
+        out = []
+        for start, n, tau in zip(starts, runs, taus):
+            b = self.block_frames or max(1, int(np.ceil(self.block_tau * tau)))
+            out += [(a, min(a + b, start + n)) for a in range(start, start + n, b)]
+        return out
 
     def leakage(self, frames: dict[str, int]) -> float | None:
         """Fraction of validation frames with a training frame of the same run next to them."""
-        if self.mode != "frame":
+        return self._near_training(frames, lambda pid, run: 1.0, parts=(1,))
+
+    def leakage_within_tau(self, frames: dict[str, int]) -> float | None:
+        """Fraction of held-out (validation and test) frames within one autocorrelation time of
+        a training frame of the same run (None without every run's τ)."""
+        if not all(pid in self.autocorr for pid in frames):
             return None
-        touching = total = 0
+        return self._near_training(frames, lambda pid, run: self.autocorr[pid][run],
+                                   parts=(1, 2))
+
+    def _near_training(self, frames: dict[str, int], reach, parts) -> float | None:
+        if self.mode not in ("frame", "run"):
+            return None
+        near = total = 0
         for pid, n in frames.items():
-            val = self.held_out(pid, n)
-            same_run = np.ones(max(n - 1, 0), bool)  # frame i and i+1 in one run
-            ends = np.cumsum(self.runs.get(pid) or [n])[:-1]
-            same_run[ends - 1] = False
-            near = np.zeros(n, bool)
-            near[:-1] |= same_run & ~val[1:]
-            near[1:] |= same_run & ~val[:-1]
-            touching += int((val & near).sum())
-            total += int(val.sum())
-        return touching / total if total else None
+            labels = self.labels(pid, n)
+            starts, runs = self._run_starts(pid, n)
+            for r, (start, length) in enumerate(zip(starts, runs)):
+                part = labels[start:start + length]
+                held = np.flatnonzero(np.isin(part, parts))
+                train = np.flatnonzero(part == 0)
+                total += len(held)
+                if not len(held) or not len(train):
+                    continue
+                k = np.clip(np.searchsorted(train, held), 1, len(train))
+                gap = np.minimum(np.abs(train[k - 1] - held),
+                                 np.abs(train[np.minimum(k, len(train) - 1)] - held))
+                near += int((gap <= reach(pid, r)).sum())
+        return near / total if total else None
+
+
+def held_counts(n_runs: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Runs of a protein a run split holds out for validation and for test: the fractions of
+    its runs rounded, at least one of each asked for while one run stays for training."""
+    n_val = max(1, int(round(val_fraction * n_runs))) if val_fraction > 0 else 0
+    n_test = max(1, int(round(test_fraction * n_runs))) if test_fraction > 0 else 0
+    n_val = min(n_val, max(n_runs - 1, 0))
+    n_test = min(n_test, max(n_runs - 1 - n_val, 0))
+    return n_val, n_test
 
 
 @dataclass(frozen=True)
@@ -220,8 +307,10 @@ class BucketPlan:
     def to_doc(self) -> dict:
         doc = asdict(self)
         doc["buckets"] = [dict(asdict(b), waste=b.waste) for b in self.buckets]
+        optional = ("block_frames", "runs", "val_leakage", "test_fraction", "test_proteins",
+                    "block_tau", "autocorr", "leakage_tau")  # absent at their defaults
         doc["split"] = {k: v for k, v in doc["split"].items()
-                        if k not in ("block_frames", "runs", "val_leakage") or v not in (None, {})}
+                        if k not in optional or v not in (None, {}, [], 0.0)}
         doc["created_by"] = f"protstore {__version__}"
         return doc
 
@@ -245,17 +334,35 @@ class BucketPlan:
                     f"{sum(b.n_frames for b in self.buckets):>9} "
                     f"{sum(b.padded_cost for b in self.buckets):>13.4g} "
                     f"{100 * self.total_waste():>8.1f}")
-        if self.split.mode == "protein":
-            rows.append(f"validation proteins ({len(self.split.val_proteins)}): "
-                        f"{' '.join(self.split.val_proteins)}")
-        elif self.split.mode == "frame":
-            s = self.split
-            how = (f"in blocks of {s.block_frames} frames of each run" if s.block_frames
-                   else "as single frames")
-            leak = ("" if s.val_leakage is None else
-                    f"; {s.val_leakage:.1%} of them are next to a training frame")
-            rows.append(f"validation: {s.val_fraction:.0%} of each protein's frames, {how} "
-                        f"(seed {s.seed}){leak}")
+        s = self.split
+        if s.mode == "protein":
+            rows.append(f"validation proteins ({len(s.val_proteins)}): {' '.join(s.val_proteins)}")
+            if s.test_proteins:
+                rows.append(f"test proteins ({len(s.test_proteins)}): "
+                            f"{' '.join(s.test_proteins)}")
+        elif s.mode in ("frame", "run"):
+            test = f", test {s.test_fraction:.0%}" if s.test_fraction else ""
+            if s.mode == "run":
+                how = "as whole runs (proteins with one run stay in training)"
+            elif s.block_frames:
+                how = f"in blocks of {s.block_frames} frames of each run"
+            elif s.block_tau:
+                how = f"in blocks of {s.block_tau:g} autocorrelation times of each run"
+            else:
+                how = "as single frames"
+            rows.append(f"held out: validation {s.val_fraction:.0%}{test} of each protein's "
+                        f"frames, {how} (seed {s.seed})")
+            if s.val_leakage is not None:
+                rows.append(f"  {s.val_leakage:.1%} of validation frames are next to a "
+                            f"training frame")
+            if s.leakage_tau is not None:
+                taus = [t for v in s.autocorr.values() for t in v]
+                verdict = ("" if s.leakage_tau <= LEAKAGE_TARGET else
+                           f" (over the {LEAKAGE_TARGET:.0%} target: the runs are short for "
+                           f"their correlation; --split run holds out whole runs)")
+                rows.append(f"  {s.leakage_tau:.1%} of held-out frames lie within one "
+                            f"autocorrelation time of a training frame (τ median "
+                            f"{np.median(taus):.1f}, max {max(taus):.1f} frames){verdict}")
         return "\n".join(rows)
 
 
@@ -264,14 +371,19 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
               strategy: str = "equal-count", cost: str = "linear",
               pad_multiple: int | None = None, max_waste: float | None = None,
               max_buckets: int = 16, split: str = "none", val_fraction: float = 0.1,
-              seed: int = 0, runs: dict[str, list[int]] | None = None,
-              block_frames: int = BLOCK_FRAMES) -> BucketPlan:
+              test_fraction: float = 0.0, seed: int = 0,
+              runs: dict[str, list[int]] | None = None,
+              autocorr: dict[str, list[float]] | None = None,
+              block_frames: int | None = None) -> BucketPlan:
     """Compute a bucket plan from protein lengths and frame counts (metadata only).
 
     ``boundaries`` wins over ``strategy``; with ``max_waste`` the number of buckets is the
     smallest K (up to ``max_buckets``) whose optimal plan wastes at most that fraction.
-    ``runs``: each protein's runs as frame counts (the frame split holds out blocks of
-    ``block_frames`` within runs; without them a protein is one run).
+    ``runs``: each protein's runs as frame counts (without them a protein is one run);
+    ``autocorr``: each run's autocorrelation time in frames. The frame split holds out blocks
+    of ``block_frames`` frames within runs, or (None) of :data:`BLOCK_TAU` τ of each run when
+    every τ is known, else of :data:`BLOCK_FRAMES`. ``test_fraction`` holds out a test part
+    as well (proteins, frames or runs, as the split does).
     """
     if cost not in COSTS:
         raise PlanError(f"cost must be one of {sorted(COSTS)}, not {cost!r}")
@@ -313,52 +425,86 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
             proteins=sorted(members, key=lambda p: (lengths[p], p)), n_frames=int(fr),
             padded_cost=float(frame_cost(n_max, cost) * fr),
             real_cost=float((frame_cost(L[idx == k], cost) * Fr[idx == k]).sum())))
-    val = []
+    if not 0 <= test_fraction < 1 or (split != "none" and val_fraction + test_fraction >= 1):
+        raise PlanError(f"validation and test fractions must add up to less than 1, not "
+                        f"{val_fraction} + {test_fraction}")
+    val = test = []
     if split == "protein":
-        val = stratified_proteins([b.proteins for b in buckets], val_fraction, seed)
+        val, test = stratified_proteins([b.proteins for b in buckets], val_fraction, seed,
+                                        test_fraction=test_fraction)
     frames = {p: int(frames[p]) for p in ids}
-    parts = Split(mode=split, val_fraction=float(val_fraction) if split != "none" else 0.0,
-                  seed=seed, val_proteins=val)
-    if split == "frame":
-        if block_frames < 1:
-            raise PlanError(f"block frames must be >= 1, not {block_frames}")
+    held = split != "none"
+    parts = Split(mode=split, val_fraction=float(val_fraction) if held else 0.0,
+                  test_fraction=float(test_fraction) if held else 0.0, seed=seed,
+                  val_proteins=val, test_proteins=test)
+    if split in ("frame", "run"):
         runs = {p: [int(n) for n in (runs or {}).get(p) or [frames[p]]] for p in ids}
         bad = [p for p in ids if sum(runs[p]) != frames[p]]
         if bad:
             raise PlanError(f"protein {bad[0]!r}: runs of {sum(runs[bad[0]])} frames, but it has "
                             f"{frames[bad[0]]}")
-        parts = replace(parts, block_frames=int(block_frames), runs=runs)
-        parts = replace(parts, val_leakage=parts.leakage(frames))
+        taus = {p: [float(t) for t in autocorr[p]] for p in ids
+                if autocorr and len(autocorr.get(p) or ()) == len(runs[p])}
+        parts = replace(parts, runs=runs, autocorr=taus if len(taus) == len(ids) else {})
+        if split == "frame":
+            if block_frames is not None and block_frames < 1:
+                raise PlanError(f"block frames must be >= 1, not {block_frames}")
+            if block_frames is None and not parts.autocorr:
+                block_frames = BLOCK_FRAMES
+            parts = replace(parts, block_frames=block_frames,
+                            block_tau=None if block_frames else BLOCK_TAU)
+        parts = replace(parts, val_leakage=parts.leakage(frames),
+                        leakage_tau=parts.leakage_within_tau(frames))
     return BucketPlan(name=name, strategy=strategy, cost=cost, pad_multiple=pad_multiple,
                       boundaries=[int(b) for b in bounds], buckets=buckets, split=parts,
                       lengths=dict(lengths), frames=frames)
 
 
-def stratified_proteins(buckets: list[list[str]], fraction: float, seed: int) -> list[str]:
-    """Validation proteins drawn bucket by bucket, in proportion: ``round(fraction * n)`` of a
-    bucket of n proteins, at least one of every bucket of two or more (so no bucket's
-    validation figure is silently absent) and never all of one; seeded by ``seed``."""
+def stratified_proteins(buckets: list[list[str]], fraction: float, seed: int, *,
+                        test_fraction: float = 0.0) -> tuple[list[str], list[str]]:
+    """Validation and test proteins drawn bucket by bucket, in proportion: ``round(fraction *
+    n)`` of a bucket of n proteins (and ``round(test_fraction * n)`` for test), at least one of
+    every bucket of two or more (three for test, so no bucket's figure is silently absent) and
+    never all of one; seeded by ``seed``."""
     if not 0 < fraction < 1:
         raise PlanError(f"a protein split needs a validation fraction in (0, 1), not {fraction}")
     rng = np.random.default_rng(seed)
-    val = []
+    val, test = [], []
     for proteins in buckets:
         n = len(proteins)
-        n_val = min(max(1, int(round(fraction * n))), n - 1) if n >= 2 else 0
-        val += rng.permutation(sorted(proteins))[:n_val].tolist()
+        n_val, n_test = held_counts(n, fraction, test_fraction)
+        order = rng.permutation(sorted(proteins)).tolist()
+        val += order[:n_val]
+        test += order[n_val:n_val + n_test]
     if not val:
         raise PlanError(f"a protein split needs a bucket of at least 2 proteins (buckets hold "
                         f"{[len(b) for b in buckets]})")
-    return sorted(val)
+    return sorted(val), sorted(test)
 
 
 def plan_from_store(store, **kwargs) -> BucketPlan:
-    """:func:`make_plan` over every protein of ``store``, with each protein's runs (metadata;
-    stores before 0.5 record no runs: their per-frame temperature and replica are read)."""
+    """:func:`make_plan` over every protein of ``store``, with each protein's runs and their
+    autocorrelation times for frame and run splits (metadata; stores before 0.5 record no runs:
+    their per-frame temperature and replica are read; before 0.7 no τ: it is measured from the
+    positions, :func:`protein_autocorr`)."""
     table = store.summary()
-    if kwargs.get("split") == "frame" and "runs" not in kwargs:
-        kwargs["runs"] = {pid: protein_runs(store, pid) for pid in table.index}
+    if kwargs.get("split") in ("frame", "run"):
+        kwargs.setdefault("runs", {pid: protein_runs(store, pid) for pid in table.index})
+        if kwargs.get("block_frames") is None:
+            kwargs.setdefault("autocorr", {pid: protein_autocorr(store, pid, kwargs["runs"][pid])
+                                           for pid in table.index})
     return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), **kwargs)
+
+
+def protein_autocorr(store, pid: str, runs: list[int]) -> list[float]:
+    """Autocorrelation time (frames) of each run of ``pid``: recorded at ingest since 0.7,
+    else measured from its positions (:mod:`protstore.timeseries`)."""
+    doc_runs = store.protein_doc(pid).get("runs") or []
+    if len(doc_runs) == len(runs) and all("autocorr_frames" in r for r in doc_runs):
+        return [float(r["autocorr_frames"]) for r in doc_runs]
+    from ..timeseries import run_times
+
+    return run_times(store.protein_readers(pid)["R"].read_all(), runs)
 
 
 def protein_runs(store, pid: str) -> list[int]:

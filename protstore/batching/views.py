@@ -17,7 +17,7 @@ from . import accessor  # noqa: F401  (registers ds.prot)
 from .sample import BEAD_FIELDS, padded_topology
 from .plan import BucketPlan, check_plan
 
-PARTS = ("train", "val", "all")
+PARTS = ("train", "val", "test", "all")
 
 
 def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all") -> xr.Dataset:

@@ -58,7 +58,7 @@ class ProteinSelection:
 def select(store: Store, *, plan: BucketPlan | None = None, split: str = "val",
            proteins: list[str] | None = None, n_frames: int | None = None,
            seed: int = 0) -> list[ProteinSelection]:
-    """The frames to evaluate: the plan's ``split`` ('val', 'train' or 'all') of ``proteins``
+    """The frames to evaluate: the plan's ``split`` ('test', 'val', 'train' or 'all') of ``proteins``
     (default all of the plan's), optionally ``n_frames`` per protein drawn with ``seed``."""
     lengths = store.lengths()
     if plan is not None:

@@ -125,18 +125,25 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
 
 
 def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: str = "per-residue",
-             plan: BucketPlan | None = None, split: str = "val", proteins: list[str] | None = None,
+             plan: BucketPlan | None = None, split: str | None = None,
+             proteins: list[str] | None = None,
              n_frames: int | None = None, seed: int = 0, address: str | None = None,
              workers: int | None = None, model_id: str | None = None, allow_pickle: bool = False,
              model: str | None = None, frame_block: int = 32, progress: bool = True,
              echo: Callable[[str], None] = print) -> dict:
-    """Evaluate and write the outputs of ``mode`` into ``out``; returns their paths and numbers."""
+    """Evaluate and write the outputs of ``mode`` into ``out``; returns their paths and numbers.
+
+    ``split`` (None): with a plan, its test part when it holds one out (``best/`` was chosen on
+    validation, so test is the figure that has not been looked at), else validation; without a
+    plan, every frame."""
     if mode not in EVAL_MODES:
         raise ProtstoreError(f"mode must be one of {EVAL_MODES}, not {mode!r}")
+    if split is None:
+        split = ("test" if plan.split.has_test else "val") if plan is not None else "all"
     params = load_params(params_path, allow_pickle=allow_pickle, model=model)
-    if split != "val":
+    if split not in ("val", "test"):
         echo(f"warning: evaluating the {split!r} frames, which include training frames; "
-             "held-out frames (--plan NAME --split val) measure generalisation")
+             "held-out frames (--plan NAME --split test or val) measure generalisation")
     model_id = model_id or as_location(params_path).name.replace(".pkl", "")
     out = as_location(out, store.storage_options)
     out.mkdir()

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..errors import InputError, ProteinExistsError, ProtstoreError
 from ..prefetch import prefetch
+from ..timeseries import RunSeries
 from ..store import Store
 from ..vocab import canonical_resnames, species_ids
 from .mdcath import open_mdcath
@@ -255,6 +256,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
     rms: list[np.ndarray] = []
     bond_forces = BondForceCheck()
     runs: list[dict] = []  # consecutive frames of one (temperature, replica), as stored
+    series = RunSeries(len(source.resid))  # their autocorrelation times
     bar = tqdm(total=source.n_frames, desc=pid, unit="frame", leave=False,
                disable=not progress)
     try:
@@ -282,7 +284,8 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
             writer.append(**kept)
             rms.append(force_rms(kept["F"]))
             bond_forces.add(kept["R"], kept["F"], bonded, kept["temperature"])
-            _extend_runs(runs, kept["temperature"], kept["replica"])
+            for run, a, b in _extend_runs(runs, kept["temperature"], kept["replica"]):
+                series.add(run, kept["R"][a:b])
             bar.update(len(block.R))
         bar.close()
         if writer.frames_queued == 0:
@@ -296,7 +299,11 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         if wrong:
             raise InputError(f"{where}: protein {pid}: {wrong}")
         unit_check = {"ratio": ratio, "note": note}
+        if None in bond_forces.sums:  # to check again when a temperature is given for them
+            unit_check["unknown_temperature_sums"] = [float(x) for x in bond_forces.sums[None]]
         _fill_checksums(source, checksum)
+        for run, tau in zip(runs, series.times()):
+            run["autocorr_frames"] = round(tau, 3)
         writer.finish(dict(_protein_doc(source, resname, excluded, unit_check), runs=runs))
         status = store.commit(writer, overwrite=options.overwrite)
     except BaseException:
@@ -314,19 +321,24 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
     return status, len(excluded)
 
 
-def _extend_runs(runs: list[dict], temperature: np.ndarray, replica: np.ndarray) -> None:
-    """Append a block's frames to ``runs`` ({temperature, replica, n_frames}, in order)."""
+def _extend_runs(runs: list[dict], temperature: np.ndarray, replica: np.ndarray
+                 ) -> list[tuple[int, int, int]]:
+    """Append a block's frames to ``runs`` ({temperature, replica, n_frames}, in order);
+    returns (run index, first, end) of the block's frames in each run it touches."""
     if not len(temperature):
-        return
+        return []
     T = np.nan_to_num(np.asarray(temperature, np.float64), nan=-1.0)
     rep = np.asarray(replica)
     starts = np.concatenate([[0], np.flatnonzero((T[1:] != T[:-1]) | (rep[1:] != rep[:-1])) + 1])
+    segments = []
     for a, b in zip(starts, [*starts[1:], len(T)]):
         key = (_maybe(temperature[a]), int(rep[a]))
         if runs and (runs[-1]["temperature"], runs[-1]["replica"]) == key:
             runs[-1]["n_frames"] += int(b - a)
         else:
             runs.append({"temperature": key[0], "replica": key[1], "n_frames": int(b - a)})
+        segments.append((len(runs) - 1, int(a), int(b)))
+    return segments
 
 
 def _maybe(t) -> float | None:

@@ -99,10 +99,27 @@ def unknown_temperature_proteins(store, plan: BucketPlan) -> list[str]:
 
 
 def check_temperatures(store, plan: BucketPlan, unknown_temperature: float | None) -> None:
-    """Refuse a fit on frames of unknown temperature unless a temperature for them is given."""
+    """Refuse a fit on frames of unknown temperature unless a temperature for them is given,
+    and a given temperature that the frames' forces contradict: their protein documents keep
+    what the bond mean-force identity needs (``protstore.ingest.units``), so it is checked
+    again at that temperature for the proteins whose units were not declared."""
     if unknown_temperature is not None:
         if not 0 < float(unknown_temperature) < float("inf"):
             raise ProtstoreError(f"temperature must be positive kelvin, not {unknown_temperature}")
+        from ..ingest.units import recheck_ratio
+
+        for pid in unknown_temperature_proteins(store, plan):
+            doc = store.protein_doc(pid)
+            sums = doc.get("unit_check", {}).get("unknown_temperature_sums")
+            if sums is None or doc.get("source_units", {}).get("declared"):
+                continue
+            ratio, why = recheck_ratio(sums, unknown_temperature)
+            if ratio is not None and not 0.5 <= ratio <= 2.0:
+                raise ProtstoreError(
+                    f"protein {pid}: at --temperature {unknown_temperature:g} K its forces are "
+                    f"{ratio:.3g}x what physics expects of kcal/mol/Å (bond mean-force check, "
+                    f"{why}): the temperature, or the force unit it was ingested in, is wrong "
+                    f"(ingest it again with --force-units UNIT --overwrite)")
         return
     unknown = unknown_temperature_proteins(store, plan)
     if unknown:

@@ -62,7 +62,8 @@ def _init(key, *, features: int, layers: int, n_rbf: int, hidden: int, cutoff: f
             "update_1": _dense(next(keys), features, features),
             "update_2": _dense(next(keys), features, features),
         }
-    params["out"]["w"] = params["out"]["w"] * 0.1  # start close to the prior-only model
+    # the learned energy starts at exactly zero, so a run's step 0 is the priors alone
+    params["out"]["w"] = jnp.zeros_like(params["out"]["w"])
     return params
 
 
@@ -96,15 +97,21 @@ def network_energy(params: dict, R: jnp.ndarray, species: jnp.ndarray, mask: jnp
     return frozen["energy_scale"] * jnp.sum(jnp.where(real, e_bead, 0.0))
 
 
-def neighbor_census(params: dict, R: jnp.ndarray, mask: jnp.ndarray) -> tuple:
-    """(the most real beads any real bead of R [N, 3] has within the cutoff, the capacity K)
-    for one frame; the energy is smooth while the first is at most the second."""
+def densest(R: jnp.ndarray, mask: jnp.ndarray, cutoff) -> jnp.ndarray:
+    """The most real beads any real bead of one frame R [N, 3] has within ``cutoff`` (Å)."""
     real = mask > 0
     n = real.shape[0]
     neighbour = real[:, None] & real[None, :] & ~jnp.eye(n, dtype=bool)
     d = pair_distances(R, neighbour)
-    count = jnp.sum(neighbour & (d < params["frozen"]["cutoff"]), axis=1)
-    return jnp.max(count), jnp.int32(min(params["frozen"]["neighbor_slots"].shape[0], n - 1))
+    return jnp.max(jnp.sum(neighbour & (d < cutoff), axis=1))
+
+
+def neighbor_census(params: dict, R: jnp.ndarray, mask: jnp.ndarray) -> tuple:
+    """(the most real beads any real bead of R [N, 3] has within the cutoff, the capacity K)
+    for one frame; the energy is smooth while the first is at most the second."""
+    n = mask.shape[0]
+    return (densest(R, mask, params["frozen"]["cutoff"]),
+            jnp.int32(min(params["frozen"]["neighbor_slots"].shape[0], n - 1)))
 
 
 def capacity_for(largest: int) -> int:
@@ -118,7 +125,8 @@ def schnet(features: int = 32, layers: int = 2, n_rbf: int = 16, hidden: int = 3
     """The default learned energy. ``init(key, stats)`` uses ``stats["force_rms"]``
     (kcal/mol/Å) × 1 Å as the energy scale so outputs start at the data's force scale, and
     sizes the neighbour capacity from ``stats["max_neighbors"](cutoff)`` (the most beads any
-    bead of the training data has within ``cutoff``) unless ``max_neighbors`` fixes it."""
+    bead of the training data has within ``cutoff``) unless ``max_neighbors`` fixes it. The
+    output layer starts at zero: the learned energy is exactly 0 until the first update."""
     for name, value in (("features", features), ("layers", layers), ("n_rbf", n_rbf),
                         ("hidden", hidden),
                         ("max_neighbors", 1 if max_neighbors is None else max_neighbors)):

@@ -29,6 +29,10 @@ class TrainConfig:
     learning_rate, warmup_steps, weight_decay, clip_norm : AdamW with linear warmup and cosine
         decay to 1% over each phase, after global-norm gradient clipping.
     checkpoint_every_steps : extra checkpoints every N steps (0: only at epoch ends).
+    early_stopping_patience : end a phase after this many validated epochs without a lower
+        validation RMSE than its best so far, step 0 (the priors alone) included; 0 (the
+        default): train every epoch, since ``best/`` is chosen on validation anyway and early
+        stopping only saves time.
     model, model_options : the learned energy ``package.module:factory`` and its keyword options.
     """
 
@@ -46,6 +50,7 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)
     buffer_chunks: int = 0
     prefetch: int = 4
+    early_stopping_patience: int = 0
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -55,7 +60,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         if self.batch_beads is not None and self.batch_beads < 1:
             raise ConfigError(f"batch_beads must be >= 1, not {self.batch_beads}")
-        for name in ("warmup_steps", "checkpoint_every_steps", "prefetch", "buffer_chunks"):
+        for name in ("warmup_steps", "checkpoint_every_steps", "prefetch", "buffer_chunks",
+                     "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
         for name, low in (("learning_rate", 0.0), ("clip_norm", 0.0), ("weight_decay", None)):
@@ -88,7 +94,9 @@ class TrainConfig:
 
     def hash(self) -> str:
         doc = self.to_dict()
-        if doc["batch_beads"] is None:  # the field came in 0.5: older runs' hashes stay valid
-            del doc["batch_beads"]
+        # fields that came later, at their defaults: older runs' hashes stay valid
+        for name, default in (("batch_beads", None), ("early_stopping_patience", 0)):
+            if doc[name] == default:
+                del doc[name]
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -68,6 +68,8 @@ class TrainResult:
     steps: int
     compilations: int
     metrics: list = field(default_factory=list)
+    priors_val_rmse: float | None = None  # step 0: the priors alone (learned energy zero)
+    best_val_rmse: float | None = None
 
 
 def force_rms(loader: BatchLoader, n_batches: int = 8) -> float:
@@ -82,38 +84,43 @@ def force_rms(loader: BatchLoader, n_batches: int = 8) -> float:
     return math.sqrt(total / count) if count else 1.0
 
 
-def densest_neighbors(store: Store, plan: BucketPlan, frames_per_protein: int = 16
+def densest_neighbors(store: Store, plan: BucketPlan, batch_size: int = 32
                       ) -> Callable[[float], int]:
-    """``largest(cutoff)``: the most beads any bead has within ``cutoff`` (Å), over up to
-    ``frames_per_protein`` frames of the first training chunk of every protein of the plan
-    (one chunk read each); what a network sizes its neighbour capacity from."""
-    picked = []
-    for pid in plan.proteins:
-        frames = plan.split.frames(pid, plan.frames[pid], "train")
-        if not len(frames):
-            continue
-        reader = store.protein_readers(pid)["R"]
-        chunk = reader.read(int(frames[0]) // reader.chunk)
-        picked.append(np.array(chunk[::max(1, len(chunk) // frames_per_protein)]
-                               [:frames_per_protein], np.float32))  # float32: small at scale
+    """``largest(cutoff)``: the most beads any bead has within ``cutoff`` (Å) over every
+    frame of the plan, held-out parts included (one pass through the loader per cutoff asked,
+    one compilation per bucket shape): what a network sizes its neighbour capacity from, so
+    that no frame training, validation or evaluation sees overflows it (a smoothness bound,
+    not a fitted quantity)."""
+    from ..model.network import densest
+
+    found: dict[float, int] = {}
 
     def largest(cutoff: float) -> int:
-        most = 0
-        for R in picked:
-            R = R.astype(np.float64)
-            d2 = ((R[:, :, None, :] - R[:, None, :, :]) ** 2).sum(-1)
-            most = max(most, int(((d2 < cutoff * cutoff).sum(-1) - 1).max()))
-        return most
+        if cutoff not in found:
+            count = jax.jit(jax.vmap(lambda R, mask: densest(R, mask, cutoff)))
+            most = 0
+            for split in ("train", "val", "test"):
+                loader = BatchLoader(store, plan, LoaderConfig(
+                    batch_size=batch_size, order="sequential", split=split, shuffle=False,
+                    last="pad"))
+                for batch in loader.epoch(0):
+                    counts = np.asarray(count(batch["R"], batch["mask"]))
+                    most = max(most, int(np.max(np.where(batch["sample_mask"] > 0, counts, 0))))
+            found[cutoff] = most
+        return found[cutoff]
 
     return largest
 
 
-def validate(evaluate: Callable, params, loader: BatchLoader | None, place) -> dict:
-    """Validation force RMSE per component (kcal/mol/Å), overall and per bucket."""
+def validate(evaluate: Callable, params, loader: BatchLoader | None, place,
+             check: Callable[[dict, dict], None] = lambda params, batch: None) -> dict:
+    """Validation force RMSE per component (kcal/mol/Å), overall and per bucket; ``check``
+    (params, batch) sees every batch first (the neighbour-capacity check)."""
     if loader is None:
         return {"val_rmse": None, "val_rmse_per_bucket": {}}
     sums: dict[int, list[float]] = {}
     for batch in loader.epoch(0):
+        check(params, batch)
         sq, n = evaluate(params, place(batch))
         acc = sums.setdefault(batch["bucket"], [0.0, 0.0])
         acc[0] += float(sq)
@@ -202,6 +209,44 @@ class Run:
                 f"slots (the energy would jump when neighbours swap); train with "
                 f"--model-option max_neighbors=M, M >= {int(counts[i])}")
 
+    def validate(self, params, pos: Position) -> dict:
+        """Validation RMSEs of ``params`` (every batch checked for neighbour capacity first);
+        a non-finite figure is a divergence."""
+        val = validate(self.evaluate, params, self.val_loader, self.placement.batch,
+                       self.check_neighbors)
+        if val["val_rmse"] is not None and not math.isfinite(val["val_rmse"]):
+            self.diverged(TrainState(params, None), pos,
+                          f"the validation RMSE is {val['val_rmse']}")
+        return val
+
+    def metrics_line(self, pos: Position, train_loss: float | None, val: dict, *, frames: int,
+                     elapsed: float, wait: float) -> dict:
+        """The metrics.jsonl line of a validated position (step 0, or an epoch's end)."""
+        return {"phase": pos.phase,
+                "bucket": pos.phase if self.config.schedule == "sequential" else None,
+                "epoch": pos.epoch, "step": pos.step, "train_loss": train_loss,
+                "train_rmse": math.sqrt(train_loss) if train_loss is not None else None, **val,
+                "frames": frames, "frames_per_s": frames / elapsed if elapsed and frames else None,
+                "data_wait_s": wait, "epoch_time_s": elapsed, "wall_time_s": self.wall()}
+
+    def stop_early(self, pos: Position) -> bool:
+        """Whether the phase has gone ``early_stopping_patience`` validated epochs without a
+        lower validation RMSE than its best (never, when the patience is 0 or nothing is
+        validated)."""
+        patience = self.config.early_stopping_patience
+        if not patience:
+            return False
+        vals = [m["val_rmse"] for m in self.read_metrics()
+                if m["phase"] == pos.phase and m["val_rmse"] is not None]
+        if len(vals) <= patience:
+            return False
+        best = int(np.argmin(vals))
+        if len(vals) - 1 - best < patience:
+            return False
+        self.echo(f"early stopping: no lower validation RMSE than {vals[best]:.3f} in the last "
+                  f"{patience} epochs (phase {pos.phase}, epoch {pos.epoch})")
+        return True
+
     def diverged(self, state: TrainState, pos: Position, what: str):
         where = self.dir / "diverged" / checkpoint_name(pos.step)
         if is_main() and not where.exists("zarr.json"):
@@ -225,18 +270,31 @@ class Run:
 
     # ------------------------------------------------------------------ start / resume
     def start(self) -> tuple[TrainState, Position]:
-        """Fresh state (priors + initialised model) saved as the step-0 checkpoint."""
+        """Fresh state (priors + initialised model), validated and saved as the step-0
+        checkpoint: with a learned energy that starts at zero, step 0 is the priors alone, and
+        ``best/`` is chosen among every validated step including it."""
         # every process must initialise the same parameters: the statistics come from the
         # whole of the first global batches, not from this process's share
         stats = {"force_rms": force_rms(BatchLoader(self.store, self.plan, self._loader_config(
                      process_index=0, process_count=1))),
-                 "max_neighbors": densest_neighbors(self.store, self.plan)}
+                 "max_neighbors": densest_neighbors(self.store, self.plan,
+                                                    self.config.batch_size)}
         model_params = self.model.init(jax.random.PRNGKey(self.config.seed), stats)
         params = {"prior": jax.tree.map(np.asarray, self.priors), "model": model_params}
         optimizer = make_optimizer(self.config, self.phase_steps(0))
         state = TrainState(params, optimizer.init(params))
         pos = Position()
-        self.save(state, pos, val_rmse=None)
+        t0 = time.perf_counter()
+        val = self.validate(state.params, pos)
+        if val["val_rmse"] is None:  # nothing held out: no step-0 line
+            self.save(state, pos, **val)
+            return state, pos
+        line = self.metrics_line(pos, None, val, frames=0, elapsed=time.perf_counter() - t0,
+                                 wait=0.0)
+        self.save(state, pos, metrics=line, **val)
+        self.write_metrics(line)
+        self.echo(f"step 0 (priors only): val RMSE {val['val_rmse']:.3f} kcal/mol/Å per "
+                  "component")
         return state, pos
 
     def phase_steps(self, phase: int) -> int:
@@ -295,7 +353,7 @@ class Run:
             if steps_per_epoch == 0:
                 self.echo(f"phase {phase}: no training batches, skipped")
                 continue
-            while pos.epoch < cfg.epochs:
+            while pos.epoch < cfg.epochs and not self.stop_early(pos):
                 state, pos = self.epoch(state, pos, loader, step_fn, steps_per_epoch, tqdm)
             self.compilations += step_fn._cache_size()
         return state
@@ -333,16 +391,10 @@ class Run:
                           epoch_loss_sum=loss_sum, epoch_loss_steps=loss_steps)
         bar.close()
         elapsed = time.perf_counter() - t0
-        val = validate(self.evaluate, state.params, self.val_loader, self.placement.batch)
-        if val["val_rmse"] is not None and not math.isfinite(val["val_rmse"]):
-            self.diverged(state, pos, f"the validation RMSE is {val['val_rmse']}")
+        val = self.validate(state.params, pos)
         pos = Position(pos.phase, pos.epoch + 1, 0, pos.step)
         train_loss = loss_sum / loss_steps if loss_steps else None
-        line = {"phase": pos.phase, "bucket": pos.phase if cfg.schedule == "sequential" else None,
-                "epoch": pos.epoch, "step": pos.step, "train_loss": train_loss,
-                "train_rmse": math.sqrt(train_loss) if train_loss is not None else None, **val,
-                "frames": frames, "frames_per_s": frames / elapsed if elapsed else None,
-                "data_wait_s": wait, "epoch_time_s": elapsed, "wall_time_s": self.wall()}
+        line = self.metrics_line(pos, train_loss, val, frames=frames, elapsed=elapsed, wait=wait)
         # the line goes into the epoch-end checkpoint too: a kill before it reaches
         # metrics.jsonl loses nothing (resume writes it from there)
         self.save(state, pos, train_loss=train_loss, metrics=line, **val)
@@ -356,10 +408,11 @@ class Run:
         return state, pos
 
     # ------------------------------------------------------------------ export
-    def export(self, state: TrainState | None) -> tuple[int | None, dict]:
+    def export(self, state: TrainState | None) -> tuple[int | None, float | None, dict]:
         """Write what a finished run holds and is missing: ``final/`` (from ``state``, or read
         back when a resumed run already wrote it), ``best/``, ``params.pkl``, the loss curve
-        (process 0 writes; every process returns the best step and the last attrs)."""
+        (process 0 writes; every process returns the best step, its validation RMSE and the
+        last attrs)."""
         barrier("trained")  # process 0's last checkpoint is written
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
         _, last = found[-1]
@@ -374,9 +427,10 @@ class Run:
             if is_main():
                 write_checkpoint(self.dir / "final", final, self.attrs("final", pos, **keep))
         scored = [(a["val_rmse"], p, a) for p, a in found if a.get("val_rmse") is not None]
-        best_step = None
+        best_step = best_val = None
         if scored:
-            _, best_path, best = min(scored, key=lambda t: (t[0], -t[2]["step"]))
+            # the earliest step of the lowest figure: a later step must beat it, not tie it
+            best_val, best_path, best = min(scored, key=lambda t: (t[0], t[2]["step"]))
             best_step = best["step"]
             bpos = Position(best["phase"], best["epoch"], best["step_in_epoch"], best["step"])
             if is_main() and not self.dir.exists("best/zarr.json"):
@@ -388,7 +442,7 @@ class Run:
             self.dir.write_bytes("params.pkl", pickle.dumps(jax.tree.map(np.asarray, final)))
             plot_metrics(self.read_metrics(), self.dir / "loss_curve.png", self.config.schedule)
         barrier("exported")
-        return best_step, last
+        return best_step, best_val, last
 
 
 def _quiet(message: str) -> None:
@@ -396,13 +450,19 @@ def _quiet(message: str) -> None:
 
 
 def plot_metrics(metrics: list[dict], path, schedule: str) -> None:
-    """Loss curve: training RMSE and validation RMSE (overall and per bucket) against step."""
+    """Loss curve: training RMSE and validation RMSE (overall and per bucket) against step, and
+    the priors alone (step 0) as a line to beat."""
     from ..plotting import new_figure, save_figure
 
     fig = new_figure((7, 4.2))
     ax = fig.subplots()
     steps = [m["step"] for m in metrics]
-    ax.plot(steps, [m["train_rmse"] for m in metrics], "o-", label="train (epoch mean)")
+    trained = [m for m in metrics if m["train_rmse"] is not None]
+    ax.plot([m["step"] for m in trained], [m["train_rmse"] for m in trained], "o-",
+            label="train (epoch mean)")
+    priors = next((m["val_rmse"] for m in metrics if m["step"] == 0), None)
+    if priors is not None:
+        ax.axhline(priors, color="0.4", ls=":", label="validation, priors alone (step 0)")
     if any(m["val_rmse"] is not None for m in metrics):
         ax.plot(steps, [m["val_rmse"] for m in metrics], "s-", lw=2, label="validation, all")
         buckets = sorted({k for m in metrics for k in m["val_rmse_per_bucket"]}, key=int)
@@ -505,7 +565,33 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
     else:
         state, pos = run.resume() if resume else run.start()
         state = run.train(state, pos)
-    best_step, last = run.export(state)
+    best_step, best_val, last = run.export(state)
     metrics = run.read_metrics()
-    return TrainResult(Path(out.path) if out.local else out.url, last.get("val_rmse"), last.get("val_rmse_per_bucket", {}), best_step,
-                       last["step"], run.compilations, metrics)
+    priors_val = next((m["val_rmse"] for m in metrics if m["step"] == 0), None)
+    for line in against_priors(priors_val, best_step, best_val, last.get("val_rmse")):
+        echo(line)
+    return TrainResult(Path(out.path) if out.local else out.url, last.get("val_rmse"),
+                       last.get("val_rmse_per_bucket", {}), best_step, last["step"],
+                       run.compilations, metrics, priors_val, best_val)
+
+
+def against_priors(priors_val: float | None, best_step: int | None, best_val: float | None,
+                   final_val: float | None) -> list[str]:
+    """What a run's validation figures say against its priors alone (step 0): the lines the
+    run ends with (none when step 0 was not validated: nothing held out, or a run from before
+    protstore 0.7)."""
+    if priors_val is None or best_val is None:
+        return []
+    lines = []
+    if best_step == 0:
+        lines.append(f"warning: the network never beat the priors on validation (priors alone "
+                     f"{priors_val:.4f} kcal/mol/Å per component, no later step lower); best/ "
+                     f"holds step 0: the priors with a zero learned energy")
+    else:
+        lines.append(f"best/ (step {best_step}): val RMSE {best_val:.4f}, "
+                     f"{100 * (1 - best_val / priors_val):.2f}% below the priors alone "
+                     f"({priors_val:.4f})")
+    if final_val is not None and final_val > priors_val:
+        lines.append(f"warning: final/ validates worse than the priors alone ({final_val:.4f} > "
+                     f"{priors_val:.4f}); use best/")
+    return lines
