@@ -2,6 +2,8 @@
 angle prior in cos θ with its minimum inside the data and a continuous force through θ = π,
 an X-Pro double well whose own Boltzmann distribution has the data's cis fraction."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +12,8 @@ import pytest
 from protstore.model import build_topology, default_priors, prior_energy
 from protstore.model.fit import (CIS_MAX, fit_angle, fit_bond, fit_repulsion, priors_from_doc,
                                  priors_to_doc, write_priors)
-from protstore.model.priors import angle_energies, bond_energies, fourier
 from protstore.model.geometry import bond_angles
+from protstore.model.priors import angle_energies, bond_energies, fourier, prior_terms
 
 KB = 0.0019872041
 KT = KB * 300
@@ -155,12 +157,10 @@ def test_older_priors_with_a_fourier_angle_load_and_evaluate_as_before(tmp_path)
     p["angle"] = {"cos": np.array([0.8, -1.7, -0.1], np.float32),
                   "sin": np.array([-12.5, 0.3, 0.5], np.float32)}
     write_priors(priors_to_doc(p, None, created_by="protstore 0.6.1"), tmp_path / "old.json")
-    import json
     loaded = priors_from_doc(json.loads((tmp_path / "old.json").read_text()))
     R = jnp.asarray(np.cumsum(np.random.default_rng(0).normal(size=(6, 3)) * 2.2, 0),
                     jnp.float32)
     topo = build_topology(jnp.arange(6), jnp.zeros(6, jnp.int32), jnp.ones(6))
-    from protstore.model.priors import prior_terms
     got = float(prior_terms(loaded, R, topo)["angle"])
     expect = float(jnp.sum(fourier(bond_angles(R, topo.angle), p["angle"]["cos"],
                                    p["angle"]["sin"])))

@@ -26,11 +26,12 @@ fitted by count-weighted least squares:
   k_n (1 + cos(nφ - γ_n));
 - repulsion: ε (σ/r)^p with ε = kB T, so σ is where the wall is kT high. The pair histogram
   (fixed 0.1 Å bins) is inverted; the reference is its lowest well-sampled point (the contact
-  peak), and ln(U - U_ref) is fitted against ln r on the bins of the wall between
-  :data:`WALL_KT` kT above it (weighted by their counts): the slope is -p (clipped to 4..12) and
-  σ the fitted line's crossing of kT. Every bin used holds at least e^-4 of the peak's density,
-  so σ is an interpolation within well-sampled data, not an extrapolation into the sparse tail
-  of close contacts (which moved σ by 4-10% between random halves of the same data).
+  peak), the wall the bins below the first that comes within 0.5 kT of it, and ln(U - U_ref)
+  is fitted against ln r on the wall's bins between :data:`WALL_KT` kT above it (weighted by
+  their counts): the slope is -p (clipped to 4..12) and σ the fitted line's crossing of kT.
+  Every bin used holds at least e^-4 of the peak's density, so σ is an interpolation within
+  well-sampled data, not an extrapolation into the sparse tail of close contacts (which moved
+  σ by several percent between random halves of the same data).
 
 Temperatures: every frame's own temperature is used. Frames are grouped by temperature, each
 group is inverted at its own kT, and one set of shape parameters is fitted to all groups at
@@ -381,7 +382,10 @@ def _wall(d: np.ndarray, kT: float) -> tuple[float, float, dict]:
         raise ProtstoreError(f"repulsion prior: too few non-bonded pairs within {PAIR_RANGE} Å")
     peak = int(np.nanargmin(np.where(seen, U, np.nan)))  # the contact peak
     rise = (U - U[peak]) / kT
-    use = np.flatnonzero(seen & (np.arange(len(x)) < peak) & (rise >= WALL_KT[0])
+    # the wall ends where U first comes within WALL_KT[0] kT of the peak's (at the peak, or at
+    # a first contact shell nearly as dense as a larger-r maximum)
+    end = int(np.flatnonzero(seen & (rise < WALL_KT[0]))[0])
+    use = np.flatnonzero(seen & (np.arange(len(x)) < end) & (rise >= WALL_KT[0])
                          & (rise <= WALL_KT[1]))
     curve["offset"] = float(U[peak])
     if len(use) >= 3:
@@ -392,8 +396,8 @@ def _wall(d: np.ndarray, kT: float) -> tuple[float, float, dict]:
         weight = c[use] * rise[use] ** 2
         log_sigma = np.average(np.log(rise[use]) / power + np.log(x[use]), weights=weight)
         return float(np.exp(log_sigma)), power, curve
-    # a wall too steep to resolve: σ at the well-sampled bin closest to kT below the peak
-    below = np.flatnonzero(seen[:peak + 1])
+    # a wall too steep to resolve: σ at the well-sampled bin closest to kT below its end
+    below = np.flatnonzero(seen[:end + 1])
     return float(x[below[np.argmin(np.abs(rise[below] - 1.0))]]), 12.0, curve
 
 
