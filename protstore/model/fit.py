@@ -7,15 +7,31 @@ fitted by count-weighted least squares:
 - bond: U = ½ k (r - r0)² + c, fitted on the trans well only: bonds shorter than
   :data:`CIS_MAX` (cis-peptides, CA-CA ~2.9 Å) are counted and left out, and only the bins
   within :data:`WELL_KT` kT of the trans minimum are used, so a few outliers cannot flatten k.
-  The cis X-Pro bonds get a well of their own (k_cis = kT / var, r0_cis their median; the
-  fraction w_cis of X-Pro bond observations that are cis, at least 10⁻³), which the prior uses
-  as a double well on X-Pro bonds (:func:`~protstore.model.priors.bond_energies`);
-- angle, dihedral: linear least squares on a Fourier basis (n = 1..3), converted to
-  k_n (1 + cos(nφ - γ_n)) for dihedrals;
-- repulsion: the wall of the non-bonded pair distribution, r below its first peak: a straight
-  line of ln U against ln r gives the power p (clipped to 4..12) and ε σ^p; ε is set to kB T.
-  The histogram starts at a low quantile of the distances, not at their minimum, so a single
-  close contact cannot stretch it.
+  The cis X-Pro bonds get a well of their own (k_cis = kT / var, r0_cis their median), which
+  the prior uses as a double well on X-Pro bonds (:func:`~protstore.model.priors.bond_energies`).
+  Its weight w_cis is solved for (:func:`cis_weight`, a 1-D quadrature) so that the double
+  well's own Boltzmann distribution r² exp(-U / kT) has the data's cis fraction of X-Pro bonds
+  (at least 10⁻³; 5% when the data have no X-Pro bond): w_cis is not that fraction, the two
+  wells differ in width and in r²;
+- angle: a Chebyshev series (degree :data:`~protstore.model.priors.ANGLE_DEGREE`) in c = cos θ
+  on the data's range of c (its 5·10⁻⁴ and 1 - 5·10⁻⁴ quantiles), fitted to the histogram of
+  c itself (uniform bins in c: the density of c is p(θ) / sin θ, the Jacobian-corrected one).
+  The fit is constrained so that U rises out of both ends of the range (slope at least kT per
+  range width, outwards), and beyond them the prior continues along the tangent with a
+  stiffening: the minimum lies inside the data and nothing outside can be a well. A basis of
+  Chebyshev polynomials on the data's own range keeps the coefficients the size of the
+  potential's features (a Fourier series in θ fitted on part of [0, π] needed large
+  coefficients that cancel);
+- dihedral: linear least squares on a Fourier basis (n = 1..3), converted to
+  k_n (1 + cos(nφ - γ_n));
+- repulsion: ε (σ/r)^p with ε = kB T, so σ is where the wall is kT high. The pair histogram
+  (fixed 0.1 Å bins) is inverted; the reference is its lowest well-sampled point (the contact
+  peak), the wall the bins below the first that comes within 0.5 kT of it, and ln(U - U_ref)
+  is fitted against ln r on the wall's bins between :data:`WALL_KT` kT above it (weighted by
+  their counts): the slope is -p (clipped to 4..12) and σ the fitted line's crossing of kT.
+  Every bin used holds at least e^-4 of the peak's density, so σ is an interpolation within
+  well-sampled data, not an extrapolation into the sparse tail of close contacts (which moved
+  σ by several percent between random halves of the same data).
 
 Temperatures: every frame's own temperature is used. Frames are grouped by temperature, each
 group is inverted at its own kT, and one set of shape parameters is fitted to all groups at
@@ -28,6 +44,7 @@ read through the batch loader.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +58,7 @@ from ..store.layout import KB_KCAL_PER_MOL_K
 from ..store.location import as_location
 from ..store.schemas import dumps_document
 from .geometry import bond_angles, bond_lengths, dihedral_angles, pair_distances
-from .priors import N_FOURIER
+from .priors import ANGLE_DEGREE, N_FOURIER, angle_energies
 from .topology import build_topology
 
 PRIORS_DOC = "protstore_priors"
@@ -52,6 +69,11 @@ CIS_MIN = 30  # cis observations needed to fit the cis well's width and centre
 W_CIS_DEFAULT = 0.05  # cis fraction of X-Pro bonds in real proteins, when the data have no X-Pro
 WELL_KT = 3.0  # the trans bond well is fitted where U is within this many kT of its minimum
 MIN_COUNT = 5  # histogram bins with fewer observations are not fitted
+ANGLE_TAIL = 5e-4  # the angle prior's range of cos θ: these quantiles of the data
+ANGLE_BINS = 60  # histogram bins in cos θ over that range
+ANGLE_STIFFEN = 400.0  # k_out = this × kT / (range of cos θ)²: +½ kT at 5% of the range beyond it
+WALL_KT = (0.5, 4.0)  # the repulsive wall is fitted where U is this many kT above the contact peak
+PAIR_BIN = 0.1  # Å: bins of the pair histogram (fixed, so random subsets share them)
 
 
 @dataclass
@@ -197,10 +219,13 @@ def inverted(x: np.ndarray, bins: np.ndarray, kT: float, jacobian=None):
     return centres, U, counts
 
 
-def _joint_fit(curves: list[dict], basis: Callable, use: Callable) -> np.ndarray:
+def _joint_fit(curves: list[dict], basis: Callable, use: Callable,
+               constraints: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Shape coefficients of ``U = basis(x) @ coef + offset_g`` fitted to the Boltzmann-inverted
     ``curves`` (one per temperature group g, each with its own offset), count-weighted, over the
-    bins ``use(curve)`` selects; each curve gets its fitted ``offset``."""
+    bins ``use(curve)`` selects; each curve gets its fitted ``offset``. ``constraints``
+    (G [m, n_shape], h [m]): the fit subject to G @ coef >= h (m small: every set of active
+    constraints is tried, and the best fit that satisfies all is kept)."""
     rows, targets, weights, groups = [], [], [], []
     for g, c in enumerate(curves):
         sel = use(c)
@@ -211,12 +236,33 @@ def _joint_fit(curves: list[dict], basis: Callable, use: Callable) -> np.ndarray
     A, y, w, g = (np.concatenate(v) for v in (rows, targets, weights, groups))
     onehot = (g[:, None] == np.arange(len(curves))[None, :]).astype(np.float64)
     sw = np.sqrt(w)
-    A = np.concatenate([A, onehot], axis=1)
-    coef = np.linalg.lstsq(A * sw[:, None], y * sw, rcond=None)[0]
-    n_shape = A.shape[1] - len(curves)
+    n_shape = A.shape[1]
+    A = np.concatenate([A, onehot], axis=1) * sw[:, None]
+    y = y * sw
+    if constraints is None:
+        coef = np.linalg.lstsq(A, y, rcond=None)[0]
+    else:
+        G, h = constraints
+        G = np.concatenate([G, np.zeros((len(G), len(curves)))], axis=1)
+        best = None
+        for m in range(len(G) + 1):
+            for active in itertools.combinations(range(len(G)), m):
+                x = _equality_lstsq(A, y, G[list(active)], h[list(active)])
+                if (G @ x >= h - 1e-9 * (1 + np.abs(h))).all():
+                    cost = float(np.sum((A @ x - y) ** 2))
+                    if best is None or cost < best[0]:
+                        best = (cost, x)
+        coef = best[1]  # all constraints active is feasible whenever G has full row rank
     for c, offset in zip(curves, coef[n_shape:]):
         c["offset"] = float(offset)
     return coef[:n_shape]
+
+
+def _equality_lstsq(A: np.ndarray, y: np.ndarray, E: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """argmin ||A x - y||² subject to E x = f (the KKT system; E may have no rows)."""
+    n = A.shape[1]
+    kkt = np.block([[A.T @ A, E.T], [E, np.zeros((len(E), len(E)))]])
+    return np.linalg.lstsq(kkt, np.concatenate([A.T @ y, f]), rcond=None)[0][:n]
 
 
 def _fourier(x: np.ndarray) -> np.ndarray:
@@ -264,23 +310,71 @@ def fit_bond(r: np.ndarray, kT, prolyl: np.ndarray | None = None) -> tuple[dict,
     else:
         k_cis, r0_cis = k_trans, CIS_R0
     n_prolyl = int(prolyl.sum())
-    w_cis = max(len(cis_prolyl) / n_prolyl, 1e-3) if n_prolyl else W_CIS_DEFAULT
+    fraction = min(max(len(cis_prolyl) / n_prolyl, 1e-3), 0.99) if n_prolyl else W_CIS_DEFAULT
+    kT_mean = float(np.mean(kT))
+    w_cis = cis_weight(fraction, k_trans, -b / (2 * a), k_cis, r0_cis, kT_mean)
     info = {"n_cis": int(cis.sum()), "n_cis_prolyl": int(len(cis_prolyl)),
-            "n_prolyl": n_prolyl, "n_trans": int(len(trans)), "cis_max_angstrom": CIS_MAX}
+            "n_prolyl": n_prolyl, "n_trans": int(len(trans)), "cis_max_angstrom": CIS_MAX,
+            "cis_fraction": fraction}
     return {"k": np.float32(k_trans), "r0": np.float32(-b / (2 * a)),
             "k_cis": np.float32(k_cis), "r0_cis": np.float32(r0_cis),
-            "w_cis": np.float32(min(w_cis, 0.5)), "kT": np.float32(np.mean(kT))}, \
+            "w_cis": np.float32(w_cis), "kT": np.float32(kT_mean)}, \
         {"curves": curves, "use": "well", **info}
 
 
+def _well_mass(k: float, r0: float, kT: float) -> tuple[float, float]:
+    """(∫ r² exp(-½ k (r - r0)² / kT) dr over r > 0, the same over r < CIS_MAX): a harmonic
+    well's Boltzmann weight in 3-D, and its part on the cis side, by the trapezoid rule."""
+    sd = np.sqrt(kT / k)
+    r = np.linspace(max(r0 - 12 * sd, 0.0), r0 + 12 * sd, 24001)
+    rho = r ** 2 * np.exp(-0.5 * (r - r0) ** 2 / sd ** 2)
+    cis = np.where(r < CIS_MAX, rho, 0.0)
+    return float(np.trapezoid(rho, r)), float(np.trapezoid(cis, r))
+
+
+def cis_weight(fraction: float, k: float, r0: float, k_cis: float, r0_cis: float,
+               kT: float) -> float:
+    """The weight w of the cis well for which the X-Pro double well's own Boltzmann
+    distribution, r² [(1 - w) exp(-U_trans / kT) + w exp(-U_cis / kT)] (r² the Jacobian of a
+    3-D distance), puts ``fraction`` of its mass below :data:`CIS_MAX` (the data's definition
+    of a cis bond). Linear in w, so solved exactly; clipped to [10⁻⁶, 1 - 10⁻⁶]."""
+    z_trans, low_trans = _well_mass(k, r0, kT)
+    z_cis, low_cis = _well_mass(k_cis, r0_cis, kT)
+    # fraction = [(1-w) low_t + w low_c] / [(1-w) z_t + w z_c], solved for w
+    num = fraction * z_trans - low_trans
+    w = num / (num + low_cis - fraction * z_cis)
+    return float(np.clip(w, 1e-6, 1 - 1e-6))
+
+
 def fit_angle(theta: np.ndarray, kT) -> tuple[dict, dict]:
-    """Fourier series in θ (rad), kcal/mol, from bond angles ``theta`` at ``kT``."""
-    curves = [dict(zip(("x", "U", "counts"), inverted(
-        x, np.linspace(0, np.pi, 91), k, lambda v: np.maximum(np.sin(v), 1e-3))), kT=k)
-        for k, x in _groups(np.asarray(theta, np.float64), kT)]
-    coef = _joint_fit(curves, _fourier, lambda c: c["counts"] >= MIN_COUNT)
-    return ({"cos": coef[:N_FOURIER].astype(np.float32),
-             "sin": coef[N_FOURIER:].astype(np.float32)}, {"curves": curves})
+    """The angle prior (module docstring) from bond angles ``theta`` (rad) at ``kT``: a
+    Chebyshev series in cos θ on the data's range, rising out of it, and the stiffening
+    k_out beyond (kcal/mol)."""
+    c = np.cos(np.asarray(theta, np.float64))
+    lo, hi = (float(q) for q in np.quantile(c, [ANGLE_TAIL, 1 - ANGLE_TAIL]))
+    if hi - lo < 1e-3:
+        raise ProtstoreError(f"angle prior: the bond angles span too narrow a range "
+                             f"(cos θ {lo:.4f}..{hi:.4f}) to fit a potential")
+    bins = np.linspace(lo, hi, ANGLE_BINS + 1)
+    curves = [dict(zip(("x", "U", "counts"), inverted(x, bins, k)), kT=k)
+              for k, x in _groups(c, kT)]
+    width = hi - lo
+
+    def basis(x):  # T_1..T_D of the scaled cosine (T_0 is each group's offset)
+        return np.polynomial.chebyshev.chebvander((2 * x - lo - hi) / width, ANGLE_DEGREE)[:, 1:]
+
+    n = np.arange(1, ANGLE_DEGREE + 1)
+    # dU/dc at the ends, in kcal/mol per unit cos θ: T_n'(±1) = (±1)^(n+1) n², ds/dc = 2 / width
+    slope_lo, slope_hi = (-1.0) ** (n + 1) * n ** 2 * 2 / width, n ** 2 * 2 / width
+    kT_mean = float(np.mean(kT))
+    rise = kT_mean / width  # the least slope out of the range
+    coef = _joint_fit(curves, basis, lambda cv: cv["counts"] >= MIN_COUNT,
+                      (np.stack([-slope_lo, slope_hi]), np.array([rise, rise])))
+    for cv in curves:  # plotted against θ
+        cv["x"] = np.arccos(cv["x"])
+    return ({"cheb": np.concatenate([[0.0], coef]).astype(np.float32),
+             "c_range": np.array([lo, hi], np.float32),
+             "k_out": np.float32(ANGLE_STIFFEN * kT_mean / width ** 2)}, {"curves": curves})
 
 
 def fit_dihedral(phi: np.ndarray, kT) -> tuple[dict, dict]:
@@ -295,27 +389,33 @@ def fit_dihedral(phi: np.ndarray, kT) -> tuple[dict, dict]:
 
 
 def _wall(d: np.ndarray, kT: float) -> tuple[float, float, dict]:
-    """(σ, p, curve) of the repulsive wall of non-bonded distances ``d`` at one ``kT``."""
-    lo = max(float(np.quantile(d, 1e-4)) - 0.05, 0.5)  # a quantile: one close contact is no wall
-    x, U, c = inverted(d, np.linspace(lo, PAIR_RANGE, 121), kT, lambda v: v ** 2)
+    """(σ, p, curve) of the repulsive wall of non-bonded distances ``d`` at one ``kT``
+    (module docstring)."""
+    x, U, c = inverted(d, np.arange(1.0, PAIR_RANGE + PAIR_BIN / 2, PAIR_BIN), kT,
+                       lambda v: v ** 2)
     curve = {"kT": kT, "x": x, "U": U, "counts": c}
-    seen = np.flatnonzero(c >= MIN_COUNT)
-    if len(seen) < 4:
+    seen = c >= MIN_COUNT
+    if seen.sum() < 4:
         raise ProtstoreError(f"repulsion prior: too few non-bonded pairs within {PAIR_RANGE} Å")
-    # the wall: from the closest well-sampled distance up to the first minimum of U
-    start = stop = seen[0]
-    while stop + 1 < len(U) and c[stop + 1] >= MIN_COUNT and U[stop + 1] <= U[stop]:
-        stop += 1
-    wall = np.arange(start, stop + 1)
-    use = wall[U[wall] - U[stop] > 0.05 * kT]
+    peak = int(np.nanargmin(np.where(seen, U, np.nan)))  # the contact peak
+    rise = (U - U[peak]) / kT
+    # the wall ends where U first comes within WALL_KT[0] kT of the peak's (at the peak, or at
+    # a first contact shell nearly as dense as a larger-r maximum)
+    end = int(np.flatnonzero(seen & (rise < WALL_KT[0]))[0])
+    use = np.flatnonzero(seen & (np.arange(len(x)) < end) & (rise >= WALL_KT[0])
+                         & (rise <= WALL_KT[1]))
+    curve["offset"] = float(U[peak])
     if len(use) >= 3:
-        slope, _ = np.polyfit(np.log(x[use]), np.log(U[use] - U[stop]), 1, w=np.sqrt(c[use]))
+        # ln(ΔU / kT) = p ln σ - p ln r; the error of ln ΔU is ~ kT / (ΔU sqrt(count))
+        slope, _ = np.polyfit(np.log(x[use]), np.log(rise[use]), 1,
+                              w=np.sqrt(c[use]) * rise[use])
         power = float(np.clip(-slope, 4.0, 12.0))
-        amplitude = float(np.exp(np.mean(np.log(U[use] - U[stop]) + power * np.log(x[use]))))
-    else:  # a wall too steep to resolve: σ at the closest observed distance
-        power, amplitude = 12.0, kT * x[start] ** 12.0
-    curve["offset"] = float(U[stop])
-    return (amplitude / kT) ** (1.0 / power), power, curve
+        weight = c[use] * rise[use] ** 2
+        log_sigma = np.average(np.log(rise[use]) / power + np.log(x[use]), weights=weight)
+        return float(np.exp(log_sigma)), power, curve
+    # a wall too steep to resolve: σ at the well-sampled bin closest to kT below its end
+    below = np.flatnonzero(seen[:end + 1])
+    return float(x[below[np.argmin(np.abs(rise[below] - 1.0))]]), 12.0, curve
 
 
 def fit_repulsion(d: np.ndarray, kT) -> tuple[dict, dict]:
@@ -358,7 +458,8 @@ def fit_priors(samples: Samples) -> tuple[dict, dict, dict]:
             "n_frames": int(len(T)),
             "observations": {k: int(len(arr["pair" if k == "repulsion" else k])) for k in curves},
             "bond_cis": {k: curves["bond"][k] for k in ("n_cis", "n_cis_prolyl", "n_prolyl",
-                                                         "n_trans", "cis_max_angstrom")}}
+                                                         "n_trans", "cis_max_angstrom",
+                                                         "cis_fraction")}}
     return fitted, curves, info
 
 
@@ -366,8 +467,10 @@ def _curve_of(name: str, p: dict, x: np.ndarray) -> np.ndarray:
     n = np.arange(1, N_FOURIER + 1)
     if name == "bond":  # the trans term (what the panel shows)
         return 0.5 * p["k"] * (x - p["r0"]) ** 2
-    if name == "angle":
+    if name == "angle" and "cos" in p:  # a Fourier series in θ (priors of protstore <= 0.6)
         return np.cos(np.outer(x, n)) @ p["cos"] + np.sin(np.outer(x, n)) @ p["sin"]
+    if name == "angle":
+        return np.asarray(angle_energies(p, np.cos(x)))
     if name == "dihedral":
         return (p["k"] * (1 + np.cos(np.outer(x, n) - p["gamma"]))).sum(1)
     return p["epsilon"] * (p["sigma"] / x) ** p["power"]

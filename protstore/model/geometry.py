@@ -28,13 +28,27 @@ def bond_lengths(R: jnp.ndarray, bond: jnp.ndarray) -> jnp.ndarray:
     return safe_norm(R[1:] - R[:-1], bond)
 
 
-def bond_angles(R: jnp.ndarray, angle: jnp.ndarray) -> jnp.ndarray:
-    """[N-2] angle at bead i+1 between beads i, i+1, i+2 (0..π) where ``angle`` [N-2] bool."""
+def _cosines(R: jnp.ndarray, angle: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(cos θ [N-2], defined [N-2]): cos θ from the dot product where both bonds have a length."""
     u, v = R[:-2] - R[1:-1], R[2:] - R[1:-1]
     den = safe_norm(u, angle) * safe_norm(v, angle)
     ok = angle & (den > 0)
-    cos = jnp.sum(u * v, axis=-1) / jnp.where(ok, den, 1.0)
-    # arccos has an infinite slope at ±1; straight chains are physical, so stay just inside
+    return jnp.sum(u * v, axis=-1) / jnp.where(ok, den, 1.0), ok
+
+
+def bond_cosines(R: jnp.ndarray, angle: jnp.ndarray) -> jnp.ndarray:
+    """[N-2] cos θ of the angle at bead i+1 between beads i, i+1, i+2 (-1..1) where ``angle``
+    [N-2] bool (0 elsewhere). No arccos: smooth in R everywhere, a straight chain (θ = π)
+    included."""
+    cos, ok = _cosines(R, angle)
+    return jnp.where(ok, cos, 0.0)
+
+
+def bond_angles(R: jnp.ndarray, angle: jnp.ndarray) -> jnp.ndarray:
+    """[N-2] angle at bead i+1 between beads i, i+1, i+2 (0..π) where ``angle`` [N-2] bool.
+    Its gradient stops just inside 0 and π (arccos has an infinite slope at ±1): an energy that
+    must be smooth there is a function of :func:`bond_cosines` instead."""
+    cos, ok = _cosines(R, angle)
     return jnp.where(ok, jnp.arccos(jnp.clip(cos, -1.0 + 1e-6, 1.0 - 1e-6)), 0.0)
 
 
