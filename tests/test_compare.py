@@ -8,6 +8,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 from scipy.spatial.distance import jensenshannon
 from scipy.spatial.transform import Rotation
 
@@ -238,6 +239,13 @@ def test_the_document_the_table_and_the_plots(two):
     assert frame.loc[("loose", "rmsd"), "js"] > 0.5
 
 
+def test_frames_in_many_small_blocks_give_the_same_numbers(helix_store, two, monkeypatch):
+    monkeypatch.setattr(obs, "BLOCK_VALUES", 1)  # one frame per block
+    res = compare(helix_store, two["paths"])
+    xr.testing.assert_allclose(res.table, two["result"].table)
+    xr.testing.assert_allclose(res.samples, two["result"].samples)
+
+
 def test_burn_in_incomplete_dropped_and_nonfinite_frames(helix_store, tmp_path):
     _, R = reference(helix_store)
     R = R.copy()
@@ -296,7 +304,6 @@ def test_python_api_errors(helix_store, two):
         compare("/nonexistent/store.zarr", two["paths"])
 
 
-@pytest.mark.slow
 def test_compare_on_s3(s3_bucket, tmp_path, capsys):
     write_mdcath(tmp_path / "aa1.h5", domain="aa1", resnames=("MET", "ALA", "GLY", "LYS", "ALA"),
                  frames=12, runs=((320, 0),), seed=1)

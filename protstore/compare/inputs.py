@@ -27,7 +27,7 @@ REQUIRED = ("protein", "temperature", "complete", "steps_done", "dt")
 class Ensemble(NamedTuple):
     """Frames of one source, in memory.
 
-    R [F, N, 3] float (Å); replica [F] int; frame [F] int (the source's own frame index:
+    R [F, N, 3] float32 (Å); replica [F] int; frame [F] int (the source's own frame index:
     the trajectory's ``frame`` or the reference's ``source_frame``); time [F] float (ps; NaN
     for the reference, whose frames carry no time); doc: the trajectory document (None for the
     reference); n_dropped: frames left out as non-finite or after a replica was dropped.
@@ -51,7 +51,8 @@ def open_trajectory(where: str | Location, storage_options: dict | None = None) 
         raise InputError(f"{loc.url}: trajectory not found (no Zarr group there)") from None
     try:
         ds = xr.open_zarr(loc.url, storage_options=loc.storage_options or None,
-                          consolidated=bool(meta.get("consolidated_metadata")))
+                          consolidated=bool(meta.get("consolidated_metadata")),
+                          decode_timedelta=False)
     except Exception as exc:  # noqa: BLE001 - whatever zarr/xarray raise: one line
         raise InputError(f"{loc.url}: cannot open the trajectory: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -83,7 +84,7 @@ def trajectory_frames(ds: xr.Dataset, where: str, *, burn_in: float = 0.0,
     replicas = np.asarray(ds["replica"].values)
     done = float(doc["steps_done"]) * float(doc["dt"]) * (1 + 1e-9) + 1e-9
     keep = (time >= burn_in) & (time <= done)
-    R = np.asarray(ds["R"].isel(frame=np.flatnonzero(keep)).values, np.float64)
+    R = np.asarray(ds["R"].isel(frame=np.flatnonzero(keep)).values, np.float32)
     frames = np.asarray(ds["frame"].values)[keep]
     times = time[keep]
     ok = np.isfinite(R).all(axis=(-2, -1))  # [replica, frame]
@@ -133,5 +134,5 @@ def reference_frames(store, protein: str, temperature: float) -> tuple[xr.Datase
     replica = np.asarray(ds["replica"].values)[sel]
     source = np.asarray(ds["source_frame"].values)[sel]
     order = np.lexsort((source, replica))
-    R = np.asarray(ds["R"].isel(frame=sel).values, np.float64)[order]  # read in store order
+    R = np.asarray(ds["R"].isel(frame=sel).values, np.float32)[order]  # read in store order
     return ds, Ensemble(R, replica[order], source[order], np.full(len(sel), np.nan), None)

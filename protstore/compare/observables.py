@@ -32,6 +32,7 @@ Q_MIN_SEPARATION = 3  # along one chain, pairs with |Δresid| <= this are never 
 Q_BETA = 5.0  # 1/Å
 Q_LAMBDA = 1.5
 BLOCK = 4096  # frames per vmapped block (bounds memory on long trajectories)
+BLOCK_VALUES = 1 << 22  # values of the widest per-frame intermediate in one block of frames
 
 
 def labels(values) -> np.ndarray:
@@ -180,3 +181,12 @@ def pair_distances(R: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """[F, P] distances (Å) of the bead ``pairs`` [P, 2] in R [F, N, 3]."""
     R = np.asarray(R, np.float64)
     return np.linalg.norm(R[:, pairs[:, 0]] - R[:, pairs[:, 1]], axis=-1)
+
+
+def in_blocks(fn, R: np.ndarray, width: int) -> dict[str, np.ndarray]:
+    """``fn(block) -> {name: [f, ...]}`` over blocks of frames of R [F, N, 3] (F >= 1), each
+    block about :data:`BLOCK_VALUES` values of the widest intermediate (``width`` values per
+    frame), concatenated along the frames: memory bounded on long trajectories."""
+    step = max(1, BLOCK_VALUES // max(1, int(width)))
+    parts = [fn(R[i:i + step]) for i in range(0, len(R), step)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -10,6 +10,7 @@ free-energy surface over the first two TICA components of the reference
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -106,7 +107,8 @@ def compare(store, trajectories, *, labels: list[str] | None = None, burn_in: fl
         store = open_store(store, storage_options=storage_options)
     options = store.storage_options or storage_options
     trajectories = [as_location(t, options) for t in
-                    ([trajectories] if isinstance(trajectories, str | Location) else trajectories)]
+                    ([trajectories] if isinstance(trajectories, str | os.PathLike | Location)
+                     else trajectories)]
     if not trajectories:
         raise ProtstoreError("give at least one trajectory")
     labels = _labels(trajectories, labels)
@@ -178,28 +180,32 @@ def _observables(sources: dict[str, Ensemble], resid, chain, *, tica: bool, tica
             skipped[name] = f"the protein has no {name}s"
     if not len(pairs):
         skipped["q"] = "no native contacts in the reference's first frame"
-    values = {}
-    for label, ens in sources.items():
-        v = {"bond": obs.bond_lengths(ens.R, terms), "angle": obs.bond_angles(ens.R, terms),
-             "dihedral": obs.dihedral_angles(ens.R, terms),
-             "rg": obs.radius_of_gyration(ens.R), "rmsd": obs.kabsch_rmsd(ens.R, native),
-             "end_to_end": obs.end_to_end(ens.R, chain)}
+    features = obs.pair_features(len(resid), resid, chain) if tica else np.zeros((0, 2), int)
+    width = 3 * max(len(resid), len(pairs), len(features))
+
+    def per_frame(R):
+        v = {"bond": obs.bond_lengths(R, terms), "angle": obs.bond_angles(R, terms),
+             "dihedral": obs.dihedral_angles(R, terms), "rg": obs.radius_of_gyration(R),
+             "rmsd": obs.kabsch_rmsd(R, native), "end_to_end": obs.end_to_end(R, chain)}
         if "q" not in skipped:
-            v["q"] = obs.fraction_native_contacts(ens.R, pairs, r0)
-        values[label] = {k: x for k, x in v.items() if k not in skipped}
+            v["q"] = obs.fraction_native_contacts(R, pairs, r0)
+        if len(features) >= 2:
+            v["features"] = obs.pair_distances(R, features)
+        return {k: x for k, x in v.items() if k not in skipped}
+
+    values = {label: obs.in_blocks(per_frame, ens.R, width) for label, ens in sources.items()}
     if not tica:
-        return values, {**skipped, "tic1": "not asked (no TICA)", "tic2": "not asked (no TICA)",
-                        "tica": "not asked (no TICA)"}, None
-    features = obs.pair_features(len(resid), resid, chain)
+        return values, {**skipped, **{k: "not asked (no TICA)" for k in ("tic1", "tic2", "tica")}
+                        }, None
     if len(features) < 2:
         return values, {**skipped, **{k: "fewer than 2 bead pairs to use as TICA features"
                                       for k in ("tic1", "tic2", "tica")}}, None
     ref = sources[REFERENCE]
-    model = fit_tica(obs.pair_distances(ref.R, features), ref.replica, ref.frame,
-                     lagtime=tica_lag, where=f"{where}: the reference")
-    for label, ens in sources.items():
-        y = model.transform(obs.pair_distances(ens.R, features))
-        values[label]["tic1"], values[label]["tic2"] = y[:, 0], y[:, 1]
+    model = fit_tica(values[REFERENCE]["features"], ref.replica, ref.frame, lagtime=tica_lag,
+                     where=f"{where}: the reference")
+    for v in values.values():
+        y = model.transform(v.pop("features"))
+        v["tic1"], v["tic2"] = y[:, 0], y[:, 1]
     import deeptime
 
     info = {"library": f"deeptime {deeptime.__version__}", "lagtime_frames": int(tica_lag),

@@ -67,13 +67,13 @@ def fit_tica(features: np.ndarray, run: np.ndarray, source_frame: np.ndarray, *,
     est = TICA(lagtime=lagtime, dim=2)
     est.partial_fit((X[t0], X[t1]))
     model = est.fetch_model()
+    if model.output_dimension < 2:
+        raise ProtstoreError(f"{where}: the features span fewer than 2 TICA components "
+                             f"(too few distinct frames); use --no-tica")
     values = np.asarray(model.singular_values[:2], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         ts = -lagtime / np.log(np.abs(values))
     ts = np.where(np.isfinite(ts), ts, 0.0)
-    if model.output_dimension < 2:
-        raise ProtstoreError(f"{where}: the features span fewer than 2 TICA components "
-                             f"(too few distinct frames); use --no-tica")
     return TicaModel(model, lagtime, len(t0), ts)
 
 
