@@ -237,6 +237,24 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    """``protstore compare``: thin; everything is in :func:`protstore.compare.compare`."""
+    from .compare import compare
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    compare(_open(args), args.trajectories, labels=labels, burn_in=args.burn_in,
+            allow_incomplete=args.allow_incomplete, n_bins=args.bins, tica=not args.no_tica,
+            tica_lag=args.tica_lag, out=args.out, overwrite=args.overwrite, echo=print)
+    return 0
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive finite number, not {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -461,6 +479,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "stored factory is never imported unless named here")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read a params.pkl (runs code from the file; only files you trust)")
+
+    p = command("compare", _compare,
+                "simulated trajectories against the store's frames of the same protein and "
+                "temperature: observables, JS divergences, TICA free-energy surfaces")
+    p.add_argument("store")
+    p.add_argument("trajectories", nargs="+", metavar="TRAJ",
+                   help="trajectory groups written by protstore simulate (paths or URLs)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="compare.json, compare.txt and the PNGs are written here")
+    p.add_argument("--labels", metavar="A,B", help="names of the trajectories in the table and "
+                   "figures (default: their directory names)")
+    p.add_argument("--burn-in", type=_non_negative_float, default=0.0, metavar="PS",
+                   help="leave out the first PS picoseconds of every replica (default 0)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="compare the saved part of a trajectory that is not complete")
+    p.add_argument("--bins", type=_positive_int, default=50,
+                   help="histogram bins of each 1-D observable (default 50)")
+    p.add_argument("--tica-lag", type=_positive_int, default=1, metavar="FRAMES",
+                   help="TICA lag in saved frames of the reference (default 1)")
+    p.add_argument("--no-tica", action="store_true", help="no TICA components or FES")
+    p.add_argument("--overwrite", action="store_true", help="replace a comparison in DIR")
 
     p = command("demo-data", _demo_data, "generate the demo data set (mdCATH-layout HDF5)")
     p.add_argument("out")
