@@ -317,7 +317,8 @@ def simulate(store, params, protein: str, out, config: SimulateConfig = Simulate
     topo = build_topology(jnp.asarray(resid), jnp.asarray(chain_codes(chain)),
                           jnp.ones(n_atoms, jnp.float32), jnp.asarray(species))
     mass = internal_masses(species)
-    block_frames = config.block_frames or default_block_frames(config.n_replicas, n_atoms)
+    block_frames = (existing["block_frames"] if existing is not None else
+                    config.block_frames or default_block_frames(config.n_replicas, n_atoms))
     kT = KB_KCAL_PER_MOL_K * temperature
     eng = engine(mp.factory, json.dumps(mp.options, sort_keys=True), config.mode, block_frames)
     params_dev = jax.tree.map(jnp.asarray, mp.params)

@@ -82,8 +82,10 @@ class TrajectoryWriter:
                                               shuffle="bitshuffle", typesize=4,
                                               blocksize=enc.block_bytes), Crc32cCodec()]}
         with quiet_zarr():
+            # the document from the start: a kill during creation leaves a trajectory that
+            # says it is incomplete (and that --overwrite replaces), never a bare group
             group = zarr.create_group(location.zarr_store(read_only=False), zarr_format=3,
-                                      overwrite=False)
+                                      overwrite=False, attributes={TRAJECTORY_DOC: doc})
             coords = "chain resid species time"
 
             def data(name, shape, chunks, dims, units, coordinates, codecs):
