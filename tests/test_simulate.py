@@ -4,6 +4,7 @@ xarray opens; the integrator against jax-md's; the CLI's one-line errors."""
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 
 import jax
@@ -73,6 +74,7 @@ def world(tmp_path_factory):
     write_checkpoint(tmp / "bad_shapes", params, attrs(SCHNET, {"max_neighbors": 16,
                                                                 "features": 8}))
     plugin = {"prior": default_priors(), "model": {"w": np.zeros(1, np.float32)}}
+    (tmp / "params.pkl").write_bytes(pickle.dumps(params))
     write_checkpoint(tmp / "nan", plugin, attrs(PLUGIN, {}))
     write_checkpoint(tmp / "nbr", plugin, attrs(PLUGIN, {"capacity": 2}))
     return protstore.open_store(tmp / "s.zarr"), tmp
@@ -326,6 +328,7 @@ def test_temperature_and_start_frames_come_from_the_data(world):
     (["--steps", "30"], "multiple of save-every"),
     (["--params", "bad_shapes"], "leaf params['model']"),
     (["--params", "missing.pkl"], "no such checkpoint"),
+    (["--params", "params.pkl"], "pass --allow-pickle only for files you trust"),
     (["--resume"], "no trajectory to resume"),
 ])
 def test_bad_input_is_a_one_line_error(world, capsys, extra, message):
