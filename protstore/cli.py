@@ -248,11 +248,27 @@ def _compare(args) -> int:
     return 0
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive finite number, not {text}")
-    return value
+def _simulate(args) -> int:
+    from .simulate import SimulateConfig, simulate
+    from .store.location import parse_storage_options
+
+    config = SimulateConfig(
+        n_steps=args.steps, temperature=args.temperature, n_replicas=args.replicas,
+        dt_fs=args.dt_fs, friction=args.friction, save_every=args.save_every, seed=args.seed,
+        mode=args.mode, start=args.start, on_unstable=args.on_unstable,
+        block_frames=args.block_frames)
+    store = _open(args)
+    result = simulate(store, args.params, args.protein, args.out, config, model=args.model,
+                      allow_pickle=args.allow_pickle, resume=args.resume,
+                      overwrite=args.overwrite, progress=not args.no_progress,
+                      storage_options=parse_storage_options(args.storage_options))
+    doc = result.document
+    rate = result.steps * doc["n_replicas"] / result.wall_s if result.wall_s else 0.0
+    dropped = f"; {len(doc['dropped'])} replica(s) dropped" if doc["dropped"] else ""
+    print(f"simulated {doc['protein']} at {doc['temperature']:g} K: {doc['steps_done']} steps "
+          f"x {doc['n_replicas']} replicas ({rate:.3g} replica-steps/s with compilation)"
+          f"{dropped}; wrote {result.path}")
+    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -480,6 +496,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="read a params.pkl (runs code from the file; only files you trust)")
 
+    p = command("simulate", _simulate,
+                "Langevin dynamics of a parameter set on one protein of a store (a Zarr "
+                "trajectory)")
+    p.add_argument("store")
+    p.add_argument("--params", required=True, metavar="CHECKPOINT",
+                   help="a checkpoint group (training, final/best, EMA) or, with --allow-pickle, "
+                        "a params.pkl")
+    p.add_argument("--protein", required=True, metavar="ID")
+    p.add_argument("--out", required=True, metavar="TRAJ",
+                   help="the trajectory (a Zarr group; local path or URL)")
+    p.add_argument("--temperature", type=float, metavar="K",
+                   help="default: the protein's temperature, when its frames have one")
+    p.add_argument("--replicas", type=int, default=1, metavar="R")
+    p.add_argument("--steps", type=int, default=10_000, metavar="N",
+                   help="integration steps, a multiple of --save-every (default 10000)")
+    p.add_argument("--dt-fs", type=float, default=2.0, metavar="FS", help="time step (default 2)")
+    p.add_argument("--friction", type=float, default=1.0, metavar="PER_PS",
+                   help="Langevin friction, 1/ps (default 1)")
+    p.add_argument("--save-every", type=int, default=100, metavar="K",
+                   help="steps between saved frames (default 100)")
+    p.add_argument("--block-frames", type=int, metavar="F",
+                   help="saved frames per written (and checked) block (default: ~1 MiB, <= 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=["full", "prior-only"], default="full")
+    p.add_argument("--start", choices=["first", "random"], default="first",
+                   help="start every replica from the first frame at the temperature, or each "
+                        "from a random one")
+    p.add_argument("--on-unstable", choices=["stop", "drop"], default="stop",
+                   help="an unstable replica stops the run (default) or is left out")
+    p.add_argument("--resume", action="store_true", help="continue the trajectory TRAJ")
+    p.add_argument("--overwrite", action="store_true", help="replace the trajectory TRAJ")
+    p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
+                   help="the model that reads the params (as for evaluate)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read a params.pkl (runs code from the file; only files you trust)")
     p = command("compare", _compare,
                 "simulated trajectories against the store's frames of the same protein and "
                 "temperature: observables, JS divergences, TICA free-energy surfaces")
@@ -490,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare.json, compare.txt and the PNGs are written here")
     p.add_argument("--labels", metavar="A,B", help="names of the trajectories in the table and "
                    "figures (default: their directory names)")
-    p.add_argument("--burn-in", type=_non_negative_float, default=0.0, metavar="PS",
+    p.add_argument("--burn-in", type=_nonnegative_float, default=0.0, metavar="PS",
                    help="leave out the first PS picoseconds of every replica (default 0)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="compare the saved part of a trajectory that is not complete")

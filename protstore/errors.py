@@ -67,3 +67,12 @@ class CheckpointError(ProtstoreError):
 
 class TrainingDiverged(ProtstoreError):
     """The loss or the parameters became non-finite."""
+
+
+class TrajectoryError(ProtstoreError):
+    """A trajectory that cannot be written, resumed or read as asked (``protstore simulate``)."""
+
+
+class SimulationUnstable(ProtstoreError):
+    """A replica of a simulation failed a stability check (non-finite values, a bond out of
+    its physical range, more neighbours than the network's capacity)."""

@@ -55,3 +55,20 @@ def zero() -> EnergyModel:
         return params["w"][0] * 0.0 * jnp.sum(jnp.where(mask[:, None] > 0, R, 0.0))
 
     return EnergyModel(init, energy)
+
+
+def unstable_when_shifted(threshold: float = 50.0, capacity: int | None = None) -> EnergyModel:
+    """Zero energy but NaN wherever the frame's mean y exceeds ``threshold`` Å (a replica
+    started from a shifted frame is unstable at once); with ``capacity``, a neighbour census
+    that always exceeds it (every bead counts all the others)."""
+
+    def init(key, stats):
+        return {"w": jnp.zeros(1, jnp.float32)}
+
+    def energy(params, R, species, mask, topo):
+        return params["w"][0] + jnp.where(jnp.mean(R[:, 1]) > threshold, jnp.nan, 0.0)
+
+    def neighbors(params, R, mask):
+        return jnp.int32(R.shape[0] - 1), jnp.int32(capacity)
+
+    return EnergyModel(init, energy, None if capacity is None else neighbors)
