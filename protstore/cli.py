@@ -10,6 +10,7 @@ from . import __version__
 from .batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET, SPLITS
 from .errors import ProtstoreError
 from .store.location import as_location
+from .train.config import LOSS_WEIGHTINGS
 
 
 def _open(args, mode: str = "r"):
@@ -182,6 +183,7 @@ def _train(args) -> int:
             epochs=args.epochs, batch_size=args.batch_size, batch_beads=args.batch_beads,
             schedule=args.schedule,
             learning_rate=args.lr, weight_decay=args.weight_decay,
+            loss_weighting=args.loss_weighting,
             early_stopping_patience=args.early_stopping, seed=args.seed,
             checkpoint_every_steps=args.checkpoint_every,
             model=args.model, model_options=_model_options(args.model_option))
@@ -429,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, help="peak learning rate")
     p.add_argument("--weight-decay", type=_nonnegative_float, metavar="W",
                    help="AdamW weight decay (default 1e-4)")
+    p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
+                   help="bead (default): every real bead weighs the same in an epoch; frame: "
+                        "every step's loss is its own beads' mean (short proteins weigh more)")
     p.add_argument("--early-stopping", type=_count, metavar="EPOCHS",
                    help="end after this many validated epochs without a lower validation RMSE "
                         "(default 0: never; best/ is chosen on validation either way)")

@@ -383,3 +383,23 @@ def test_a_store_and_a_trajectory_on_s3(world, reference, s3_bucket, capsys):
     assert np.array_equal(ds.R.values, reference.R.values)
     with pytest.raises(StoreError):
         simulate(remote, tmp / "ck", "nope", f"{s3_bucket}/runs/x.zarr", BASE, progress=False)
+
+
+def test_compare_reads_what_simulate_writes(world, reference, tmp_path):
+    """The two commands' shared contract, end to end: a trajectory straight from simulate."""
+    from protstore.compare import compare
+
+    store, tmp = world
+    res = compare(store, [tmp / "ref.zarr"], labels=["sim"], tica=False, out=tmp_path / "cmp")
+    assert res.doc["trajectories"][0]["n_frames"] == 3 * 20  # every saved frame, 3 replicas
+    sim = res.samples.where(res.samples.source == "sim", drop=True)
+    np.testing.assert_allclose(sim.rg.values, _rg(reference.R.values.reshape(-1, 10, 3)),
+                               rtol=1e-5)
+    js = res.table.js.sel(trajectory="sim")
+    assert np.isfinite(js.sel(observable=["bond", "angle", "dihedral", "rg", "rmsd"])).all()
+    assert "no native contacts" in res.doc["skipped"]["q"]  # a straight 10-bead chain
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["protein"] == "p1"
+
+
+def _rg(R):
+    return np.sqrt(((R - R.mean(axis=1, keepdims=True)) ** 2).sum(-1).mean(-1))

@@ -316,12 +316,17 @@ def test_a_plan_without_held_out_data_trains_without_validation(train_store, tmp
     assert result.metrics[0]["val_rmse"] is None and result.metrics[0]["train_loss"] > 0
 
 
-def test_configs_of_runs_before_batch_beads_keep_their_hash():
+def test_configs_of_runs_written_before_newer_fields_keep_their_hash_and_behaviour(tmp_path):
     import hashlib
 
-    config = TrainConfig(epochs=2)
-    old = {k: v for k, v in config.to_dict().items()
-           if k not in ("batch_beads", "early_stopping_patience")}
+    # a config.json from before batch_beads, early stopping and loss weighting existed
+    old = {k: v for k, v in TrainConfig(epochs=2).to_dict().items()
+           if k not in ("batch_beads", "early_stopping_patience", "loss_weighting")}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config = TrainConfig.of_run(tmp_path / "config.json")
+    assert config.loss_weighting == "frame"  # what those runs did, not today's default
     text = json.dumps(old, sort_keys=True, separators=(",", ":"))
     assert config.hash() == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    assert TrainConfig(epochs=2, batch_beads=400).hash() != config.hash()
+    assert TrainConfig.from_file(tmp_path / "config.json").loss_weighting == "bead"
+    assert TrainConfig(epochs=2).hash() != config.hash()
+    assert config.replace(batch_beads=400).hash() != config.hash()

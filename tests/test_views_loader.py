@@ -578,3 +578,26 @@ def test_a_chunk_of_the_wrong_size_is_an_error_with_scratch_too(tmp_path):
     for scratch in (None, Scratch()):
         with pytest.raises(ChunkError, match="chunk 0: corrupt chunk"):
             reader.read(0, scratch)
+
+
+def test_bead_weighting_makes_every_bead_of_an_epoch_weigh_the_same(demo_store, plan):
+    """The default loss weighting: a step's loss is its squared errors over the epoch's mean
+    real beads per step, so the epoch's summed losses are its pooled MSE over real beads (a
+    bead of a short protein weighs what a bead of a long one does)."""
+    import jax.numpy as jnp
+
+    from protstore.train.step import force_loss
+
+    loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=4, last="pad"))
+    real = [int((b["mask"].astype(bool) & b["sample_mask"].astype(bool)[:, None]).sum())
+            for b in loader.epoch(0)]
+    assert loader.real_beads_per_step(0) == pytest.approx(np.mean(real))
+    assert len(set(real)) > 2  # batches of very different sizes
+    # an "energy" whose forces are zero: the squared error is |F_ref|^2
+    zero = lambda params, R, species, mask, topo: jnp.sum(R * 0.0)  # noqa: E731
+    bead, frame = force_loss(zero, loader.real_beads_per_step(0)), force_loss(zero)
+    batches = list(loader.epoch(0))
+    sq = [float(frame(None, b)[1][0]) for b in batches]
+    pooled = sum(sq) / (3 * sum(real))
+    assert np.mean([float(bead(None, b)[0]) for b in batches]) == pytest.approx(pooled, rel=1e-5)
+    assert np.mean([float(frame(None, b)[0]) for b in batches]) != pytest.approx(pooled, rel=1e-2)

@@ -265,6 +265,17 @@ class BatchLoader:
     def steps_per_epoch(self, epoch: int = 0) -> int:
         return len(self.schedule(epoch))
 
+    def real_beads_per_step(self, epoch: int = 0) -> float:
+        """Real beads per global batch, averaged over the steps of ``epoch`` (from the layout
+        alone; reads no data); 0.0 when the epoch has no steps."""
+        lengths = np.array([self.plan.lengths[p] for p in self.proteins], np.int64)
+        total = 0
+        for k, i in self.schedule(epoch):
+            lay, B = self._layout(k, epoch), self.batch_size(k)
+            total += int(lengths[lay.protein[i * B:(i + 1) * B]].sum())
+        steps = self.steps_per_epoch(epoch)
+        return total / steps if steps else 0.0
+
     def shapes(self) -> dict[int, tuple[int, int]]:
         """Static (batch, N_max) per bucket of the batches this process yields: one
         compilation each."""

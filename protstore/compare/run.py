@@ -30,6 +30,8 @@ from .tica import LAGTIME, fit_tica, free_energy
 
 REFERENCE = "reference"
 FES_BINS = 30  # bins per TICA axis of the 2-D histograms
+MAX_FEATURES = 300  # TICA features (bead-pair distances) at most
+FRAMES_PER_FEATURE = 10  # reference frames per TICA feature at least
 OUTPUTS = ("compare.json", "compare.txt", "compare_observables.png", "compare_fes.png")
 
 #: name -> (unit, definition); the order of the table and the figure
@@ -180,7 +182,11 @@ def _observables(sources: dict[str, Ensemble], resid, chain, *, tica: bool, tica
             skipped[name] = f"the protein has no {name}s"
     if not len(pairs):
         skipped["q"] = "no native contacts in the reference's first frame"
-    features = obs.pair_features(len(resid), resid, chain) if tica else np.zeros((0, 2), int)
+    # covariances of P features need many more frames than P: at most one feature per
+    # FRAMES_PER_FEATURE reference frames (a TICA of more features than frames is degenerate)
+    max_features = min(MAX_FEATURES, len(sources[REFERENCE].R) // FRAMES_PER_FEATURE)
+    features = (obs.pair_features(len(resid), resid, chain, max_pairs=max(max_features, 2))
+                if tica else np.zeros((0, 2), int))
     width = 3 * max(len(resid), len(pairs), len(features))
 
     def per_frame(R):
@@ -210,9 +216,11 @@ def _observables(sources: dict[str, Ensemble], resid, chain, *, tica: bool, tica
 
     info = {"library": f"deeptime {deeptime.__version__}", "lagtime_frames": int(tica_lag),
             "n_features": int(len(features)), "n_lagged_pairs": int(model.n_pairs),
-            "features": "distances of bead pairs not within 2 residues along a chain, every "
-                        "k-th in (i, j) order, at most 300",
-            "timescales_frames": [float(t) for t in model.timescales]}
+            "features": f"distances of bead pairs not within 2 residues along a chain, every "
+                        f"k-th in (i, j) order, at most {MAX_FEATURES} and one per "
+                        f"{FRAMES_PER_FEATURE} reference frames",
+            "timescales_frames": [float(t) if np.isfinite(t) else None
+                                  for t in model.timescales]}
     return values, skipped, info
 
 

@@ -32,7 +32,7 @@ class TicaModel(NamedTuple):
     model: object  # deeptime's CovarianceKoopmanModel
     lagtime: int
     n_pairs: int  # time-lagged pairs it was fitted on
-    timescales: np.ndarray  # [2] implied timescales in saved frames
+    timescales: np.ndarray  # [2] implied timescales in saved frames; NaN where |λ| is not in (0, 1)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.transform(np.asarray(features, np.float64)))[:, :2]
@@ -71,9 +71,11 @@ def fit_tica(features: np.ndarray, run: np.ndarray, source_frame: np.ndarray, *,
         raise ProtstoreError(f"{where}: the features span fewer than 2 TICA components "
                              f"(too few distinct frames); use --no-tica")
     values = np.asarray(model.singular_values[:2], np.float64)
+    # an implied timescale exists only for 0 < |λ| < 1: a finite sample can give |λ| >= 1
+    # (no decay seen within the data), which has none
+    decays = (np.abs(values) > 0) & (np.abs(values) < 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ts = -lagtime / np.log(np.abs(values))
-    ts = np.where(np.isfinite(ts), ts, 0.0)
+        ts = np.where(decays, -lagtime / np.log(np.where(decays, np.abs(values), 0.5)), np.nan)
     return TicaModel(model, lagtime, len(t0), ts)
 
 

@@ -1,4 +1,5 @@
-"""The end-to-end demo job: generate data, ingest, plan, fit priors, train, EMA, evaluate."""
+"""The end-to-end demo job: generate data, ingest, plan, fit priors, train, EMA, evaluate,
+simulate the held-out proteins and compare their ensembles with the reference."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from ..batching import plan_from_store, save_plan
 from ..checkpoints import read_checkpoint
+from ..compare import compare
 from ..errors import ProtstoreError
 from ..ema import compute_ema
 from ..evaluate import evaluate, pooled_by_sample
@@ -17,21 +19,31 @@ from ..model.fit import fit_priors_to_file
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
 from ..report import store_info
+from ..simulate import SimulateConfig, simulate
 from ..store import open_store
 from .dataset import DemoConfig, make_demo_dataset
 
-STEPS = 8
+STEPS = 9
 #: A short run that trains meaningfully on a 2-core CPU in a few minutes.
 DEMO_TRAINING = TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3, checkpoint_every_steps=20)
 DEMO_EMA_DECAY = 0.99
 #: the protein split's seed: the predecessor's NPZ protein lands in training, so the demo shows
 #: the refusal of frames of unknown temperature, and its fix, once
 DEMO_SPLIT_SEED = 0
+#: CG Langevin dynamics of the held-out proteins: the generating world's friction and time
+#: step (its beads weigh 110 amu, close to the residue masses simulate uses), random start
+#: frames; 2 replicas x 30 ps, a frame every 0.5 ps like the data (the temperature: the data's
+#: first)
+DEMO_SIMULATION = SimulateConfig(n_steps=3000, n_replicas=2, dt_fs=10.0, friction=5.0,
+                                 save_every=50, start="random")
+#: the models simulated: label -> (checkpoint in the run directory, simulate mode)
+DEMO_MODELS = {"prior-only": ("best", "prior-only"), "trained": ("best", "full")}
 
 
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bool = True,
              echo: Callable[[str], None] = print,
-             train_config: TrainConfig = DEMO_TRAINING) -> dict:
+             train_config: TrainConfig = DEMO_TRAINING,
+             simulate_config: SimulateConfig = DEMO_SIMULATION) -> dict:
     """Run every step of the demo into ``out``; returns the paths of what it wrote."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,13 +128,63 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
              f"  {'model':<20s} {'all':>7s} " + " ".join(f"{'bucket ' + b:>9s}" for b in buckets)]
     lines += [f"  {k:<20s} {v['all']:7.4f} " + " ".join(f"{v[b]:9.4f}" for b in buckets)
               for k, v in per_bucket.items()]
-    (out / "summary.txt").write_text("\n".join(lines) + "\n")
-    plot_summary(per_bucket, out / "summary.png")
     for line in lines:
         echo(line)
+
+    sim_dir = out / "simulate"
+    best_step = read_checkpoint(run_dir / "best").attrs["step"]
+    echo(f"[9/{STEPS}] simulate each held-out protein with its priors only and with the "
+         f"trained model (best/, step {best_step}) and compare the ensembles with the "
+         f"reference -> {sim_dir}")
+    comparisons = simulate_and_compare(store, run_dir, plan.split.val_proteins, sim_dir,
+                                       simulate_config.replace(
+                                           temperature=float(config.temperatures[0])),
+                                       progress=progress, echo=echo)
+    ensemble_lines = [f"ensembles of CG simulations of the held-out proteins against the "
+                      f"reference at {config.temperatures[0]} K: Jensen-Shannon divergence "
+                      f"(bits, 0 = identical histograms) per observable; trained = best/ "
+                      f"(step {best_step})", *comparison_table(comparisons)]
+    for line in ensemble_lines:
+        echo(line)
+    lines += ["", *ensemble_lines]
+    (out / "summary.txt").write_text("\n".join(lines) + "\n")
+    plot_summary(per_bucket, comparisons, out / "summary.png")
     return {"data": data_dir, "store": store_path, "info": out / "info.txt",
             "plan": out / "plan.txt", "run": run_dir, "train": result, "ema": ema_path,
-            "eval": eval_dir, "summary": summary, "ok": report.ok}
+            "eval": eval_dir, "simulate": sim_dir, "summary": summary,
+            "comparisons": comparisons, "ok": report.ok}
+
+
+def simulate_and_compare(store, run_dir: Path, proteins, out: Path, config: SimulateConfig, *,
+                         progress: bool, echo: Callable[[str], None]) -> dict:
+    """Simulate every protein with each of :data:`DEMO_MODELS` into ``out/<protein>_<label>.zarr``
+    and compare them with the reference (``out/<protein>/``); returns protein -> the
+    :class:`~protstore.compare.CompareResult`."""
+    results = {}
+    for protein in proteins:
+        trajectories = []
+        for label, (checkpoint, mode) in DEMO_MODELS.items():
+            path = out / f"{protein}_{label}.zarr"
+            sim = simulate(store, run_dir / checkpoint, protein, path, config.replace(mode=mode),
+                           overwrite=True, progress=progress)
+            echo(f"{protein} {label}: {sim.steps} steps x {config.n_replicas} replicas in "
+                 f"{sim.wall_s:.1f} s ({sim.compile_s:.1f} s compiling)")
+            trajectories.append(path)
+        results[protein] = compare(store, trajectories, labels=list(DEMO_MODELS),
+                                   out=out / protein, overwrite=True)
+    return results
+
+
+def comparison_table(comparisons: dict) -> list[str]:
+    """Lines of a table: one row per (protein, model), one column per observable (JS, bits)."""
+    observables = [str(o) for o in next(iter(comparisons.values())).table.observable.values]
+    rows = [f"  {'protein':<10s} {'model':<11s} " + " ".join(f"{o:>10s}" for o in observables)]
+    for protein, res in comparisons.items():
+        for label in res.table.trajectory.values:
+            js = res.table.js.sel(trajectory=label)
+            rows.append(f"  {protein:<10s} {str(label):<11s} "
+                        + " ".join(f"{float(js.sel(observable=o)):10.3f}" for o in observables))
+    return rows
 
 
 def rmse_by_bucket(ds, *, zero: bool = False) -> dict[str, float]:
@@ -136,13 +198,15 @@ def rmse_by_bucket(ds, *, zero: bool = False) -> dict[str, float]:
     return out
 
 
-def plot_summary(per_bucket: dict[str, dict[str, float]], path: Path) -> None:
-    """Grouped bars: validation RMSE per bucket for each model (zero, prior, final, EMA)."""
+def plot_summary(per_bucket: dict[str, dict[str, float]], comparisons: dict, path: Path) -> None:
+    """Left: held-out force RMSE per bucket for each model (zero, prior, final, EMA), grouped
+    bars. Right: JS divergence from the reference per observable, for each simulated
+    (protein, model)."""
     from ..plotting import new_figure, save_figure
 
+    fig = new_figure((14, 4.5))
+    ax, bx = fig.subplots(1, 2, width_ratios=(1, 1.4))
     groups = list(next(iter(per_bucket.values())))
-    fig = new_figure((8, 4))
-    ax = fig.subplots()
     width = 0.8 / len(per_bucket)
     for i, (name, values) in enumerate(per_bucket.items()):
         x = np.arange(len(groups)) + i * width
@@ -153,7 +217,20 @@ def plot_summary(per_bucket: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2,
                   ["all buckets" if g == "all" else f"bucket {g}" for g in groups])
     ax.set_yscale("log")
-    ax.set_ylabel("validation force RMSE per component (kcal/mol/Å)")
-    ax.set_title("Demo: zero force vs priors vs trained (final and EMA) params")
+    ax.set_ylabel("held-out force RMSE per component (kcal/mol/Å)")
+    ax.set_title("Forces: zero vs priors vs trained (final, EMA)")
     ax.legend(fontsize=8)
+
+    observables = [str(o) for o in next(iter(comparisons.values())).table.observable.values]
+    series = [(p, str(label), res.table.js.sel(trajectory=label))
+              for p, res in comparisons.items() for label in res.table.trajectory.values]
+    width = 0.8 / len(series)
+    for i, (protein, label, js) in enumerate(series):
+        x = np.arange(len(observables)) + i * width
+        bx.bar(x, [float(js.sel(observable=o)) for o in observables], width,
+               label=f"{protein} {label}", hatch="//" if label == "prior-only" else None)
+    bx.set_xticks(np.arange(len(observables)) + 0.4 - width / 2, observables)
+    bx.set_ylabel("JS divergence from the reference (bits)")
+    bx.set_title("Ensembles: CG simulation vs reference, held-out proteins")
+    bx.legend(fontsize=7, ncol=2)
     save_figure(fig, path)

@@ -13,6 +13,9 @@ from ..model.energy import DEFAULT_MODEL
 from ..store.schemas import check_document
 
 SCHEDULES = ("interleaved", "sequential")
+LOSS_WEIGHTINGS = ("bead", "frame")
+# fields added after runs had been written, with the behaviour those older runs had
+OLDER_RUNS = {"batch_beads": None, "early_stopping_patience": 0, "loss_weighting": "frame"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,12 @@ class TrainConfig:
     batch_size, batch_beads : samples per batch, or (``batch_beads``) max(1, batch_beads //
         N_max) samples in each bucket, so every step costs about the same and every real bead
         weighs about the same in the loss (docs/reference.md, "Loss weighting").
+    loss_weighting : ``bead`` (the default): every real bead's force components weigh the same
+        in an epoch, whatever its protein's size, so the epoch's loss is the pooled force MSE
+        that validation reports (a step's squared errors over the epoch's mean real beads per
+        step); ``frame``: every step's loss is the mean over its own real beads, so a frame of
+        a 24-residue protein weighs as much as one of 236 residues and the beads of short
+        proteins ~10x more (the predecessor's weighting).
     learning_rate, warmup_steps, weight_decay, clip_norm : AdamW with linear warmup and cosine
         decay to 1% over each phase, after global-norm gradient clipping.
     checkpoint_every_steps : extra checkpoints every N steps (0: only at epoch ends).
@@ -51,10 +60,14 @@ class TrainConfig:
     buffer_chunks: int = 0
     prefetch: int = 4
     early_stopping_patience: int = 0
+    loss_weighting: str = "bead"
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, not "
+                              f"{self.loss_weighting!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
@@ -80,23 +93,35 @@ class TrainConfig:
         return cls(**doc)
 
     @classmethod
-    def from_file(cls, path) -> "TrainConfig":
-        from ..store.location import as_location
+    def of_run(cls, path) -> "TrainConfig":
+        """A run's own ``config.json``: a field it lacks was written before that field existed
+        and takes the value those runs had (not today's default)."""
+        doc = _read_document(path)
+        return cls.from_dict({**{k: v for k, v in OLDER_RUNS.items() if k not in doc}, **doc},
+                             str(path))
 
-        try:
-            doc = json.loads(as_location(path).read_bytes(""))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read training config ({exc})") from None
-        return cls.from_dict(doc, str(path))
+    @classmethod
+    def from_file(cls, path) -> "TrainConfig":
+        return cls.from_dict(_read_document(path), str(path))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def hash(self) -> str:
         doc = self.to_dict()
-        # fields that came later, at their defaults: older runs' hashes stay valid
-        for name, default in (("batch_beads", None), ("early_stopping_patience", 0)):
-            if doc[name] == default:
+        # fields that came later, at the value runs before them had: older runs' hashes stay
+        # valid
+        for name, before in OLDER_RUNS.items():
+            if doc[name] == before:
                 del doc[name]
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_document(path) -> dict:
+    from ..store.location import as_location
+
+    try:
+        return json.loads(as_location(path).read_bytes(""))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read training config ({exc})") from None

@@ -345,7 +345,9 @@ class Run:
             loader = self.loader(phase)
             steps_per_epoch = loader.steps_per_epoch(0)
             optimizer = make_optimizer(cfg, cfg.epochs * steps_per_epoch)
-            step_fn = make_train_step(self.energy, optimizer)
+            step_fn = make_train_step(self.energy, optimizer,
+                                      loader.real_beads_per_step(0)
+                                      if cfg.loss_weighting == "bead" else None)
             if phase != pos.phase:  # sequential: next bucket from these params, fresh optimizer
                 pos = Position(phase, 0, 0, pos.step)
                 state = self.placement.replicate(TrainState(state.params,
@@ -511,7 +513,7 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         if run_doc["plan"] != plan.name:
             raise ProtstoreError(f"{out}: the run trained on plan {run_doc['plan']!r}, "
                                  f"not {plan.name!r}")
-        config = TrainConfig.from_file(out / "config.json")
+        config = TrainConfig.of_run(out / "config.json")
         if model is not None and model != config.model:
             raise ConfigError(f"{out}: the run trains model {config.model!r}, not {model!r}")
         trusted_model(config.model, model, str(out / "config.json"))

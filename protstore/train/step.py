@@ -44,23 +44,28 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, param_labels)
 
 
-def force_loss(energy: Callable) -> Callable:
-    """``loss(params, batch) -> (mse, (Σ||ΔF||², n_real))``: the mean squared force-component
-    error over real beads of real samples only, (kcal/mol/Å)²."""
+def force_loss(energy: Callable, beads_per_step: float | None = None) -> Callable:
+    """``loss(params, batch) -> (loss, (Σ||ΔF||², n_real))`` over real beads of real samples
+    only, (kcal/mol/Å)²: Σ||ΔF||² / (3 beads_per_step) (every bead of an epoch weighs the same;
+    ``beads_per_step``: the epoch's mean real beads per step), or without it the batch's own
+    mean squared force component."""
     forces = batch_forces(energy)
 
     def loss(params, batch):
         F = forces(params, batch["R"], batch["species"], batch["resid"], batch["chain"],
                    batch["mask"])
         sq, n = squared_error_sums(F, batch["F"], batch["mask"], batch["sample_mask"])
-        return sq / (3.0 * jnp.maximum(n, 1.0)), (sq, n)
+        scale = jnp.maximum(n, 1.0) if beads_per_step is None else beads_per_step
+        return sq / (3.0 * scale), (sq, n)
 
     return loss
 
 
-def make_train_step(energy: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """``step(state, batch) -> (state, loss)``, jitted: one compilation per batch shape."""
-    loss_fn = force_loss(energy)
+def make_train_step(energy: Callable, optimizer: optax.GradientTransformation,
+                    beads_per_step: float | None = None) -> Callable:
+    """``step(state, batch) -> (state, loss)``, jitted: one compilation per batch shape
+    (``beads_per_step``: see :func:`force_loss`)."""
+    loss_fn = force_loss(energy, beads_per_step)
 
     @jax.jit
     def step(state: TrainState, batch: dict):
