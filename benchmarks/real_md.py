@@ -39,7 +39,8 @@ RESERVED = {"1UBQ", "4AKE", "1V6P", "2F4K", "2I39", "3II2"}
 KB = 0.0019872041
 
 
-def structures(max_proteins: int, seed: int) -> list[tuple[str, object]]:
+def structures(max_proteins: int, seed: int, residues: tuple[int, int] = (40, 130)
+               ) -> list[tuple[str, object]]:
     """(name, PDBFixer of one chain) for usable structures of MDAnalysisTests' dssp folder."""
     from pdbfixer import PDBFixer
 
@@ -49,7 +50,7 @@ def structures(max_proteins: int, seed: int) -> list[tuple[str, object]]:
     picked = []
     for path in rng.permutation(files):
         code = Path(str(path)).name.split(".")[0].upper()[:4]
-        if code in RESERVED:
+        if code in RESERVED or code.lower() in {name for name, _ in picked}:
             continue
         try:
             fixer = _fixer(PDBFixer, Path(str(path)))
@@ -57,7 +58,7 @@ def structures(max_proteins: int, seed: int) -> list[tuple[str, object]]:
             print(f"skip {code}: {type(exc).__name__}: {exc}")
             continue
         n = fixer.topology.getNumResidues()
-        if 40 <= n <= 130:
+        if residues[0] <= n <= residues[1]:
             picked.append((code.lower(), fixer))
             print(f"use {code}: {n} residues")
         if len(picked) == max_proteins:
@@ -89,27 +90,39 @@ def _fixer(PDBFixer, path: Path):
 
 
 def simulate(structure, temperatures, frames: int, interval_ps: float, seed: int,
-             platform: str = "CPU") -> dict:
+             platform: str = "CPU", cutoff_nm: float | None = None, timestep_fs: float = 2.0,
+             hydrogen_mass: float | None = None, equilibration_ps: float = 20.0) -> dict:
     """{T: (positions Å [F, n, 3], forces kJ/mol/nm [F, n, 3])} of a structure (anything with
-    ``topology`` and ``positions``: a PDBFile, a PDBFixer)."""
+    ``topology`` and ``positions``: a PDBFile, a PDBFixer).
+
+    ``cutoff_nm`` None: no cutoff; else a non-periodic cutoff (nm) for the nonbonded and GB
+    terms. ``hydrogen_mass`` (amu, e.g. 3) repartitions mass onto hydrogens so that a 4 fs
+    ``timestep_fs`` is stable; it changes the dynamics, not the Boltzmann distribution or the
+    forces."""
     import openmm
     from openmm import app, unit
 
     forcefield = app.ForceField("amber14-all.xml", "implicit/gbn2.xml")
-    system = forcefield.createSystem(structure.topology, nonbondedMethod=app.NoCutoff,
-                                     constraints=app.HBonds)
-    steps = max(1, int(round(interval_ps / 0.002)))
+    options = {"nonbondedMethod": app.NoCutoff}
+    if cutoff_nm is not None:
+        options = {"nonbondedMethod": app.CutoffNonPeriodic,
+                   "nonbondedCutoff": cutoff_nm * unit.nanometer}
+    if hydrogen_mass is not None:
+        options["hydrogenMass"] = hydrogen_mass * unit.amu
+    system = forcefield.createSystem(structure.topology, constraints=app.HBonds, **options)
+    dt_ps = timestep_fs / 1000.0
+    steps = max(1, int(round(interval_ps / dt_ps)))
     out = {}
     for T in temperatures:
         integrator = openmm.LangevinMiddleIntegrator(T * unit.kelvin, 1.0 / unit.picosecond,
-                                                     0.002 * unit.picoseconds)
+                                                     dt_ps * unit.picoseconds)
         integrator.setRandomNumberSeed(seed)
         sim = app.Simulation(structure.topology, system, integrator,
                              openmm.Platform.getPlatformByName(platform))
         sim.context.setPositions(structure.positions)
         sim.minimizeEnergy(maxIterations=500)
         sim.context.setVelocitiesToTemperature(T * unit.kelvin, seed)
-        sim.step(10_000)  # 20 ps
+        sim.step(max(0, int(round(equilibration_ps / dt_ps))))
         R, F = [], []
         for _ in range(frames):
             sim.step(steps)
@@ -149,13 +162,14 @@ def write_mdcath(path: Path, domain: str, topology, positions, runs: dict) -> No
             run.attrs["numFrames"] = len(R)
 
 
-def prepare(folder: Path, n: int, seed: int) -> list[Path]:
+def prepare(folder: Path, n: int, seed: int, residues: tuple[int, int] = (40, 130)
+            ) -> list[Path]:
     """Fixed structures (PDB files with hydrogens) of ``n`` usable proteins in ``folder``."""
     from openmm import app
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fixer in structures(n, seed):
+    for name, fixer in structures(n, seed, residues):
         path = folder / f"{name}.pdb"
         with open(path, "w") as fh:
             app.PDBFile.writeFile(fixer.topology, fixer.positions, fh)
@@ -176,7 +190,8 @@ def simulate_structures(folder: Path, data: Path, args) -> None:
             continue
         pdb = app.PDBFile(str(pdb_path))
         runs = simulate(pdb, args.temperatures, args.frames, args.interval_ps, args.seed,
-                        args.platform)
+                        args.platform, args.cutoff_nm, args.timestep_fs, args.hydrogen_mass,
+                        args.equilibration_ps)
         write_mdcath(path, pdb_path.stem, pdb.topology, pdb.positions, runs)
         print(f"{pdb_path.stem}: {pdb.topology.getNumAtoms()} atoms simulated "
               f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
@@ -189,31 +204,35 @@ def main() -> None:
                         default="all", help="prepare: fixed PDB files; simulate: MD into "
                         "mdCATH files (OpenMM only); pipeline: protstore on those files")
     parser.add_argument("--proteins", type=int, default=8)
+    parser.add_argument("--residues", type=int, nargs=2, default=[40, 130],
+                        metavar=("MIN", "MAX"), help="residue range of the structures used")
     parser.add_argument("--frames", type=int, default=70, help="frames per temperature")
     parser.add_argument("--interval-ps", type=float, default=1.0)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 350.0])
     parser.add_argument("--platform", default="CPU", help="OpenMM platform (CUDA on a GPU)")
+    parser.add_argument("--cutoff-nm", type=float, default=None,
+                        help="non-periodic cutoff of the nonbonded and GB terms (default none)")
+    parser.add_argument("--timestep-fs", type=float, default=2.0)
+    parser.add_argument("--hydrogen-mass", type=float, default=None,
+                        help="amu; hydrogen mass repartitioning (3 allows --timestep-fs 4)")
+    parser.add_argument("--equilibration-ps", type=float, default=20.0)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = Path(args.out)
     if args.stage in ("all", "prepare"):
-        prepare(out / "structures", args.proteins, args.seed)
+        prepare(out / "structures", args.proteins, args.seed, tuple(args.residues))
     if args.stage in ("all", "simulate"):
         simulate_structures(out / "structures", out / "data", args)
     if args.stage in ("all", "pipeline"):
         pipeline(out, sorted((out / "data").glob("mdcath_dataset_*.h5")), args)
 
 
-def pipeline(out: Path, files: list[Path], args) -> None:
+def ingest_store(out: Path, files: list[Path]):
+    """``out/store.zarr`` with ``files`` ingested (again: ingest skips what it holds), opened
+    for writing plans; prints the ingest report and each protein's unit check."""
     import protstore
-    from protstore.batching import plan_from_store, save_plan
-    from protstore.demo.pipeline import rmse_by_bucket
-    from protstore.ema import compute_ema
-    from protstore.evaluate import evaluate
     from protstore.ingest import ingest
-    from protstore.model.fit import CIS_MAX, collect_samples
-    from protstore.train import TrainConfig, train
 
     path = out / "store.zarr"
     report = ingest(files, protstore.open_store(path, mode="a"), progress=False)
@@ -223,6 +242,19 @@ def pipeline(out: Path, files: list[Path], args) -> None:
     for pid in store.proteins:
         d = store.protein_doc(pid)
         print(f"| {pid} | {d['n_atoms']} | {d['n_frames']} | {d['unit_check']['note']} |")
+    return store
+
+
+def pipeline(out: Path, files: list[Path], args) -> None:
+    import protstore
+    from protstore.batching import plan_from_store, save_plan
+    from protstore.demo.pipeline import rmse_by_bucket
+    from protstore.ema import compute_ema
+    from protstore.evaluate import evaluate
+    from protstore.model.fit import CIS_MAX, collect_samples
+    from protstore.train import TrainConfig, train
+
+    store = ingest_store(out, files)
     if "real" not in store.plans():
         save_plan(store, plan_from_store(store, name="real", n_buckets=2, split="protein",
                                          val_fraction=0.25, seed=args.seed))

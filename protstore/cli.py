@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-frames", type=_positive_int, metavar="N",
                    help=f"--split frame: hold out contiguous blocks of N frames of each run "
                         f"(default: {BLOCK_TAU:g} autocorrelation times of the run, so that "
-                        f"<= {LEAKAGE_TARGET:.0%} of held-out frames lie within one of a "
+                        f"<= {LEAKAGE_TARGET:.0%}% of held-out frames lie within one of a "
                         f"training frame; {BLOCK_FRAMES} when the store has no times)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a plan of the same name")

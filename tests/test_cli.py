@@ -36,3 +36,14 @@ def test_console_script_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "protstore.cli", "--version"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("protstore ")
+
+
+def test_every_command_has_a_help_page():
+    import argparse
+
+    from protstore.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        assert name in command.format_help()  # a '%' in a help string raises here
