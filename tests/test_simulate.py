@@ -23,7 +23,7 @@ from protstore.model.topology import build_topology
 from protstore.simulate import (SimulateConfig, baoab, internal_masses, read_document,
                                 simulate)
 from protstore.simulate import run as simrun
-from protstore.simulate.checks import Diagnostics, failures
+from protstore.simulate.checks import Diagnostics, failures, remedy
 from protstore.simulate.masses import RESIDUE_MASSES, SPECIES_MASSES
 from protstore.simulate.trajectory import TrajectoryWriter
 from protstore.store.layout import KB_KCAL_PER_MOL_K
@@ -225,7 +225,8 @@ def test_on_unstable_drop_goes_on_without_the_replica_and_records_it(world):
     assert not xr.open_zarr(tmp / "drop2.zarr").attrs["protstore_trajectory"]["complete"]
     # a model whose neighbour capacity the frames overflow: stopped at the first saved frame
     with pytest.raises(SimulationUnstable, match="replica 0 step 20: a bead has 9 beads "
-                                                 "within the network's cutoff, more than its 2"):
+                                                 "within the network's cutoff, more than its 2"
+                                                 ".*max_neighbors=N"):
         simulate(store, tmp / "nbr", "p1", tmp / "nbr.zarr", BASE, model=PLUGIN,
                  progress=False)
 
@@ -240,6 +241,9 @@ def test_failures_name_the_first_bad_frame_of_each_live_replica():
     assert got[1][0] == 0 and "9 beads" in got[1][1]
     assert failures(d, np.array([False, True]), bond_range=(2.0, 5.5), capacity=None) == {
         1: (1, "non-finite positions, momenta or energy")}
+    # a crowded bead is the model's doing, not the step's: the hint says which
+    assert "max_neighbors" in remedy(got[1][1]) and "dt" not in remedy(got[1][1])
+    assert remedy(got[0][1]) == "a smaller --dt-fs"
 
 
 def test_prior_only_mode_ignores_the_network(world):

@@ -43,6 +43,18 @@ def frame_diagnostics(R, momentum, energy, topo: Topology, census=None) -> Diagn
                        jnp.asarray(count, jnp.int32))
 
 
+NEIGHBOR_SLOTS = "neighbour slots"
+
+
+def remedy(reason: str) -> str:
+    """What to try after a replica failed for ``reason`` (one of :func:`failures`' reasons)."""
+    if NEIGHBOR_SLOTS in reason:
+        # the model let beads crowd together; a smaller step does not change where it goes
+        return ("a model trained with more neighbour slots (train --model-option "
+                "max_neighbors=N) or one that keeps beads apart (its priors' repulsion)")
+    return "a smaller --dt-fs"
+
+
 def failures(diag: Diagnostics, alive: np.ndarray, *, bond_range: tuple[float, float],
              capacity: int | None) -> dict[int, tuple[int, str]]:
     """``{replica: (first failing frame of the block, reason)}`` for the live replicas whose
@@ -64,6 +76,6 @@ def failures(diag: Diagnostics, alive: np.ndarray, *, bond_range: tuple[float, f
             reason = f"a bond of {length:.2f} Å outside [{lo:g}, {hi:g}] Å"
         else:
             reason = (f"a bead has {int(nbr[f, r])} beads within the network's cutoff, more "
-                      f"than its {capacity} neighbour slots (the energy is not smooth there)")
+                      f"than its {capacity} {NEIGHBOR_SLOTS} (the energy is not smooth there)")
         out[int(r)] = (f, reason)
     return out

@@ -34,7 +34,7 @@ from ..model.energy import load_model, total_energy
 from ..model.topology import build_topology
 from ..store.layout import KB_KCAL_PER_MOL_K, chain_codes
 from ..store.location import Location, as_location
-from .checks import Diagnostics, failures, frame_diagnostics
+from .checks import Diagnostics, failures, frame_diagnostics, remedy
 from .integrator import BAOABState, baoab, kinetic_temperature
 from .masses import MASSES_DESCRIPTION, internal_masses
 from .trajectory import TRAJECTORY_VERSION, TrajectoryWriter, read_document
@@ -423,7 +423,7 @@ def _run(eng: Engine, writer: TrajectoryWriter, doc: dict, state: BAOABState, pa
                     writer.write_document(doc)
                     raise SimulationUnstable(
                         f"{out}: replica {r} step {step}: {reason}; the trajectory holds the "
-                        f"{steps_done} steps before its block (a smaller --dt-fs, or "
+                        f"{steps_done} steps before its block ({remedy(reason)}, or "
                         "--on-unstable drop to go on without the replica)")
                 doc = {**doc, "dropped": [*doc["dropped"], event]}
                 alive[r] = False
@@ -440,7 +440,8 @@ def _run(eng: Engine, writer: TrajectoryWriter, doc: dict, state: BAOABState, pa
             if not alive.any():
                 writer.write_document(doc)
                 raise SimulationUnstable(f"{out}: every replica became unstable (the last: "
-                                         f"{doc['dropped'][-1]['reason']}); a smaller --dt-fs")
+                                         f"{doc['dropped'][-1]['reason']}); "
+                                         f"{remedy(doc['dropped'][-1]['reason'])}")
             state = new_state
             steps_done += k * save_every
             frame0 = writer.frames
