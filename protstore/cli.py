@@ -190,7 +190,7 @@ def _train(args) -> int:
             try:
                 priors = json.loads(as_location(args.priors, store.storage_options)
                                     .read_bytes(""))
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
                 raise ProtstoreError(f"{args.priors}: cannot read priors ({exc})") from None
             check_document(priors, "priors", args.priors)
         result = train(store, plan, args.out, config, priors=priors,

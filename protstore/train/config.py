@@ -85,7 +85,7 @@ class TrainConfig:
 
         try:
             doc = json.loads(as_location(path).read_bytes(""))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
             raise ConfigError(f"{path}: cannot read training config ({exc})") from None
         return cls.from_dict(doc, str(path))
 
