@@ -127,3 +127,154 @@ def test_copied_attrs_get_digests_of_their_own(tmp_path):
     ck = read_checkpoint(tmp_path / "a")
     write_checkpoint(tmp_path / "best", {"w": np.zeros(2)}, dict(ck.attrs, kind="best"))
     assert read_checkpoint(tmp_path / "best").verified
+
+
+# --- the store: catalog segments, stale entries, arrays' metadata, undecodable documents ---
+
+def _store_with(tmp_path, names=("a1", "b1")):
+    import protstore
+    from protstore.ingest import ingest
+
+    from conftest import write_mdcath
+
+    for seed, name in enumerate(names):
+        write_mdcath(tmp_path / f"{name}.h5", domain=name, seed=seed)
+    root = tmp_path / "s.zarr"
+    store = protstore.open_store(root, mode="a")
+    ingest([tmp_path / f"{n}.h5" for n in names], store, progress=False, log=lambda *a: None)
+    return root
+
+
+def test_a_damaged_catalog_segment_is_named_never_trusted_and_repaired(tmp_path):
+    import warnings
+
+    import protstore
+    from protstore.errors import CatalogWarning
+    from protstore.store.verify import verify_store
+
+    root = _store_with(tmp_path)
+    truth = {p: protstore.open_store(root).protein_doc(p) for p in ("a1", "b1")}
+    segment = sorted((root / "catalog").glob("*.json"))[0]  # one per commit: a1's
+    clean = segment.read_bytes()
+    n_bits = 8 * len(clean)
+    for bit in range(3, n_bits, max(1, n_bits // 150)):
+        flip(segment, bit)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            store = protstore.open_store(root)
+            docs = {p: store.protein_doc(p) for p in store.proteins}
+        # whatever the flip hit, what is read is what was committed
+        assert docs == truth, f"bit {bit}"
+        # and the damage is named
+        assert segment.name in store.catalog_damage, f"bit {bit}"
+        assert any(issubclass(w.category, CatalogWarning) and segment.name in str(w.message)
+                   for w in caught), f"bit {bit}"
+        segment.write_bytes(clean)
+    flip(segment, 8 * (len(clean) // 2) + 1)
+    store = protstore.open_store(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CatalogWarning)
+        assert store.proteins == ["a1", "b1"] and store.catalog_damage and [f for f in verify_store(store)
+                                         if segment.name in f.where and f.level == "error"]
+        lines = protstore.open_store(root, mode="r+").rebuild_catalog()
+    assert any("replaced damaged segment" in line for line in lines)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CatalogWarning)
+        repaired = protstore.open_store(root)
+        assert {p: repaired.protein_doc(p) for p in repaired.proteins} == truth
+        assert not [f for f in verify_store(repaired) if f.level == "error"]
+
+
+def test_an_overwrite_killed_before_its_catalog_entry_is_read_from_the_group(tmp_path):
+    import warnings
+
+    import protstore
+    from protstore.errors import CatalogWarning
+    from protstore.ingest import IngestOptions, ingest
+    from protstore.store.verify import verify_store
+
+    from conftest import write_mdcath
+
+    root = _store_with(tmp_path)
+    before = set((root / "catalog").glob("*.json"))
+    write_mdcath(tmp_path / "a1_new.h5", domain="a1", frames=4, seed=9)
+    ingest([tmp_path / "a1_new.h5"], protstore.open_store(root, mode="a"),
+           IngestOptions(overwrite=True), progress=False, log=lambda *a: None)
+    new_frames = protstore.open_store(root).protein_doc("a1")["n_frames"]
+    for path in set((root / "catalog").glob("*.json")) - before:
+        path.unlink()  # as if killed after the group's rename, before its catalog segment
+    store = protstore.open_store(root)
+    assert store.protein_doc("a1")["n_frames"] != new_frames  # the stale entry
+    with pytest.warns(CatalogWarning, match="proteins/a1: the catalog's entry differs"):
+        ds = store.protein("a1", chunks=None)
+    assert ds.sizes["frame"] == new_frames == store.protein_doc("a1")["n_frames"]
+    found = [f for f in verify_store(protstore.open_store(root)) if f.level == "error"]
+    assert any("catalog's entry differs from the group's own document" in f.message
+               for f in found)
+    lines = protstore.open_store(root, mode="r+").rebuild_catalog()
+    assert lines == ["catalog: protein 'a1': entry replaced by its group's document"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CatalogWarning)
+        repaired = protstore.open_store(root)
+        assert repaired.protein_doc("a1")["n_frames"] == new_frames
+        assert repaired.protein("a1", chunks=None).sizes["frame"] == new_frames
+        assert not [f for f in verify_store(repaired) if f.level == "error"]
+
+
+@pytest.mark.parametrize("edit", ["dtype", "endian", "transpose"])
+def test_an_edited_zarr_json_is_refused_on_read_and_by_validate(tmp_path, edit):
+    import protstore
+    from protstore.errors import StoreError
+    from protstore.store.verify import verify_store
+
+    root = _store_with(tmp_path, names=("a1",))
+    group = root / "proteins" / "a1" / "zarr.json"
+    meta = json.loads(group.read_text())
+    r = meta["consolidated_metadata"]["metadata"]["R"]
+    if edit == "dtype":
+        r["data_type"] = "int32"
+    elif edit == "endian":
+        next(c for c in r["codecs"] if c["name"] == "bytes")["configuration"]["endian"] = "big"
+    else:
+        r["codecs"].insert(0, {"name": "transpose", "configuration": {"order": [2, 1, 0]}})
+    group.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="proteins/a1: array R: its zarr.json"):
+        protstore.open_store(root).protein("a1", chunks=None).load()
+    found = [f for f in verify_store(protstore.open_store(root)) if f.level == "error"]
+    assert found and all("a1" in f.where for f in found)
+    assert any("array R" in f.message for f in found)
+
+
+def test_documents_that_do_not_decode_name_their_file(tmp_path):
+    from protstore.errors import ConfigError, DocumentError
+    from protstore.store.location import Location
+    from protstore.train.config import TrainConfig
+
+    bad = tmp_path / "config.json"
+    bad.write_bytes(b"{\"epochs\": 2,\xff")
+    with pytest.raises(ConfigError, match="config.json: cannot read training config"):
+        TrainConfig.from_file(bad)
+    (tmp_path / "doc.json").write_text("{not json")
+    with pytest.raises(DocumentError, match=r"doc.json: not a JSON document .*line 1"):
+        Location(tmp_path).read_json("doc.json")
+
+
+def test_the_cli_names_a_damaged_segment_in_one_line_and_repairs_it(tmp_path, capsys):
+    import warnings
+
+    from protstore.cli import main
+
+    root = _store_with(tmp_path)
+    segment = sorted((root / "catalog").glob("*.json"))[0]
+    flip(segment, 8 * (len(segment.read_bytes()) // 2))
+    show = warnings.showwarning
+    assert main(["info", str(root)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [line for line in err if line.startswith("protstore: warning: ")]
+    assert any(segment.name in line and "damaged catalog segment" in line for line in err)
+    assert warnings.showwarning is show  # the session's own, back in place
+    assert main(["validate", str(root), "--no-progress"]) == 1
+    assert main(["validate", str(root), "--repair", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"repair: catalog: replaced damaged segment {segment.name}" in out
+    assert main(["validate", str(root), "--no-progress"]) == 0

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -35,7 +36,7 @@ import zarr
 from xarray.core.indexing import LazilyIndexedArray
 
 from .. import __version__
-from ..errors import ProteinExistsError, ProtstoreError, StoreError
+from ..errors import CatalogWarning, ProteinExistsError, ProtstoreError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .catalog import CATALOG, append_segment, read_catalog, replace_segments, segment_names
 from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
@@ -289,7 +290,15 @@ class Store:
         except FileNotFoundError:
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store") from None
         children = (meta.get("consolidated_metadata") or {}).get("metadata")
-        recorded = ((meta.get("attributes") or {}).get(PROTEIN_DOC) or {}).get("arrays_metadata")
+        own = (meta.get("attributes") or {}).get(PROTEIN_DOC)
+        if isinstance(own, dict) and own != self._entries.get(protein_id, own):
+            # a commit killed between its group and its catalog entry: the data is the group's
+            warnings.warn(CatalogWarning(
+                f"{self.url}/{path}: the catalog's entry differs from the group's own document; "
+                f"the group's is used (`protstore validate --repair` rebuilds the catalog)"),
+                stacklevel=3)
+            self._entries[protein_id] = own
+        recorded = (own or {}).get("arrays_metadata") if isinstance(own, dict) else None
         changed = metadata_mismatch(recorded, children if isinstance(children, dict) else {})
         if changed:
             raise StoreError(f"{self.url}/{path}: {changed}; the data would be read as another "
