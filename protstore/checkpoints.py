@@ -14,10 +14,20 @@ storage it is written in place with its document last (the root ``zarr.json`` re
 it): a group without the document is not a checkpoint (listed with a warning, replaced by the
 next write of that step). So a checkpoint exists whole or not at all, and an existing one is
 never overwritten. Paths may be local or fsspec URLs.
+
+Every byte is checked (format version 3): each chunk ends with a CRC32C of its bytes (the
+store's ``crc32c`` codec), the document records a digest of each leaf (dtype, shape and bytes,
+``leaves``), a short digest of each of its other fields (``fields_digest``) and one of the
+whole document (``digest``). :func:`read_attrs` (so :func:`list_checkpoints`, hence ``best/``
+selection, resume and EMA weighting) checks the document, :func:`read_checkpoint` also every
+leaf it reads; a mismatch is a :class:`CheckpointError` naming the checkpoint and the leaf or
+field. Checkpoints written before version 3 have none of these: they read as before, trusted as
+far as zarr's own decoding goes (``Checkpoint.verified`` is False).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import uuid
@@ -29,17 +39,21 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .errors import CheckpointError, DocumentError
+from .errors import CheckpointError, ConfigError, DocumentError
 from .store.chunks import missing_chunks
+from .store.digest import array_digest, json_digest
+from .store.layout import Encoding
 from .store.quiet import quiet_zarr
 from .store.schemas import check_document
 from .store.location import Location, as_location
 
 CHECKPOINT_DOC = "protstore_checkpoint"
 CHECKPOINTS_DIR = "checkpoints"
-# 2: every chunk of every leaf is written, so a missing chunk is damage (1: protstore < 0.5
-# left out chunks equal to the fill value, as zarr does by default)
-CHECKPOINT_VERSION = 2
+# 3: chunks checksummed, leaves and fields digested (see the module docstring); 2: every chunk
+# of every leaf is written, so a missing chunk is damage (1: protstore < 0.5 left out chunks
+# equal to the fill value, as zarr does by default)
+CHECKPOINT_VERSION = 3
+DIGESTS = ("digest", "fields_digest")  # the fields that are not digested field by field
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class Checkpoint:
     attrs: dict
     params: dict
     opt_state: object | None = None
+    verified: bool = False  # every leaf read matched its digest (False: written before 0.7)
 
 
 def checkpoint_name(step: int) -> str:
@@ -64,25 +79,36 @@ def _check_tree(params, where: str) -> None:
             _check_tree(value, f"{where}/{key}")
 
 
-def _write_tree(group: zarr.Group, tree: dict) -> None:
+def _write_tree(group: zarr.Group, tree: dict, digests: dict[str, str], rel: str) -> None:
+    """Write the leaves of ``tree`` under ``group`` (one chunk each, CRC32C-checked), adding
+    ``{leaf path relative to the checkpoint: digest}`` to ``digests``."""
+    codecs = Encoding(checksum=True).codecs_for_coordinates()
     for key, value in tree.items():
         if isinstance(value, dict):
-            _write_tree(group.create_group(key), value)
+            _write_tree(group.create_group(key), value, digests, f"{rel}/{key}")
         else:
             a = np.asarray(value)
+            digests[f"{rel}/{key}"] = array_digest(a)
             group.create_array(key, shape=a.shape, dtype=a.dtype, chunks=a.shape,
-                               config={"write_empty_chunks": True})[...] = a
+                               config={"write_empty_chunks": True}, **codecs)[...] = a
 
 
-def _read_tree(group: zarr.Group, where: str, complete: bool = True) -> dict:
+def _read_tree(group: zarr.Group, where: str, complete: bool = True,
+               digests: dict[str, str] | None = None, rel: str = "") -> dict:
     """The nested dict of arrays under ``group``; a leaf that does not decode, or (``complete``:
-    a checkpoint that writes every chunk) misses a chunk, is a CheckpointError naming it, never
-    zeros in its place."""
+    a checkpoint that writes every chunk) misses a chunk, or (``digests``: ``{leaf path: digest}``
+    of a version-3 checkpoint) differs from its digest, is a CheckpointError naming it, never
+    zeros or other values in its place."""
     out = {}
-    for key, node in sorted(group.members()):
-        path = f"{where}/{key}"
+    try:
+        members = sorted(group.members())
+    except Exception as exc:  # noqa: BLE001 - a damaged zarr.json below: a damaged checkpoint
+        raise CheckpointError(f"{where}: metadata of a leaf or group does not decode "
+                              f"({type(exc).__name__}: {exc})") from None
+    for key, node in members:
+        path, leaf = f"{where}/{key}", f"{rel}/{key}"
         if isinstance(node, zarr.Group):
-            out[key] = _read_tree(node, path, complete)
+            out[key] = _read_tree(node, path, complete, digests, leaf)
             continue
         missing = missing_chunks(node) if complete else []
         if missing:
@@ -92,7 +118,63 @@ def _read_tree(group: zarr.Group, where: str, complete: bool = True) -> dict:
         except Exception as exc:  # noqa: BLE001 - any decode failure is a damaged leaf
             raise CheckpointError(f"{path}: leaf does not decode "
                                   f"({type(exc).__name__}: {exc})") from None
+        if digests is not None:
+            if leaf not in digests:
+                raise CheckpointError(f"{path}: leaf is not recorded in the checkpoint's "
+                                      f"document (added or renamed after it was written)")
+            if array_digest(out[key]) != digests[leaf]:
+                raise CheckpointError(f"{path}: leaf differs from its digest (dtype "
+                                      f"{out[key].dtype.str}, shape {out[key].shape}): damaged "
+                                      f"or edited after it was written")
     return out
+
+
+def _check_all_read(digests: dict[str, str] | None, prefix: str, tree: dict, where) -> None:
+    """Raise naming a leaf that the document records under ``prefix`` but was not read."""
+    if digests is None:
+        return
+    def paths(node, rel):
+        for key, value in node.items():
+            yield from paths(value, f"{rel}/{key}") if isinstance(value, dict) else (f"{rel}/{key}",)
+
+    read = set(paths(tree, prefix))
+    gone = sorted(k for k in digests if k.startswith(prefix + "/") and k not in read)
+    if gone:
+        raise CheckpointError(f"{where}: leaf {gone[0]} is recorded in the checkpoint's "
+                              f"document but is missing")
+
+
+def document_digests(doc: dict) -> dict:
+    """``{"fields_digest": {field: short digest}, "digest": digest of the rest}`` of a
+    checkpoint document (whatever digests it already holds left out)."""
+    body = {k: v for k, v in doc.items() if k not in DIGESTS}
+    fields = {k: json_digest(v, short=True) for k, v in sorted(body.items())}
+    return {"fields_digest": fields, "digest": json_digest({**body, "fields_digest": fields})}
+
+
+def check_document_digest(doc: dict, where) -> bool:
+    """Raise :class:`CheckpointError` naming the field that differs from the digests the
+    document carries; True when checked, False for a document written before the digests
+    (version < 3, none present)."""
+    if "digest" not in doc and "fields_digest" not in doc:
+        if doc.get("version", 0) >= 3:
+            raise CheckpointError(f"{where}: checkpoint document has no digest (field digest "
+                                  f"removed or damaged)")
+        return False
+    fields, digest = doc.get("fields_digest"), doc.get("digest")
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"{where}: checkpoint document field fields_digest is damaged")
+    body = {k: v for k, v in doc.items() if k not in DIGESTS}
+    for name in sorted(set(body) | set(fields)):
+        if name not in body:
+            raise CheckpointError(f"{where}: checkpoint document field {name!r} is missing "
+                                  f"(damaged or edited)")
+        if name not in fields or json_digest(body[name], short=True) != fields[name]:
+            raise CheckpointError(f"{where}: checkpoint document field {name!r} differs from "
+                                  f"its digest (damaged or edited)")
+    if digest != json_digest({**body, "fields_digest": fields}):
+        raise CheckpointError(f"{where}: checkpoint document field 'digest' is damaged")
+    return True
 
 
 def leaf_signature(params: dict) -> dict[str, tuple]:
@@ -145,6 +227,8 @@ def write_checkpoint(path: str | os.PathLike | Location, params: dict, attrs: di
     if opt_state is not None:
         leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(opt_state))
         doc["opt_state_paths"] = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
+    for key in ("leaves", *DIGESTS):
+        doc.pop(key, None)  # attrs copied from another checkpoint: digests of its own
     check_document(doc, "checkpoint", str(path))
     # local: written beside and renamed into place; object storage: written in place with the
     # document last (rewriting the root's zarr.json), which is what makes it a checkpoint
@@ -152,14 +236,22 @@ def write_checkpoint(path: str | os.PathLike | Location, params: dict, attrs: di
     try:
         with quiet_zarr():
             root = zarr.open_group(where.zarr_store(read_only=False), mode="w-", zarr_format=3)
-            _write_tree(root.create_group("params"), params)
+            leaves: dict[str, str] = {}
+            _write_tree(root.create_group("params"), params, leaves, "params")
             if opt_state is not None:
                 g = root.create_group("opt_state")
                 for i, (_, leaf) in enumerate(leaves_with_path):
-                    _write_tree(g, {f"{i:05d}": leaf})
+                    _write_tree(g, {f"{i:05d}": leaf}, leaves, "opt_state")
+            doc = json.loads(json.dumps(dict(doc, leaves=leaves), allow_nan=False))
+            doc.update(document_digests(doc))
+            check_document(doc, "checkpoint", str(path))
             root.attrs[CHECKPOINT_DOC] = doc
         if path.local:
             where.publish(path)
+    except OSError as exc:
+        where.remove("", recursive=True)
+        raise CheckpointError(f"{path}: cannot write the checkpoint: {exc.strerror or exc}"
+                              f"{f' ({exc.filename})' if exc.filename else ''}") from None
     except BaseException:
         where.remove("", recursive=True)
         raise
@@ -174,6 +266,10 @@ def read_attrs(path: str | os.PathLike | Location) -> dict:
             doc = path.read_json("zarr.json")["attributes"][CHECKPOINT_DOC]
     except Exception as exc:  # noqa: BLE001 - any failure means: not a readable checkpoint
         raise CheckpointError(f"{path}: not a protstore checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path}: not a protstore checkpoint (its document is not an "
+                              f"object)")
+    check_document_digest(doc, path)
     try:
         check_document(dict(doc), "checkpoint", str(path))
     except DocumentError as exc:
@@ -187,10 +283,24 @@ def read_checkpoint(path: str | os.PathLike | Location, *, opt_template=None) ->
     checked leaf by leaf against the template's structure and shapes."""
     path = as_location(path)
     attrs = read_attrs(path)
+    try:
+        return _read_checkpoint(path, attrs, opt_template)
+    except (CheckpointError, ConfigError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - metadata zarr cannot read: a damaged checkpoint
+        raise CheckpointError(f"{path}: damaged checkpoint metadata "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _read_checkpoint(path: Location, attrs: dict, opt_template) -> Checkpoint:
     with quiet_zarr():
         root = zarr.open_group(path.zarr_store(), mode="r")
         complete = attrs["version"] >= 2
-        params = _read_tree(root["params"], f"{path}/params", complete)
+        digests = attrs.get("leaves") if attrs["version"] >= 3 else None
+        if "params" not in root:
+            raise CheckpointError(f"{path}: no params group (damaged or not a checkpoint)")
+        params = _read_tree(root["params"], f"{path}/params", complete, digests, "params")
+        _check_all_read(digests, "params", params, path)
         opt_state = None
         if opt_template is not None:
             if "opt_state" not in root:
@@ -202,7 +312,8 @@ def read_checkpoint(path: str | os.PathLike | Location, *, opt_template=None) ->
             if len(list(stored.array_keys())) != len(leaves):
                 raise CheckpointError(f"{path}: optimizer state has {len(list(stored.array_keys()))} "
                                       f"leaves, the optimizer expects {len(leaves)}")
-            flat = _read_tree(stored, f"{path}/opt_state", complete)
+            flat = _read_tree(stored, f"{path}/opt_state", complete, digests, "opt_state")
+            _check_all_read(digests, "opt_state", flat, path)
             values = []
             for i, ref in enumerate(leaves):
                 value = flat[f"{i:05d}"]
@@ -212,7 +323,7 @@ def read_checkpoint(path: str | os.PathLike | Location, *, opt_template=None) ->
                                           f"expected {np.shape(ref)}")
                 values.append(value)
             opt_state = jax.tree_util.tree_unflatten(treedef, values)
-    return Checkpoint(path, attrs, params, opt_state)
+    return Checkpoint(path, attrs, params, opt_state, verified=digests is not None)
 
 
 def list_checkpoints(path: str | os.PathLike | Location, *,

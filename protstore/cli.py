@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from pathlib import Path
 
 from . import __version__
 from .batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET, SPLITS
@@ -192,7 +194,7 @@ def _train(args) -> int:
             try:
                 priors = json.loads(as_location(args.priors, store.storage_options)
                                     .read_bytes(""))
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
                 raise ProtstoreError(f"{args.priors}: cannot read priors ({exc})") from None
             check_document(priors, "priors", args.priors)
         result = train(store, plan, args.out, config, priors=priors,
@@ -585,12 +587,24 @@ def _check_local_paths(args) -> None:
                                  f"only (give a local path)")
 
 
+def _one_line_warning(show):
+    """``warnings.showwarning`` that prints protstore's own warnings as one line, no source."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if "protstore" in Path(filename).parts:
+            print(f"protstore: warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _check_local_paths(args)
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the session's showwarning afterwards
+            warnings.showwarning = _one_line_warning(warnings.showwarning)
+            _check_local_paths(args)
+            return args.func(args)
     except ProtstoreError as exc:
         print(f"protstore: error: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,11 @@ class DocumentError(ProtstoreError):
     its JSON Schema; the message names the file and the field."""
 
 
+class UndecodableDocument(DocumentError, ValueError):
+    """A metadata file that is not JSON (damaged, truncated, or not a document at all); the
+    message names the file. Also a ValueError, as ``json.loads`` raises."""
+
+
 class StoreError(ProtstoreError):
     """The store is missing, malformed, or an operation on it is not allowed."""
 
@@ -76,3 +81,9 @@ class TrajectoryError(ProtstoreError):
 class SimulationUnstable(ProtstoreError):
     """A replica of a simulation failed a stability check (non-finite values, a bond out of
     its physical range, more neighbours than the network's capacity)."""
+
+
+class CatalogWarning(UserWarning):
+    """A damaged catalog segment, named in the message, was not trusted: the proteins it
+    names were read from their groups' own documents (``protstore validate --repair`` replaces
+    the segment)."""

@@ -1,5 +1,6 @@
 """Post-hoc EMA over checkpoints: optax agreement, conventions, streaming, predecessor import."""
 
+import json
 import pickle
 import tracemalloc
 
@@ -108,6 +109,15 @@ def test_order_comes_from_stored_steps_and_bad_checkpoints_are_skipped(tmp_path)
     import zarr
     arr = zarr.open_array(d / "late" / "params" / "b", mode="r+")
     arr[0] = np.nan
+    # its leaf no longer matches the digest its document carries: refused, never averaged in
+    with pytest.raises(CheckpointError, match="late/params/b: leaf differs from its digest"):
+        compute_ema(d, tmp_path / "ema", decay=0.9, echo=lambda m: None)
+    meta = d / "late" / "zarr.json"  # a checkpoint from before the digests: skipped as NaN
+    doc = json.loads(meta.read_text())
+    for key in ("leaves", "fields_digest", "digest"):
+        del doc["attributes"]["protstore_checkpoint"][key]
+    doc["attributes"]["protstore_checkpoint"]["version"] = 2
+    meta.write_text(json.dumps(doc))
     lines = []
     doc = compute_ema(d, tmp_path / "ema", decay=0.9, echo=lines.append)
     assert doc["steps"] == [0, 10, 20] and doc["sources"] == ["z", "y", "x"]

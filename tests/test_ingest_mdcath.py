@@ -65,6 +65,31 @@ def test_temperature_and_replica_selection(tmp_path):
     assert ds.sizes["frame"] == 6
 
 
+def test_every_group_that_is_not_read_is_reported_with_the_reason(tmp_path):
+    import h5py
+
+    write_mdcath(tmp_path / "toy.h5")
+    with h5py.File(tmp_path / "toy.h5", "a") as fh:
+        fh["toy1"].create_group("320K")  # a temperature with a unit in its name
+        fh["toy1/320"].create_group("best")
+    lines = []
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    ingest([tmp_path / "toy.h5"], store, IngestOptions(temperatures=(320,)), progress=False,
+           log=lines.append)
+    (line,) = [m for m in lines if "not read" in m]
+    assert line.startswith("toy1: not read from ") and "toy.h5" in line
+    assert "320K: group name is not a temperature (an integer)" in line
+    assert "320/best: group name is not a replica (an integer)" in line
+    assert "348: temperature not selected" in line
+    # nothing selected at all: the error says what was there
+    report = ingest([tmp_path / "toy.h5"], protstore.open_store(tmp_path / "t.zarr", mode="a"),
+                    IngestOptions(temperatures=(400,)), progress=False, log=lambda m: None)
+    (why,) = report.failed.values()
+    assert "no temperature/replica runs selected" in why
+    assert "not read: 320K: group name is not a temperature" in why
+    assert "320: temperature not selected; 348: temperature not selected" in why
+
+
 def test_bad_frames_are_excluded_and_recorded(tmp_path, piece_frames):
     corrupt = {(320, 0, 1): "nan", (320, 1, 5): "overflow", (348, 0, 0): "zero",
                (348, 0, 3): "stretch"}

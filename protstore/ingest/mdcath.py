@@ -46,20 +46,38 @@ def pdb_atom_names(pdb_text: str) -> np.ndarray:
     return np.array(names, dtype=object)
 
 
-def _runs(group: h5py.Group, temperatures, replicas, where: str) -> list[tuple[float, int, str]]:
-    """(temperature, replica, h5 path) of the selected runs that exist, in sorted order."""
-    runs = []
-    for tname in sorted((k for k in group if k.isdigit()), key=int):
+def _runs(group: h5py.Group, temperatures, replicas, where: str
+          ) -> tuple[list[tuple[float, int, str]], list[str]]:
+    """(temperature, replica, h5 path) of the selected runs that exist, in sorted order, and
+    one line per group that is not read, saying why."""
+    runs, skipped = [], []
+    for tname in _numeric_groups(group, "temperature", "", skipped):
         if temperatures is not None and int(tname) not in temperatures:
+            skipped.append(f"{tname}: temperature not selected")
             continue
-        for rname in sorted((k for k in group[tname] if k.isdigit()), key=int):
+        for rname in _numeric_groups(group[tname], "replica", f"{tname}/", skipped):
             if replicas is not None and int(rname) not in replicas:
+                skipped.append(f"{tname}/{rname}: replica not selected")
                 continue
             runs.append((float(tname), int(rname), f"{tname}/{rname}"))
     if not runs:
         raise InputError(f"{where}: no temperature/replica runs selected "
-                         f"(temperatures={temperatures}, replicas={replicas})")
-    return runs
+                         f"(temperatures={temperatures}, replicas={replicas})"
+                         + (f"; not read: {'; '.join(skipped)}" if skipped else ""))
+    return runs, skipped
+
+
+def _numeric_groups(group: h5py.Group, what: str, prefix: str, skipped: list[str]) -> list[str]:
+    """Names of the child groups named by an integer (mdCATH's temperatures in K, replicas),
+    in numeric order; any other child group goes to ``skipped`` with the reason."""
+    names = []
+    for key in group:
+        if key.isdigit():
+            names.append(key)
+        elif isinstance(group.get(key, getlink=True), h5py.HardLink) and \
+                isinstance(group[key], h5py.Group):
+            skipped.append(f"{prefix}{key}: group name is not a {what} (an integer)")
+    return sorted(names, key=int)
 
 
 @dataclass(frozen=True)
@@ -224,7 +242,7 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         raise InputError(f"{where}: numResidues={int(n_res_attr)} but (chain, resid) runs give "
                          f"{len(starts)} residues")
 
-    runs = _runs(g, temperatures, replicas, where)
+    runs, skipped = _runs(g, temperatures, replicas, where)
     n_frames = frame_bytes = 0
     scale, places, declared = {}, {}, {}
     for temp, rep, key in runs:
@@ -284,7 +302,7 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
         sources=[provenance],
         cg_map=dict(CA_AGGREGATE), n_frames=n_frames, frame_bytes=frame_bytes, blocks=blocks,
-        units=_file_units(list(declared.values())),
+        units=_file_units(list(declared.values())), not_read=tuple(skipped),
     )
 
 

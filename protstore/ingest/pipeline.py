@@ -312,6 +312,8 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         raise
     if excluded:
         _log_excluded(pid, excluded, log)
+    if source.not_read:
+        log(f"{pid}: not read from {source.origin}: {'; '.join(source.not_read)}")
     if note.startswith("warning") or (not source.units.declared and unit_check["ratio"] is None):
         log(f"{pid}: {note}")
     if None in writer.doc["temperatures"]:

@@ -53,6 +53,7 @@ class ProteinSource:
     blocks : ``blocks(block_frames)`` yields :class:`FrameBlock` in source order, already
         converted to store units.
     units : the units the source's numbers were in, and whether they were declared.
+    not_read : parts of the source that were left out, one line each with the reason.
     """
 
     protein_id: str
@@ -66,6 +67,7 @@ class ProteinSource:
     frame_bytes: int
     blocks: Callable[[int], Iterator[FrameBlock]]
     units: SourceUnits = field(default_factory=SourceUnits)
+    not_read: tuple[str, ...] = ()
 
 
 CHECKSUM = "xxh3_128"

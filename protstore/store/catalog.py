@@ -19,6 +19,16 @@ its own later commits always come later. Two segments naming one protein only ha
 the protein was replaced, which its claim serialises (:mod:`~protstore.store.claims`).
 Nothing here renames, locks or reads process ids, so the same code serves a local directory
 and object storage.
+
+Each segment (version 2) carries the digest of its entries. A segment that does not parse,
+whose digest differs, or that names an invalid protein id (``../x``) is *damaged*: it is
+reported by name (:class:`~protstore.errors.CatalogWarning`, and ``validate``), never
+trusted, and not compacted. The proteins a damaged segment names are read from their groups'
+own documents instead (an invalid id is dropped); when the segment cannot be parsed at all,
+which proteins it named is unknown, so every protein is read from its group (one listing of
+``proteins/`` and one read per group: slow on a large store, but right). ``validate --repair``
+replaces the whole catalog by one segment made from the groups. Version-1 segments (protstore
+< 0.7) carry no digest: read as before, trusted as far as JSON parsing goes.
 """
 
 from __future__ import annotations
@@ -26,14 +36,34 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
-from ..errors import StoreError
+from ..errors import CatalogWarning, StoreError
+from .digest import json_digest
 from .location import Location
 
 CATALOG = "catalog"
 CATALOG_DOC = "protstore_catalog"
+SEGMENT_VERSION = 2  # 2: with the digest of its entries; 1: protstore < 0.7, none
 COMPACT_AT = 32
 RETRIES = 5  # a segment listed, then removed by a compaction before it was read
+
+# what a reader falls back on: protein ids (None: every group there is) -> their groups' own
+# documents (an id without a group is left out)
+GroupDocuments = Callable[[list[str] | None], dict[str, dict]]
+
+
+class Catalog(NamedTuple):
+    entries: dict[str, dict]  # protein id -> protein document, sorted by id
+    names: list[str]  # the segment names read, in merge order
+    damaged: dict[str, str]  # damaged segment name -> what is wrong with it and what was done
+
+
+class _Segment(NamedTuple):
+    entries: dict[str, dict | None] | None  # None: it does not parse
+    problem: str | None  # None: sound
 
 
 def _stem(name: str) -> str:
@@ -51,8 +81,13 @@ def segment_names(store: Location) -> list[str]:
                    and not n.startswith(".")), key=_stem)
 
 
-def read_catalog(store: Location) -> tuple[dict[str, dict], list[str]]:
-    """(protein id -> protein document, the segment names read), sorted by id."""
+def read_catalog(store: Location, groups: GroupDocuments | None = None, *,
+                 warn: Callable[[str], None] | None = None) -> Catalog:
+    """The catalog merged from its segments. A damaged segment is reported (in ``damaged``
+    and as a :class:`CatalogWarning`); with ``groups``, the proteins it names (all, when it
+    does not parse) come from their groups' documents, else a damaged segment is a
+    :class:`StoreError`. ``warn``: what is told of a damaged segment (default: a
+    :class:`CatalogWarning`)."""
     for attempt in range(RETRIES):
         names = segment_names(store)
         try:
@@ -61,28 +96,86 @@ def read_catalog(store: Location) -> tuple[dict[str, dict], list[str]]:
             if attempt == RETRIES - 1:
                 raise
             continue
-        return merge_segments([_entries(store, n, blobs[f"{CATALOG}/{n}"]) for n in names]), \
-            names
+        segments = {n: parse_segment(blobs[f"{CATALOG}/{n}"]) for n in names}
+        return _merge_checked(store, segments, groups, warn)
     raise AssertionError("unreachable")
+
+
+def _merge_checked(store: Location, segments: dict[str, _Segment],
+                   groups: GroupDocuments | None, warn) -> Catalog:
+    damaged = {n: seg for n, seg in segments.items() if seg.problem is not None}
+    report = {}
+    for name, seg in damaged.items():
+        where = f"{store.url}/{CATALOG}/{name}"
+        if groups is None:
+            raise StoreError(f"{where}: damaged catalog segment ({seg.problem}); "
+                             f"`protstore validate --repair` rebuilds the catalog")
+        fallback = "every protein is read from its group's document" if seg.entries is None \
+            else (f"its {len(seg.entries)} protein(s) are read from their groups' documents")
+        report[name] = f"{seg.problem}; {fallback}"
+    merged = merge_segments([seg.entries for seg in segments.values()
+                             if seg.entries is not None])
+    if any(seg.entries is None for seg in damaged.values()):
+        merged = dict(sorted(groups(None).items()))
+    elif damaged:
+        named = sorted({pid for seg in damaged.values() for pid in seg.entries
+                        if valid_id(pid)})
+        found = groups(named)
+        for pid in named:
+            merged.pop(pid, None)
+            if pid in found:
+                merged[pid] = found[pid]
+        merged = dict(sorted(merged.items()))
+    for name, what in report.items():
+        line = (f"{store.url}/{CATALOG}/{name}: damaged catalog segment ({what}); "
+                f"`protstore validate --repair` replaces it")
+        if warn is None:
+            warnings.warn(line, CatalogWarning, stacklevel=4)
+        else:
+            warn(line)
+    return Catalog(merged, list(segments), report)
 
 
 def merge_segments(segments: list[dict[str, dict | None]]) -> dict[str, dict]:
     merged: dict[str, dict | None] = {}
     for entries in segments:
         merged.update(entries)
-    return {pid: doc for pid, doc in sorted(merged.items()) if doc is not None}
+    return {pid: doc for pid, doc in sorted(merged.items())
+            if doc is not None and valid_id(pid)}
 
 
-def _entries(store: Location, name: str, blob: bytes) -> dict[str, dict | None]:
+def valid_id(pid) -> bool:
+    from .store import check_protein_id  # the one rule for protein ids
+
+    try:
+        check_protein_id(pid)
+    except StoreError:
+        return False
+    return True
+
+
+def parse_segment(blob: bytes) -> _Segment:
+    """A segment's entries and what is wrong with it (None: nothing)."""
     try:
         doc = json.loads(blob)[CATALOG_DOC]
         entries = doc["entries"]
         if not isinstance(entries, dict):
             raise TypeError("entries is not an object")
+        version = doc["version"]
+        if version not in (1, SEGMENT_VERSION):
+            raise ValueError(f"version {version!r}")
     except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"{store.url}/{CATALOG}/{name}: not a catalog segment "
-                         f"({type(exc).__name__}: {exc})") from None
-    return entries
+        return _Segment(None, f"does not parse: {type(exc).__name__}: {exc}")
+    if version >= 2 and doc.get("digest") != json_digest(entries):
+        return _Segment(entries, "its entries differ from its digest")
+    bad = [pid for pid in entries if not valid_id(pid)]
+    if bad:
+        return _Segment(entries, f"invalid protein id {str(bad[0])[:40]!r}")
+    wrong = [pid for pid, d in entries.items()
+             if d is not None and (not isinstance(d, dict) or d.get("protein_id") != pid)]
+    if wrong:
+        return _Segment(entries, f"entry {wrong[0]!r} is not that protein's document")
+    return _Segment(entries, None)
 
 
 def append_segment(store: Location, entries: dict[str, dict | None],
@@ -104,7 +197,8 @@ def append_segment(store: Location, entries: dict[str, dict | None],
 
 
 def compact(store: Location) -> None:
-    """Merge every segment into one, then remove the merged ones."""
+    """Merge every segment into one, then remove the merged ones (nothing is done while a
+    segment is damaged: ``validate --repair`` replaces them)."""
     names = segment_names(store)
     if len(names) < 2:
         return
@@ -112,12 +206,25 @@ def compact(store: Location) -> None:
         blobs = store.read_many(f"{CATALOG}/{n}" for n in names)
     except FileNotFoundError:
         return  # another writer is compacting the same segments
-    merged = merge_segments([_entries(store, n, blobs[f"{CATALOG}/{n}"]) for n in names])
-    _write(store, f"{_stem(names[-1])}~{uuid.uuid4().hex[:8]}.json", merged, exclusive=True)
+    segments = [parse_segment(blobs[f"{CATALOG}/{n}"]) for n in names]
+    if any(seg.problem is not None for seg in segments):
+        return
+    replace_segments(store, merge_segments([seg.entries for seg in segments]), names)
+
+
+def replace_segments(store: Location, entries: dict[str, dict], names: list[str]) -> str:
+    """Write ``entries`` as one segment sorting after every one of ``names`` (and before any
+    later), then remove ``names``; returns the new segment's name."""
+    name = f"{_stem(names[-1])}~{uuid.uuid4().hex[:8]}.json" if names else \
+        f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+    _write(store, name, entries, exclusive=True)
     for n in names:
         store.remove(f"{CATALOG}/{n}")
+    return name
 
 
 def _write(store: Location, name: str, entries: dict, *, exclusive: bool) -> None:
-    store.write_json(f"{CATALOG}/{name}", {CATALOG_DOC: {"version": 1, "entries": entries}},
-                     schema="catalog", exclusive=exclusive)
+    store.write_json(f"{CATALOG}/{name}", {CATALOG_DOC: {
+        "version": SEGMENT_VERSION, "entries": entries,
+        "digest": json_digest(json.loads(json.dumps(entries, allow_nan=False)))}},
+        schema="catalog", exclusive=exclusive)

@@ -24,7 +24,7 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import LocationError
+from ..errors import LocationError, UndecodableDocument
 
 
 class Location:
@@ -107,7 +107,9 @@ class Location:
         return self.fs.cat_file(self.key(key))
 
     def read_json(self, key: str) -> dict:
-        return json.loads(self.read_bytes(key))
+        """The JSON document ``key``; :class:`~protstore.errors.UndecodableDocument` naming
+        the file when it is not JSON (FileNotFoundError if there is none)."""
+        return decode_json(self.read_bytes(key), f"{self.url}/{key}" if key else self.url)
 
     def read_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """key -> bytes, fetched concurrently where the file system can (one request each);
@@ -284,6 +286,17 @@ def parse_storage_options(text: str | None) -> dict | None:
     if not isinstance(value, dict):
         raise LocationError("--storage-options: must be a JSON object")
     return value
+
+
+def decode_json(blob: bytes | str, where: str):
+    """``json.loads(blob)``, or :class:`~protstore.errors.UndecodableDocument` naming
+    ``where`` and the position."""
+    try:
+        return json.loads(blob)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UndecodableDocument(f"{where}: not a JSON document "
+                                  f"({getattr(exc, 'msg', None) or exc}"
+                                  f"{f' at line {exc.lineno} column {exc.colno}' if hasattr(exc, 'lineno') else ''})") from None
 
 
 def as_location(where, storage_options: dict | None = None) -> Location:

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -35,11 +36,12 @@ import zarr
 from xarray.core.indexing import LazilyIndexedArray
 
 from .. import __version__
-from ..errors import ProteinExistsError, StoreError
+from ..errors import CatalogWarning, ProteinExistsError, ProtstoreError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
-from .catalog import CATALOG, append_segment, read_catalog
+from .catalog import CATALOG, append_segment, read_catalog, replace_segments, segment_names
 from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
 from .claims import claim, live_claim
+from .digest import metadata_mismatch
 from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, PER_ATOM, PER_FRAME, PLANS,
                      PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
 from .location import Location, fsync_paths
@@ -111,6 +113,8 @@ class Store:
         self.doc = doc
         self._root_json = root
         self._catalog_entries: dict[str, dict] | None = None
+        # damaged catalog segment -> what is wrong (:func:`~protstore.store.catalog.read_catalog`)
+        self.catalog_damage: dict[str, str] = {}
         self._segments: list[str] | None = None  # the catalog's segment names, once listed
 
     @property
@@ -118,7 +122,9 @@ class Store:
         """protein id -> protein document, from the catalog (read at first use)."""
         if self._catalog_entries is None:
             if self.format_version >= 2:
-                self._catalog_entries, self._segments = read_catalog(self.location)
+                catalog = read_catalog(self.location, self._group_documents)
+                self._catalog_entries, self._segments = catalog.entries, catalog.names
+                self.catalog_damage = catalog.damaged
             else:
                 self._catalog_entries, self._segments = self._entries_v1(self._root_json), []
         return self._catalog_entries
@@ -134,6 +140,20 @@ class Store:
                 attrs = self.location.read_json(f"{protein_path(pid)}/zarr.json")["attributes"]
             entries[pid] = attrs[PROTEIN_DOC]
         return dict(sorted(entries.items()))
+
+    def _group_documents(self, protein_ids: list[str] | None = None) -> dict[str, dict]:
+        """protein id -> the document in its group's own ``zarr.json`` (one read each), for
+        ``protein_ids`` or (None) every group under ``proteins/``; a group without one, or
+        whose ``zarr.json`` does not decode, is left out (``validate`` reports it)."""
+        docs = {}
+        for pid in self._protein_groups() if protein_ids is None else protein_ids:
+            try:
+                doc = self.committed_doc(pid)
+            except (ProtstoreError, ValueError):
+                continue
+            if isinstance(doc, dict):
+                docs[pid] = doc
+        return docs
 
     def _protein_groups(self) -> list[str]:
         """Ids of the groups under ``proteins/`` (a listing: only for repairs and format 1)."""
@@ -270,6 +290,20 @@ class Store:
         except FileNotFoundError:
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store") from None
         children = (meta.get("consolidated_metadata") or {}).get("metadata")
+        own = (meta.get("attributes") or {}).get(PROTEIN_DOC)
+        if isinstance(own, dict) and own != self._entries.get(protein_id, own):
+            # a commit killed between its group and its catalog entry: the data is the group's
+            warnings.warn(CatalogWarning(
+                f"{self.url}/{path}: the catalog's entry differs from the group's own document; "
+                f"the group's is used (`protstore validate --repair` rebuilds the catalog)"),
+                stacklevel=3)
+            self._entries[protein_id] = own
+        recorded = (own or {}).get("arrays_metadata") if isinstance(own, dict) else None
+        changed = metadata_mismatch(recorded, children if isinstance(children, dict) else {})
+        if changed:
+            raise StoreError(f"{self.url}/{path}: {changed}; the data would be read as another "
+                             f"type or order: ingest the protein again (`protstore validate` "
+                             f"lists every such array)")
         if not children or any(m.get("node_type") != "array" for m in children.values()):
             return None
         try:
@@ -453,24 +487,33 @@ class Store:
                 self._entries[protein_id] = doc
 
     def rebuild_catalog(self) -> list[str]:
-        """Make the catalog list exactly the complete protein groups there are (one listing of
-        ``proteins/``: for repairs). Returns what changed, one line each."""
+        """Make the catalog list exactly the complete protein groups there are, with their own
+        documents, made from the groups without reading the catalog (one listing of
+        ``proteins/`` and one read per group: for repairs). When it differed, or a segment was
+        damaged, it is replaced by one segment. Returns what changed, one line each."""
         loc = self._require_writable()
         with self.lock():
+            names = segment_names(loc)
+            docs = self._group_documents()
+            try:
+                old = read_catalog(loc, self._group_documents, warn=lambda line: None)
+                before, damage = old.entries, old.damaged
+            except (ProtstoreError, OSError, ValueError) as exc:
+                before, damage = {}, {"(all)": f"the catalog could not be read: {exc}"}
+            lines = [f"catalog: replaced damaged segment {name} ({what.split('; ')[0]})"
+                     for name, what in damage.items()]
+            for pid in sorted(set(docs) | set(before)):
+                if pid not in before:
+                    lines.append(f"catalog: added protein {pid!r}")
+                elif pid not in docs:
+                    lines.append(f"catalog: dropped protein {pid!r}")
+                elif before[pid] != docs[pid]:
+                    lines.append(f"catalog: protein {pid!r}: entry replaced by its group's "
+                                 f"document")
+            if lines:
+                replace_segments(loc, docs, names)
             self._load()
-            groups = set(self._protein_groups())
-            changes: dict[str, dict | None] = {}
-            for pid in sorted(groups - set(self._entries)):
-                doc = self.committed_doc(pid)
-                if doc is not None:
-                    changes[pid] = doc
-            for pid in sorted(set(self._entries) - groups):
-                changes[pid] = None
-            if changes:
-                append_segment(loc, changes)
-            self._load()
-        return [f"catalog: {'added' if doc else 'dropped'} protein {pid!r}"
-                for pid, doc in changes.items()]
+        return lines
 
     def recover_staging(self) -> list[str]:
         """Clean ``.staging/`` of dead writers' leftovers; restore half-replaced proteins.

@@ -13,6 +13,8 @@ from ..errors import ChunkError, ProtstoreError
 from .chunks import ChunkReader, chunk_key
 from ..vocab import N_SPECIES, SPECIES_ID
 from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, protein_path
+from .digest import metadata_mismatch
+from .location import decode_json
 from .schemas import check_document
 from .store import Store
 
@@ -41,6 +43,10 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
                                 "the catalog"))
     groups = set(store._protein_groups())
     proteins = [p for p in store.proteins if p in groups]
+    for name, what in store.catalog_damage.items():
+        findings.append(Finding("error", f"{store.url}/catalog/{name}",
+                                f"damaged catalog segment ({what}); `protstore validate "
+                                f"--repair` replaces it"))
     findings.extend(_verify_listing(store))
     if store.location.listdir(STAGING):
         findings.append(Finding("warning", f"{store.url}/{STAGING}",
@@ -92,13 +98,50 @@ def _verify_listing(store: Store) -> Iterator[Finding]:
             yield Finding("error", f"{store.url}/plans/{name}", str(exc))
 
 
+def _verify_metadata(store: Store, pid: str) -> Iterator[Finding]:
+    """The group's document against the catalog's entry, and each array's metadata (as the
+    group consolidates it, and its own ``zarr.json``) against the digests the document
+    recorded at commit."""
+    where = f"{store.url}/{protein_path(pid)}"
+    meta = store.location.read_json(f"{protein_path(pid)}/zarr.json")
+    doc = (meta.get("attributes") or {}).get(PROTEIN_DOC)
+    if doc != store.protein_doc(pid):
+        yield Finding("error", where, "the catalog's entry differs from the group's own document "
+                                      "(a commit interrupted before its catalog entry, or a "
+                                      "damaged catalog); `protstore validate --repair` rebuilds "
+                                      "the catalog from the groups")
+    recorded = (doc or {}).get("arrays_metadata") if isinstance(doc, dict) else None
+    if not recorded:
+        return
+    children = (meta.get("consolidated_metadata") or {}).get("metadata") or {}
+    changed = metadata_mismatch(recorded, children)
+    if changed:
+        yield Finding("error", f"{where}/zarr.json", f"consolidated metadata: {changed}")
+    names = sorted(recorded)
+    try:
+        blobs = store.location.read_many(f"{protein_path(pid)}/{n}/zarr.json" for n in names)
+    except FileNotFoundError as exc:
+        yield Finding("error", where, f"an array's zarr.json is missing ({exc})")
+        return
+    for name in names:
+        own = decode_json(blobs[f"{protein_path(pid)}/{name}/zarr.json"],
+                          f"{where}/{name}/zarr.json")
+        changed = metadata_mismatch({name: recorded[name]}, {name: own})
+        if changed:
+            yield Finding("error", f"{where}/{name}/zarr.json", changed)
+
+
 def _verify_protein(store: Store, pid: str) -> Iterator[Finding]:
     where = f"{store.url}/{protein_path(pid)}"
     try:
+        findings = list(_verify_metadata(store, pid))
+        if findings:
+            yield from findings
+            return  # its arrays would be read as something else than was written
         group = store.protein_group(pid)
         doc = group.attrs[PROTEIN_DOC]
         check_document(doc, "protein", where)
-    except (ProtstoreError, KeyError, ValueError, OSError) as exc:
+    except (ProtstoreError, KeyError, ValueError, TypeError, OSError) as exc:
         yield Finding("error", where, f"unreadable protein metadata: {exc}")
         return
     n, t = doc["n_atoms"], doc["n_frames"]

@@ -123,5 +123,5 @@ def _read_document(path) -> dict:
 
     try:
         return json.loads(as_location(path).read_bytes(""))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise ConfigError(f"{path}: cannot read training config ({exc})") from None
