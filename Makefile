@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
 PIP_UPGRADE ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# the fast tier: everything but the tests marked slow (training, simulation, several processes)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/bench_store.py

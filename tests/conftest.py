@@ -12,6 +12,15 @@ import pytest
 
 from protstore.demo import DemoConfig, make_demo_dataset
 
+# fixtures that train: every test using one is in the slow tier (`make test-fast` leaves it out)
+TRAINING_FIXTURES = {"trained_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 ATOMS = ("N", "CA", "C", "O")
 
 

@@ -304,6 +304,7 @@ def test_python_api_errors(helix_store, two):
         compare("/nonexistent/store.zarr", two["paths"])
 
 
+@pytest.mark.slow
 def test_compare_on_s3(s3_bucket, tmp_path, capsys):
     write_mdcath(tmp_path / "aa1.h5", domain="aa1", resnames=("MET", "ALA", "GLY", "LYS", "ALA"),
                  frames=12, runs=((320, 0),), seed=1)

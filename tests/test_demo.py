@@ -1,11 +1,14 @@
 """The end-to-end demo pipeline on a tiny configuration (what `make demo` runs, scaled down)."""
 
+import pytest
+
 from protstore.demo import DemoConfig
 from protstore.demo.pipeline import run_demo
 from protstore.simulate import SimulateConfig
 from protstore.train import TrainConfig
 
 
+@pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path):
     config = DemoConfig(lengths=(14, 22, 31), two_chain=(1,), temperatures=(320, 348),
                         replicas=1, frames=20, stride=10, equilibration=100, seed=5)

@@ -86,6 +86,7 @@ def test_per_residue_matches_a_hand_computation(tiny):
     assert float(temps.sel(temperature=350.0).rmse_pooled) == pytest.approx(np.sqrt(sq["bb"].mean()))
 
 
+@pytest.mark.slow
 def test_padded_beads_are_never_counted(train_store, trained_run):
     plan = train_store.plan("p")
     res = compute_per_residue_errors(train_store, trained_run.run_dir / "final", plan=plan,
@@ -99,6 +100,7 @@ def test_padded_beads_are_never_counted(train_store, trained_run):
     assert np.sqrt(total) == pytest.approx(trained_run.final_val_rmse, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     from distributed import LocalCluster
 
@@ -130,6 +132,7 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
         np.testing.assert_allclose(beads["rmse"].values, expect, rtol=1e-12, err_msg=str(name))
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_plots_tables_and_a_zarr_result(train_store, trained_run, tmp_path,
                                                            capsys):
     out = tmp_path / "eval"
@@ -169,6 +172,7 @@ def test_evaluate_cli_writes_plots_tables_and_a_zarr_result(train_store, trained
     assert (out / "ema_full_forces.txt").exists()
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_a_fresh_result(train_store, trained_run, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

@@ -62,6 +62,7 @@ def params():
 
 
 @pytest.mark.parametrize("mode", ["full", "prior-only", "ml-only"])
+@pytest.mark.slow
 def test_padding_changes_nothing_and_is_nan_free(params, mode):
     model, p = params
     forces = jax.jit(batch_forces(total_energy(model, mode)))
@@ -79,6 +80,7 @@ def test_padding_changes_nothing_and_is_nan_free(params, mode):
     assert np.isfinite(F_pad).all()
 
 
+@pytest.mark.slow
 def test_forces_are_minus_the_energy_gradient(params):
     model, p = params
     energy = total_energy(model)

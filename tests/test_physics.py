@@ -169,6 +169,7 @@ def test_a_small_protein_in_the_wrong_units_is_checked_too(realistic):
     assert "they look like eV/angstrom" in next(iter(report.failed.values()))
 
 
+@pytest.mark.slow
 def test_unknown_temperature_is_refused_then_fixed_by_the_flag(tmp_path, capsys):
     from protstore.cli import main
     from protstore.demo import DemoConfig
@@ -249,6 +250,7 @@ def test_network_energy_is_continuous_when_neighbours_change():
     assert _largest_step_fraction(truncated, small, R) > 0.3
 
 
+@pytest.mark.slow
 def test_capacity_is_sized_from_the_data_and_overflow_stops_training(train_store, tmp_path):
     from protstore.checkpoints import read_checkpoint
     from protstore.errors import ConfigError
@@ -280,6 +282,7 @@ def test_capacity_is_sized_from_the_data_and_overflow_stops_training(train_store
     assert list_checkpoints(tmp_path / "tiny") == []
 
 
+@pytest.mark.slow
 def test_x_pro_bonds_have_a_cis_well_and_other_bonds_do_not():
     from protstore.model import build_topology, default_priors, prior_energy
     from protstore.vocab import SPECIES_ID

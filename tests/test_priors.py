@@ -167,6 +167,7 @@ def test_older_priors_with_a_fourier_angle_load_and_evaluate_as_before(tmp_path)
     assert got == pytest.approx(expect, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_cos_angle_prior_is_nan_free_with_padding_and_straight_chains(angle_fit):
     p = default_priors()
     p["angle"] = angle_fit

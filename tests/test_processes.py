@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from protstore.checkpoints import read_checkpoint
 
@@ -38,6 +39,7 @@ def _train(store: Path, out: Path, *extra: str, process: tuple[int, int] | None 
                             env=env)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_parameters_of_one(train_store, tmp_path):
     store = train_store.root
     single = _train(store, tmp_path / "one")
@@ -55,6 +57,7 @@ def test_two_processes_train_the_parameters_of_one(train_store, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_stops_the_other(train_store, tmp_path):
     port = _free_port()
     procs = [_train(train_store.root, tmp_path / "run", "--epochs", "50", process=(i, 2),

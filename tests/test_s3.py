@@ -113,6 +113,7 @@ def test_locations_protstore_cannot_use_are_one_line_errors(s3_bucket, capsys, s
     assert "--storage-options" in err[2]
 
 
+@pytest.mark.slow
 def test_a_run_on_s3_trains_resumes_averages_and_evaluates_as_a_local_one(
         s3_bucket, train_store, tmp_path, capsys):
     import fsspec

@@ -38,6 +38,7 @@ def val_rmse(store, params, mode):
     return np.sqrt(s / (3 * n))
 
 
+@pytest.mark.slow
 def test_training_learns_beyond_the_priors(train_store, trained_run):
     final = read_checkpoint(trained_run.run_dir / "final").params
     zero = val_rmse(train_store, None, None)
@@ -51,6 +52,7 @@ def test_training_learns_beyond_the_priors(train_store, trained_run):
     assert trained_run.best_step > 0 and trained_run.best_val_rmse < prior
 
 
+@pytest.mark.slow
 def test_a_network_that_never_beats_the_priors_is_reported_and_stops_early(train_store,
                                                                            tmp_path):
     from protstore.model import default_priors
@@ -130,6 +132,7 @@ def test_list_checkpoints_orders_by_stored_step_and_skips_bad(tmp_path):
     assert any("a: non-finite" in w for w in warnings) and any("junk" in w for w in warnings)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(train_store, trained_run, tmp_path):
     full = trained_run.run_dir
     cut = tmp_path / "run"
@@ -157,6 +160,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(train_store, train
     assert metrics[2]["train_loss"] == pytest.approx(reference[2]["train_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_completes_whatever_a_killed_run_is_missing(train_store, trained_run, tmp_path):
     full = trained_run.run_dir
     reference = (full / "metrics.jsonl").read_text().splitlines()
@@ -210,6 +214,7 @@ def test_new_run_refuses_an_existing_directory(train_store, trained_run):
         train(train_store, train_store.plan("p"), trained_run.run_dir, progress=False)
 
 
+@pytest.mark.slow
 def test_sequential_schedule_trains_bucket_after_bucket(train_store, tmp_path):
     config = TrainConfig(epochs=1, batch_size=8, schedule="sequential",
                          model="plugin_models:pairwise_species")
@@ -227,6 +232,7 @@ def test_sequential_schedule_trains_bucket_after_bucket(train_store, tmp_path):
     assert final.params["model"]["w"].shape == (22, 22)
 
 
+@pytest.mark.slow
 def test_divergence_stops_without_a_checkpoint(train_store, tmp_path):
     from protstore.model import default_priors
     config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:exploding_later")
@@ -244,6 +250,7 @@ def test_divergence_stops_without_a_checkpoint(train_store, tmp_path):
     assert not (tmp_path / "nan0" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_cpu_devices_matches_one(train_store, tmp_path):
     script = f"""
 import jax, json, numpy as np
@@ -274,6 +281,7 @@ print("VAL", r.final_val_rmse)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_priors_and_train_cli(train_store, tmp_path, capsys):
     from protstore.cli import main
     pri = tmp_path / "priors.json"
@@ -300,6 +308,7 @@ def test_fit_priors_and_train_cli(train_store, tmp_path, capsys):
     assert "nothing is missing" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_plan_without_held_out_data_trains_without_validation(train_store, tmp_path):
     import protstore
     from protstore.batching import plan_from_store, save_plan
