@@ -2,6 +2,7 @@
 disk. Prints the table tried / handled / lost (docs/performance.md keeps the latest).
 
     python benchmarks/bench_faults.py [--kills 10] [--train-kills 3] [--writers 6] [--flips 40]
+        [--checkpoint-flips 200] [--catalog-flips 200] [--only TEXT]
 
 - **kill -9 during ingest**: a child process ingests one mdCATH-layout file into a fresh
   store and is killed at a random moment; the store must validate and a re-run must give the
@@ -15,6 +16,17 @@ disk. Prints the table tried / handled / lost (docs/performance.md keeps the lat
   protein and ``validate`` must both report it ("lost": served as data).
 - **disk full**: ingest into a store on a 20 MiB tmpfs (needs root; skipped otherwise) until
   the disk is full; every failure must be a one-line error and the store must stay valid.
+- **bit flips in a checkpoint**: one random bit of a random file of a checkpoint (chunks and
+  its ``zarr.json`` documents); reading it must raise a CheckpointError or give exactly what
+  was written ("lost": other parameters, attributes or optimizer state served).
+- **bit flips in a catalog segment**: one random bit of the store's catalog segment; every
+  protein document read must equal what was committed, and the damage must be named (on read
+  and by ``validate``) whenever the segment's content changed.
+- **edited ``zarr.json``**: a protein's consolidated metadata edited to another data type, byte
+  order, transpose or shape; reading must refuse it and ``validate`` must report it.
+- **overwrite killed before its catalog entry**: the new group is in place but the catalog
+  still holds the old document; readers must use the group's, ``validate`` must report it and
+  ``--repair`` must make the catalog right.
 """
 
 from __future__ import annotations
@@ -183,6 +195,132 @@ def bit_flips(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int
     return trials, handled, lost
 
 
+def _ingested(tmp: Path, names=("a1",), frames: int = 24) -> Path:
+    from protstore.ingest import ingest
+
+    for seed, name in enumerate(names):
+        write_mdcath(tmp / f"{name}.h5", domain=name, frames=frames, seed=seed)
+    path = tmp / "s.zarr"
+    ingest([tmp / f"{n}.h5" for n in names], protstore.open_store(path, mode="a"),
+           progress=False, log=lambda m: None)
+    return path
+
+
+def _flip(path: Path, rng: random.Random) -> bytes:
+    original = path.read_bytes()
+    data = bytearray(original)
+    bit = rng.randrange(len(data) * 8)
+    data[bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+    return original
+
+
+def checkpoint_flips(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    import jax
+
+    from protstore.checkpoints import read_checkpoint, write_checkpoint
+
+    params = {"net": {"w": np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8),
+                      "b": np.arange(8, dtype=np.float32)}, "scale": np.float32(0.5)}
+    opt = (np.full(3, 0.25), {"m": np.ones(8, np.float32)})
+    path = tmp / "ck"
+    write_checkpoint(path, params, {"kind": "checkpoint", "step": 40, "epoch": 1,
+                                    "model": {"factory": "x:y", "options": {}},
+                                    "val_rmse": 1.25}, opt_state=opt)
+    truth = read_checkpoint(path, opt_template=opt)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+
+    def same(a, b):
+        la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+        return len(la) == len(lb) and all(np.asarray(x).dtype == np.asarray(y).dtype and
+                                          np.array_equal(x, y) for x, y in zip(la, lb))
+    handled = lost = 0
+    for _ in range(trials):
+        target = rng.choice(files)
+        original = _flip(target, rng)
+        try:
+            ck = read_checkpoint(path, opt_template=opt)
+            ok = ck.attrs == truth.attrs and same(ck.params, truth.params) and \
+                same(ck.opt_state, truth.opt_state)
+        except protstore.ProtstoreError:
+            ok = True
+        handled, lost = (handled + 1, lost) if ok else (handled, lost + 1)
+        target.write_bytes(original)
+    return trials, handled, lost
+
+
+def catalog_flips(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    import warnings
+
+    from protstore.errors import CatalogWarning
+
+    path = _ingested(tmp, names=("a1",))
+    truth = protstore.open_store(path).protein_doc("a1")
+    (segment,) = sorted((path / "catalog").glob("*.json"))
+    handled = lost = 0
+    for _ in range(trials):
+        original = _flip(segment, rng)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CatalogWarning)
+            store = protstore.open_store(path)
+            right = store.proteins == ["a1"] and store.protein_doc("a1") == truth
+            named = segment.name in store.catalog_damage and not _valid(path)
+        handled, lost = (handled + 1, lost) if right and named else (handled, lost + 1)
+        segment.write_bytes(original)
+    return trials, handled, lost
+
+
+def edited_metadata(tmp: Path) -> tuple[int, int, int]:
+    import json
+
+    path = _ingested(tmp)
+    group = path / "proteins" / "a1" / "zarr.json"
+    clean = group.read_text()
+
+    def dtype(r): r["data_type"] = "int32"
+    def endian(r): next(c for c in r["codecs"] if c["name"] == "bytes")["configuration"]["endian"] = "big"  # noqa: E501
+    def transpose(r): r["codecs"].insert(0, {"name": "transpose", "configuration": {"order": [2, 1, 0]}})  # noqa: E501
+    def shape(r): r["shape"][0] -= 1
+    handled = 0
+    edits = (dtype, endian, transpose, shape)
+    for edit in edits:
+        meta = json.loads(clean)
+        edit(meta["consolidated_metadata"]["metadata"]["R"])
+        group.write_text(json.dumps(meta))
+        try:
+            protstore.open_store(path).protein("a1", chunks=None).load()
+            refused = False
+        except protstore.ProtstoreError:
+            refused = True
+        handled += refused and not _valid(path)
+        group.write_text(clean)
+    return len(edits), handled, len(edits) - handled
+
+
+def stale_catalog(tmp: Path) -> tuple[int, int, int]:
+    import warnings
+
+    from protstore.errors import CatalogWarning
+    from protstore.ingest import IngestOptions, ingest
+
+    path = _ingested(tmp)
+    before = set((path / "catalog").glob("*.json"))
+    write_mdcath(tmp / "a1_new.h5", domain="a1", frames=10, seed=7)
+    ingest([tmp / "a1_new.h5"], protstore.open_store(path, mode="a"),
+           IngestOptions(overwrite=True), progress=False, log=lambda m: None)
+    frames = protstore.open_store(path).protein_doc("a1")["n_frames"]
+    for p in set((path / "catalog").glob("*.json")) - before:
+        p.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CatalogWarning)
+        read = protstore.open_store(path).protein("a1", chunks=None).sizes["frame"] == frames
+        reported = not _valid(path)
+        protstore.open_store(path, mode="r+").rebuild_catalog()
+    repaired = protstore.open_store(path).protein_doc("a1")["n_frames"] == frames and _valid(path)
+    handled = int(read and reported and repaired)
+    return 1, handled, 1 - handled
+
+
 def disk_full(tmp: Path) -> tuple[int, int, int] | None:
     mount = tmp / "small"
     mount.mkdir()
@@ -220,7 +358,10 @@ def main() -> None:
     parser.add_argument("--train-kills", type=int, default=3)
     parser.add_argument("--writers", type=int, default=6)
     parser.add_argument("--flips", type=int, default=40)
+    parser.add_argument("--checkpoint-flips", type=int, default=200)
+    parser.add_argument("--catalog-flips", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", metavar="TEXT", help="run only the faults whose name has TEXT")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     rows = []
@@ -234,7 +375,16 @@ def main() -> None:
                 ("concurrent ingests into a new store (ids with dots)",
                  lambda d: concurrent_writers(d, args.writers)),
                 ("one flipped bit in a chunk", lambda d: bit_flips(d, args.flips, rng)),
-                ("disk full (20 MiB tmpfs) during ingest", disk_full)):
+                ("disk full (20 MiB tmpfs) during ingest", disk_full),
+                ("one flipped bit in a checkpoint (chunks and documents)",
+                 lambda d: checkpoint_flips(d, args.checkpoint_flips, rng)),
+                ("one flipped bit in a catalog segment",
+                 lambda d: catalog_flips(d, args.catalog_flips, rng)),
+                ("a protein's zarr.json edited (dtype, byte order, transpose, shape)",
+                 edited_metadata),
+                ("an overwrite killed before its catalog entry", stale_catalog)):
+            if args.only and args.only not in name:
+                continue
             d = tmp / name.split()[0]
             d.mkdir(exist_ok=True)
             t0 = time.perf_counter()

@@ -168,7 +168,8 @@ def simulate_and_compare(store, run_dir: Path, proteins, out: Path, config: Simu
             sim = simulate(store, run_dir / checkpoint, protein, path, config.replace(mode=mode),
                            overwrite=True, progress=progress)
             echo(f"{protein} {label}: {sim.steps} steps x {config.n_replicas} replicas in "
-                 f"{sim.wall_s:.1f} s ({sim.compile_s:.1f} s compiling)")
+                 f"{sim.wall_s:.1f} s (the first block, compilation included: "
+                 f"{sim.compile_s:.1f} s)")
             trajectories.append(path)
         results[protein] = compare(store, trajectories, labels=list(DEMO_MODELS),
                                    out=out / protein, overwrite=True)

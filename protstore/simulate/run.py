@@ -126,7 +126,8 @@ class SimulateConfig:
 @dataclass(frozen=True)
 class SimulationResult:
     """path: the trajectory; document: its final document; steps: steps run by this call;
-    wall_s: their time (compilation included); compile_s: the first block's extra time."""
+    wall_s: their time (compilation included); compile_s: the first block's time (its
+    compilation and its own steps)."""
 
     path: Location
     document: dict
