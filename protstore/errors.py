@@ -83,6 +83,11 @@ class SimulationUnstable(ProtstoreError):
     its physical range, more neighbours than the network's capacity)."""
 
 
+class ClusterError(ProtstoreError):
+    """The dask cluster cannot go on (e.g. no worker has been alive for too long); what was
+    committed stays, and a re-run of the same command resumes."""
+
+
 class CatalogWarning(UserWarning):
     """A damaged catalog segment, named in the message, was not trusted: the proteins it
     names were read from their groups' own documents (``protstore validate --repair`` replaces

@@ -89,3 +89,24 @@ def test_a_worker_killed_midway_leaves_a_valid_store_that_a_rerun_completes(
     assert report.ok and sorted(report.written + report.skipped) == [f"dom{i}" for i in range(6)]
     _same_stores(tmp_path / "s.zarr", serial)
     assert verify_store(protstore.open_store(tmp_path / "s.zarr")) == []
+
+
+def test_a_cluster_without_workers_stops_with_one_line_and_a_rerun_resumes(tmp_path, files):
+    from distributed import Client, LocalCluster
+
+    from protstore.errors import ClusterError
+    from protstore.ingest.cluster import ingest_on_cluster
+
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None,
+                      silence_logs=40) as cl, Client(cl) as client:
+        with pytest.raises(ClusterError, match=r"no dask worker alive for 1.5 s; 0 of 6 files "
+                                               r"done .* run the same command again"):
+            ingest_on_cluster(files, store, protstore.ingest.IngestOptions(), client,
+                              progress=False, no_worker_s=1.5)
+        cl.scale(1)  # workers again: the same call completes
+        client.wait_for_workers(1, timeout=30)
+        report = ingest_on_cluster(files, store, protstore.ingest.IngestOptions(), client,
+                                   progress=False, no_worker_s=1.5)
+    assert report.ok and sorted(report.written) == [f"dom{i}" for i in range(6)]
+    assert verify_store(protstore.open_store(tmp_path / "s.zarr")) == []

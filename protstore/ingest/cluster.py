@@ -6,19 +6,27 @@ under the store's lock on a shared disk; claim, staging and commit object on obj
 so a worker killed midway leaves the store valid: dask runs its file again elsewhere, and the
 commit of a protein already there is skipped (same source checksums), as a re-run of the whole
 job does. Chunks are encoded the same way on any machine, so the result equals a serial ingest
-protein for protein, bit for bit.
+protein for protein, bit for bit. When no worker is alive for ``no_worker_s`` seconds (every
+one died, none came back), the files not yet done are cancelled and a
+:class:`~protstore.errors.ClusterError` says how many were done: a re-run resumes.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..errors import ClusterError
 from ..store import Store
 from .pipeline import IngestOptions, IngestReport
+
+
+NO_WORKER_S = 60.0  # a nanny restarts a dead worker within seconds; none for a minute: gone
+POLL_S = 1.0
 
 
 def ingest_file_task(path: str, url: str, storage_options: dict | None,
@@ -38,12 +46,14 @@ def ingest_file_task(path: str, url: str, storage_options: dict | None,
 
 def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: IngestOptions,
                       client, *, progress: bool = True,
-                      log: Callable[[str], None] | None = None) -> IngestReport:
+                      log: Callable[[str], None] | None = None,
+                      no_worker_s: float = NO_WORKER_S) -> IngestReport:
     """Ingest ``paths`` on the workers of ``client`` (a ``dask.distributed.Client``) into
     ``store`` (which must exist: open it with mode ``"a"`` first). The files' reports are
     merged in the order of ``paths``; progress counts files and frames done across the
-    cluster."""
-    from distributed import as_completed
+    cluster; ``no_worker_s``: how long the cluster may have no worker at all before the
+    ingest stops (see the module docstring)."""
+    from distributed import wait
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     paths = [str(Path(p).absolute()) if "://" not in str(p) else str(p) for p in paths]
@@ -53,20 +63,37 @@ def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: Ingest
     results: list = [None] * len(paths)
     bar = tqdm(total=len(paths), desc="files", unit="file", disable=not progress)
     frames = 0
+    pending, alone_since = set(futures), None
     try:
-        for future in as_completed(futures):
-            i = index[future.key]
+        while pending:
             try:
-                results[i] = future.result()
-            except Exception as exc:  # noqa: BLE001 - a task's failure is that file's failure
-                from .pipeline import failure
+                done, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for future in done:
+                i = index[future.key]
+                try:
+                    results[i] = future.result()
+                except Exception as exc:  # noqa: BLE001 - a task's failure is that file's failure
+                    from .pipeline import failure
 
-                results[i] = (IngestReport(failed={paths[i]: failure(exc, paths[i])}), [], 0)
-            for line in results[i][1]:
-                log(line)
-            frames += results[i][2]
-            bar.update(1)
-            bar.set_postfix(frames=frames)
+                    results[i] = (IngestReport(failed={paths[i]: failure(exc, paths[i])}), [],
+                                  0)
+                for line in results[i][1]:
+                    log(line)
+                frames += results[i][2]
+                bar.update(1)
+                bar.set_postfix(frames=frames)
+            if not pending or client.scheduler_info().get("workers"):
+                alone_since = None
+                continue
+            alone_since = alone_since or time.monotonic()
+            if time.monotonic() - alone_since >= no_worker_s:
+                client.cancel(list(pending))
+                raise ClusterError(
+                    f"{client.scheduler.address}: no dask worker alive for {no_worker_s:g} s; "
+                    f"{len(paths) - len(pending)} of {len(paths)} files done (committed "
+                    f"proteins stay): start workers and run the same command again to resume")
     finally:
         bar.close()
     report = IngestReport()
