@@ -36,6 +36,40 @@ def test_default_is_three_equal_count_buckets():
     assert plan.boundaries == [40, 70]
 
 
+def _bucket_counts(lengths, boundaries):
+    return np.bincount(assign(np.asarray(lengths), boundaries)).tolist()
+
+
+def test_equal_count_buckets_are_as_even_as_the_ties_allow():
+    # a cut inside a run of equal lengths used to put the whole run below it, and two cuts in
+    # one run collapsed into one: 4 + 6 proteins in 2 buckets became one bucket of 10
+    assert _bucket_counts([10] * 4 + [20] * 6, equal_count_boundaries([10] * 4 + [20] * 6, 2)) \
+        == [4, 6]
+    ties = [10] + [20] * 6 + [30, 40]
+    assert equal_count_boundaries(ties, 3) == [10, 20]  # 1, 6, 2 (not 7, 2)
+    lengths = {f"p{i}": n for i, n in enumerate(ties)}
+    plans = [make_plan(lengths, {p: 5 for p in lengths}, split="protein", val_fraction=0.3,
+                       seed=seed) for seed in (0, 0, 1)]
+    assert [len(b.proteins) for b in plans[0].buckets] == [1, 6, 2]
+    assert plans[0] == plans[1] and plans[0].boundaries == plans[2].boundaries
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # lengths full of ties: the most even buckets there are, as many as can be
+        lengths = rng.choice([30, 60, 90, 120, 150], size=rng.integers(3, 25),
+                             p=rng.dirichlet(np.ones(5)))
+        k = int(rng.integers(2, 5))
+        counts = _bucket_counts(lengths, equal_count_boundaries(lengths, k))
+        counts = [c for c in counts if c]
+        distinct = sorted(set(lengths.tolist()))
+        best = min(sum(c * c for c in _bucket_counts(lengths, list(cuts)) if c)
+                   for cuts in itertools.combinations(distinct[:-1], min(k, len(distinct)) - 1))
+        assert len(counts) == min(k, len(distinct)), (lengths, k)
+        assert sum(c * c for c in counts) == best, (lengths, k, counts)
+    distinct = np.arange(20, 120, 10)  # no ties: the cuts are where they always were
+    for k in (2, 3, 4):
+        counts = _bucket_counts(distinct, equal_count_boundaries(distinct, k))
+        assert np.cumsum(counts)[:-1].tolist() == [round(j * 10 / k) for j in range(1, k)]
+
+
 def _brute_force(lengths, frames, k, cost):
     distinct = sorted(set(lengths))
     best = padded_cost(lengths, frames, [], cost)

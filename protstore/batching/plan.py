@@ -65,10 +65,46 @@ def waste(lengths, frames, boundaries, cost: str, pad_multiple: int | None = Non
 
 
 def equal_count_boundaries(lengths, n_buckets: int) -> list[int]:
-    """Boundaries giving ~equal numbers of proteins per bucket (ties stay together)."""
-    s = np.sort(np.asarray(lengths))
-    cuts = [int(s[int(round(k * len(s) / n_buckets)) - 1]) for k in range(1, n_buckets)]
-    return sorted(set(c for c in cuts if c < s[-1]))
+    """Boundaries giving buckets as equal in protein count as ties allow (proteins of one
+    length share a bucket): ``min(n_buckets, distinct lengths)`` buckets whose counts have the
+    least sum of squares, and among those the cuts nearest ``round(k n / n_buckets)`` proteins
+    (exactly there when no tie is in the way). Deterministic: lengths only.
+
+    Dynamic programming over the distinct sorted lengths, as :func:`optimal_boundaries`, with
+    the lexicographic cost (sum of squared counts, sum of squared cut offsets) in integers.
+    """
+    L, counts = np.unique(np.asarray(lengths), return_counts=True)
+    S = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    m, n = len(L), int(S[-1])
+    K = min(n_buckets, m)
+    target = [int(round(k * n / n_buckets)) for k in range(K + 1)]
+    big = 2 ** 62  # unreachable; adding a squared count to it stays within int64
+    sq = np.full((K + 1, m + 1), big)  # sum of squared counts of k buckets over lengths 1..j
+    off = np.full((K + 1, m + 1), big)  # sum of squared offsets of their cuts from the targets
+    arg = np.zeros((K + 1, m + 1), dtype=np.int64)
+    sq[0, 0] = off[0, 0] = 0
+    for k in range(1, K + 1):
+        for j in range(k, m + 1) if k < K else [m]:
+            i = np.arange(k, j + 1)  # bucket k holds distinct lengths i..j (1-based)
+            cand = sq[k - 1, i - 1] + (S[j] - S[i - 1]) ** 2
+            tied = np.flatnonzero(cand == cand.min())
+            t = int(tied[np.argmin(off[k - 1, i[tied] - 1])])
+            sq[k, j], arg[k, j] = cand[t], i[t]
+            off[k, j] = off[k - 1, i[t] - 1] + (0 if k == K else (S[j] - target[k]) ** 2)
+    return _cuts(L, arg, K)
+
+
+def _cuts(L: np.ndarray, arg: np.ndarray, n_buckets: int) -> list[int]:
+    """The boundaries of a dynamic programme's ``n_buckets`` buckets over the distinct sorted
+    lengths ``L``: ``arg[k, j]`` is the first (1-based) length of bucket k when buckets 1..k
+    hold lengths 1..j."""
+    cuts, j = [], len(L)
+    for k in range(n_buckets, 0, -1):
+        i = arg[k, j]
+        if i > 1:
+            cuts.append(int(L[i - 2]))
+        j = i - 1
+    return sorted(cuts)
 
 
 def optimal_boundaries(lengths, frames, n_buckets: int, cost: str,
@@ -96,14 +132,7 @@ def optimal_boundaries(lengths, frames, n_buckets: int, cost: str,
             cand = best[k - 1, i - 1] + c[j - 1] * (S[j] - S[i - 1])
             t = int(np.argmin(cand))
             best[k, j], arg[k, j] = cand[t], i[t]
-    k_best = int(np.argmin(best[1:, m])) + 1
-    cuts, j = [], m
-    for k in range(k_best, 0, -1):
-        i = arg[k, j]
-        if i > 1:
-            cuts.append(int(L[i - 2]))
-        j = i - 1
-    return sorted(cuts)
+    return _cuts(L, arg, int(np.argmin(best[1:, m])) + 1)
 
 
 @dataclass(frozen=True)
