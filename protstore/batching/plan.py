@@ -536,15 +536,16 @@ def plan_from_store(store, **kwargs) -> BucketPlan:
 
 def protein_fingerprint(doc: dict) -> str:
     """Short digest of the fields of a protein document that decide its frames: its sources
-    (format, entry, checksum), bead and frame counts, coarse-graining map, runs (temperature,
-    replica, frames), temperatures and excluded frames. A re-ingest from other data changes it
-    even when the frame count stays; fields measured from the data or about storage (τ, sizes,
-    digests of array metadata, the writer's version) are left out."""
+    (format, entry, checksum), bead and frame counts, coarse-graining map, source units, runs
+    (temperature, replica, frames), temperatures and excluded frames. A re-ingest from other
+    data changes it even when the frame count stays; fields measured from the data or about
+    storage (τ, sizes, digests of array metadata, the writer's version) are left out."""
     return json_digest({
         "sources": [{k: s.get(k) for k in ("format", "entry", "checksum")}
                     for s in doc.get("sources") or []],
         "n_atoms": doc.get("n_atoms"), "n_frames": doc.get("n_frames"),
         "cg_map": (doc.get("cg_map") or {}).get("name"),
+        "source_units": {k: (doc.get("source_units") or {}).get(k) for k in ("length", "force")},
         "runs": [{k: r.get(k) for k in ("temperature", "replica", "n_frames")}
                  for r in doc.get("runs") or []],
         "temperatures": doc.get("temperatures"),
@@ -611,6 +612,6 @@ def check_plan(store, plan: BucketPlan) -> None:
             now = protein_fingerprint(store.protein_doc(pid))
             if now != made:
                 raise PlanError(f"plan {plan.name!r} is stale: protein {pid!r} was ingested again "
-                                f"from other data (its sources, runs or excluded frames differ "
-                                f"from those the plan was made from; fingerprint {made}, now "
-                                f"{now}): {again}")
+                                f"from other data (its sources, units, runs or excluded frames "
+                                f"differ from those the plan was made from; fingerprint {made}, "
+                                f"now {now}): {again}")
