@@ -237,3 +237,16 @@ def test_evaluation_reports_the_test_part_by_default(tiny, tmp_path):
     summary = json.loads((tmp_path / "e" / "zero_full_metrics.json").read_text())
     assert summary["split"] == "test" and summary["n_frames"] == 2
     assert json.loads((tmp_path / "v" / "zero_full_metrics.json").read_text())["split"] == "val"
+
+
+def test_the_overall_plot_shows_a_seeded_random_subset_of_the_samples():
+    from protstore.evaluate.report import plot_samples
+
+    pick = plot_samples(1000, 400)
+    assert len(pick) == 400 and len(set(pick.tolist())) == 400
+    assert np.all(np.diff(pick) > 0) and 0 <= pick[0] and pick[-1] < 1000  # sorted: reads in order
+    assert not np.array_equal(pick, np.arange(400))  # not simply the first 400
+    assert pick[-1] >= 900 and (pick >= 400).sum() > 150  # spread over all of them
+    np.testing.assert_array_equal(pick, plot_samples(1000, 400))  # the same every time
+    assert not np.array_equal(pick, plot_samples(1000, 400, seed=1))  # the seed decides
+    np.testing.assert_array_equal(plot_samples(300, 400), np.arange(300))  # few: all of them

@@ -36,6 +36,40 @@ def test_default_is_three_equal_count_buckets():
     assert plan.boundaries == [40, 70]
 
 
+def _bucket_counts(lengths, boundaries):
+    return np.bincount(assign(np.asarray(lengths), boundaries)).tolist()
+
+
+def test_equal_count_buckets_are_as_even_as_the_ties_allow():
+    # a cut inside a run of equal lengths used to put the whole run below it, and two cuts in
+    # one run collapsed into one: 4 + 6 proteins in 2 buckets became one bucket of 10
+    assert _bucket_counts([10] * 4 + [20] * 6, equal_count_boundaries([10] * 4 + [20] * 6, 2)) \
+        == [4, 6]
+    ties = [10] + [20] * 6 + [30, 40]
+    assert equal_count_boundaries(ties, 3) == [10, 20]  # 1, 6, 2 (not 7, 2)
+    lengths = {f"p{i}": n for i, n in enumerate(ties)}
+    plans = [make_plan(lengths, {p: 5 for p in lengths}, split="protein", val_fraction=0.3,
+                       seed=seed) for seed in (0, 0, 1)]
+    assert [len(b.proteins) for b in plans[0].buckets] == [1, 6, 2]
+    assert plans[0] == plans[1] and plans[0].boundaries == plans[2].boundaries
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # lengths full of ties: the most even buckets there are, as many as can be
+        lengths = rng.choice([30, 60, 90, 120, 150], size=rng.integers(3, 25),
+                             p=rng.dirichlet(np.ones(5)))
+        k = int(rng.integers(2, 5))
+        counts = _bucket_counts(lengths, equal_count_boundaries(lengths, k))
+        counts = [c for c in counts if c]
+        distinct = sorted(set(lengths.tolist()))
+        best = min(sum(c * c for c in _bucket_counts(lengths, list(cuts)) if c)
+                   for cuts in itertools.combinations(distinct[:-1], min(k, len(distinct)) - 1))
+        assert len(counts) == min(k, len(distinct)), (lengths, k)
+        assert sum(c * c for c in counts) == best, (lengths, k, counts)
+    distinct = np.arange(20, 120, 10)  # no ties: the cuts are where they always were
+    for k in (2, 3, 4):
+        counts = _bucket_counts(distinct, equal_count_boundaries(distinct, k))
+        assert np.cumsum(counts)[:-1].tolist() == [round(j * 10 / k) for j in range(1, k)]
+
+
 def _brute_force(lengths, frames, k, cost):
     distinct = sorted(set(lengths))
     best = padded_cost(lengths, frames, [], cost)
@@ -122,11 +156,12 @@ def test_protein_split_is_stratified_by_bucket():
         make_plan({"a": 10}, {"a": 5}, split="protein", val_fraction=0.2)
 
 
-def test_a_stale_plan_is_refused_by_every_command(tmp_path, capsys):
+def _planned_store(tmp_path):
+    """Proteins aa1 and bb2 (24 frames each) ingested into tmp_path/s.zarr, and their plan
+    ``p`` (one bucket, a frame split) saved there: (url, store, plan)."""
     import protstore
-    from protstore.batching import BatchLoader, LoaderConfig, plan_from_store
-    from protstore.cli import main
-    from protstore.ingest import IngestOptions, ingest
+    from protstore.batching import plan_from_store
+    from protstore.ingest import ingest
 
     from conftest import write_mdcath
 
@@ -137,6 +172,18 @@ def test_a_stale_plan_is_refused_by_every_command(tmp_path, capsys):
     ingest([tmp_path / "aa1.h5", tmp_path / "bb2.h5"], store, progress=False, log=lambda m: None)
     plan = plan_from_store(store, name="p", n_buckets=1, split="frame", val_fraction=0.25)
     save_plan(store, plan)
+    return url, store, plan
+
+
+def test_a_stale_plan_is_refused_by_every_command(tmp_path, capsys):
+    import protstore
+    from protstore.batching import BatchLoader, LoaderConfig
+    from protstore.cli import main
+    from protstore.ingest import IngestOptions, ingest
+
+    from conftest import write_mdcath
+
+    url, store, plan = _planned_store(tmp_path)
     # bb2 is ingested again from a longer trajectory: the plan's frame counts are stale
     write_mdcath(tmp_path / "bb2.h5", domain="bb2", frames=12, seed=5)
     ingest([tmp_path / "bb2.h5"], protstore.open_store(url, mode="a"),
@@ -164,6 +211,43 @@ def test_a_stale_plan_is_refused_by_every_command(tmp_path, capsys):
     assert main(["bucket", url, "--name", "p", "--overwrite", "--split", "frame"]) == 0
     assert protstore.open_store(url).plan("p").frames["bb2"] == 36
 
+
+def test_a_plan_is_stale_when_a_protein_is_ingested_again_from_other_data(tmp_path, capsys):
+    """Same frame count, other coordinates: the plan's fingerprint of bb2 no longer matches."""
+    import protstore
+    from protstore.batching import BatchLoader, LoaderConfig
+    from protstore.cli import main
+
+    from conftest import write_mdcath
+
+    url, store, plan = _planned_store(tmp_path)
+    old = make_plan(plan.lengths, plan.frames, name="old", n_buckets=1)  # no fingerprints
+    save_plan(store, old)
+    assert store.plan("p").fingerprints == plan.fingerprints  # stored and read back
+    before = store.protein_doc("bb2")
+    (tmp_path / "other").mkdir()
+    write_mdcath(tmp_path / "other" / "bb2.h5", domain="bb2", frames=8, seed=7)
+    assert main(["ingest", str(tmp_path / "other" / "bb2.h5"), "--store", url, "--overwrite",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    store = protstore.open_store(url)
+    after = store.protein_doc("bb2")
+    assert after["n_frames"] == before["n_frames"]
+    assert after["sources"][0]["checksum"] != before["sources"][0]["checksum"]
+    message = "plan 'p' is stale: protein 'bb2' was ingested again from other data"
+    with pytest.raises(PlanError, match=message):
+        store.plan("p")
+    with pytest.raises(PlanError, match=message):
+        BatchLoader(store, plan, LoaderConfig(batch_size=2))
+    assert main(["train", url, "--plan", "p", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "make the plan again" in err and len(err.splitlines()) == 1
+    assert main(["validate", url, "--no-progress"]) == 1
+    assert message in capsys.readouterr().out
+    # a plan written before fingerprints keeps the frame-count check only, and still loads
+    assert store.plan("old").fingerprints == {}
+    assert main(["bucket", url, "--name", "p", "--overwrite", "--split", "frame"]) == 0
+    assert protstore.open_store(url).plan("p").fingerprints["bb2"] != plan.fingerprints["bb2"]
 
 def _ar1(n: int, phi: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import PlanError
+from ..store.digest import json_digest
 
 COSTS = {"linear": 1, "pair": 2}
 STRATEGIES = ("boundaries", "equal-count", "optimal")
@@ -64,10 +65,46 @@ def waste(lengths, frames, boundaries, cost: str, pad_multiple: int | None = Non
 
 
 def equal_count_boundaries(lengths, n_buckets: int) -> list[int]:
-    """Boundaries giving ~equal numbers of proteins per bucket (ties stay together)."""
-    s = np.sort(np.asarray(lengths))
-    cuts = [int(s[int(round(k * len(s) / n_buckets)) - 1]) for k in range(1, n_buckets)]
-    return sorted(set(c for c in cuts if c < s[-1]))
+    """Boundaries giving buckets as equal in protein count as ties allow (proteins of one
+    length share a bucket): ``min(n_buckets, distinct lengths)`` buckets whose counts have the
+    least sum of squares, and among those the cuts nearest ``round(k n / n_buckets)`` proteins
+    (exactly there when no tie is in the way). Deterministic: lengths only.
+
+    Dynamic programming over the distinct sorted lengths, as :func:`optimal_boundaries`, with
+    the lexicographic cost (sum of squared counts, sum of squared cut offsets) in integers.
+    """
+    L, counts = np.unique(np.asarray(lengths), return_counts=True)
+    S = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    m, n = len(L), int(S[-1])
+    K = min(n_buckets, m)
+    target = [int(round(k * n / n_buckets)) for k in range(K + 1)]
+    big = 2 ** 62  # unreachable; adding a squared count to it stays within int64
+    sq = np.full((K + 1, m + 1), big)  # sum of squared counts of k buckets over lengths 1..j
+    off = np.full((K + 1, m + 1), big)  # sum of squared offsets of their cuts from the targets
+    arg = np.zeros((K + 1, m + 1), dtype=np.int64)
+    sq[0, 0] = off[0, 0] = 0
+    for k in range(1, K + 1):
+        for j in range(k, m + 1) if k < K else [m]:
+            i = np.arange(k, j + 1)  # bucket k holds distinct lengths i..j (1-based)
+            cand = sq[k - 1, i - 1] + (S[j] - S[i - 1]) ** 2
+            tied = np.flatnonzero(cand == cand.min())
+            t = int(tied[np.argmin(off[k - 1, i[tied] - 1])])
+            sq[k, j], arg[k, j] = cand[t], i[t]
+            off[k, j] = off[k - 1, i[t] - 1] + (0 if k == K else (S[j] - target[k]) ** 2)
+    return _cuts(L, arg, K)
+
+
+def _cuts(L: np.ndarray, arg: np.ndarray, n_buckets: int) -> list[int]:
+    """The boundaries of a dynamic programme's ``n_buckets`` buckets over the distinct sorted
+    lengths ``L``: ``arg[k, j]`` is the first (1-based) length of bucket k when buckets 1..k
+    hold lengths 1..j."""
+    cuts, j = [], len(L)
+    for k in range(n_buckets, 0, -1):
+        i = arg[k, j]
+        if i > 1:
+            cuts.append(int(L[i - 2]))
+        j = i - 1
+    return sorted(cuts)
 
 
 def optimal_boundaries(lengths, frames, n_buckets: int, cost: str,
@@ -95,14 +132,7 @@ def optimal_boundaries(lengths, frames, n_buckets: int, cost: str,
             cand = best[k - 1, i - 1] + c[j - 1] * (S[j] - S[i - 1])
             t = int(np.argmin(cand))
             best[k, j], arg[k, j] = cand[t], i[t]
-    k_best = int(np.argmin(best[1:, m])) + 1
-    cuts, j = [], m
-    for k in range(k_best, 0, -1):
-        i = arg[k, j]
-        if i > 1:
-            cuts.append(int(L[i - 2]))
-        j = i - 1
-    return sorted(cuts)
+    return _cuts(L, arg, int(np.argmin(best[1:, m])) + 1)
 
 
 @dataclass(frozen=True)
@@ -294,6 +324,7 @@ class BucketPlan:
     split: Split
     lengths: dict[str, int]
     frames: dict[str, int]
+    fingerprints: dict[str, str] = field(default_factory=dict)  # absent in older plans
 
     @property
     def proteins(self) -> list[str]:
@@ -311,6 +342,8 @@ class BucketPlan:
                     "block_tau", "autocorr", "leakage_tau")  # absent at their defaults
         doc["split"] = {k: v for k, v in doc["split"].items()
                         if k not in optional or v not in (None, {}, [], 0.0)}
+        if not self.fingerprints:
+            del doc["fingerprints"]
         doc["created_by"] = f"protstore {__version__}"
         return doc
 
@@ -374,7 +407,8 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
               test_fraction: float = 0.0, seed: int = 0,
               runs: dict[str, list[int]] | None = None,
               autocorr: dict[str, list[float]] | None = None,
-              block_frames: int | None = None) -> BucketPlan:
+              block_frames: int | None = None,
+              fingerprints: dict[str, str] | None = None) -> BucketPlan:
     """Compute a bucket plan from protein lengths and frame counts (metadata only).
 
     ``boundaries`` wins over ``strategy``; with ``max_waste`` the number of buckets is the
@@ -383,7 +417,8 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
     ``autocorr``: each run's autocorrelation time in frames. The frame split holds out blocks
     of ``block_frames`` frames within runs, or (None) of :data:`BLOCK_TAU` τ of each run when
     every τ is known, else of :data:`BLOCK_FRAMES`. ``test_fraction`` holds out a test part
-    as well (proteins, frames or runs, as the split does).
+    as well (proteins, frames or runs, as the split does). ``fingerprints``: each protein's
+    :func:`protein_fingerprint`, recorded so that :func:`check_plan` notices a re-ingest.
     """
     if cost not in COSTS:
         raise PlanError(f"cost must be one of {sorted(COSTS)}, not {cost!r}")
@@ -457,7 +492,8 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
                         leakage_tau=parts.leakage_within_tau(frames))
     return BucketPlan(name=name, strategy=strategy, cost=cost, pad_multiple=pad_multiple,
                       boundaries=[int(b) for b in bounds], buckets=buckets, split=parts,
-                      lengths=dict(lengths), frames=frames)
+                      lengths=dict(lengths), frames=frames,
+                      fingerprints={p: str(fingerprints[p]) for p in ids} if fingerprints else {})
 
 
 def stratified_proteins(buckets: list[list[str]], fraction: float, seed: int, *,
@@ -493,7 +529,27 @@ def plan_from_store(store, **kwargs) -> BucketPlan:
         if kwargs.get("block_frames") is None:
             kwargs.setdefault("autocorr", {pid: protein_autocorr(store, pid, kwargs["runs"][pid])
                                            for pid in table.index})
+    kwargs.setdefault("fingerprints", {pid: protein_fingerprint(store.protein_doc(pid))
+                                       for pid in table.index})
     return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), **kwargs)
+
+
+def protein_fingerprint(doc: dict) -> str:
+    """Short digest of the fields of a protein document that decide its frames: its sources
+    (format, entry, checksum), bead and frame counts, coarse-graining map, source units, runs
+    (temperature, replica, frames), temperatures and excluded frames. A re-ingest from other
+    data changes it even when the frame count stays; fields measured from the data or about
+    storage (τ, sizes, digests of array metadata, the writer's version) are left out."""
+    return json_digest({
+        "sources": [{k: s.get(k) for k in ("format", "entry", "checksum")}
+                    for s in doc.get("sources") or []],
+        "n_atoms": doc.get("n_atoms"), "n_frames": doc.get("n_frames"),
+        "cg_map": (doc.get("cg_map") or {}).get("name"),
+        "source_units": {k: (doc.get("source_units") or {}).get(k) for k in ("length", "force")},
+        "runs": [{k: r.get(k) for k in ("temperature", "replica", "n_frames")}
+                 for r in doc.get("runs") or []],
+        "temperatures": doc.get("temperatures"),
+        "excluded_frames": doc.get("excluded_frames")}, short=True)
 
 
 def protein_autocorr(store, pid: str, runs: list[int]) -> list[float]:
@@ -538,9 +594,10 @@ def load_plan(store, name: str, *, check: bool = True) -> BucketPlan:
 
 
 def check_plan(store, plan: BucketPlan) -> None:
-    """Refuse a plan that no longer describes the store: a protein it names is gone, or has
-    another number of frames than the plan was made for (a re-ingest): the split and the
-    loader would follow the plan while the data have changed. Metadata only."""
+    """Refuse a plan that no longer describes the store: a protein it names is gone, has
+    another number of frames than the plan was made for, or (plans that record fingerprints)
+    another :func:`protein_fingerprint` (a re-ingest from other data): the split and
+    the loader would follow the plan while the data have changed. Metadata only."""
     again = f"make the plan again (`protstore bucket --name {plan.name} --overwrite`)"
     for pid in plan.proteins:
         if pid not in store:
@@ -550,3 +607,11 @@ def check_plan(store, plan: BucketPlan) -> None:
         if n != plan.frames[pid]:
             raise PlanError(f"plan {plan.name!r} is stale: protein {pid!r} has {n} frames, the "
                             f"plan was made when it had {plan.frames[pid]}: {again}")
+        made = plan.fingerprints.get(pid)
+        if made is not None:
+            now = protein_fingerprint(store.protein_doc(pid))
+            if now != made:
+                raise PlanError(f"plan {plan.name!r} is stale: protein {pid!r} was ingested again "
+                                f"from other data (its sources, units, runs or excluded frames "
+                                f"differ from those the plan was made from; fingerprint {made}, "
+                                f"now {now}): {again}")

@@ -87,11 +87,21 @@ def overall_text(metrics: dict, *, model_id: str, mode: str, n_samples: int) -> 
     return "\n".join(lines) + "\n"
 
 
+def plot_samples(n_samples: int, max_samples: int, *, seed: int = 0) -> np.ndarray:
+    """Indices of the samples a plot shows: all of them up to ``max_samples``, else that many
+    drawn at random without replacement (``numpy.random.default_rng(seed)``: the same every
+    time), sorted so that they are read in store order. The first ``max_samples`` would be
+    the first proteins' frames only (samples come protein by protein)."""
+    if n_samples <= max_samples:
+        return np.arange(n_samples)
+    return np.sort(np.random.default_rng(seed).choice(n_samples, max_samples, replace=False))
+
+
 def plot_overall(ds: xr.Dataset, metrics: dict, path: Path, *, model_id: str, mode: str,
-                 max_samples: int = 400) -> None:
-    """Predicted vs reference force components (hexbin of a sample subset) and the
-    distribution of component errors."""
-    sub = ds.isel(sample=slice(0, max_samples))
+                 max_samples: int = 400, seed: int = 0) -> None:
+    """Predicted vs reference force components (hexbin of a seeded random subset of at most
+    ``max_samples`` samples, :func:`plot_samples`) and the distribution of component errors."""
+    sub = ds.isel(sample=plot_samples(ds.sizes["sample"], max_samples, seed=seed))
     valid = sub["mask"].values
     ref = sub["F_ref"].values[valid].ravel()
     err = sub["dF"].values[valid].ravel()

@@ -180,7 +180,7 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: st
         paths["plot"] = out / f"{stem}_forces.png"
         paths["table"].write_bytes("", overall_text(metrics, model_id=model_id, mode=mode,
                                                     n_samples=n_samples).encode())
-        plot_overall(ds, metrics, paths["plot"], model_id=model_id, mode=mode)
+        plot_overall(ds, metrics, paths["plot"], model_id=model_id, mode=mode, seed=seed)
         echo(f"{mode} model {model_id}: force RMSE per component {metrics['rmse_component']:.4f}, "
              f"vector {metrics['rmse_vector']:.4f}, MAE per component "
              f"{metrics['mae_component']:.4f} kcal/mol/Å on {n_samples} frames")
