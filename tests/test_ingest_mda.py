@@ -171,3 +171,69 @@ def test_cli_ingest_and_validate(tmp_path, capsys):
     out = capsys.readouterr()
     assert "needs its topology: give --topology FILE" in out.out + out.err
     assert "Traceback" not in out.out + out.err
+
+
+def _lammps_dump(path, universe, atoms, force_scale):
+    """A LAMMPS dump (id x y z fx fy fz) of ``atoms`` in every frame, forces scaled from
+    MDAnalysis's kJ/mol/Å by ``force_scale``."""
+    with open(path, "w") as fh:
+        for ts in universe.trajectory:
+            fh.write(f"ITEM: TIMESTEP\n{ts.frame}\nITEM: NUMBER OF ATOMS\n{atoms.n_atoms}\n"
+                     f"ITEM: BOX BOUNDS pp pp pp\n")
+            fh.writelines(f"0 {ts.dimensions[k]}\n" for k in range(3))
+            fh.write("ITEM: ATOMS id x y z fx fy fz\n")
+            f = atoms.forces.astype(np.float64) * force_scale
+            fh.writelines(f"{i + 1} {x[0]:.6f} {x[1]:.6f} {x[2]:.6f} "
+                          f"{g[0]:.9g} {g[1]:.9g} {g[2]:.9g}\n"
+                          for i, (x, g) in enumerate(zip(atoms.positions, f)))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # MDAnalysis: a dump has no time step
+def test_a_reader_without_units_is_checked_by_physics_as_npz_is(tmp_path):
+    """A LAMMPS dump's reader knows no units: its raw forces are assumed kcal/mol/Å (LAMMPS
+    ``units real``) and checked, or declared with --force-units."""
+    u = mda.Universe(CASES["trr"][0], CASES["trr"][1])
+    protein = u.select_atoms("protein")
+    protein.write(tmp_path / "protein.pdb")
+    _lammps_dump(tmp_path / "real.lammpstrj", u, protein, 1 / 4.184)
+    _lammps_dump(tmp_path / "gmx.lammpstrj", u, protein, 10.0)  # kJ/mol/nm
+    top = str(tmp_path / "protein.pdb")
+
+    store, report, _ = _ingest(tmp_path, [tmp_path / "real.lammpstrj"], topology=top,
+                               temperature=300.0)
+    doc = store.protein_doc("real")
+    assert doc["source_units"] == {"length": "angstrom", "force": "kcal/mol/angstrom",
+                                   "declared": False}
+    assert 0.8 < doc["unit_check"]["ratio"] < 1.25
+    assert doc["sources"][0]["entry"] == "LAMMPSDUMP"
+    _, F, _ = _reference(CASES["trr"][0], CASES["trr"][1])
+    np.testing.assert_allclose(store.protein("real").F.values, F, rtol=1e-5,
+                               atol=1e-5 * np.abs(F).max())  # the dump's 9 digits
+
+    _, report, _ = _ingest(tmp_path, [tmp_path / "gmx.lammpstrj"], topology=top,
+                           temperature=300.0)
+    assert "forces are probably in other units" in next(iter(report.failed.values()))
+    store, report, _ = _ingest(tmp_path, [tmp_path / "gmx.lammpstrj"], topology=top,
+                               temperature=300.0, force_units="kJ/mol/nm")
+    doc = store.protein_doc("gmx")
+    assert doc["source_units"]["force"] == "kJ/mol/nm" and doc["source_units"]["declared"]
+    np.testing.assert_allclose(store.protein("gmx").F.values, F, rtol=1e-5,
+                               atol=1e-5 * np.abs(F).max())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_cap_without_a_ca_gets_no_bead_and_ingest_says_so(tmp_path):
+    u = mda.Universe(CASES["trr"][0], CASES["trr"][1])
+    protein = u.select_atoms("protein")
+    first = protein.residues[0].atoms
+    first.residues.resnames = ["ACE"]  # a cap: residue 1 without a CA atom
+    first.select_atoms("name CA").names = ["CH3"]
+    protein.write(tmp_path / "capped.pdb")
+    _lammps_dump(tmp_path / "capped.lammpstrj", u, protein, 1 / 4.184)
+    store, report, lines = _ingest(tmp_path, [tmp_path / "capped.lammpstrj"],
+                                   topology=str(tmp_path / "capped.pdb"), temperature=300.0)
+    ds = store.protein("capped")
+    assert report.ok and ds.sizes["atom"] == 61 and ds.resid.values[0] == 2
+    _, F, _ = _reference(CASES["trr"][0], CASES["trr"][1])
+    np.testing.assert_allclose(ds.F.values, F[:, 1:], rtol=1e-5, atol=1e-5 * np.abs(F).max())
+    assert any("1 residue(s) without a CA atom" in line and "ACE 1" in line for line in lines)
