@@ -237,3 +237,23 @@ def test_a_cap_without_a_ca_gets_no_bead_and_ingest_says_so(tmp_path):
     _, F, _ = _reference(CASES["trr"][0], CASES["trr"][1])
     np.testing.assert_allclose(ds.F.values, F[:, 1:], rtol=1e-5, atol=1e-5 * np.abs(F).max())
     assert any("1 residue(s) without a CA atom" in line and "ACE 1" in line for line in lines)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_chain_end_the_bonds_show_splits_the_chain(tmp_path):
+    """Two chains numbered in one run under one label (as PRMTOP does): where no bond joins
+    residues 30 and 31, they are two chains, A_1 and A_2, and not bonded beads."""
+    u = mda.Universe(CASES["trr"][0], CASES["trr"][1])
+    protein = u.select_atoms("protein")
+    c = protein.residues[29].atoms.select_atoms("name C")[0]
+    n = protein.residues[30].atoms.select_atoms("name N")[0]
+    u.delete_bonds([(c.index, n.index)])
+    protein.write(tmp_path / "two.pdb", bonds="all")
+    _lammps_dump(tmp_path / "two.lammpstrj", u, protein, 1 / 4.184)
+    store, report, _ = _ingest(tmp_path, [tmp_path / "two.lammpstrj"],
+                               topology=str(tmp_path / "two.pdb"), temperature=300.0)
+    assert report.ok
+    assert list(store.protein("two").chain.values) == ["A_1"] * 30 + ["A_2"] * 32
+    assert store.protein_doc("two")["n_chains"] == 2
+    # the bond mean-force check counts one bonded pair fewer per frame: 3 x 60
+    assert "180 bonded pairs" in store.protein_doc("two")["unit_check"]["note"]

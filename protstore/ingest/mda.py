@@ -92,14 +92,46 @@ def _reader_units(reader, length_units: str | None, force_units: str | None,
 
 def _chains(residues) -> np.ndarray:
     """[n_res] chain of each residue: its atoms' chainID where the topology has them (PDB,
-    TPR, mmCIF), else its segment id (PSF, PRMTOP and GRO give one segment, SYSTEM)."""
+    TPR, mmCIF), else its segment id (PSF, PRMTOP and GRO give one segment, SYSTEM); split
+    where the topology's bonds say a chain ends (:func:`_split_unbonded`)."""
     atoms = residues.atoms
     first = np.concatenate([[0], np.cumsum([len(r.atoms) for r in residues])[:-1]])
+    labels = np.array([str(s) for s in residues.segids], dtype=object)
     if hasattr(atoms, "chainIDs"):
         ids = np.asarray(atoms.chainIDs, dtype=object)[first]
         if all(str(c).strip() for c in ids):
-            return np.array([str(c).strip() for c in ids], dtype=object)
-    return np.array([str(s) for s in residues.segids], dtype=object)
+            labels = np.array([str(c).strip() for c in ids], dtype=object)
+    return _split_unbonded(labels, np.asarray(residues.resids), residues)
+
+
+def _split_unbonded(labels: np.ndarray, resids: np.ndarray, residues) -> np.ndarray:
+    """``labels`` with a chain renamed ``LABEL_1``, ``LABEL_2``... at each pair of residues
+    that the labels and resids call bonded (same label, resid + 1) but no bond of the topology
+    joins: PRMTOP numbers the residues of all its chains in one run, in one segment, and a
+    PDB without chain IDs reads as one chain X. Bonds are trusted only when they join most of
+    those pairs (a PDB's CONECT records often hold the ligands' bonds only)."""
+    atoms = residues.atoms
+    candidate = (labels[1:] == labels[:-1]) & (np.diff(resids) == 1)
+    if not hasattr(atoms, "bonds") or not candidate.any():
+        return labels
+    # residue (position in ``residues``) of every atom of the universe, -1 outside them
+    of = np.full(residues.universe.atoms.n_atoms, -1, np.int64)
+    of[atoms.indices] = np.repeat(np.arange(len(residues)), [len(r.atoms) for r in residues])
+    pairs = of[np.asarray(atoms.bonds.indices, np.int64).reshape(-1, 2)]
+    pairs = pairs[(pairs >= 0).all(axis=1) & (np.abs(pairs[:, 0] - pairs[:, 1]) == 1)]
+    joined = np.zeros(len(residues) - 1, bool)
+    joined[pairs.min(axis=1)] = True
+    ends = candidate & ~joined
+    if not ends.any() or np.count_nonzero(joined & candidate) < candidate.sum() / 2:
+        return labels
+    piece = np.concatenate([[0], np.cumsum(ends | ~candidate)])  # a new piece at every break
+    out = labels.copy()
+    for label in dict.fromkeys(labels):
+        rows = np.flatnonzero(labels == label)
+        if np.any(ends[rows[rows < len(ends)]]):  # this chain holds several
+            numbers = {p: k + 1 for k, p in enumerate(dict.fromkeys(piece[rows]))}
+            out[rows] = [f"{label}_{numbers[p]}" for p in piece[rows]]
+    return out
 
 
 def open_md(trajectory: str | Path, *, topology: str | Path | None,
