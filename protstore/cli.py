@@ -36,7 +36,8 @@ def _ingest(args) -> int:
         replicas=tuple(args.replicas) if args.replicas else None,
         strict=args.strict, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         allow_unknown=args.allow_unknown, protein_id=args.id, temperature=args.temperature,
-        length_units=args.length_units, force_units=args.force_units)
+        length_units=args.length_units, force_units=args.force_units,
+        topology=args.topology, md_format=args.format)
     if args.id is not None:
         from .store import check_protein_id
 
@@ -326,8 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         return p
 
-    p = command("ingest", _ingest, "ingest mdCATH HDF5 / NPZ files into a store")
-    p.add_argument("sources", nargs="+", metavar="SRC", help=".h5 (mdCATH layout) or .npz files")
+    p = command("ingest", _ingest,
+                "ingest mdCATH HDF5 / NPZ files / MD trajectories with forces into a store")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help=".h5 (mdCATH layout) or .npz files, or MD trajectories with forces "
+                        "(.trr, .nc/.ncdf, .h5md, .lammpstrj/.dump, .tng; with --topology)")
+    p.add_argument("--topology", metavar="FILE",
+                   help="topology of the MD trajectories (TPR, GRO, PDB, PRMTOP, PSF, LAMMPS "
+                        "data, ...; read with MDAnalysis, pip install 'protstore[mda]')")
+    p.add_argument("--format", metavar="FMT",
+                   help="read the sources as MD trajectories in this MDAnalysis format (TRR, "
+                        "NCDF, H5MD, LAMMPSDUMP, ...; default: from the suffix)")
     p.add_argument("--store", required=True, help="store directory (created if missing)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="ingest the files on the workers of this dask.distributed scheduler "
@@ -344,15 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read NPZ files holding pickled objects (only for files you trust)")
     p.add_argument("--allow-unknown", action="store_true",
                    help="map unknown residue names to the UNK species instead of failing")
-    p.add_argument("--id", help="protein id for a single per-protein NPZ file")
+    p.add_argument("--id", help="protein id for a single per-protein NPZ file or MD trajectory")
     p.add_argument("--length-units", metavar="UNIT",
-                   help="unit of NPZ positions: angstrom (default) or nm; converted to Å")
+                   help="unit of NPZ positions (or of MD trajectories whose reader knows none): "
+                        "angstrom (default) or nm; converted to Å")
     p.add_argument("--force-units", metavar="UNIT",
-                   help="unit of NPZ forces: kcal/mol/angstrom (default), kJ/mol/nm, "
+                   help="unit of NPZ forces (or of MD trajectories whose reader knows none, "
+                        "e.g. LAMMPS dumps): kcal/mol/angstrom (default), kJ/mol/nm, "
                         "kJ/mol/angstrom, kcal/mol/nm, eV/angstrom, hartree/bohr; converted to "
                         "kcal/mol/Å. Undeclared units are checked by physics")
     p.add_argument("--temperature", type=_positive_float, metavar="K",
-                   help="temperature of NPZ data that does not store one")
+                   help="temperature of NPZ data that does not store one, and of MD "
+                        "trajectories")
 
     p = command("info", _info, "summarise a store (metadata only)")
     p.add_argument("store")

@@ -1,4 +1,5 @@
-"""Ingest from source formats: mdCATH HDF5, predecessor NPZ; CG map; frame validation."""
+"""Ingest from source formats: mdCATH HDF5, predecessor NPZ, MD trajectories (MDAnalysis); CG map;
+frame validation."""
 
 from .pipeline import IngestOptions, IngestReport, ingest, ingest_protein
 from .validate import FrameChecks

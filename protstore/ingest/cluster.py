@@ -13,6 +13,7 @@ one died, none came back), the files not yet done are cancelled and a
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -57,6 +58,8 @@ def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: Ingest
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     paths = [str(Path(p).absolute()) if "://" not in str(p) else str(p) for p in paths]
+    if options.topology is not None and "://" not in options.topology:  # MD trajectories'
+        options = dataclasses.replace(options, topology=str(Path(options.topology).absolute()))
     futures = client.map(ingest_file_task, paths, url=store.url,
                          storage_options=store.storage_options, options=options, pure=False)
     index = {f.key: i for i, f in enumerate(futures)}

@@ -19,6 +19,7 @@ from ..prefetch import prefetch
 from ..timeseries import RunSeries
 from ..store import Store
 from ..vocab import canonical_resnames, species_ids
+from .mda import MD_FORMATS, open_md
 from .mdcath import open_mdcath
 from .npz import open_npz
 from .source import CHECKSUM, ProteinSource, file_checksum
@@ -37,11 +38,16 @@ class IngestOptions:
     overwrite : replace a protein already in the store from a different source.
     allow_pickle : read NPZ files that hold pickled objects (only for trusted files).
     allow_unknown : map unknown residue names to UNK instead of failing.
-    protein_id : id for a single per-protein NPZ file (default: the file stem).
-    temperature : K, for NPZ files that do not store one (default: NaN, unknown).
+    protein_id : id for a single per-protein NPZ file or MD trajectory (default: the file stem).
+    temperature : K, for NPZ files and MD trajectories, which do not store one (default: NaN,
+        unknown).
     length_units, force_units : the units of NPZ files' R and F (default: Å and kcal/mol/Å,
         undeclared: then checked by physics, :mod:`protstore.ingest.units`); converted to store
-        units and recorded in the protein document. mdCATH files declare theirs.
+        units and recorded in the protein document. mdCATH files declare theirs; so do most
+        MD trajectories (through their MDAnalysis reader, :mod:`protstore.ingest.mda`).
+    topology : the topology file of MD trajectories (TPR, GRO, PDB, PRMTOP, PSF, ...).
+    md_format : MDAnalysis's format name of the trajectories (default: from the suffix);
+        reads any file as an MD trajectory.
     block_bytes : source bytes read per frame block (bounds memory).
     """
 
@@ -55,6 +61,8 @@ class IngestOptions:
     temperature: float | None = None
     length_units: str | None = None
     force_units: str | None = None
+    topology: str | None = None
+    md_format: str | None = None
     block_bytes: int = 64 << 20
     checks: FrameChecks = FrameChecks()
 
@@ -82,16 +90,24 @@ class IngestReport:
 
 
 def open_sources(path: Path, options: IngestOptions) -> list[ProteinSource]:
-    """The proteins of one source file, by its format (from the suffix)."""
-    if path.suffix.lower() in H5_SUFFIXES:
+    """The proteins of one source file, by its format (from the suffix, or ``md_format``)."""
+    suffix = path.suffix.lower()
+    if options.md_format is not None or (suffix not in H5_SUFFIXES + (".npz",) and (
+            suffix in MD_FORMATS or options.topology is not None)):
+        return open_md(path, topology=options.topology, fmt=options.md_format,
+                       protein_id=options.protein_id, temperature=options.temperature,
+                       length_units=options.length_units, force_units=options.force_units,
+                       checks=options.checks)
+    if suffix in H5_SUFFIXES:
         return open_mdcath(path, temperatures=options.temperatures,
                            replicas=options.replicas, checks=options.checks)
-    if path.suffix.lower() == ".npz":
+    if suffix == ".npz":
         return open_npz(path, allow_pickle=options.allow_pickle,
                         protein_id=options.protein_id, temperature=options.temperature,
                         length_units=options.length_units, force_units=options.force_units,
                         checks=options.checks)
-    raise InputError(f"{path}: unknown source format (expected .h5/.hdf5 mdCATH or .npz)")
+    raise InputError(f"{path}: unknown source format (expected .h5/.hdf5 mdCATH, .npz, or an "
+                     f"MD trajectory with --topology: {', '.join(sorted(MD_FORMATS))})")
 
 
 def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = IngestOptions(),
