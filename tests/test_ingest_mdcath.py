@@ -42,9 +42,18 @@ def test_ca_positions_and_summed_forces_bit_exact(tmp_path, piece_frames):
     assert list(ds.resname.values) == ["MET", "HIS", "ALA", "GLY", "LYS"]
     assert list(ds.species.values) == [12, 8, 0, 7, 11]
     assert ds.R.dims == ("frame", "atom", "xyz") and ds.R.attrs["units"] == "angstrom"
-    doc = ds.attrs["protstore_protein"]
+    doc = ds.prot.doc
     assert doc["n_frames"] == 18 and doc["temperatures"] == [320.0, 348.0]
     assert doc["sources"][0]["checksum"] == file_checksum(tmp_path / "toy.h5")
+    assert ds.attrs["n_frames"] == 18 and ds.attrs["protein_id"] == "toy1"
+    # netCDF-safe: the whole protein round-trips through a netCDF file
+    ds.to_netcdf(tmp_path / "toy.nc")
+    back = xr.open_dataset(tmp_path / "toy.nc").load()
+    assert back.R.values.tobytes() == ds.R.values.tobytes()
+    assert list(back.resname.values) == list(ds.resname.values)
+    assert back.prot.doc == doc
+    # and a plain xr.open_zarr of the group gives the same document
+    assert xr.open_zarr(tmp_path / "s.zarr" / "proteins" / "toy1").prot.doc == doc
 
 
 def test_store_opens_with_plain_xarray_and_is_lazy(tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..store.layout import chain_codes
+from ..store.layout import PROTEIN_DOC, chain_codes
 from ..vocab import PAD
 from .sample import BEAD_FIELDS, TOPOLOGY
 
@@ -17,6 +19,16 @@ class ProtAccessor:
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
+
+    @property
+    def doc(self) -> dict:
+        """The protein document of a Dataset from ``Store.protein`` (kept there as JSON text,
+        so that the Dataset writes to netCDF), or of ``xr.open_zarr`` of a protein group
+        (where zarr gives it as a dict)."""
+        value = self._ds.attrs.get(PROTEIN_DOC)
+        if value is None:
+            raise KeyError(f"this Dataset has no {PROTEIN_DOC!r} attribute (not a protein)")
+        return json.loads(value) if isinstance(value, str) else value
 
     @property
     def n_real(self) -> xr.DataArray:

@@ -20,6 +20,7 @@ an interrupted write leaves the store valid.
 from __future__ import annotations
 
 import contextlib
+import json
 import functools
 import os
 import re
@@ -56,6 +57,17 @@ PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 RESERVED_IDS = ("zarr.json",)  # a group named so would be its parent's metadata file
+
+
+def dataset_attrs(doc: dict) -> dict:
+    """A protein Dataset's attributes: scalars and flat lists only, so that ``ds.to_netcdf()``
+    works: ``protein_id``, ``n_atoms``, ``n_frames``, ``n_chains``, ``temperatures`` (K, NaN
+    where unknown) and the whole protein document as JSON text under ``protstore_protein``."""
+    return {"protein_id": doc["protein_id"], "n_atoms": doc["n_atoms"],
+            "n_frames": doc["n_frames"], "n_chains": doc["n_chains"],
+            "temperatures": [float("nan") if t is None else float(t)
+                             for t in doc["temperatures"]],
+            PROTEIN_DOC: json.dumps(doc, sort_keys=True, separators=(",", ":"))}
 
 
 def check_protein_id(protein_id: str) -> str:
@@ -230,7 +242,8 @@ class Store:
 
         Dims ``(frame, atom, xyz)``; data ``R`` [Å] and ``F`` [kcal/mol/Å] float32; per-atom
         coordinates ``resname species resid chain``; per-frame ``temperature replica
-        source_frame``; ``attrs["protstore_protein"]`` is the protein document. The group is the
+        source_frame``; ``attrs`` are netCDF-safe (:func:`dataset_attrs`: the protein document as
+        JSON text, ``ds.prot.doc`` parses it, and its sizes as scalars). The group is the
         one ``xr.open_zarr(store, group="proteins/<id>")`` opens; here the small coordinates are
         read at once, and R and F decode whole chunks with
         :class:`~protstore.store.chunks.ChunkReader` (the direct chunk path),
@@ -264,7 +277,7 @@ class Store:
         coords = {name: (readers[name].array.metadata.dimension_names[0],
                          readers[name].read_all(), dict(readers[name].array.attrs))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}
-        return xr.Dataset(data, coords=coords, attrs={PROTEIN_DOC: doc})
+        return xr.Dataset(data, coords=coords, attrs=dataset_attrs(doc))
 
     def protein_readers(self, protein_id: str,
                         group: zarr.Group | None = None) -> dict[str, ChunkReader]:
