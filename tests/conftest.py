@@ -92,6 +92,23 @@ def write_mdcath(path: Path, *, domain: str = "toy1", resnames=("MET", "HSD", "A
     return truth
 
 
+@pytest.fixture
+def frame_chunk_reads(monkeypatch) -> list:
+    """(array path, chunk index) of every R or F chunk read while the test runs."""
+    from protstore.store.chunks import ChunkReader
+
+    reads = []
+    original = ChunkReader.read
+
+    def counting_read(self, c):
+        if self.array.basename in ("R", "F"):
+            reads.append((self.array.path, c))
+        return original(self, c)
+
+    monkeypatch.setattr(ChunkReader, "read", counting_read)
+    return reads
+
+
 @pytest.fixture(scope="session")
 def demo_files(tmp_path_factory) -> list[Path]:
     """A tiny demo data set (3 proteins, one two-chain, one with corrupt frames)."""

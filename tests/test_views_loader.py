@@ -39,22 +39,11 @@ def test_view_is_padded_and_correct(demo_store, plan):
         np.testing.assert_array_equal(sel.temperature.values, ref.temperature.values)
 
 
-def test_view_is_lazy_and_reads_only_needed_chunks(demo_store, plan, monkeypatch):
-    from protstore.store.chunks import ChunkReader
-
-    reads = []
-    original = ChunkReader.read
-
-    def counting_read(self, c):
-        if self.array.basename in ("R", "F"):
-            reads.append((self.array.path, c))
-        return original(self, c)
-
-    monkeypatch.setattr(ChunkReader, "read", counting_read)
+def test_view_is_lazy_and_reads_only_needed_chunks(demo_store, plan, frame_chunk_reads):
     view = demo_store.bucket("views", 1, "train")
-    assert reads == []  # building the view reads no R/F chunk
+    assert frame_chunk_reads == []  # building the view reads no R/F chunk
     view.R.isel(sample=0).values
-    assert len(reads) == 1  # one chunk of one protein
+    assert len(frame_chunk_reads) == 1  # one chunk of one protein
 
 
 def test_split_views_partition_the_samples(demo_store, plan):

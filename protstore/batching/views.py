@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dask.array as da
 import dask.base
 import numpy as np
 import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from ..errors import ProtstoreError
 from ..store import Store
@@ -20,7 +21,8 @@ from .plan import BucketPlan, check_plan
 PARTS = ("train", "val", "test", "all")
 
 
-def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all") -> xr.Dataset:
+def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all",
+                chunks: str | None = "auto") -> xr.Dataset:
     """Lazy Dataset of bucket ``k``: dims ``(sample, atom, xyz)``, atom = the bucket's N_max.
 
     Data: R [Å], F [kcal/mol/Å] float32, padded on read (nothing of R/F is read until values
@@ -31,9 +33,16 @@ def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all") -> x
     ``replica``, ``source_frame``. The fields a model takes are those of a loader batch.
 
     Opening reads each protein's group metadata and small arrays (several proteins at once);
-    R, F and the per-bead coordinates are one dask array each for the whole bucket, whose
-    tasks read and pad the samples they cover (:class:`BucketFrames`), not a graph per protein.
+    R, F and the per-bead coordinates are one backend array each for the whole bucket
+    (:class:`BucketFrames`, :class:`RowsOf`), which reads and pads the samples a key selects,
+    not a graph per protein. ``chunks``: as in :meth:`Store.protein`: ``"auto"`` wraps them in
+    dask (one task per up to 128 MiB of R); ``None`` leaves them xarray's lazily indexed
+    arrays, read without dask when values are asked for. Either way every xarray index form
+    (``isel``, ``sel``, ``where``; integer, slice, boolean, list and vectorized keys) gives
+    what it gives on the loaded view, padding included.
     """
+    if chunks not in ("auto", None):
+        raise ProtstoreError(f"chunks must be 'auto' (dask) or None (no dask), not {chunks!r}")
     if split not in PARTS:
         raise ProtstoreError(f"split must be one of {PARTS}, not {split!r}")
     if not 0 <= k < len(plan.buckets):
@@ -48,24 +57,26 @@ def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all") -> x
         raise ProtstoreError(f"bucket {k} of plan {plan.name!r} has no {split!r} samples")
     opened = list(io_pool().map(lambda c: _open_protein(store, c[0], c[1], n_max), chosen))
     rows = np.repeat(np.arange(len(opened)), [len(frames) for _, frames in chosen])
-    S = len(rows)
     per_chunk = max(1, DASK_CHUNK_BYTES // (n_max * 12))
-    chunks = (tuple(min(per_chunk, S - a) for a in range(0, S, per_chunk)),)
     token = dask.base.tokenize(store.url, plan.name, plan.to_doc(), k, split)
+
+    def lazy(name: str, dims: tuple[str, ...], array: BackendArray) -> xr.Variable:
+        var = xr.Variable(dims, indexing.LazilyIndexedArray(array))
+        if chunks is None:
+            return var
+        return var.chunk({"sample": per_chunk}, name=f"protstore-bucket-{name}-{token}",
+                         lock=False)
+
     data = {}
     for name in ("R", "F"):
         frames = BucketFrames([o[name] for o in opened], [f for _, f in chosen], n_max,
                               BEAD_FIELDS[name].pad)
-        data[name] = (("sample", "atom", "xyz"),
-                      da.from_array(frames, chunks=chunks + ((n_max,), (3,)), lock=False,
-                                    asarray=False, name=f"protstore-bucket-{name}-{token}"),
-                      {"units": "angstrom" if name == "R" else "kcal/mol/angstrom"})
+        data[name] = lazy(name, ("sample", "atom", "xyz"), frames)
+        data[name].attrs["units"] = "angstrom" if name == "R" else "kcal/mol/angstrom"
     coords = {}
     for name in ("mask", "species", "resid", "chain", "resname"):
         table = np.stack([o[name] for o in opened])
-        coords[name] = (("sample", "atom"), da.from_array(
-            RowsOf(table, rows), chunks=chunks + ((n_max,),), lock=False, asarray=False,
-            name=f"protstore-bucket-{name}-{token}"))
+        coords[name] = lazy(name, ("sample", "atom"), RowsOf(table, rows))
     for name in ("temperature", "replica", "source_frame"):
         coords[name] = ("sample", np.concatenate([o[name][f] for o, (_, f) in zip(opened, chosen)]))
     coords["frame"] = ("sample", np.concatenate([f for _, f in chosen]).astype(np.int32))
@@ -95,11 +106,11 @@ def _open_protein(store: Store, pid: str, frames: np.ndarray, n_max: int) -> dic
     return out
 
 
-class BucketFrames:
-    """Array-like [S, N_max, 3] of a bucket's samples (R or F), for ``dask.array.from_array``:
-    ``self[key]`` reads the chunks of the samples the key's first axis selects (a slice, as
-    dask gives) from each protein's :class:`~protstore.store.chunks.LazyFrames` and pads them
-    to N_max with ``pad``. Shape and dtype as an array's."""
+class BucketFrames(BackendArray):
+    """[S, N_max, 3] float32 of a bucket's samples (R or F) as an xarray backend array: an
+    outer-indexing key (ints, slices with any step, 1-D integer arrays, on any axis) reads the
+    chunks of the samples its first axis selects from each protein's
+    :class:`~protstore.store.chunks.LazyFrames` and pads them to N_max with ``pad``."""
 
     def __init__(self, frames: list[LazyFrames], selected: list[np.ndarray], n_max: int,
                  pad: float):
@@ -107,19 +118,14 @@ class BucketFrames:
         self.starts = np.concatenate([[0], np.cumsum([len(f) for f in selected])])
         self.shape = (int(self.starts[-1]), n_max, 3)
         self.dtype = np.dtype(np.float32)
-        self.ndim = 3
 
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        first, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if isinstance(first, (int, np.integer)):
-            return self[(np.array([first]), *rest)][0]
-        if isinstance(first, slice):
-            samples = np.arange(*first.indices(self.shape[0]))
-        elif isinstance(first, (list, np.ndarray)) and np.asarray(first).dtype.kind in "iu":
-            samples = np.arange(self.shape[0])[np.asarray(first)]  # bounds, negatives
-        else:  # booleans and the like: NumPy on the whole array
-            return self[:][key]
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._outer)
+
+    def _outer(self, key: tuple) -> np.ndarray:
+        first = key[0]
+        samples = np.atleast_1d(np.arange(self.shape[0])[first])  # bounds, negatives, steps
         out = np.full((len(samples), self.n_max, 3), self.pad, self.dtype)
         owner = np.searchsorted(self.starts, samples, side="right") - 1
         for p in np.unique(owner):
@@ -131,22 +137,27 @@ class BucketFrames:
             else:
                 block = self.frames[p][sel]
                 out[rows, :block.shape[1]] = block
-        return out[(slice(None), *rest)]
+        rest = (0 if isinstance(first, (int, np.integer)) else slice(None), *key[1:])
+        return indexing.NumpyIndexingAdapter(out).oindex[indexing.OuterIndexer(rest)]
 
 
-class RowsOf:
-    """Array-like [S, N_max]: row ``rows[s]`` of ``table`` for sample s (per-bead coordinates of
-    a bucket without a copy per sample until asked for)."""
+class RowsOf(BackendArray):
+    """[S, N_max] backend array whose sample s is row ``rows[s]`` of ``table`` [P, N_max] (the
+    per-bead coordinates of a bucket, one row per protein, not copied per sample until asked
+    for); dtype the table's. Keys as :class:`BucketFrames`'."""
 
     def __init__(self, table: np.ndarray, rows: np.ndarray):
         self.table, self.rows = table, rows
         self.shape = (len(rows), table.shape[1])
         self.dtype = table.dtype
-        self.ndim = 2
 
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        return self.table[self.rows[key[0]]][(slice(None), *key[1:])]
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._outer)
+
+    def _outer(self, key: tuple) -> np.ndarray:
+        key = (self.rows[key[0]], *key[1:])  # an int stays an int: that axis is dropped
+        return indexing.NumpyIndexingAdapter(self.table).oindex[indexing.OuterIndexer(key)]
 
 
 def _consecutive(sel: np.ndarray) -> bool:

@@ -355,11 +355,12 @@ class Store:
 
         return load_plan(self, name)
 
-    def bucket(self, plan, k: int, split: str = "all") -> xr.Dataset:
+    def bucket(self, plan, k: int, split: str = "all", chunks: str | None = "auto") -> xr.Dataset:
         """Lazy padded view of bucket ``k`` of ``plan`` (a plan or its name); see bucket_view."""
         from ..batching import bucket_view
 
-        return bucket_view(self, self.plan(plan) if isinstance(plan, str) else plan, k, split)
+        return bucket_view(self, self.plan(plan) if isinstance(plan, str) else plan, k, split,
+                           chunks)
 
     # ----------------------------------------------------------------------------- writing
     def _require_writable(self) -> Location:
