@@ -243,7 +243,8 @@ def train_options(args) -> tuple[dict, dict]:
         given = getattr(args, key)
         if key == "log" and given is not None:
             given = [name for names in given for name in names]
-        options[key] = given if given not in (None, False) else table.get(key, action.default)
+        unset = given is None or given is False  # not `in (None, False)`: 0 == False
+        options[key] = table.get(key, action.default) if unset else given
     for dest, field in TRAIN_FLAGS.items():
         given = getattr(args, dest)
         if dest == "model_option":

@@ -79,6 +79,9 @@ def test_flags_override_the_file(tmp_path):
     _, run = options("--config", str(tmp_path / "run.toml"), "--log", "csv,tensorboard",
                      "--log", "csv")
     assert run["log"] == ["csv", "tensorboard", "csv"]
+    (tmp_path / "mp.toml").write_text("[run]\nprocess_id = 1\nnum_processes = 2\n")
+    _, run = options("--config", str(tmp_path / "mp.toml"), "--process-id", "0")
+    assert (run["process_id"], run["num_processes"]) == (0, 2)  # 0 is given, not unset
 
 
 def test_every_option_of_train_is_settable_in_the_file(tmp_path):

@@ -161,8 +161,8 @@ def read_config_file(path, storage_options: dict | None = None) -> dict:
         try:
             import yaml
         except ImportError:
-            raise ConfigError(f"{path}: reading a YAML config needs PyYAML (pip install pyyaml, or protstore[yaml]); "
-                              f"or write it as TOML or JSON") from None
+            raise ConfigError(f"{path}: reading a YAML config needs PyYAML (pip install pyyaml, "
+                              f"or protstore[yaml]); or write it as TOML or JSON") from None
         errors: tuple = (ValueError, yaml.YAMLError)
     else:
         errors = (ValueError,)  # tomllib.TOMLDecodeError, JSONDecodeError, UnicodeDecodeError

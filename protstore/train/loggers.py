@@ -172,8 +172,9 @@ def check_loggers(specs: Sequence, run_dir: Location) -> None:
             if check is not None:
                 check(run_dir)
         elif not isinstance(spec, MetricsLogger):
-            raise ConfigError(f"logger {spec!r}: not a registered name ({', '.join(sorted(LOGGERS))}) "
-                              f"nor an object with log(line) and close()")
+            raise ConfigError(f"logger {spec!r}: not a registered name "
+                              f"({', '.join(sorted(LOGGERS))}) nor an object with log(line) "
+                              f"and close()")
 
 
 def open_loggers(specs: Sequence, run_dir: Location, history: list[dict],
