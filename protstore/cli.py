@@ -245,6 +245,9 @@ def train_options(args) -> tuple[dict, dict]:
             given = [name for names in given for name in names]
         unset = given is None or given is False  # not `in (None, False)`: 0 == False
         options[key] = table.get(key, action.default) if unset else given
+    for flag, other in (("resume", "out"), ("out", "resume")):  # the file's run yields
+        if getattr(args, flag) is not None and getattr(args, other) is None:
+            options[other] = None
     for dest, field in TRAIN_FLAGS.items():
         given = getattr(args, dest)
         if dest == "model_option":

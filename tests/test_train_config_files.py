@@ -79,6 +79,8 @@ def test_flags_override_the_file(tmp_path):
     _, run = options("--config", str(tmp_path / "run.toml"), "--log", "csv,tensorboard",
                      "--log", "csv")
     assert run["log"] == ["csv", "tensorboard", "csv"]
+    _, run = options("--config", str(tmp_path / "run.toml"), "--resume", "runs/r1")
+    assert (run["out"], run["resume"]) == (None, "runs/r1")  # the same file resumes its run
     (tmp_path / "mp.toml").write_text("[run]\nprocess_id = 1\nnum_processes = 2\n")
     _, run = options("--config", str(tmp_path / "mp.toml"), "--process-id", "0")
     assert (run["process_id"], run["num_processes"]) == (0, 2)  # 0 is given, not unset
@@ -87,7 +89,9 @@ def test_flags_override_the_file(tmp_path):
 def test_every_option_of_train_is_settable_in_the_file(tmp_path):
     """Walks the train subcommand's parser: each option is a TrainConfig key (at the top level)
     or a key of the [run] table, and a file setting all of them resolves to what it says."""
+    from protstore.store.schemas import load_schema
     fields = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    assert set(load_schema("train_config")["properties"]) == fields  # the file's top level
     run_keys = _train_actions()
     values = {str: "v", int: 3, float: 2.5}
     top, table, want_run = {}, {}, {}
@@ -121,7 +125,6 @@ def test_every_option_of_train_is_settable_in_the_file(tmp_path):
     assert got_run == want_run
     # run.json records the same options (less storage_options), per schemas/run.json
     from protstore.cli import NOT_RECORDED
-    from protstore.store.schemas import load_schema
     recorded = set(load_schema("run")["properties"]["options"]["properties"])
     assert recorded == set(run_keys) - set(NOT_RECORDED) | {"config"}
 
