@@ -12,7 +12,7 @@ from . import __version__
 from .batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET, SPLITS
 from .errors import ProtstoreError
 from .store.location import as_location
-from .train.config import LOSS_WEIGHTINGS
+from .train.config import FLAG_NAMES, LOSS_WEIGHTINGS
 
 
 def _open(args, mode: str = "r"):
@@ -159,9 +159,117 @@ def _model_options(pairs: list[str] | None) -> dict | None:
     return options
 
 
+#: ``protstore train`` flags that set a TrainConfig field: flag dest -> field
+TRAIN_FLAGS = {dest: FLAG_NAMES.get(dest, dest) for dest in (
+    "schedule", "epochs", "batch_size", "batch_beads", "lr", "weight_decay", "loss_weighting",
+    "early_stopping", "seed", "checkpoint_every", "model", "model_option")}
+#: what a config file's ``[run]`` table cannot set: the file itself
+NOT_IN_FILE = ("help", "config")
+#: what run.json does not record of the command's options (they may hold credentials)
+NOT_RECORDED = ("storage_options",)
+_VALUE_KINDS = {None: "a string", int: "an integer", float: "a number"}
+
+
+def _train_actions() -> dict[str, argparse.Action]:
+    """dest -> action of the ``protstore train`` options a config file's ``[run]`` table sets."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices["train"]._actions
+            if a.dest not in NOT_IN_FILE and a.dest not in TRAIN_FLAGS}
+
+
+def _run_value(action: argparse.Action, value, where: str):
+    """A ``[run]`` table's value for ``action``, checked as the command line checks its text."""
+    from .train.loggers import logger_names
+
+    if action.dest == "log":
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in items):
+            raise ProtstoreError(f"{where} must be a logger name or a list of them, not {value!r}")
+        try:
+            return [n for v in items for n in logger_names(v)]
+        except ProtstoreError as exc:
+            raise ProtstoreError(f"{where}: {exc}") from None
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ProtstoreError(f"{where} must be true or false, not {value!r}")
+        return value
+    if action.dest == "storage_options" and isinstance(value, dict):
+        import json
+
+        return json.dumps(value)
+    kind = _VALUE_KINDS.get(action.type, (action.type.__doc__ or "a value").strip())
+    numeric = action.type is not None and action.type is not str
+    if isinstance(value, bool) or not isinstance(value, (int, float) if numeric else str):
+        raise ProtstoreError(f"{where} must be {kind}, not {value!r}")
+    try:
+        value = action.type(str(value)) if numeric else value
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ProtstoreError(f"{where} {exc}" if isinstance(exc, argparse.ArgumentTypeError)
+                             else f"{where} must be {kind}, not {value!r}") from None
+    if action.choices is not None and value not in action.choices:
+        raise ProtstoreError(f"{where} must be one of ({', '.join(map(str, action.choices))}), "
+                             f"not {value!r}")
+    return value
+
+
+def train_options(args) -> tuple[dict, dict]:
+    """(TrainConfig fields, the command's other options) of a ``protstore train`` command
+    line: its ``--config`` file (TOML, YAML or JSON: TrainConfig keys at the top level, the
+    command's options in a ``[run]`` table, named as their flags with ``_`` for ``-``), with
+    the flags given on the command line over it (``--model-option`` per key)."""
+    from .store.location import parse_storage_options
+    from .train.config import RUN_TABLE, check_fields, read_config_file, split_config_file
+    from .train.config import unknown_key
+
+    actions = _train_actions()
+    fields, table = {}, {}
+    if args.config:
+        where = args.config
+        doc = read_config_file(where, parse_storage_options(args.storage_options))
+        fields, table = split_config_file(doc, where)
+        for key in fields:
+            if key in actions:
+                raise ProtstoreError(f"{where}: {key} is an option of the command: put it in "
+                                     f"the [{RUN_TABLE}] table")
+        check_fields(fields, where)
+        for key, value in table.items():
+            if key not in actions:
+                if key in TRAIN_FLAGS.values():
+                    raise ProtstoreError(f"{where}: {RUN_TABLE}.{key} is a training setting: "
+                                         f"put it at the top level, before [{RUN_TABLE}]")
+                raise unknown_key(where, key, actions, prefix=f"{RUN_TABLE}.")
+            table[key] = _run_value(actions[key], value, f"{where}: {RUN_TABLE}.{key}")
+    options = {}
+    for key, action in actions.items():
+        given = getattr(args, key)
+        if key == "log" and given is not None:
+            given = [name for names in given for name in names]
+        unset = given is None or given is False  # not `in (None, False)`: 0 == False
+        options[key] = table.get(key, action.default) if unset else given
+    for flag, other in (("resume", "out"), ("out", "resume")):  # the file's run yields
+        if getattr(args, flag) is not None and getattr(args, other) is None:
+            options[other] = None
+    for dest, field in TRAIN_FLAGS.items():
+        given = getattr(args, dest)
+        if dest == "model_option":
+            given = _model_options(given)
+            if given is not None:
+                given = {**fields.get("model_options", {}), **given}
+        if given is not None:
+            fields[field] = given
+    return fields, options
+
+
 def _train(args) -> int:
     import json
 
+    fields, options = train_options(args)
+    for key, value in options.items():  # what the file gives, the flags did not
+        setattr(args, key, value)
+    if not args.store or not args.plan:
+        raise ProtstoreError(f"give the {'store (STORE' if not args.store else 'plan (--plan'} "
+                             f"on the command line, or {'store' if not args.store else 'plan'} "
+                             f"in the config file's [run] table)")
     if args.coordinator or args.num_processes or args.process_id is not None:
         from .train.processes import init_processes
 
@@ -178,18 +286,11 @@ def _train(args) -> int:
     if bool(args.out) == bool(args.resume):
         raise ProtstoreError("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
     if args.resume:
-        result = train(store, plan, args.resume, resume=True, model=args.model,
-                       progress=not args.no_progress)
+        _same_config(as_location(args.resume, store.storage_options), fields)
+        result = train(store, plan, args.resume, resume=True, model=fields.get("model"),
+                       progress=not args.no_progress, loggers=args.log)
     else:
-        config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-        config = config.replace(
-            epochs=args.epochs, batch_size=args.batch_size, batch_beads=args.batch_beads,
-            schedule=args.schedule,
-            learning_rate=args.lr, weight_decay=args.weight_decay,
-            loss_weighting=args.loss_weighting,
-            early_stopping_patience=args.early_stopping, seed=args.seed,
-            checkpoint_every_steps=args.checkpoint_every,
-            model=args.model, model_options=_model_options(args.model_option))
+        config = TrainConfig.from_dict(fields, args.config or "the command line")
         priors = None
         if args.priors:
             try:
@@ -198,13 +299,28 @@ def _train(args) -> int:
             except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
                 raise ProtstoreError(f"{args.priors}: cannot read priors ({exc})") from None
             check_document(priors, "priors", args.priors)
+        record = {k: v for k, v in options.items() if k not in NOT_RECORDED}
         result = train(store, plan, args.out, config, priors=priors,
-                       temperature=args.temperature, progress=not args.no_progress)
+                       temperature=args.temperature, progress=not args.no_progress,
+                       loggers=args.log or [], options={**record, "config": args.config})
     v = result.final_val_rmse
     print(f"trained {result.steps} steps ({result.compilations} compilation(s) of the train step); "
           f"final validation force RMSE per component: "
           f"{'n/a' if v is None else f'{v:.4f}'} kcal/mol/Å; outputs in {result.run_dir}")
     return 0
+
+
+def _same_config(run_dir, fields: dict) -> None:
+    """A resumed run keeps its ``config.json``: a setting given again must agree with it."""
+    from .train import TrainConfig
+
+    if not run_dir.exists("config.json"):
+        return  # not a run: train says so
+    run = TrainConfig.of_run(run_dir / "config.json").to_dict()
+    for key, value in fields.items():
+        if key != "model" and run[key] != value:  # model: train confirms or refuses it
+            raise ProtstoreError(f"{run_dir}: the run trains with {key} = {run[key]!r}, not "
+                                 f"{value!r}; a resumed run keeps its config.json")
 
 
 def _ema(args) -> int:
@@ -277,13 +393,24 @@ def _simulate(args) -> int:
 
 
 def _positive_int(text: str) -> int:
+    """a positive integer"""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
     return value
 
 
+def _loggers(text: str) -> list[str]:
+    from .train.loggers import logger_names
+
+    try:
+        return logger_names(text)
+    except ProtstoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _count(text: str) -> int:
+    """0 or a positive integer"""
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
@@ -291,6 +418,7 @@ def _count(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    """a positive finite number"""
     value = float(text)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
@@ -298,6 +426,7 @@ def _positive_float(text: str) -> float:
 
 
 def _nonnegative_float(text: str) -> float:
+    """a finite number >= 0"""
     value = float(text)
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a non-negative finite number, not {text}")
@@ -429,11 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = command("train", _train, "train a CG force field (priors + network) by force matching")
-    p.add_argument("store")
-    p.add_argument("--plan", required=True)
+    p.add_argument("store", nargs="?", metavar="STORE",
+                   help="the store (or store in the config file's [run] table)")
+    p.add_argument("--plan", help="the bucket plan (required, here or in the config file)")
     p.add_argument("--out", metavar="RUN_DIR", help="a new run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--config", metavar="FILE.json", help="TrainConfig fields (flags override)")
+    p.add_argument("--config", metavar="FILE",
+                   help="a .toml, .yaml/.yml or .json file: TrainConfig keys, and the command's "
+                        "other options in a [run] table (flags given here override it)")
+    p.add_argument("--log", action="append", type=_loggers, metavar="NAME[,NAME]",
+                   help="also log the metrics to: csv (RUN_DIR/metrics.csv), tensorboard "
+                        "(RUN_DIR/tensorboard/, needs protstore[tensorboard]); repeatable; "
+                        "with --resume: default the run's own")
     p.add_argument("--priors", metavar="PRIORS.json", help="from fit-priors (default: fit now)")
     p.add_argument("--temperature", type=_positive_float, metavar="K",
                    help="when fitting the priors: temperature of the frames stored without one")

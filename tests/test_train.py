@@ -199,7 +199,7 @@ def test_config_file_errors_name_the_file_and_field(tmp_path):
     from protstore.errors import ProtstoreError
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({"epochs": 2, "learning_rat": 1e-3}))
-    with pytest.raises(ProtstoreError, match=r"cfg.json.*'learning_rat' was unexpected"):
+    with pytest.raises(ProtstoreError, match=r"cfg.json: unknown key 'learning_rat'"):
         TrainConfig.from_file(path)
     path.write_text(json.dumps({"schedule": "round-robin"}))
     with pytest.raises(ProtstoreError, match=r"cfg.json.*schedule"):

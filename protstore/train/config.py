@@ -1,4 +1,5 @@
-"""Training configuration as data: a frozen dataclass, read from JSON and saved into the run."""
+"""Training configuration as data: a frozen dataclass, read from TOML, YAML or JSON and saved into
+the run."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import hashlib
 import math
 import json
+import tomllib
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -88,9 +90,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, doc: dict, where: str = "training config") -> "TrainConfig":
-        """From a (partial) config document, checked against schemas/train_config.json."""
-        check_document(doc, "train_config", where)
-        return cls(**doc)
+        """From a (partial) config document, checked against schemas/train_config.json: a
+        ConfigError naming ``where``, the key and what it may be."""
+        check_fields(doc, where)
+        try:
+            return cls(**doc)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     @classmethod
     def of_run(cls, path) -> "TrainConfig":
@@ -101,8 +107,11 @@ class TrainConfig:
                              str(path))
 
     @classmethod
-    def from_file(cls, path) -> "TrainConfig":
-        return cls.from_dict(_read_document(path), str(path))
+    def from_file(cls, path, storage_options: dict | None = None) -> "TrainConfig":
+        """The TrainConfig of a config file (``read_config_file``: TOML, YAML or JSON), its
+        ``run`` table (the command's own options, ``protstore train --config``) aside."""
+        return cls.from_dict(split_config_file(read_config_file(path, storage_options),
+                                               str(path))[0], str(path))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -125,3 +134,111 @@ def _read_document(path) -> dict:
         return json.loads(as_location(path).read_bytes(""))
     except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise ConfigError(f"{path}: cannot read training config ({exc})") from None
+
+
+#: the table of a config file that holds the command's own options (``protstore train``)
+RUN_TABLE = "run"
+
+
+def config_format(path) -> str:
+    """``toml`` (``.toml``), ``yaml`` (``.yaml``, ``.yml``) or ``json`` (anything else)."""
+    name = str(path).lower()
+    return "toml" if name.endswith(".toml") else \
+        "yaml" if name.endswith((".yaml", ".yml")) else "json"
+
+
+def read_config_file(path, storage_options: dict | None = None) -> dict:
+    """The document of a config file, by its suffix: TOML (``tomllib``), YAML (needs PyYAML)
+    or JSON; a one-line ConfigError naming the file when it cannot be read or parsed."""
+    from ..store.location import as_location
+
+    fmt = config_format(path)
+    try:
+        data = as_location(path, storage_options).read_bytes("")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read training config ({exc})") from None
+    if fmt == "yaml":
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"{path}: reading a YAML config needs PyYAML (pip install pyyaml, "
+                              f"or protstore[yaml]); or write it as TOML or JSON") from None
+        errors: tuple = (ValueError, yaml.YAMLError)
+    else:
+        errors = (ValueError,)  # tomllib.TOMLDecodeError, JSONDecodeError, UnicodeDecodeError
+    try:
+        text = data.decode()
+        doc = tomllib.loads(text) if fmt == "toml" else \
+            yaml.safe_load(text) if fmt == "yaml" else json.loads(text)
+    except errors as exc:
+        what = " ".join(str(exc).split())  # YAML's messages span lines
+        raise ConfigError(f"{path}: cannot read training config: not valid {fmt.upper()} "
+                          f"({what})") from None
+    if doc is None and fmt == "yaml":  # an empty YAML file
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a training config is a table of keys, not a "
+                          f"{type(doc).__name__}")
+    return doc
+
+
+def split_config_file(doc: dict, where: str) -> tuple[dict, dict]:
+    """(the TrainConfig keys, the ``run`` table) of a config file's document."""
+    run = doc.get(RUN_TABLE, {})
+    if not isinstance(run, dict):
+        raise ConfigError(f"{where}: {RUN_TABLE} must be a table of the command's options, "
+                          f"not {run!r}")
+    return {k: v for k, v in doc.items() if k != RUN_TABLE}, run
+
+
+def unknown_key(where: str, key: str, allowed, *, prefix: str = "",
+                hints: dict | None = None) -> ConfigError:
+    """``where: unknown key 'prefix.key' (allowed: ...)``, with the likeliest meant key."""
+    import difflib
+
+    meant = (hints or {}).get(key) or next(iter(difflib.get_close_matches(key, allowed, 1)), None)
+    return ConfigError(f"{where}: unknown key {prefix + key!r}"
+                       + (f" (did you mean {prefix + meant!r}?)" if meant else "")
+                       + f" (allowed: {', '.join(sorted(allowed))})")
+
+
+_KINDS = {"integer": "an integer", "number": "a number", "string": "a string",
+          "object": "a table", "null": "null", "boolean": "true or false"}
+
+
+def describe(prop: dict) -> str:
+    """What a schema property allows, in words: ``an integer >= 1``, ``one of (a, b)``."""
+    if "enum" in prop:
+        return f"one of ({', '.join(map(str, prop['enum']))})"
+    types = prop.get("type", [])
+    text = " or ".join(_KINDS[t] for t in ([types] if isinstance(types, str) else types))
+    if "minimum" in prop:
+        text = text.replace(_KINDS["integer"], f"an integer >= {prop['minimum']}", 1) \
+            .replace(_KINDS["number"], f"a number >= {prop['minimum']}", 1)
+    if "exclusiveMinimum" in prop:
+        text = text.replace(_KINDS["number"], f"a number > {prop['exclusiveMinimum']}", 1)
+    if "pattern" in prop and "description" in prop:
+        text += f" ({prop['description']})"
+    return text
+
+
+def check_fields(doc: dict, where: str) -> None:
+    """Each key of a (partial) TrainConfig document is a field, each value one the field's
+    schema (schemas/train_config.json) allows: else a one-line ConfigError naming ``where``,
+    the key and what is allowed."""
+    import jsonschema
+
+    from ..store.schemas import load_schema
+
+    props = load_schema("train_config")["properties"]
+    for key, value in doc.items():
+        if key not in props:
+            raise unknown_key(where, key, props, hints=FLAG_NAMES)
+        if not jsonschema.Draft202012Validator(props[key]).is_valid(value):
+            raise ConfigError(f"{where}: {key} must be {describe(props[key])}, not {value!r}")
+    check_document(doc, "train_config", where)  # what is not per key (none today)
+
+
+#: ``protstore train`` flags whose TrainConfig field has another name (--lr: learning_rate)
+FLAG_NAMES = {"lr": "learning_rate", "early_stopping": "early_stopping_patience",
+              "checkpoint_every": "checkpoint_every_steps", "model_option": "model_options"}

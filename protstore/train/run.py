@@ -6,6 +6,8 @@ checkpoints, resume and the final export.
       config.json         the TrainConfig (its sha256 is in every checkpoint)
       priors.json         the priors used (fitted by Boltzmann inversion unless given)
       metrics.jsonl       one line per epoch: train loss, validation RMSE overall and per bucket
+      metrics.csv         the same lines as CSV (``loggers=["csv"]``, ``--log csv``)
+      tensorboard/        TensorBoard event files (``loggers=["tensorboard"]``)
       checkpoints/        step_00001200/, ...: params + optimizer state (Zarr; step 0: the init)
       final/ best/        params of the last step and of the best validation epoch
       params.pkl          the final params as a nested dict of NumPy arrays
@@ -24,7 +26,7 @@ import json
 import math
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from ..store import Store
 from ..store.location import as_location
 from ..store.schemas import dumps_document
 from .config import TrainConfig
+from .loggers import MetricsLogger, check_loggers, open_loggers
 from .processes import barrier, is_main
 from .step import DataParallel, TrainState, make_eval_step, make_optimizer, make_train_step
 
@@ -134,8 +137,11 @@ class Run:
     """One run directory (see the module docstring)."""
 
     def __init__(self, out: str | Path, store: Store, plan: BucketPlan, config: TrainConfig,
-                 priors: dict, *, progress: bool = True, echo: Callable[[str], None] = print):
+                 priors: dict, *, progress: bool = True, echo: Callable[[str], None] = print,
+                 loggers: Sequence[str | MetricsLogger] = ()):
         self.dir = as_location(out)
+        self.logger_specs = list(loggers)
+        self.loggers: list[MetricsLogger] | None = None  # opened by open_loggers
         self.store, self.plan, self.config, self.priors = store, plan, config, priors
         self.progress, self.echo = progress, echo
         self.model = load_model(config.model, config.model_options)
@@ -257,9 +263,26 @@ class Run:
             "checkpoint with a lower learning rate")
 
     def write_metrics(self, line: dict) -> None:
+        """``line`` appended to ``metrics.jsonl``, then given to every logger (process 0)."""
         text = dumps_document(line, "metrics", str(self.dir / "metrics.jsonl"), indent=None)
         if is_main():
+            self.open_loggers()
             self.dir.append_text("metrics.jsonl", text + "\n")
+            for logger in self.loggers:
+                logger.log(dict(line))
+
+    def open_loggers(self) -> None:
+        """The loggers, opened once on process 0 (the registered ones with ``metrics.jsonl`` as
+        it stands: the resumed position's lines)."""
+        if self.loggers is None and is_main():
+            self.loggers = []  # a logger failing to open leaves none half-open
+            self.loggers = open_loggers(self.logger_specs, self.dir, self.read_metrics(),
+                                        len(self.plan.buckets))
+
+    def close_loggers(self) -> None:
+        for logger in self.loggers or ():
+            logger.close()
+        self.loggers = None
 
     def read_metrics(self) -> list[dict]:
         try:
@@ -419,6 +442,7 @@ class Run:
         found = list_checkpoints(self.dir, warn=lambda m: self.echo(f"warning: {m}"))
         _, last = found[-1]
         self.restore_metrics(found, last["step"])
+        self.open_loggers()  # a resumed finished run: the loggers' files follow metrics.jsonl
         keep = {k: last.get(k) for k in ("val_rmse", "val_rmse_per_bucket", "train_loss")
                 if k in last}
         pos = Position(last["phase"], last["epoch"], last["step_in_epoch"], last["step"])
@@ -496,15 +520,27 @@ def _check_batches(store: Store, plan: BucketPlan, config: TrainConfig) -> None:
 def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig | None = None, *,
           priors: dict | None = None, resume: bool = False, model: str | None = None,
           temperature: float | None = None, progress: bool = True,
-          echo: Callable[[str], None] = print) -> TrainResult:
+          echo: Callable[[str], None] = print,
+          loggers: Sequence[str | MetricsLogger] | None = None,
+          options: dict | None = None) -> TrainResult:
     """Train (or resume) a run in ``out``; see the module docstring for what it writes.
 
     ``priors``: a priors document (``fit-priors``' JSON, loaded) or prior params; fitted on the
-    plan's training split when not given (``temperature``: K of the frames stored without one). On resume, config and priors come from the run
-    directory; a model factory the run's ``config.json`` names is built only if it is one of
-    protstore's own or the user names it again (``model``, ``--model``).
+    plan's training split when not given (``temperature``: K of the frames stored without one).
+    On resume, config and priors come from the run directory; a model factory the run's
+    ``config.json`` names is built only if it is one of protstore's own or the user names it
+    again (``model``, ``--model``).
+
+    ``loggers``: registered names (``"csv"``, ``"tensorboard"``) and objects with ``log(line)``
+    and ``close()`` (``protstore.train.loggers``), given every metrics line; the names are kept
+    in ``run.json``, and a resume without ``loggers`` uses them again. ``options``: the
+    command-line options that made the run (``protstore train``), kept in ``run.json``.
     """
     out = as_location(out, store.storage_options)
+    if resume and loggers is None and out.exists("run.json"):
+        loggers = out.read_json("run.json").get("loggers", [])
+    loggers = list(loggers or ())
+    check_loggers(loggers, out)
     if resume:
         for name in ("config.json", "priors.json", "run.json"):
             if not out.exists(name):
@@ -548,26 +584,32 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
             out.write_bytes("config.json", (dumps_document(
                 config.to_dict(), "train_config", str(out / "config.json")) + "\n").encode())
         run_doc = {"store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
-                   "devices": [str(d) for d in jax.devices()], "config_hash": config.hash()}
+                   "devices": [str(d) for d in jax.devices()], "config_hash": config.hash(),
+                   "loggers": [name for name in loggers if isinstance(name, str)]}
+        if options is not None:
+            run_doc["options"] = options
         if is_main():
             out.write_bytes("run.json", (dumps_document(run_doc, "run", str(out / "run.json"))
                                          + "\n").encode())
             barrier("run-directory-written")
     if not is_main():  # one process speaks for all
         progress, echo = False, _quiet
-    run = Run(out, store, plan, config, priors, progress=progress, echo=echo)
+    run = Run(out, store, plan, config, priors, progress=progress, echo=echo, loggers=loggers)
     if len(run.placement.devices) > 1:
         echo(f"data-parallel over {len(run.placement.devices)} devices")
-    if resume and out.exists("final/zarr.json"):  # trained: complete what the export left out
-        missing = [n for n in ("best", "params.pkl", "loss_curve.png") if not out.exists(n)]
-        echo(f"{out}: the run has finished training; "
-             + (f"writing what it is missing: {', '.join(missing)}" if missing
-                else "nothing is missing"))
-        state = None
-    else:
-        state, pos = run.resume() if resume else run.start()
-        state = run.train(state, pos)
-    best_step, best_val, last = run.export(state)
+    try:
+        if resume and out.exists("final/zarr.json"):  # trained: complete what export left out
+            missing = [n for n in ("best", "params.pkl", "loss_curve.png") if not out.exists(n)]
+            echo(f"{out}: the run has finished training; "
+                 + (f"writing what it is missing: {', '.join(missing)}" if missing
+                    else "nothing is missing"))
+            state = None
+        else:
+            state, pos = run.resume() if resume else run.start()
+            state = run.train(state, pos)
+        best_step, best_val, last = run.export(state)
+    finally:
+        run.close_loggers()
     metrics = run.read_metrics()
     priors_val = next((m["val_rmse"] for m in metrics if m["step"] == 0), None)
     for line in against_priors(priors_val, best_step, best_val, last.get("val_rmse")):
