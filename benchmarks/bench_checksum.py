@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from protstore.store.chunks import ChunkReader, codec_pool
+from protstore.pools import codec_pool
+from protstore.store.chunks import ChunkReader
 from protstore.store.layout import Encoding
 
 

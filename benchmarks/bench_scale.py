@@ -37,7 +37,7 @@ from conftest import write_mdcath  # noqa: E402
 from protstore.batching import BatchLoader, LoaderConfig, plan_from_store, save_plan  # noqa: E402
 from protstore.ingest import ingest  # noqa: E402
 from protstore.store.catalog import append_segment  # noqa: E402
-from protstore.store.location import Location  # noqa: E402
+from protstore.location import Location  # noqa: E402
 
 FRAMES = 32
 RESNAMES = ("ALA", "GLY", "LYS", "GLU", "LEU", "SER", "PRO", "VAL")

@@ -32,7 +32,7 @@ from protstore.model import default_priors, load_model
 from protstore.model.topology import build_topology
 from protstore.simulate import SimulateConfig, baoab, internal_masses, simulate
 from protstore.simulate import run as simrun
-from protstore.store.layout import KB_KCAL_PER_MOL_K
+from protstore.units import KB_KCAL_PER_MOL_K
 from protstore.vocab import STANDARD_RESIDUES
 
 FACTORY = "protstore.model.network:schnet"

@@ -251,14 +251,15 @@ def pipeline(out: Path, files: list[Path], args) -> None:
     from protstore.demo.pipeline import rmse_by_bucket
     from protstore.ema import compute_ema
     from protstore.evaluate import evaluate
-    from protstore.model.fit import CIS_MAX, collect_samples
+    from protstore.model.fit import CIS_MAX
+    from protstore.train.priors import collect_samples
     from protstore.train import TrainConfig, train
 
     store = ingest_store(out, files)
     if "real" not in store.plans():
         save_plan(store, plan_from_store(store, name="real", n_buckets=2, split="protein",
                                          val_fraction=0.25, seed=args.seed))
-    store = protstore.open_store(path)
+    store = protstore.open_store(store.url)
     plan = store.plan("real")
     print(plan.table())
     run = out / "run"

@@ -38,14 +38,14 @@ import jax
 import numpy as np
 import zarr
 
-from . import __version__
+from ._version import __version__
 from .errors import CheckpointError, ConfigError, DocumentError
 from .store.chunks import missing_chunks
 from .store.digest import array_digest, json_digest
 from .store.layout import Encoding
 from .store.quiet import quiet_zarr
-from .store.schemas import check_document
-from .store.location import Location, as_location
+from .schemas import check_document
+from .location import Location, as_location
 
 CHECKPOINT_DOC = "protstore_checkpoint"
 CHECKPOINTS_DIR = "checkpoints"

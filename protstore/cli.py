@@ -8,10 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET, SPLITS
 from .errors import ProtstoreError
-from .store.location import as_location
+from .location import as_location
 from .train.config import FLAG_NAMES, LOSS_WEIGHTINGS
 
 
@@ -19,7 +19,7 @@ def _open(args, mode: str = "r"):
     """The store named on the command line, opened with ``--storage-options``; what opening
     did (a migration) is said on stderr."""
     from .store import open_store
-    from .store.location import parse_storage_options
+    from .location import parse_storage_options
 
     store = open_store(args.store, mode=mode,
                        storage_options=parse_storage_options(args.storage_options))
@@ -66,6 +66,7 @@ def _info(args) -> int:
 
 
 def _validate(args) -> int:
+    from .batching.verify import verify_plans
     from .store.verify import verify_store
 
     if args.repair:
@@ -73,7 +74,7 @@ def _validate(args) -> int:
         for line in [*store.recover_staging(), *store.rebuild_catalog()]:
             print(f"repair: {line}")
     store = _open(args)
-    findings = verify_store(store, progress=not args.no_progress)
+    findings = [*verify_store(store, progress=not args.no_progress), *verify_plans(store)]
     for f in findings:
         print(f)
     errors = sum(f.level == "error" for f in findings)
@@ -126,7 +127,7 @@ def _demo(args) -> int:
 
 
 def _fit_priors(args) -> int:
-    from .model.fit import fit_priors_to_file
+    from .train.priors import fit_priors_to_file
 
     store = _open(args)
     doc = fit_priors_to_file(store, store.plan(args.plan), args.out, max_frames=args.max_frames,
@@ -217,7 +218,7 @@ def train_options(args) -> tuple[dict, dict]:
     line: its ``--config`` file (TOML, YAML or JSON: TrainConfig keys at the top level, the
     command's options in a ``[run]`` table, named as their flags with ``_`` for ``-``), with
     the flags given on the command line over it (``--model-option`` per key)."""
-    from .store.location import parse_storage_options
+    from .location import parse_storage_options
     from .train.config import RUN_TABLE, check_fields, read_config_file, split_config_file
     from .train.config import unknown_key
 
@@ -278,7 +279,7 @@ def _train(args) -> int:
                                  "--num-processes N and --process-id I")
         init_processes(args.coordinator, args.num_processes, args.process_id)
 
-    from .store.schemas import check_document
+    from .schemas import check_document
     from .train import TrainConfig, train
 
     store = _open(args)
@@ -326,7 +327,7 @@ def _same_config(run_dir, fields: dict) -> None:
 def _ema(args) -> int:
     from .ema import compute_ema
 
-    from .store.location import parse_storage_options
+    from .location import parse_storage_options
 
     options = parse_storage_options(args.storage_options)
     compute_ema(as_location(args.source, options), as_location(args.out, options),
@@ -371,7 +372,7 @@ def _compare(args) -> int:
 
 def _simulate(args) -> int:
     from .simulate import SimulateConfig, simulate
-    from .store.location import parse_storage_options
+    from .location import parse_storage_options
 
     config = SimulateConfig(
         n_steps=args.steps, temperature=args.temperature, n_replicas=args.replicas,
@@ -746,10 +747,25 @@ def _one_line_warning(show):
     return showwarning
 
 
+def _compilation_cache() -> None:
+    """Reuse XLA's compiled programs across runs of the commands (JAX's persistent cache in
+    ``$XDG_CACHE_HOME/protstore/jax``, default ``~/.cache/protstore/jax``), unless JAX's cache
+    is configured otherwise (``JAX_COMPILATION_CACHE_DIR``, ``JAX_ENABLE_COMPILATION_CACHE``)."""
+    if any(k in os.environ for k in ("JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE")):
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        jax.config.update("jax_compilation_cache_dir", str(base / "protstore" / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _compilation_cache()
         with warnings.catch_warnings():  # restores the session's showwarning afterwards
             warnings.showwarning = _one_line_warning(warnings.showwarning)
             _check_local_paths(args)

@@ -30,7 +30,7 @@ import numpy as np
 from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, check_same_structure, is_finite,
                           leaf_signature, list_checkpoints, read_checkpoint, write_checkpoint)
 from .errors import PickleRefusedError, ProtstoreError
-from .store.location import as_location
+from .location import as_location
 
 DECAY_PER = ("step", "checkpoint")
 

@@ -14,10 +14,10 @@ def new_figure(figsize: tuple[float, float]):
 
 def save_figure(fig, path, dpi: int = 110) -> None:
     """Lay out and write ``fig`` to ``path`` (a local path, a URL or a
-    :class:`~protstore.store.location.Location`; the format from the suffix), whole."""
+    :class:`~protstore.location.Location`; the format from the suffix), whole."""
     import io
 
-    from .store.location import as_location
+    from .location import as_location
 
     where = as_location(path)
     fig.tight_layout()

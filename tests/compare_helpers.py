@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from protstore.simulate.trajectory import TRAJECTORY_VERSION, TrajectoryWriter
-from protstore.store.location import as_location
+from protstore.location import as_location
 
 
 def write_trajectory(where, R, *, protein: str, species, resid, chain, temperature: float,

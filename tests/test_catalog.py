@@ -15,10 +15,10 @@ from protstore.batching import plan_from_store, save_plan
 from protstore.ingest import IngestOptions, ingest
 from protstore.store import catalog as catalog_module
 from protstore.store.catalog import append_segment, read_catalog, segment_names
-from protstore.store.location import Location
+from protstore.location import Location
 from protstore.store.verify import verify_store
 
-from conftest import write_mdcath
+from helpers import write_mdcath
 
 
 def _quiet(*a, **k):

@@ -5,7 +5,7 @@ import numpy as np
 
 from protstore.cli import main
 
-from conftest import write_mdcath
+from helpers import write_mdcath
 
 
 def test_ingest_info_validate(tmp_path, capsys):

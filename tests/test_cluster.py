@@ -13,7 +13,7 @@ from protstore.cli import main
 from protstore.ingest import ingest
 from protstore.store.verify import verify_store
 
-from conftest import write_mdcath
+from helpers import write_mdcath
 
 
 @pytest.fixture(scope="module")

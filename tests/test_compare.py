@@ -19,10 +19,10 @@ from protstore.compare import divergence as dv
 from protstore.compare import observables as obs
 from protstore.errors import InputError, ProtstoreError, StoreError
 from protstore.ingest import ingest
-from protstore.store.schemas import check_document
+from protstore.schemas import check_document
 
 from compare_helpers import write_trajectory
-from conftest import write_mdcath
+from helpers import write_mdcath
 
 # ------------------------------------------------------------------------------ observables
 # a 4-bead chain: bonds 1.5, 2, 3 Å along x, y, z; both angles 90°; dihedral +90°

@@ -150,7 +150,7 @@ def test_evaluate_cli_writes_plots_tables_and_a_zarr_result(train_store, trained
             "temperature"} <= set(ds.coords)
     table = xr.open_zarr(out / "m1_per_residue_errors.zarr", group="tables/by_resname")
     assert "rmse_pooled" in table
-    from protstore.store.schemas import check_document
+    from protstore.schemas import check_document
     summary = json.loads((out / "m1_per_residue_metrics.json").read_text())
     check_document(summary, "eval_metrics", "summary")
     assert summary["split"] == "val" and summary["mode"] == "per-residue"

@@ -2,7 +2,6 @@
 
 import importlib
 import inspect
-import json
 import math
 import pkgutil
 import subprocess
@@ -58,9 +57,10 @@ def test_plots_leave_the_users_matplotlib_session_alone(tmp_path):
 
 
 def test_documents_are_strict_json_and_schema_errors_name_file_and_field(tmp_path):
-    from protstore.model.fit import priors_to_doc, write_priors
+    from protstore.model.fit import priors_to_doc
+    from protstore.train.priors import write_priors
     from protstore.model.priors import default_priors
-    from protstore.store.schemas import check_document
+    from protstore.schemas import check_document
 
     doc = priors_to_doc(default_priors(), None, created_by="test")
     doc["params"]["bond"]["k"] = math.nan

@@ -7,7 +7,7 @@ from protstore.errors import InputError
 from protstore.ingest import IngestOptions, ingest
 from protstore.ingest.source import file_checksum
 
-from conftest import write_mdcath
+from helpers import write_mdcath
 
 
 def _ingest(tmp_path, files, **opts):

@@ -135,7 +135,7 @@ def _store_with(tmp_path, names=("a1", "b1")):
     import protstore
     from protstore.ingest import ingest
 
-    from conftest import write_mdcath
+    from helpers import write_mdcath
 
     for seed, name in enumerate(names):
         write_mdcath(tmp_path / f"{name}.h5", domain=name, seed=seed)
@@ -193,7 +193,7 @@ def test_an_overwrite_killed_before_its_catalog_entry_is_read_from_the_group(tmp
     from protstore.ingest import IngestOptions, ingest
     from protstore.store.verify import verify_store
 
-    from conftest import write_mdcath
+    from helpers import write_mdcath
 
     root = _store_with(tmp_path)
     before = set((root / "catalog").glob("*.json"))
@@ -247,7 +247,7 @@ def test_an_edited_zarr_json_is_refused_on_read_and_by_validate(tmp_path, edit):
 
 def test_documents_that_do_not_decode_name_their_file(tmp_path):
     from protstore.errors import ConfigError, DocumentError
-    from protstore.store.location import Location
+    from protstore.location import Location
     from protstore.train.config import TrainConfig
 
     bad = tmp_path / "config.json"

@@ -2,7 +2,6 @@
 network energy."""
 
 import json
-import math
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 import protstore
-from protstore.errors import InputError, ProtstoreError
+from protstore.errors import ProtstoreError
 from protstore.ingest import IngestOptions, ingest
 from protstore.model.fit import CIS_MAX, fit_bond
 
@@ -139,7 +138,7 @@ def test_forces_without_a_temperature_are_checked_by_the_temperature_they_imply(
 
 def test_right_forces_without_a_temperature_pass_and_a_later_temperature_is_checked(realistic):
     from protstore.batching import make_plan
-    from protstore.model.fit import check_temperatures
+    from protstore.train.priors import check_temperatures
 
     d = realistic
     report, store = _ingest_npz_without_temperature(d, "noT-right", d["R"], d["F"])

@@ -163,7 +163,7 @@ def _planned_store(tmp_path):
     from protstore.batching import plan_from_store
     from protstore.ingest import ingest
 
-    from conftest import write_mdcath
+    from helpers import write_mdcath
 
     for i, domain in enumerate(("aa1", "bb2")):
         write_mdcath(tmp_path / f"{domain}.h5", domain=domain, frames=8, seed=i)
@@ -181,7 +181,7 @@ def test_a_stale_plan_is_refused_by_every_command(tmp_path, capsys):
     from protstore.cli import main
     from protstore.ingest import IngestOptions, ingest
 
-    from conftest import write_mdcath
+    from helpers import write_mdcath
 
     url, store, plan = _planned_store(tmp_path)
     # bb2 is ingested again from a longer trajectory: the plan's frame counts are stale
@@ -218,7 +218,7 @@ def test_a_plan_is_stale_when_a_protein_is_ingested_again_from_other_data(tmp_pa
     from protstore.batching import BatchLoader, LoaderConfig
     from protstore.cli import main
 
-    from conftest import write_mdcath
+    from helpers import write_mdcath
 
     url, store, plan = _planned_store(tmp_path)
     old = make_plan(plan.lengths, plan.frames, name="old", n_buckets=1)  # no fingerprints
@@ -379,7 +379,7 @@ def test_test_proteins_are_held_out_besides_validation_and_old_splits_are_unchan
     assert plan.split.has_test and not plain.split.has_test
     # a plan document without the new fields (0.6) loads and splits as it did
     from protstore.batching.plan import BucketPlan
-    from protstore.store.schemas import check_document
+    from protstore.schemas import check_document
     old = plain.to_doc()
     assert not {"test_fraction", "test_proteins", "autocorr"} & set(old["split"])
     check_document(plan.to_doc(), "plan", "plan")

@@ -11,7 +11,8 @@ import pytest
 
 from protstore.model import build_topology, default_priors, prior_energy
 from protstore.model.fit import (CIS_MAX, fit_angle, fit_bond, fit_repulsion, priors_from_doc,
-                                 priors_to_doc, write_priors)
+                                 priors_to_doc)
+from protstore.train.priors import write_priors
 from protstore.model.geometry import bond_angles
 from protstore.model.priors import angle_energies, bond_energies, fourier, prior_terms
 

@@ -15,10 +15,10 @@ from protstore.cli import main
 from protstore.errors import ClaimError
 from protstore.ingest import ingest
 from protstore.store import claims
-from protstore.store.location import Location
+from protstore.location import Location
 from protstore.store.verify import verify_store
 
-from conftest import write_mdcath
+from helpers import write_mdcath
 
 
 def _quiet(*a, **k):

@@ -26,8 +26,8 @@ from protstore.simulate import run as simrun
 from protstore.simulate.checks import Diagnostics, failures, remedy
 from protstore.simulate.masses import RESIDUE_MASSES, SPECIES_MASSES
 from protstore.simulate.trajectory import TrajectoryWriter
-from protstore.store.layout import KB_KCAL_PER_MOL_K
-from protstore.store.schemas import check_document
+from protstore.units import KB_KCAL_PER_MOL_K
+from protstore.schemas import check_document
 from protstore.vocab import SPECIES_ID, UNK_ID
 
 NAMES = ["ALA", "GLY", "LYS", "PRO", "ALA", "GLY", "LEU", "VAL", "ALA", "GLY"]
@@ -176,7 +176,7 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(world, reference, monk
     monkeypatch.setattr(TrajectoryWriter, "append", full)
     with pytest.raises(TrajectoryError, match="No space left on device.*--resume"):
         simulate(store, tmp / "ck", "p1", tmp / "full.zarr", BASE, progress=False)
-    assert not read_document(protstore.store.location.Location(str(tmp / "full.zarr")))[
+    assert not read_document(protstore.location.Location(str(tmp / "full.zarr")))[
         "complete"]
 
 
@@ -186,7 +186,7 @@ def test_a_deliberately_huge_dt_stops_the_run_naming_replica_and_step(world, cap
     with pytest.raises(SimulationUnstable, match=r"replica 0 step 20: ") as err:
         simulate(store, tmp / "ck", "p1", out, BASE.replace(dt_fs=500.0), progress=False)
     assert "\n" not in str(err.value)
-    doc = read_document(protstore.store.location.Location(str(out)))
+    doc = read_document(protstore.location.Location(str(out)))
     assert not doc["complete"] and doc["steps_done"] == 0
     assert doc["stopped"]["replica"] == 0 and doc["stopped"]["step"] == 20
     args = ["simulate", store.url, "--params", str(tmp / "ck"), "--protein", "p1", "--out",

@@ -3,7 +3,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from protstore.ingest import ingest
 from protstore.store import check_protein_id
 from protstore.store.verify import verify_store
 
-from conftest import write_mdcath
+from helpers import write_mdcath
 
 
 def test_open_missing_store_is_a_clear_error(tmp_path):
@@ -172,7 +171,8 @@ def test_layout_is_the_one_xarray_writes(tmp_path):
     import xarray as xr
     import zarr
 
-    from protstore.store.layout import UNITS, Encoding
+    from protstore.store.layout import Encoding
+    from protstore.units import UNITS
     from protstore.store.writer import _create_layout, _create_vectors
 
     per_atom, encoding, n_frames, chunk = _layout_inputs(), Encoding(), 50, 11

@@ -82,7 +82,7 @@ def test_run_directory_contents(trained_run):
     assert [m["epoch"] for m in metrics] == [0, 1, 2, 3]  # step 0: the priors alone
     assert metrics[0]["step"] == 0 and metrics[0]["train_loss"] is None
     assert all(set(m["val_rmse_per_bucket"]) == {"0", "1"} for m in metrics)
-    from protstore.store.schemas import check_document
+    from protstore.schemas import check_document
     for name, schema in (("config.json", "train_config"), ("run.json", "run"),
                          ("priors.json", "priors")):
         check_document(json.loads((d / name).read_text()), schema, name)

@@ -89,7 +89,7 @@ def test_flags_override_the_file(tmp_path):
 def test_every_option_of_train_is_settable_in_the_file(tmp_path):
     """Walks the train subcommand's parser: each option is a TrainConfig key (at the top level)
     or a key of the [run] table, and a file setting all of them resolves to what it says."""
-    from protstore.store.schemas import load_schema
+    from protstore.schemas import load_schema
     fields = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
     assert set(load_schema("train_config")["properties"]) == fields  # the file's top level
     run_keys = _train_actions()

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings, strategies as st
 from xarray.core import indexing
 
 import protstore
-from conftest import write_mdcath
+from helpers import write_mdcath
 from protstore.batching import make_plan, views
 from protstore.errors import ProtstoreError
 from protstore.ingest import ingest

@@ -353,7 +353,7 @@ def test_direct_path_leaves_sharded_and_unknown_layouts_to_zarr(tmp_path, monkey
 def multichunk(tmp_path_factory):
     """12 small proteins of 160 frames (2 temperatures x 2 replicas) in 1 KiB chunks: each
     protein spans about 10 chunks, as an mdCATH protein spans many."""
-    from conftest import write_mdcath
+    from helpers import write_mdcath
 
     tmp = tmp_path_factory.mktemp("multichunk")
     protstore.store.create_store(tmp / "s.zarr", protstore.Encoding(chunk_bytes=1024))
@@ -458,7 +458,7 @@ def test_process_shares_together_are_the_single_process_epoch(multichunk, last):
 def varied(tmp_path_factory):
     """8 proteins of 3 to 8 beads in one bucket, 80 frames each in 1 KiB chunks: padded rows
     of every width, 3 to 8 chunks per protein; with each protein's data as loaded."""
-    from conftest import write_mdcath
+    from helpers import write_mdcath
 
     tmp = tmp_path_factory.mktemp("varied")
     protstore.store.create_store(tmp / "s.zarr", protstore.Encoding(chunk_bytes=1024))

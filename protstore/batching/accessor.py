@@ -77,3 +77,4 @@ class ProtAccessor:
         if mask.dims != ("atom",):
             raise ValueError("unpad needs a per-atom mask (a single protein)")
         return self._ds.isel(atom=np.flatnonzero(mask.values > 0))
+

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import PlanError
 from ..store.digest import json_digest
 
@@ -577,7 +577,7 @@ def protein_runs(store, pid: str) -> list[int]:
 
 def save_plan(store, plan: BucketPlan, *, overwrite: bool = False) -> None:
     """Validate ``plan`` against ``schemas/plan.json`` and store it as ``plans/<name>``."""
-    from ..store.schemas import check_document
+    from ..schemas import check_document
 
     doc = plan.to_doc()
     check_document(doc, "plan", f"plan {plan.name!r}")

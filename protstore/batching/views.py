@@ -12,7 +12,7 @@ from ..errors import ProtstoreError
 from ..store import Store
 from ..store.chunks import LazyFrames
 from ..store.store import DASK_CHUNK_BYTES
-from ..store.writer import io_pool
+from ..pools import io_pool
 from ..vocab import PAD
 from . import accessor  # noqa: F401  (registers ds.prot)
 from .sample import BEAD_FIELDS, padded_topology

@@ -15,8 +15,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError, StoreError
-from ..store.location import Location, as_location
-from ..store.schemas import check_document, schema_dir
+from ..location import Location, as_location
+from ..schemas import check_document, schema_dir
 from .observables import labels
 
 TRAJECTORY_DOC = "protstore_trajectory"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plotting import new_figure, save_figure
-from ..store.layout import KB_KCAL_PER_MOL_K
+from ..units import KB_KCAL_PER_MOL_K
 from . import divergence as dv
 
 UNIT_LABELS = {"angstrom": "Å", "radian": "rad", "1": ""}

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError, ProtstoreError
-from ..store.location import Location, as_location
-from ..store.schemas import dumps_document
+from ..location import Location, as_location
+from ..schemas import dumps_document
 from . import divergence as dv
 from . import observables as obs
 from .inputs import (TEMPERATURE_TOLERANCE, Ensemble, check_same_protein, open_trajectory,

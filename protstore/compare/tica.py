@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ProtstoreError
-from ..store.layout import KB_KCAL_PER_MOL_K
+from ..units import KB_KCAL_PER_MOL_K
 
 LAGTIME = 1  # saved reference frames
 MIN_PAIRS = 10  # time-lagged pairs the reference needs for a fit

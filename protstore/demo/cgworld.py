@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..store.layout import KB_KCAL_PER_MOL_K
+from ..units import KB_KCAL_PER_MOL_K
 from ..vocab import STANDARD_RESIDUES
 
 AMU_A2_PER_PS2 = 418.4  # (kcal/mol/Å) / amu -> Å/ps²

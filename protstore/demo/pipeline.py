@@ -15,7 +15,7 @@ from ..compare import compare
 from ..errors import ProtstoreError
 from ..ema import compute_ema
 from ..evaluate import evaluate, pooled_by_sample
-from ..model.fit import fit_priors_to_file
+from ..train.priors import fit_priors_to_file
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
 from ..report import store_info

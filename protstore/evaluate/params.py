@@ -13,7 +13,7 @@ from ..checkpoints import check_same_structure, leaf_signature, read_checkpoint
 from ..errors import CheckpointError
 from ..errors import ConfigError, PickleRefusedError, ProtstoreError
 from ..model.energy import DEFAULT_MODEL, trusted_model
-from ..store.location import as_location
+from ..location import as_location
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from ..batching import BucketPlan
 from ..errors import ProtstoreError
 from ..model.energy import MODES
 from ..store import Store
-from ..store.location import as_location
+from ..location import as_location
 from ..store.quiet import quiet_zarr
-from ..store.schemas import dumps_document
+from ..schemas import dumps_document
 from ..vocab import PAD_ID, VOCABULARY
 from .compute import error_dataset, select
 from .params import ModelParams, load_params

@@ -1,7 +1,8 @@
 """Ingest from source formats: mdCATH HDF5, predecessor NPZ, MD trajectories (MDAnalysis); CG map;
 frame validation."""
 
-from .pipeline import IngestOptions, IngestReport, ingest, ingest_protein
+from .api import ingest
+from .pipeline import IngestOptions, IngestReport, ingest_protein
 from .validate import FrameChecks
 
 __all__ = ["FrameChecks", "IngestOptions", "IngestReport", "ingest", "ingest_protein"]

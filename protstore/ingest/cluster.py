@@ -22,8 +22,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import ClusterError
-from ..store import Store
-from .pipeline import IngestOptions, IngestReport
+from ..store import Store, open_store
+from .pipeline import IngestOptions, IngestReport, failure, ingest_local
 
 
 NO_WORKER_S = 60.0  # a nanny restarts a dead worker within seconds; none for a minute: gone
@@ -34,12 +34,9 @@ def ingest_file_task(path: str, url: str, storage_options: dict | None,
                      options: IngestOptions) -> tuple[IngestReport, list[str], int]:
     """Run on a worker: ingest one file into the store at ``url``. Returns the file's report,
     the lines it logged and the frames now stored for its proteins."""
-    from ..store import open_store
-    from .pipeline import ingest
-
     store = open_store(url, mode="r+", storage_options=storage_options)
     lines: list[str] = []
-    report = ingest([path], store, options, progress=False, log=lines.append)
+    report = ingest_local([path], store, options, progress=False, log=lines.append)
     done = report.written + report.replaced + report.skipped
     frames = sum(store.protein_doc(p)["n_frames"] for p in done if p in store)
     return report, lines, frames
@@ -78,8 +75,6 @@ def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: Ingest
                 try:
                     results[i] = future.result()
                 except Exception as exc:  # noqa: BLE001 - a task's failure is that file's failure
-                    from .pipeline import failure
-
                     results[i] = (IngestReport(failed={paths[i]: failure(exc, paths[i])}), [],
                                   0)
                 for line in results[i][1]:

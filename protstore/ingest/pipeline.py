@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError, ProteinExistsError, ProtstoreError
 from ..prefetch import prefetch
 from ..timeseries import RunSeries
@@ -110,21 +110,11 @@ def open_sources(path: Path, options: IngestOptions) -> list[ProteinSource]:
                      f"MD trajectory with --topology: {', '.join(sorted(MD_FORMATS))})")
 
 
-def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = IngestOptions(),
-           *, progress: bool = True, log: Callable[[str], None] | None = None,
-           client=None) -> IngestReport:
-    """Ingest source files into ``store`` (opened with mode ``"a"``).
-
-    Each protein is validated frame by frame, written to a private staging group in frame
-    blocks, committed (:meth:`~protstore.store.Store.commit`) and added to the catalog; a
-    protein that fails is not written and the others still are. With ``client`` (a
-    ``dask.distributed.Client``) the files are ingested on its workers
-    (:mod:`protstore.ingest.cluster`), which must reach the store and the files.
+def ingest_local(paths: Iterable[str | Path], store: Store,
+                 options: IngestOptions = IngestOptions(), *, progress: bool = True,
+                 log: Callable[[str], None] | None = None) -> IngestReport:
+    """Ingest source files into ``store`` in this process (see :func:`protstore.ingest.ingest`).
     """
-    if client is not None:
-        from .cluster import ingest_on_cluster
-
-        return ingest_on_cluster(paths, store, options, client, progress=progress, log=log)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     report = IngestReport()
     for line in store.recover_staging():

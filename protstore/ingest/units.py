@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..store.layout import KB_KCAL_PER_MOL_K
+from ..units import KB_KCAL_PER_MOL_K
 
 #: K: the temperatures MD of proteins is run at, with a margin; an implied temperature outside
 #: it means the forces are not in the units they claim

@@ -27,13 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, SimulationUnstable, TrajectoryError
 from ..evaluate.params import ModelParams, checked, load_params
 from ..model.energy import load_model, total_energy
 from ..model.topology import build_topology
-from ..store.layout import KB_KCAL_PER_MOL_K, chain_codes
-from ..store.location import Location, as_location
+from ..store.layout import chain_codes
+from ..units import KB_KCAL_PER_MOL_K
+from ..location import Location, as_location
 from .checks import Diagnostics, failures, frame_diagnostics, remedy
 from .integrator import BAOABState, baoab, kinetic_temperature
 from .masses import MASSES_DESCRIPTION, internal_masses

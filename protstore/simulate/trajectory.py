@@ -30,10 +30,11 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import TrajectoryError
-from ..store.layout import UNITS, Encoding
-from ..store.location import Location
+from ..store.layout import Encoding
+from ..units import UNITS
+from ..location import Location
 from ..store.quiet import quiet_zarr
-from ..store.schemas import check_document
+from ..schemas import check_document
 from ..store.writer import write_group_metadata
 
 TRAJECTORY_DOC = "protstore_trajectory"

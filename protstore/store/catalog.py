@@ -42,7 +42,8 @@ from typing import NamedTuple
 
 from ..errors import CatalogWarning, StoreError
 from .digest import json_digest
-from .location import Location
+from .layout import check_protein_id
+from ..location import Location
 
 CATALOG = "catalog"
 CATALOG_DOC = "protstore_catalog"
@@ -145,7 +146,6 @@ def merge_segments(segments: list[dict[str, dict | None]]) -> dict[str, dict]:
 
 
 def valid_id(pid) -> bool:
-    from .store import check_protein_id  # the one rule for protein ids
 
     try:
         check_protein_id(pid)

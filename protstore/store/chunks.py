@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from xarray.core import indexing
 from zarr.storage import FsspecStore, LocalStore
 
 from ..errors import ChunkError
+from ..pools import codec_pool
 
 _BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _ENDIAN = {"little": "<", "big": ">"}
@@ -484,12 +484,3 @@ def _with_crc32c(payload) -> bytes:
     """``payload`` followed by its CRC32C (4 bytes, little endian)."""
     payload = memoryview(payload).cast("B")
     return b"".join((payload, crc32c.crc32c(payload).to_bytes(4, "little")))
-
-
-@functools.cache
-def codec_pool() -> ThreadPoolExecutor:
-    """The process's pool for chunk decodes and encodes (Blosc and zstd release the GIL)."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="protstore-codec")
-
-
-os.register_at_fork(after_in_child=codec_pool.cache_clear)  # a forked child has no threads

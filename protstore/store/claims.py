@@ -22,7 +22,7 @@ import time
 import uuid
 
 from ..errors import ClaimError
-from .location import Location
+from ..location import Location
 
 CLAIMS = ".claims"
 LEASE_S = 600.0

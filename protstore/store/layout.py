@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec, ZstdCodec
 
+from ..errors import StoreError
 from .chunks import compressor_from_spec
 
 FORMAT_VERSION = 2
@@ -33,13 +35,6 @@ STAGING = ".staging"
 LOCK = ".lock"
 CREATING = ".creating-"  # prefix of the hidden directory a store is made in
 
-UNITS = {
-    "R": "angstrom",
-    "F": "kcal/mol/angstrom",
-    "energy": "kcal/mol",
-    "temperature": "kelvin",
-}
-KB_KCAL_PER_MOL_K = 0.0019872041
 
 FRAME, ATOM, XYZ = "frame", "atom", "xyz"
 PER_ATOM = ("resname", "species", "resid", "chain")
@@ -135,3 +130,17 @@ def chain_codes(labels) -> np.ndarray:
     labels = np.array([str(c) for c in labels])
     _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
     return np.argsort(np.argsort(first))[codes].astype(np.int32)
+
+
+PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RESERVED_IDS = ("zarr.json",)  # a group named so would be its parent's metadata file
+
+
+def check_protein_id(protein_id: str) -> str:
+    """Return ``protein_id`` if it is a safe group name, else raise :class:`StoreError`."""
+    if not isinstance(protein_id, str) or not PROTEIN_ID.match(protein_id) \
+            or protein_id in RESERVED_IDS:
+        shown = protein_id if len(str(protein_id)) <= 40 else f"{protein_id[:40]}..."
+        raise StoreError(f"invalid protein id {shown!r}: use 1-128 characters from "
+                         f"A-Z a-z 0-9 _ . - , starting with a letter or digit (not zarr.json)")
+    return protein_id

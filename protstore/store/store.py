@@ -23,7 +23,6 @@ import contextlib
 import json
 import functools
 import os
-import re
 import shutil
 import uuid
 import warnings
@@ -36,27 +35,25 @@ import xarray as xr
 import zarr
 from xarray.core.indexing import LazilyIndexedArray
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CatalogWarning, ProteinExistsError, ProtstoreError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .catalog import CATALOG, append_segment, read_catalog, replace_segments, segment_names
 from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
 from .claims import claim, live_claim
 from .digest import metadata_mismatch
+from ..units import UNITS
 from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, PER_ATOM, PER_FRAME, PLANS,
-                     PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, UNITS, XYZ, Encoding, protein_path)
-from .location import Location, fsync_paths
+                     PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, XYZ, Encoding, check_protein_id,
+                     protein_path)
+from ..location import Location, fsync_paths, fsync_tree
 from .lock import store_lock
 from .quiet import quiet_zarr
-from .schemas import check_document
+from ..schemas import check_document
 from .staging import REPLACED, WRITE, parse_staging, staging_name
-from .writer import ProteinWriter, fsync_tree
+from .writer import ProteinWriter
 
 DASK_CHUNK_BYTES = 128 << 20  # dask's own default chunk size
-PROTEIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-RESERVED_IDS = ("zarr.json",)  # a group named so would be its parent's metadata file
 
 
 def dataset_attrs(doc: dict) -> dict:
@@ -68,16 +65,6 @@ def dataset_attrs(doc: dict) -> dict:
             "temperatures": [float("nan") if t is None else float(t)
                              for t in doc["temperatures"]],
             PROTEIN_DOC: json.dumps(doc, sort_keys=True, separators=(",", ":"))}
-
-
-def check_protein_id(protein_id: str) -> str:
-    """Return ``protein_id`` if it is a safe group name, else raise :class:`StoreError`."""
-    if not isinstance(protein_id, str) or not PROTEIN_ID.match(protein_id) \
-            or protein_id in RESERVED_IDS:
-        shown = protein_id if len(str(protein_id)) <= 40 else f"{protein_id[:40]}..."
-        raise StoreError(f"invalid protein id {shown!r}: use 1-128 characters from "
-                         f"A-Z a-z 0-9 _ . - , starting with a letter or digit (not zarr.json)")
-    return protein_id
 
 
 def group_document(attributes: dict | None = None) -> dict:
@@ -348,19 +335,6 @@ class Store:
     def plans(self) -> list[str]:
         """Names of the bucket plans stored in the store."""
         return self.list_attrs_groups(PLANS)
-
-    def plan(self, name: str):
-        """The stored :class:`~protstore.batching.BucketPlan` ``name``."""
-        from ..batching import load_plan
-
-        return load_plan(self, name)
-
-    def bucket(self, plan, k: int, split: str = "all", chunks: str | None = "auto") -> xr.Dataset:
-        """Lazy padded view of bucket ``k`` of ``plan`` (a plan or its name); see bucket_view."""
-        from ..batching import bucket_view
-
-        return bucket_view(self, self.plan(plan) if isinstance(plan, str) else plan, k, split,
-                           chunks)
 
     # ----------------------------------------------------------------------------- writing
     def _require_writable(self) -> Location:

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..batching.plan import check_plan, load_plan
 from ..errors import ChunkError, ProtstoreError
 from .chunks import ChunkReader, chunk_key
 from ..vocab import N_SPECIES, SPECIES_ID
 from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, protein_path
 from .digest import metadata_mismatch
-from .location import decode_json
-from .schemas import check_document
+from ..location import decode_json
+from ..schemas import check_document
 from .store import Store
 
 
@@ -30,7 +29,9 @@ class Finding:
 
 
 def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
-    """Every problem found, errors and warnings; an empty list means the store is sound."""
+    """Every problem found in the store's own data and metadata, errors and warnings; an empty
+    list means they are sound (the plans are checked by
+    :func:`protstore.batching.verify.verify_plans`)."""
     findings: list[Finding] = []
     try:
         check_document(store.doc, "store", f"{store.url} (root attrs[{STORE_DOC!r}])")
@@ -59,8 +60,7 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
 
 
 def _verify_listing(store: Store) -> Iterator[Finding]:
-    """Both directions: what the catalog lists against the groups there are, and what the
-    plans name against the proteins there are."""
+    """Both directions: what the catalog lists against the groups there are."""
     on_disk = set(store._protein_groups())
     for pid in store.proteins:
         if pid not in on_disk:
@@ -80,22 +80,6 @@ def _verify_listing(store: Store) -> Iterator[Finding]:
                 yield Finding("error", f"{store.url}/{protein_path(entry.name)}",
                               "a protein directory without zarr.json (damaged or half removed); "
                               "remove it and ingest the protein again")
-    for name in store.plans():
-        try:
-            plan = load_plan(store, name, check=False)  # staleness becomes a finding below
-        except ProtstoreError as exc:
-            yield Finding("error", f"{store.url}/plans/{name}", f"unreadable plan: {exc}")
-            continue
-        gone = [pid for pid in plan.proteins if pid not in on_disk]
-        if gone:  # stricter than the listing check_plan trusts: the group must be on disk
-            yield Finding("error", f"{store.url}/plans/{name}",
-                          f"names protein {gone[0]!r}, which is not in the store; make the plan "
-                          f"again (`protstore bucket --name {name} --overwrite`)")
-            continue
-        try:
-            check_plan(store, plan)
-        except ProtstoreError as exc:
-            yield Finding("error", f"{store.url}/plans/{name}", str(exc))
 
 
 def _verify_metadata(store: Store, pid: str) -> Iterator[Finding]:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from .chunks import ChunkWriter, codec_pool
+from .chunks import ChunkWriter
 from .digest import arrays_metadata_digests
+from ..units import UNITS
 from .layout import (ATOM, COORD_DTYPES, FRAME, PER_ATOM, PER_FRAME, PER_FRAME_CHUNK,
-                     PROTEIN_DOC, UNITS, XYZ, Encoding)
-from .location import Location, _fsync, fsync_paths
+                     PROTEIN_DOC, XYZ, Encoding)
+from ..location import Location, fsync_paths
+from ..pools import codec_pool, io_pool
 
 
 # R and F are written FLUSH_CHUNKS chunks at a time, compressed on the codec pool while the
@@ -307,28 +308,3 @@ def write_group_metadata(location: Location, attributes: dict, children: list[st
                                        "metadata": consolidated}}
     location.write_bytes("zarr.json", json.dumps(group).encode())
     return attributes
-
-
-def fsync_tree(path: Path, skip: set[str] = frozenset()) -> None:
-    """Flush a freshly written directory tree to disk before it is renamed into place.
-
-    The files (but those in ``skip``, paths already flushed) are flushed by a few threads at
-    once (fsync releases the GIL, and the device can merge the writes), then the directories
-    (but those in ``skip``): their new entries must reach the disk too."""
-    files, dirs = [], []
-    for dirpath, _, names in os.walk(path):
-        if dirpath not in skip:
-            dirs.append(dirpath)
-        files.extend(f for f in (os.path.join(dirpath, name) for name in names) if f not in skip)
-    list(io_pool().map(_fsync, files))
-    list(io_pool().map(_fsync, dirs))
-
-
-@functools.cache
-def io_pool() -> ThreadPoolExecutor:
-    """The process's pool of threads that mostly wait for the disk (fsync, metadata files):
-    more threads than cores."""
-    return ThreadPoolExecutor(8, thread_name_prefix="protstore-io")
-
-
-os.register_at_fork(after_in_child=io_pool.cache_clear)  # a forked child has no threads

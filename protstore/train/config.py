@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..model.energy import DEFAULT_MODEL
-from ..store.schemas import check_document
+from ..schemas import check_document
 
 SCHEDULES = ("interleaved", "sequential")
 LOSS_WEIGHTINGS = ("bead", "frame")
@@ -128,7 +128,7 @@ class TrainConfig:
 
 
 def _read_document(path) -> dict:
-    from ..store.location import as_location
+    from ..location import as_location
 
     try:
         return json.loads(as_location(path).read_bytes(""))
@@ -150,7 +150,7 @@ def config_format(path) -> str:
 def read_config_file(path, storage_options: dict | None = None) -> dict:
     """The document of a config file, by its suffix: TOML (``tomllib``), YAML (needs PyYAML)
     or JSON; a one-line ConfigError naming the file when it cannot be read or parsed."""
-    from ..store.location import as_location
+    from ..location import as_location
 
     fmt = config_format(path)
     try:
@@ -228,7 +228,7 @@ def check_fields(doc: dict, where: str) -> None:
     the key and what is allowed."""
     import jsonschema
 
-    from ..store.schemas import load_schema
+    from ..schemas import load_schema
 
     props = load_schema("train_config")["properties"]
     for key, value in doc.items():

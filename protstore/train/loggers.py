@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..errors import ConfigError
-from ..store.location import Location
-from ..store.schemas import load_schema
+from ..location import Location
+from ..schemas import load_schema
 
 
 @runtime_checkable

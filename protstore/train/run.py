@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..batching import BatchLoader, BucketPlan, LoaderConfig
 from ..batching.loader import bucket_batch_size
 from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is_finite,
@@ -41,11 +41,11 @@ from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is
 from ..errors import ConfigError, ProtstoreError, TrainingDiverged
 from ..model.energy import (batch_neighbor_census, load_model, neighbor_overflow, total_energy,
                            trusted_model)
-from ..model.fit import (PRIORS_DOC, check_temperatures, fit_priors_to_file, priors_from_doc,
-                         priors_to_doc, write_priors)
+from ..model.fit import PRIORS_DOC, priors_from_doc, priors_to_doc
+from .priors import check_temperatures, fit_priors_to_file, write_priors
 from ..store import Store
-from ..store.location import as_location
-from ..store.schemas import dumps_document
+from ..location import as_location
+from ..schemas import dumps_document
 from .config import TrainConfig
 from .loggers import MetricsLogger, check_loggers, open_loggers
 from .processes import barrier, is_main

@@ -24,7 +24,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import LocationError, UndecodableDocument
+from .errors import LocationError, UndecodableDocument
+from .pools import io_pool
 
 
 class Location:
@@ -221,8 +222,6 @@ class Location:
         first, array and group documents (``zarr.json``) next and this tree's own
         ``zarr.json`` last, then this tree is removed. ``each()`` is called after every copy."""
         if self.local:
-            from .writer import fsync_tree
-
             fsync_tree(Path(self.path))
             os.makedirs(os.path.dirname(dest.path), exist_ok=True)
             os.rename(self.path, dest.path)  # fails rather than replace a non-empty directory
@@ -302,3 +301,18 @@ def decode_json(blob: bytes | str, where: str):
 def as_location(where, storage_options: dict | None = None) -> Location:
     """``where`` (a path, a URL or a Location) as a :class:`Location`."""
     return where if isinstance(where, Location) else Location(where, storage_options)
+
+
+def fsync_tree(path: Path, skip: set[str] = frozenset()) -> None:
+    """Flush a freshly written directory tree to disk before it is renamed into place.
+
+    The files (but those in ``skip``, paths already flushed) are flushed by a few threads at
+    once (fsync releases the GIL, and the device can merge the writes), then the directories
+    (but those in ``skip``): their new entries must reach the disk too."""
+    files, dirs = [], []
+    for dirpath, _, names in os.walk(path):
+        if dirpath not in skip:
+            dirs.append(dirpath)
+        files.extend(f for f in (os.path.join(dirpath, name) for name in names) if f not in skip)
+    list(io_pool().map(_fsync, files))
+    list(io_pool().map(_fsync, dirs))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import jsonschema
 
-from ..errors import DocumentError
+from .errors import DocumentError
 
 _CANDIDATES = (
-    Path(__file__).resolve().parents[1] / "schemas",  # installed wheel: protstore/schemas
-    Path(__file__).resolve().parents[2] / "schemas",  # source checkout / editable install
+    Path(__file__).resolve().parent / "schemas",  # installed wheel: protstore/schemas
+    Path(__file__).resolve().parents[1] / "schemas",  # source checkout / editable install
 )
 
 

@@ -1,0 +1,3 @@
+"""The package version: a leaf every layer may import."""
+
+__version__ = "0.6.1"
