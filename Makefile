@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
 PIP_UPGRADE ?=
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast api bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: install
 # the fast tier: everything but the tests marked slow (training, simulation, several processes)
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# docs/api.md from the docstrings (a test fails when it is stale)
+api: install
+	$(PY) docs/gen_api.py
 
 bench: install
 	$(PY) benchmarks/bench_store.py

@@ -112,3 +112,16 @@ def test_a_url_where_a_local_path_is_needed_is_refused(tmp_path, capsys):
                  "--out", "s3://bucket/run"]) == 1
     assert "--out s3://bucket/run: a URL; export-npz writes local files" in capsys.readouterr().err
     assert not (Path.cwd() / "s3:").exists()
+
+
+def test_the_api_page_is_generated_from_the_current_docstrings():
+    """docs/api.md is what docs/gen_api.py writes now (`make api` after changing an API)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "gen_api.py"
+    spec = importlib.util.spec_from_file_location("gen_api", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    page = gen.render()
+    assert "### `open_store(" in page and "### `BatchLoader(" in page
+    assert page == gen.PAGE.read_text(), "docs/api.md is stale: run `make api`"
