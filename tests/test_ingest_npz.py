@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import protstore
-from protstore.errors import PickleRefusedError
+from protstore.errors import InputError, PickleRefusedError
 from protstore.ingest import IngestOptions, ingest
 from protstore.ingest.npz import open_npz
 
@@ -117,3 +117,29 @@ def test_combined_mask_disagreeing_with_n_atoms(tmp_path):
     _, report = _ingest(tmp_path, [tmp_path / "comb.npz"])
     (msg,) = report.failed.values()
     assert "mask disagrees with n_atoms=3 at frame 0" in msg and "comb.npz" in msg
+
+
+def test_a_zip_bomb_is_refused_before_it_is_expanded(tmp_path):
+    """64 MiB of zeros compress ~1000x: refused from the zip entry, nothing decompressed."""
+    import tracemalloc
+
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, R=np.zeros((2000, 2800, 3), np.float32),
+                        F=np.zeros((2000, 2800, 3), np.float32), resname=np.array(["ALA"] * 2800))
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    with pytest.raises(InputError, match=r"bomb.npz: member 'R.npy' expands .* zip bomb"):
+        open_npz(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_shapes_are_checked_from_the_headers_before_reading(tmp_path):
+
+    path = tmp_path / "flat.npz"
+    np.savez(path, R=np.zeros((4, 9), np.float32), F=np.zeros((4, 3, 3), np.float32),
+             resname=np.array(["ALA"] * 3))
+    with pytest.raises(InputError, match=r"flat.npz: R has shape \(4, 9\), expected"):
+        open_npz(path)

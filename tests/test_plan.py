@@ -418,3 +418,33 @@ def test_ingest_records_each_runs_autocorrelation_time(demo_store):
     plan = plan_from_store(store, name="auto", split="frame", val_fraction=0.25)
     assert plan.split.autocorr[pid] == pytest.approx(recorded)
     assert plan.split.leakage_tau is not None
+
+
+def test_a_damaged_plan_document_is_a_finding_of_validate_and_an_error_naming_it(
+        tmp_path, capsys):
+    """A plan whose document lost a field: validate reports it (no crash); loading it is a
+    one-line error naming the plan."""
+    import json
+
+    import protstore
+    from protstore.batching import load_plan, make_plan, save_plan
+    from protstore.cli import main
+    from protstore.errors import ProtstoreError
+    from helpers import write_mdcath
+
+    write_mdcath(tmp_path / "mdcath_dataset_p1.h5", domain="p1")
+    assert main(["ingest", str(tmp_path / "mdcath_dataset_p1.h5"), "--store",
+                 str(tmp_path / "s.zarr"), "--no-progress"]) == 0
+    store = protstore.open_store(tmp_path / "s.zarr", mode="a")
+    save_plan(store, make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
+                               name="p", n_buckets=1))
+    meta_path = tmp_path / "s.zarr" / "plans" / "p" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["attributes"]["protstore_plan"]["buckets"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ProtstoreError, match=r"plans/p.*buckets"):
+        load_plan(protstore.open_store(tmp_path / "s.zarr"), "p")
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "s.zarr"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "plans/p: unreadable plan" in out and "1 error(s)" in out

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import PlanError
+from ..schemas import check_document
 from ..store.digest import json_digest
 
 COSTS = {"linear": 1, "pair": 2}
@@ -577,8 +578,6 @@ def protein_runs(store, pid: str) -> list[int]:
 
 def save_plan(store, plan: BucketPlan, *, overwrite: bool = False) -> None:
     """Validate ``plan`` against ``schemas/plan.json`` and store it as ``plans/<name>``."""
-    from ..schemas import check_document
-
     doc = plan.to_doc()
     check_document(doc, "plan", f"plan {plan.name!r}")
     store.write_attrs_group(f"plans/{plan.name}", PLAN_DOC, doc, overwrite=overwrite)
@@ -587,7 +586,9 @@ def save_plan(store, plan: BucketPlan, *, overwrite: bool = False) -> None:
 def load_plan(store, name: str, *, check: bool = True) -> BucketPlan:
     """The plan ``name`` stored in ``store``; with ``check``, refused if stale
     (:func:`check_plan`)."""
-    plan = BucketPlan.from_doc(store.read_attrs_group(f"plans/{name}", PLAN_DOC))
+    doc = store.read_attrs_group(f"plans/{name}", PLAN_DOC)
+    check_document(doc, "plan", f"{store.url}/plans/{name}")  # a damaged or edited plan
+    plan = BucketPlan.from_doc(doc)
     if check:
         check_plan(store, plan)
     return plan

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,42 +23,82 @@ NPZ_MAP = {"name": "precomputed", "position": "as stored in the NPZ file (R)",
            "force": "as stored in the NPZ file (F)"}
 
 
-def pickled_members(path: Path) -> list[str]:
-    """Keys of an .npz whose arrays hold Python objects (loading them would unpickle)."""
-    found = []
+# A member may expand to at most this many times its compressed size once it is this large:
+# positions and forces compress ~1.2-3x, so a larger ratio is a zip bomb, refused before it is
+# expanded into memory.
+MAX_EXPANSION = 200
+EXPANSION_CHECKED_BYTES = 64 << 20
+
+
+class Member(NamedTuple):
+    """An .npz member as its zip entry and .npy header declare it (nothing decompressed but the
+    header)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    file_size: int  # bytes once decompressed
+    compress_size: int
+
+
+def npz_members(path: Path) -> dict[str, Member]:
+    """The members of an .npz file by key, from their headers: refused when a member is not a
+    ``.npy`` array or would expand more than :data:`MAX_EXPANSION` times."""
+    found = {}
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 raise InputError(f"{path}: member {info.filename!r} is not a .npy array (an .npz "
                                  f"holds only .npy members)")
+            if (info.file_size >= EXPANSION_CHECKED_BYTES
+                    and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)):
+                raise InputError(
+                    f"{path}: member {info.filename!r} expands from {info.compress_size} to "
+                    f"{info.file_size} bytes (over {MAX_EXPANSION}x; real positions and forces "
+                    f"compress ~3x): refused as a zip bomb, nothing was expanded")
             with zf.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                else np.lib.format.read_array_header_2_0)
-                _, _, dtype = read_header(fh)
-            if dtype.hasobject:
-                found.append(info.filename[:-4])
+                shape, _, dtype = read_header(fh)
+            if not dtype.hasobject and np.prod(shape, dtype=np.int64) * dtype.itemsize \
+                    > info.file_size:
+                raise InputError(f"{path}: member {info.filename!r} declares a {shape} "
+                                 f"{dtype} array but holds only {info.file_size} bytes")
+            found[info.filename[:-4]] = Member(tuple(shape), dtype, info.file_size,
+                                               info.compress_size)
     return found
+
+
+def _check_declared(path: Path, members: dict[str, Member]) -> None:
+    """R and F as their headers declare them, before anything is read."""
+    missing = [k for k in REQUIRED if k not in members]
+    if missing:
+        raise InputError(f"{path}: missing required key(s) {', '.join(missing)} "
+                         f"(needs R, F, resname)")
+    for name in ("R", "F"):
+        m = members[name]
+        if len(m.shape) != 3 or m.shape[-1] != 3:
+            raise InputError(f"{path}: {name} has shape {m.shape}, expected (frames, atoms, 3)")
+        if m.dtype.kind != "f":
+            raise InputError(f"{path}: {name} has dtype {m.dtype}, expected floating point")
 
 
 def _load(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
     try:
-        pickled = pickled_members(path)
+        members = npz_members(path)
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    pickled = [k for k, m in members.items() if m.dtype.hasobject]
     if pickled and not allow_pickle:
         raise PickleRefusedError(
             f"{path}: keys {', '.join(pickled)} hold pickled Python objects, and unpickling can "
             f"run arbitrary code; pass --allow-pickle only if you trust this file")
+    _check_declared(path, members)
     try:
         with np.load(path, allow_pickle=allow_pickle) as data:
             arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: an array does not read ({type(exc).__name__}: {exc})") from None
-    missing = [k for k in REQUIRED if k not in arrays]
-    if missing:
-        raise InputError(f"{path}: missing required key(s) {', '.join(missing)} "
-                         f"(needs R, F, resname)")
     return arrays
 
 
