@@ -37,7 +37,7 @@ def _ingest(args) -> int:
         strict=args.strict, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         allow_unknown=args.allow_unknown, protein_id=args.id, temperature=args.temperature,
         length_units=args.length_units, force_units=args.force_units,
-        topology=args.topology, md_format=args.format)
+        topology=args.topology, md_format=args.format, break_claims=args.break_claim)
     if args.id is not None:
         from .store import check_protein_id
 
@@ -482,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace proteins already in the store")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read NPZ files holding pickled objects (only for files you trust)")
+    p.add_argument("--break-claim", action="store_true",
+                   help="object storage: take over proteins whose write claim is live, when you "
+                        "know their writer is dead (a live one then commits nothing)")
     p.add_argument("--allow-unknown", action="store_true",
                    help="map unknown residue names to the UNK species instead of failing")
     p.add_argument("--id", help="protein id for a single per-protein NPZ file or MD trajectory")

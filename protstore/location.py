@@ -232,6 +232,7 @@ class Location:
             self.copy(key, dest / key)
             if each is not None:
                 each()
+        self.remove("zarr.json")  # first: a half-removed tree is never taken for a whole one
         self.remove("", recursive=True)
 
     def remove(self, key: str, *, recursive: bool = False) -> None:

@@ -145,3 +145,53 @@ def test_a_run_on_s3_trains_resumes_averages_and_evaluates_as_a_local_one(
     errors = xr.open_zarr(f"{s3_bucket}/eval/final_per_residue_errors.zarr")
     assert errors.sizes["sample"] > 0
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_heartbeat_keeps_a_short_lease_and_a_dead_writer_is_broken_or_waited_out(s3_bucket):
+    loc = Location(f"{s3_bucket}/s.zarr")
+    first = claims.claim(loc, "p2", lease_s=0.6)
+    time.sleep(1.0)  # past the lease: only the heartbeat keeps it live
+    with pytest.raises(ClaimError, match="--break-claim"):
+        claims.claim(loc, "p2")
+    first._stop.set()  # the writer dies: no more beats
+    t0 = time.monotonic()
+    waited = claims.claim(loc, "p2", lease_s=60, wait_s=5.0)  # a retry waits out the lease
+    assert waited.generation == first.generation + 1 and time.monotonic() - t0 < 5.0
+    broken = claims.claim(loc, "p2", lease_s=60, take_over=True)  # the user knows better
+    assert broken.generation == waited.generation + 1
+    with pytest.raises(ClaimError, match="another writer took over"):
+        waited.check_held()
+    broken.release()
+    waited.release()
+    first.release()
+    assert loc.listdir(".claims/p2") == []
+
+
+def test_an_overwrite_interrupted_on_s3_keeps_the_old_copy(tmp_path, s3_bucket, sources,
+                                                           monkeypatch):
+    url = f"{s3_bucket}/s.zarr"
+    store = protstore.open_store(url, mode="a")
+    ingest(sources[:1], store, progress=False, log=_quiet)
+    before = protstore.open_store(url).protein("aa1").R.values
+    write_mdcath(tmp_path / "aa1_new.h5", domain="aa1", frames=3, seed=9)
+    publish = Location.publish
+
+    def dies_publishing_the_new_copy(self, dest, each=None):
+        if "/.staging/write@" in self.path:
+            self.copy("R/zarr.json", dest / "R/zarr.json")  # a torn group (its own zarr.json
+            raise KeyboardInterrupt  # comes last), then the kill
+        return publish(self, dest, each)
+
+    monkeypatch.setattr(Location, "publish", dies_publishing_the_new_copy)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([tmp_path / "aa1_new.h5"], store,
+               protstore.ingest.IngestOptions(overwrite=True), progress=False, log=_quiet)
+    monkeypatch.setattr(Location, "publish", publish)
+    for name in protstore.open_store(url).location.listdir(".claims/aa1"):  # the dead writer's
+        Location(f"{url}/.claims/aa1").remove(name)
+    lines = protstore.open_store(url, mode="r+").recover_staging()
+    assert any("restored protein 'aa1' from an interrupted replace" in line for line in lines)
+    fresh = protstore.open_store(url)
+    assert fresh.protein_doc("aa1")["n_frames"] == before.shape[0] != 9
+    np.testing.assert_array_equal(fresh.protein("aa1").R.values, before)
+    assert verify_store(fresh) == []

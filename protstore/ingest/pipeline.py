@@ -49,6 +49,10 @@ class IngestOptions:
     md_format : MDAnalysis's format name of the trajectories (default: from the suffix);
         reads any file as an MD trajectory.
     block_bytes : source bytes read per frame block (bounds memory).
+    break_claims : on object storage, take a protein over from a writer whose claim is live
+        (one the user knows is dead; see :mod:`protstore.store.claims`).
+    claim_wait_s : on object storage, wait up to this long for a live claim to expire (a
+        cluster ingest's retry of a killed task waits out the dead writer's lease).
     """
 
     temperatures: tuple[int, ...] | None = None
@@ -65,6 +69,8 @@ class IngestOptions:
     md_format: str | None = None
     block_bytes: int = 64 << 20
     checks: FrameChecks = FrameChecks()
+    break_claims: bool = False
+    claim_wait_s: float = 0.0
 
 
 @dataclass
@@ -254,7 +260,8 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
     try:
         writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
                               species=species_ids(resname), resid=source.resid,
-                              chain=source.chain)
+                              chain=source.chain, take_over=options.break_claims,
+                              wait_s=options.claim_wait_s)
     except BaseException:
         blocks.close()
         raise

@@ -11,13 +11,21 @@ contender wins; a live claim is a :class:`~protstore.errors.ClaimError` naming i
 Before its commit the holder checks that its claim is still the newest, so a writer that
 stalled past its lease and was replaced commits nothing.
 
-This assumes the writers' clocks agree to well within the lease (``LEASE_S``), as any
-lease-based protocol does.
+The lease is short (:data:`LEASE_S`) and renewed by a heartbeat thread while the claim is held,
+so a killed writer keeps its protein out for at most a lease, however long its writes take. A
+user who knows the holder is dead takes over at once (``take_over``, ``protstore ingest
+--break-claim``): the broken holder, if it was alive after all, commits nothing, since its
+commit checks that its claim is still the newest. A retry of a writer that died (a cluster
+task run again) may wait for the lease instead (``wait_s``).
+
+This assumes the writers' clocks agree to well within the lease, as any lease-based protocol
+does.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 
@@ -25,7 +33,8 @@ from ..errors import ClaimError
 from ..location import Location
 
 CLAIMS = ".claims"
-LEASE_S = 600.0
+LEASE_S = 60.0
+WAIT_POLL_S = 1.0
 
 
 class Claim:
@@ -37,6 +46,22 @@ class Claim:
         self.write_id = uuid.uuid4().hex[:12]
         self.started = time.time()
         self._renewed = 0.0
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def start_heartbeat(self) -> None:
+        """Renew the lease every third of it from a daemon thread until :meth:`release` (a
+        failed renewal is retried at the next beat; the commit's check decides)."""
+        def beat():
+            while not self._stop.wait(max(self.lease_s / 3, 0.1)):
+                try:
+                    self.renew(force=True)
+                except Exception:  # noqa: BLE001 - a missed beat is not fatal by itself
+                    pass
+
+        self._heartbeat = threading.Thread(target=beat, daemon=True,
+                                           name=f"protstore-claim-{self.protein_id}")
+        self._heartbeat.start()
 
     @property
     def key(self) -> str:
@@ -61,7 +86,8 @@ class Claim:
                              f"expired and another writer took over; nothing was committed")
 
     def release(self) -> None:
-        """Remove this claim and the expired ones before it."""
+        """Stop the heartbeat; remove this claim and the expired ones before it."""
+        self._stop.set()
         for generation in _generations(self.store, self.protein_id):
             if generation <= self.generation:
                 self.store.remove(f"{CLAIMS}/{self.protein_id}/{generation:08d}")
@@ -85,15 +111,23 @@ def live_claim(store: Location, protein_id: str) -> tuple[int | None, dict | Non
     return newest, doc if doc.get("expires", 0) > time.time() else None
 
 
-def claim(store: Location, protein_id: str, lease_s: float = LEASE_S) -> Claim:
-    """Claim ``protein_id`` for writing, or raise ClaimError naming the live holder."""
+def claim(store: Location, protein_id: str, lease_s: float = LEASE_S, *,
+          take_over: bool = False, wait_s: float = 0.0) -> Claim:
+    """Claim ``protein_id`` for writing, or raise ClaimError naming the live holder.
+
+    ``take_over``: claim it even from a live holder (one the user knows is dead);
+    ``wait_s``: wait up to this long for a live holder's lease to end first."""
     newest, doc = live_claim(store, protein_id)
-    if doc is not None:
+    deadline = time.monotonic() + wait_s
+    while doc is not None and not take_over and time.monotonic() < deadline:
+        time.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0.0)))
+        newest, doc = live_claim(store, protein_id)
+    if doc is not None and not take_over:
         raise ClaimError(
             f"{store.url}: protein {protein_id!r} is being written by another writer "
             f"(host {doc.get('host')!r}, since {time.ctime(doc.get('started', 0))}); "
-            f"run again later (its claim expires at {time.ctime(doc['expires'])} if that "
-            f"writer died)")
+            f"run again after its claim expires at {time.ctime(doc['expires'])}, or with "
+            f"--break-claim if you know that writer is dead")
     held = Claim(store, protein_id, 0 if newest is None else newest + 1, lease_s)
     held._renewed = time.time()
     try:
@@ -101,4 +135,5 @@ def claim(store: Location, protein_id: str, lease_s: float = LEASE_S) -> Claim:
     except FileExistsError:
         raise ClaimError(f"{store.url}: protein {protein_id!r}: another writer claimed it at "
                          f"the same moment; run again later") from None
+    held.start_heartbeat()
     return held

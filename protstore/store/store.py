@@ -357,12 +357,14 @@ class Store:
             yield
 
     def writer(self, protein_id: str, *, max_frames: int, resname, species, resid,
-               chain) -> ProteinWriter:
+               chain, take_over: bool = False, wait_s: float = 0.0) -> ProteinWriter:
         """A :class:`ProteinWriter` (at most ``max_frames`` frames) into a fresh private
-        staging group; on object storage, after claiming the protein."""
+        staging group; on object storage, after claiming the protein (``take_over`` and
+        ``wait_s``: see :func:`~protstore.store.claims.claim`)."""
         loc = self._require_writable()
         check_protein_id(protein_id)
-        held = None if self.local else claim(loc, protein_id)
+        held = None if self.local else claim(loc, protein_id, take_over=take_over,
+                                             wait_s=wait_s)
         name = staging_name(WRITE, protein_id) if held is None else \
             f"{WRITE}@{held.write_id}@{protein_id}"
         try:
@@ -429,15 +431,21 @@ class Store:
             writer.abort()
             self._catalog({pid: self.committed_doc(pid)}, only_missing=True)
             return status
+        aside = None
         if status == "replaced":
-            # no rename on object storage: the old copy leaves the catalog, then its group
-            # document (plain readers stop seeing it), then its objects
+            # no rename on object storage: the old copy leaves the catalog and moves aside into
+            # the staging area (its zarr.json copied last, removed first), where
+            # recover_staging() restores it if this commit is interrupted before the new one
+            # is whole; it is removed once the new copy is listed
             self._catalog({pid: None})
-            dest.remove("zarr.json")
-        dest.remove("", recursive=True)  # the old copy's, or a dead writer's leftovers
+            aside = loc / STAGING / staging_name(REPLACED, pid)
+            dest.publish(aside, each=held.renew)
+        dest.remove("", recursive=True)  # a dead writer's leftovers
         held.renew(force=True)
         writer.location.publish(dest, each=held.renew)  # the group's zarr.json last: the commit
         self._catalog({pid: writer.doc})
+        if aside is not None:
+            aside.remove("", recursive=True)
         return status
 
     def _existing(self, writer: ProteinWriter, pid: str, overwrite: bool) -> str:
@@ -516,10 +524,7 @@ class Store:
         with self.lock():
             for name in loc.listdir(STAGING):
                 if not self.local:
-                    if live_claim(loc, name.split("@", 2)[-1])[1] is not None:
-                        continue  # its writer is at work
-                    loc.remove(f"{STAGING}/{name}", recursive=True)
-                    done.append(f"removed unfinished staging group {name}")
+                    done.extend(self._recover_remote(name))
                     continue
                 info = parse_staging(name)
                 entry = self.root / STAGING / name
@@ -535,6 +540,26 @@ class Store:
                 shutil.rmtree(entry, ignore_errors=True)
                 done.append(f"removed unfinished staging group {name}")
         return done
+
+    def _recover_remote(self, name: str) -> list[str]:
+        """One staging prefix on object storage whose protein has no live claim: an old copy
+        set aside by an interrupted overwrite goes back when the protein has no complete group
+        (and is listed again), anything else is removed."""
+        loc, info = self.location, parse_staging(name)
+        pid = info.protein_id if info is not None else name.split("@")[-1]
+        if live_claim(loc, pid)[1] is not None:
+            return []  # its writer is at work
+        entry, dest = loc / STAGING / name, loc / protein_path(pid)
+        if info is not None and info.kind == REPLACED and entry.exists("zarr.json") \
+                and not dest.exists("zarr.json"):
+            dest.remove("", recursive=True)  # the new copy's partial objects
+            entry.publish(dest)
+            self.ensure_listed(pid)
+            return [f"restored protein {pid!r} from an interrupted replace"]
+        loc.remove(f"{STAGING}/{name}", recursive=True)
+        if info is not None and info.kind == REPLACED and dest.exists("zarr.json"):
+            self.ensure_listed(pid)  # interrupted before the old copy had moved aside
+        return [f"removed unfinished staging group {name}"]
 
     def migrate(self) -> str | None:
         """Bring a format-1 store (the root's consolidated metadata lists every node) to
