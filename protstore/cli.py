@@ -262,8 +262,6 @@ def train_options(args) -> tuple[dict, dict]:
 
 
 def _train(args) -> int:
-    import json
-
     fields, options = train_options(args)
     for key, value in options.items():  # what the file gives, the flags did not
         setattr(args, key, value)
@@ -278,6 +276,35 @@ def _train(args) -> int:
             raise ProtstoreError("multi-process training needs all of --coordinator HOST:PORT, "
                                  "--num-processes N and --process-id I")
         init_processes(args.coordinator, args.num_processes, args.process_id)
+        try:
+            return _train_run(args, fields, options)
+        except BaseException as exc:  # noqa: BLE001 - every way out of a multi-process run
+            _leave_processes(args, exc)
+    return _train_run(args, fields, options)
+
+
+def _leave_processes(args, exc: BaseException) -> None:
+    """End this process of a multi-process run that failed: one line, then ``os._exit``, since
+    JAX's shutdown at interpreter exit waits for the dead peers at a barrier and then aborts the
+    process with a native stack dump."""
+    if isinstance(exc, ProtstoreError):
+        what = str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        what = "interrupted"
+    else:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        what = (f"process {args.process_id} of {args.num_processes}: the training processes "
+                f"lost each other ({type(exc).__name__}: {first[:200]}): another process died "
+                f"or its connection broke; committed checkpoints stay: start every process "
+                f"again with --resume RUN_DIR")
+    print(f"protstore: error: {what}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
+
+
+def _train_run(args, fields: dict, options: dict) -> int:
+    import json
 
     from .schemas import check_document
     from .train import TrainConfig, train
