@@ -294,6 +294,9 @@ def select_source(source: ProteinSource, selection: Selection | None) -> Protein
         return None
     if len(chosen) == len(runs):
         return source
+    if source.with_runs is None:
+        raise SelectionError(f"{where}: its reader cannot leave runs out: select on run fields "
+                             f"when making a plan (protstore bucket --select)")
     notes = tuple(f"{t:g}/{r}: not selected by --select" for i, (t, r, _) in
                   enumerate(source.runs) if i not in chosen)
     return source.with_runs(chosen, notes)
@@ -388,7 +391,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         bar.close()
         if writer.frames_queued == 0:
             common = collections.Counter(e["reason"] for e in excluded).most_common(1)
-            if not excluded:  # the stride took none (a source shorter than it is impossible)
+            if not excluded:  # no frame's source number is a multiple of the stride
                 raise InputError(f"{where}: protein {pid}: no frame on the stride "
                                  f"{options.stride}")
             raise InputError(f"{where}: protein {pid}: all {source.n_frames} frames failed "
