@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import protstore  # noqa: E402
-from conftest import write_mdcath  # noqa: E402
+from helpers import write_mdcath  # noqa: E402
 from protstore.store.verify import verify_store  # noqa: E402
 
 

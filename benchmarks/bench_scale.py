@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import protstore  # noqa: E402
-from conftest import write_mdcath  # noqa: E402
+from helpers import write_mdcath  # noqa: E402
 from protstore.batching import BatchLoader, LoaderConfig, plan_from_store, save_plan  # noqa: E402
 from protstore.ingest import ingest  # noqa: E402
 from protstore.store.catalog import append_segment  # noqa: E402

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 PAGE = Path(__file__).with_name("api.md")
-MODULES = ["protstore", "protstore.store", "protstore.ingest", "protstore.batching",
+MODULES = ["protstore", "protstore.store", "protstore.ingest", "protstore.batching", "protstore.selection",
            "protstore.model", "protstore.train", "protstore.checkpoints", "protstore.ema",
            "protstore.evaluate", "protstore.simulate", "protstore.compare", "protstore.errors"]
 

@@ -12,6 +12,7 @@ from ._version import __version__
 from .batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET, SPLITS
 from .errors import ProtstoreError
 from .location import as_location
+from .selection import FIELDS, INGEST_FIELDS
 from .train.config import FLAG_NAMES, LOSS_WEIGHTINGS
 
 
@@ -37,7 +38,8 @@ def _ingest(args) -> int:
         strict=args.strict, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         allow_unknown=args.allow_unknown, protein_id=args.id, temperature=args.temperature,
         length_units=args.length_units, force_units=args.force_units,
-        topology=args.topology, md_format=args.format, break_claims=args.break_claim)
+        topology=args.topology, md_format=args.format, break_claims=args.break_claim,
+        selection=_selection(args))
     if args.id is not None:
         from .store import check_protein_id
 
@@ -83,6 +85,15 @@ def _validate(args) -> int:
     return 1 if errors else 0
 
 
+def _selection(args):
+    """The --select / --stride / --max-frames-per-run of a command, as one Selection (None:
+    none given)."""
+    from .selection import Selection
+
+    chosen = Selection(args.select, args.stride, getattr(args, "max_frames_per_run", None))
+    return None if chosen.everything else chosen
+
+
 def _bucket(args) -> int:
     from .batching import plan_from_store, save_plan
 
@@ -91,9 +102,13 @@ def _bucket(args) -> int:
         store, name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
         strategy=args.strategy, cost=args.cost, pad_multiple=args.pad_multiple,
         max_waste=args.max_waste, split=args.split, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, seed=args.seed, block_frames=args.block_frames)
+        test_fraction=args.test_fraction, seed=args.seed, block_frames=args.block_frames,
+        selection=_selection(args), progress=not args.no_progress)
     save_plan(store, plan, overwrite=args.overwrite)
     print(plan.table())
+    if plan.selection is not None and len(plan.proteins) < len(store.proteins):
+        print(f"the selection keeps no frame of {len(store.proteins) - len(plan.proteins)} of "
+              f"the store's {len(store.proteins)} proteins: they are not in the plan")
     print(f"saved as plans/{plan.name} in {args.store}")
     return 0
 
@@ -526,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=_positive_float, metavar="K",
                    help="temperature of NPZ data that does not store one, and of MD "
                         "trajectories")
+    p.add_argument("--select", metavar="EXPR",
+                   help=f"ingest only the proteins (and mdCATH runs) for which this pandas "
+                        f"query condition holds, over {', '.join(INGEST_FIELDS)}, e.g. "
+                        f"\"n_residues <= 300 and temperature in (320, 348)\"")
+    p.add_argument("--stride", type=_positive_int, default=1, metavar="K",
+                   help="keep only the source frames whose number is a multiple of K "
+                        "(default 1: all)")
 
     p = command("info", _info, "summarise a store (metadata only)")
     p.add_argument("store")
@@ -563,6 +585,15 @@ def build_parser() -> argparse.ArgumentParser:
                         f"training frame; {BLOCK_FRAMES} when the store has no times)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a plan of the same name")
+    p.add_argument("--select", metavar="EXPR",
+                   help=f"use only the frames for which this pandas query condition holds, "
+                        f"over {', '.join(FIELDS)}, e.g. \"n_residues <= 300 and temperature "
+                        f"in (320, 348)\" (docs/reference.md: selections)")
+    p.add_argument("--stride", type=_positive_int, default=1, metavar="K",
+                   help="use every K-th stored frame of each run (default 1: all)")
+    p.add_argument("--max-frames-per-run", type=_positive_int, metavar="M",
+                   help="use at most M evenly spaced frames of each run (after --stride and "
+                        "--select)")
 
     p = command("export-npz", _export_npz,
                 "write bucket_N####.npz files in the predecessor's combined format")

@@ -62,6 +62,12 @@ class PlanError(ProtstoreError):
     """Invalid bucket-plan parameters, or a plan that does not fit the store."""
 
 
+class SelectionError(ProtstoreError):
+    """A ``--select`` expression that is not valid, names an unknown field, or names a field a
+    protein lacks (e.g. secondary structure of a source without DSSP); the message names the
+    expression and the protein."""
+
+
 class ConfigError(ProtstoreError):
     """An invalid training, loader or model option."""
 

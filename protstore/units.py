@@ -2,6 +2,7 @@
 Å, kcal/mol, kcal/mol/Å and K."""
 
 UNITS = {
+    "rg": "angstrom",
     "R": "angstrom",
     "F": "kcal/mol/angstrom",
     "energy": "kcal/mol",

@@ -14,11 +14,13 @@ def write_mdcath(path: Path, *, domain: str = "toy1", resnames=("MET", "HSD", "A
                  resids=None, chains=None, runs=((320, 0), (320, 1), (348, 0)), frames: int = 6,
                  force_scale: float = 10.0, coord_unit: str | None = "Angstrom",
                  force_unit: str | None = "kcal/mol/Angstrom", corrupt=None,
-                 forces_frames: int | None = None, seed: int = 0) -> dict:
+                 forces_frames: int | None = None, seed: int = 0, dssp=None) -> dict:
     """Write a small mdCATH-layout file with known atoms; return the ground truth.
 
     Each residue has atoms N, CA, C, O; CA beads sit 3.8 Å apart along x plus small noise.
     ``corrupt`` maps (T, replica, frame) -> 'nan' | 'overflow' | 'zero' | 'stretch'.
+    ``dssp`` maps (T, replica) -> DSSP letters [frames, n_res] written as the run's ``dssp``
+    (default: no dssp dataset).
     Returns {"ca": {(T, rep): [frames, n_res, 3]}, "force": {...}} computed with numpy.
     """
     rng = np.random.default_rng(seed)
@@ -72,6 +74,8 @@ def write_mdcath(path: Path, *, domain: str = "toy1", resnames=("MET", "HSD", "A
             if force_unit:
                 f.attrs["unit"] = force_unit
             run.attrs["numFrames"] = frames
+            if dssp is not None and (temp, rep) in dssp:
+                run.create_dataset("dssp", data=np.asarray(dssp[(temp, rep)], dtype="S1"))
             truth["ca"][(temp, rep)] = coords[:, 1::4]
             truth["force"][(temp, rep)] = forces.reshape(frames, n_res, len(ATOMS), 3).astype(
                 np.float64).sum(axis=2).astype(np.float32)

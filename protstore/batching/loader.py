@@ -180,7 +180,7 @@ class BatchLoader:
     def _bucket_units(self, k: int) -> list[tuple[int, np.ndarray]]:
         units = []
         for pid in self.plan.buckets[k].proteins:
-            frames = self.plan.split.frames(pid, self.plan.frames[pid], self.config.split)
+            frames = self.plan.part_frames(pid, self.config.split)
             if not len(frames):
                 continue
             chunk_of = frames // self._chunk(pid)

@@ -4,19 +4,27 @@ Boundaries are inclusive upper bounds: ``(100, 200)`` gives N <= 100, 100 < N <=
 Each bucket pads to the longest protein in it (optionally rounded up to a multiple of K). The
 cost of a padded frame is N_max (``linear``: per-bead work) or N_max² (``pair``: dense pair work);
 waste = 1 - real cost / padded cost, with every protein weighted by its frame count.
+
+A plan may select frames (:class:`~protstore.selection.Selection`: a condition over protein,
+run and frame fields, a stride, a cap per run): it records the selection and the frames it
+keeps of each protein (as ranges), and everything else, buckets, frame counts, waste and the
+train/validation/test split, is over those frames only; proteins it keeps no frame of are not
+in the plan. :meth:`BucketPlan.part_frames` gives the stored frames of a part.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .._version import __version__
-from ..errors import PlanError
+from ..errors import PlanError, SelectionError
 from ..schemas import check_document
+from ..selection import FIELDS, SS_FIELDS, Selection
 from ..store.digest import json_digest
 
 COSTS = {"linear": 1, "pair": 2}
@@ -326,11 +334,35 @@ class BucketPlan:
     lengths: dict[str, int]
     frames: dict[str, int]
     fingerprints: dict[str, str] = field(default_factory=dict)  # absent in older plans
+    # the frames used, when chosen by a selection: its recipe and, per protein, the stored
+    # frames it keeps as [start, stop, step] ranges (absent: every frame of every protein)
+    selection: Selection | None = None
+    selected: dict[str, list[list[int]]] = field(default_factory=dict)
 
     @property
     def proteins(self) -> list[str]:
         """All proteins of the plan, bucket by bucket; their positions are protein indices."""
         return [p for b in self.buckets for p in b.proteins]
+
+    def used_frames(self, protein: str) -> np.ndarray:
+        """Sorted indices [k] int64 of the stored frames of ``protein`` the plan uses: those its
+        selection keeps, else all ``frames[protein]``."""
+        if self.selection is None:
+            return np.arange(self.frames[protein], dtype=np.int64)
+        return frames_of_ranges(self.selected[protein])
+
+    def n_used(self, protein: str) -> int:
+        """Frames of ``protein`` the plan uses (``len(used_frames(protein))``)."""
+        if self.selection is None:
+            return int(self.frames[protein])
+        return sum(len(range(*r)) for r in self.selected[protein])
+
+    def part_frames(self, protein: str, part: str) -> np.ndarray:
+        """Sorted stored-frame indices [k] int64 of ``protein`` in ``part`` ('train', 'val',
+        'test' or 'all'): the split of the frames the plan uses (:meth:`used_frames`). What
+        the loader, the bucket views, fit-priors and evaluate read."""
+        used = self.used_frames(protein)
+        return used[self.split.frames(protein, len(used), part)]
 
     def total_waste(self) -> float:
         padded = sum(b.padded_cost for b in self.buckets)
@@ -345,13 +377,22 @@ class BucketPlan:
                         if k not in optional or v not in (None, {}, [], 0.0)}
         if not self.fingerprints:
             del doc["fingerprints"]
+        del doc["selected"]
+        if self.selection is None:
+            del doc["selection"]
+        else:
+            doc["selection"] = dict(self.selection.to_doc(), frames=self.selected)
         doc["created_by"] = f"protstore {__version__}"
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict) -> "BucketPlan":
         buckets = [Bucket(**{k: v for k, v in b.items() if k != "waste"}) for b in doc["buckets"]]
-        fields = {k: v for k, v in doc.items() if k not in ("buckets", "split", "created_by")}
+        fields = {k: v for k, v in doc.items()
+                  if k not in ("buckets", "split", "created_by", "selection")}
+        chosen = doc.get("selection")  # absent in plans without one (and older plans)
+        if chosen is not None:
+            fields.update(selection=Selection.from_doc(chosen), selected=chosen["frames"])
         return cls(buckets=buckets, split=Split(**doc["split"]), **fields)
 
     def table(self) -> str:
@@ -368,6 +409,10 @@ class BucketPlan:
                     f"{sum(b.n_frames for b in self.buckets):>9} "
                     f"{sum(b.padded_cost for b in self.buckets):>13.4g} "
                     f"{100 * self.total_waste():>8.1f}")
+        if self.selection is not None:
+            used = sum(b.n_frames for b in self.buckets)
+            rows.append(f"selection: {self.selection.describe()}: {used} of the "
+                        f"{sum(self.frames.values())} stored frames of these proteins")
         s = self.split
         if s.mode == "protein":
             rows.append(f"validation proteins ({len(s.val_proteins)}): {' '.join(s.val_proteins)}")
@@ -409,7 +454,9 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
               runs: dict[str, list[int]] | None = None,
               autocorr: dict[str, list[float]] | None = None,
               block_frames: int | None = None,
-              fingerprints: dict[str, str] | None = None) -> BucketPlan:
+              fingerprints: dict[str, str] | None = None,
+              selection: Selection | None = None,
+              fields: dict[str, dict | Callable[[], dict]] | None = None) -> BucketPlan:
     """Compute a bucket plan from protein lengths and frame counts (metadata only).
 
     ``boundaries`` wins over ``strategy``; with ``max_waste`` the number of buckets is the
@@ -420,6 +467,14 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
     every τ is known, else of :data:`BLOCK_FRAMES`. ``test_fraction`` holds out a test part
     as well (proteins, frames or runs, as the split does). ``fingerprints``: each protein's
     :func:`protein_fingerprint`, recorded so that :func:`check_plan` notices a re-ingest.
+
+    ``selection`` (:class:`~protstore.selection.Selection`) keeps only some frames: proteins
+    it keeps none of are left out, and buckets, waste, the split (blocks and runs of the kept
+    frames; τ scaled to their spacing) are over the frames it keeps. ``fields``: per protein,
+    the values of the fields its condition names (:meth:`Selection.frames`), or a callable
+    giving them; ``protein``, ``n_residues``, ``n_frames``, ``run_frames`` and ``run_frame``
+    come from ``lengths``, ``frames`` and ``runs`` (:func:`plan_from_store` reads the others
+    from the store).
     """
     if cost not in COSTS:
         raise PlanError(f"cost must be one of {sorted(COSTS)}, not {cost!r}")
@@ -429,7 +484,33 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
         raise PlanError(f"pad multiple must be a positive integer, not {pad_multiple}")
     if not lengths:
         raise PlanError("no proteins to plan (is the store empty?)")
-    ids = sorted(lengths)
+    stored = {p: int(frames[p]) for p in sorted(lengths)}
+    all_runs = {p: [int(n) for n in (runs or {}).get(p) or [stored[p]]] for p in stored}
+    bad = [p for p in stored if sum(all_runs[p]) != stored[p]]
+    if bad:
+        raise PlanError(f"protein {bad[0]!r}: runs of {sum(all_runs[bad[0]])} frames, but it has "
+                        f"{stored[bad[0]]}")
+    if selection is not None and selection.everything:
+        selection = None
+    used = _select(selection, lengths, stored, all_runs, fields) if selection else None
+    ids = [p for p in stored if used is None or len(used[p])]
+    if not ids:
+        raise PlanError(f"the selection ({selection.describe()}) keeps no frame of the "
+                        f"{len(stored)} proteins")
+    # per protein the frames used, as counts per run (runs left with none are dropped)
+    if used is None:
+        frames, use_runs = stored, all_runs
+    else:
+        frames, use_runs = {}, {}
+        for p in ids:
+            per_run = np.bincount(np.searchsorted(np.cumsum(all_runs[p]), used[p], side="right"),
+                                  minlength=len(all_runs[p]))
+            frames[p], use_runs[p] = int(per_run.sum()), per_run
+        if autocorr:
+            autocorr = {p: [max(1.0, float(t) * n / m) for t, n, m in
+                            zip(autocorr[p], use_runs[p], all_runs[p]) if n]
+                        for p in ids if len(autocorr.get(p) or ()) == len(all_runs[p])}
+        use_runs = {p: [int(n) for n in c if n] for p, c in use_runs.items()}
     L = np.array([lengths[p] for p in ids])
     Fr = np.array([frames[p] for p in ids], dtype=np.float64)
     if boundaries is not None:
@@ -468,20 +549,15 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
     if split == "protein":
         val, test = stratified_proteins([b.proteins for b in buckets], val_fraction, seed,
                                         test_fraction=test_fraction)
-    frames = {p: int(frames[p]) for p in ids}
     held = split != "none"
     parts = Split(mode=split, val_fraction=float(val_fraction) if held else 0.0,
                   test_fraction=float(test_fraction) if held else 0.0, seed=seed,
                   val_proteins=val, test_proteins=test)
     if split in ("frame", "run"):
-        runs = {p: [int(n) for n in (runs or {}).get(p) or [frames[p]]] for p in ids}
-        bad = [p for p in ids if sum(runs[p]) != frames[p]]
-        if bad:
-            raise PlanError(f"protein {bad[0]!r}: runs of {sum(runs[bad[0]])} frames, but it has "
-                            f"{frames[bad[0]]}")
         taus = {p: [float(t) for t in autocorr[p]] for p in ids
-                if autocorr and len(autocorr.get(p) or ()) == len(runs[p])}
-        parts = replace(parts, runs=runs, autocorr=taus if len(taus) == len(ids) else {})
+                if autocorr and len(autocorr.get(p) or ()) == len(use_runs[p])}
+        parts = replace(parts, runs={p: use_runs[p] for p in ids},
+                        autocorr=taus if len(taus) == len(ids) else {})
         if split == "frame":
             if block_frames is not None and block_frames < 1:
                 raise PlanError(f"block frames must be >= 1, not {block_frames}")
@@ -489,12 +565,57 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
                 block_frames = BLOCK_FRAMES
             parts = replace(parts, block_frames=block_frames,
                             block_tau=None if block_frames else BLOCK_TAU)
-        parts = replace(parts, val_leakage=parts.leakage(frames),
-                        leakage_tau=parts.leakage_within_tau(frames))
+        counts = {p: frames[p] for p in ids}
+        parts = replace(parts, val_leakage=parts.leakage(counts),
+                        leakage_tau=parts.leakage_within_tau(counts))
     return BucketPlan(name=name, strategy=strategy, cost=cost, pad_multiple=pad_multiple,
                       boundaries=[int(b) for b in bounds], buckets=buckets, split=parts,
-                      lengths=dict(lengths), frames=frames,
-                      fingerprints={p: str(fingerprints[p]) for p in ids} if fingerprints else {})
+                      lengths={p: lengths[p] for p in ids}, frames={p: stored[p] for p in ids},
+                      fingerprints={p: str(fingerprints[p]) for p in ids} if fingerprints else {},
+                      selection=selection,
+                      selected={p: frame_ranges(used[p]) for p in ids} if used else {})
+
+
+def _select(selection: Selection, lengths: dict[str, int], frames: dict[str, int],
+            runs: dict[str, list[int]], fields) -> dict[str, np.ndarray]:
+    """The stored frames ``selection`` keeps of each protein (:meth:`Selection.frames_of`)."""
+    def values(p):
+        given = (fields or {}).get(p) or {}
+        given = given() if callable(given) else given
+        out = {"protein": p, "n_residues": int(lengths[p]), "n_frames": frames[p], **given}
+        missing = sorted(selection.names - set(out) - {"run_frames", "run_frame"})
+        if missing:
+            raise SelectionError(f"protein {p!r}: no value of {missing[0]!r} for the selection "
+                                 f"{selection.expr!r} (plan_from_store reads every field from "
+                                 f"the store)")
+        return out
+
+    return dict(selection.frames_of((p, runs[p], functools.partial(values, p)) for p in frames))
+
+
+def frame_ranges(frames: np.ndarray) -> list[list[int]]:
+    """Sorted distinct frame indices as [start, stop, step] ranges (Python's ``range``), the
+    fewest a greedy left-to-right pass gives: one per run of a stride-only selection."""
+    f = np.asarray(frames, np.int64)
+    d = np.diff(f)
+    change = np.flatnonzero(d[1:] != d[:-1]) + 1  # where a new step begins in d
+    out, i = [], 0
+    while i < len(f):
+        if i == len(f) - 1:
+            out.append([int(f[i]), int(f[i]) + 1, 1])
+            break
+        c = int(change[np.searchsorted(change, i, side="right")]) \
+            if np.searchsorted(change, i, side="right") < len(change) else len(d)
+        out.append([int(f[i]), int(f[c]) + 1, int(d[i])])
+        i = c + 1
+    return out
+
+
+def frames_of_ranges(ranges: list[list[int]]) -> np.ndarray:
+    """[k] int64 frame indices of :func:`frame_ranges`' ranges."""
+    if not ranges:
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(a, b, step, dtype=np.int64) for a, b, step in ranges])
 
 
 def stratified_proteins(buckets: list[list[str]], fraction: float, seed: int, *,
@@ -519,26 +640,94 @@ def stratified_proteins(buckets: list[list[str]], fraction: float, seed: int, *,
     return sorted(val), sorted(test)
 
 
-def plan_from_store(store, **kwargs) -> BucketPlan:
+def plan_from_store(store, *, selection: Selection | None = None, progress: bool = False,
+                    **kwargs) -> BucketPlan:
     """:func:`make_plan` over every protein of ``store``, with each protein's runs and their
     autocorrelation times for frame and run splits (metadata; stores before 0.5 record no runs:
     their per-frame temperature and replica are read; before 0.7 no τ: it is measured from the
-    positions, :func:`protein_autocorr`)."""
+    positions, :func:`protein_autocorr`), and with ``selection`` the values of the fields its
+    condition names (:func:`protein_fields`; ``progress``: a bar while they are read)."""
     table = store.summary()
-    if kwargs.get("split") in ("frame", "run"):
+    selecting = selection is not None and not selection.everything
+    if kwargs.get("split") in ("frame", "run") or selecting:
         kwargs.setdefault("runs", {pid: protein_runs(store, pid) for pid in table.index})
-        if kwargs.get("block_frames") is None:
-            kwargs.setdefault("autocorr", {pid: protein_autocorr(store, pid, kwargs["runs"][pid])
-                                           for pid in table.index})
+    if kwargs.get("split") in ("frame", "run") and kwargs.get("block_frames") is None:
+        kwargs.setdefault("autocorr", {pid: protein_autocorr(store, pid, kwargs["runs"][pid])
+                                       for pid in table.index})
     kwargs.setdefault("fingerprints", {pid: protein_fingerprint(store.protein_doc(pid))
                                        for pid in table.index})
-    return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), **kwargs)
+    if not selecting:
+        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), **kwargs)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(table), desc="selecting", unit="protein", leave=False,
+               disable=not progress)
+
+    def values(pid):
+        out = protein_fields(store, pid, selection.names, kwargs["runs"][pid])
+        bar.update()
+        return out
+
+    try:
+        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(),
+                         selection=selection,
+                         fields={pid: functools.partial(values, pid) for pid in table.index},
+                         **kwargs)
+    finally:
+        bar.close()
+
+
+def protein_fields(store, pid: str, names, runs: list[int] | None = None) -> dict:
+    """The values of the selection fields ``names`` of a stored protein, as
+    :meth:`Selection.frames` takes them: per protein from its document (``protein``,
+    ``n_residues``, ``n_chains``, ``n_frames``), per run from its document's runs
+    (``temperature`` (NaN: unknown), ``replica``), per frame from its arrays: ``source_frame``,
+    ``rg`` (the ``rg`` array ingest stores, else measured from R), ``helix``, ``sheet``,
+    ``coil`` (stored at ingest from the source's DSSP: a protein without them is a
+    :class:`SelectionError` naming it), and the ``*_mean`` of those over its frames. Reads
+    only the arrays the names need."""
+    names = set(names)
+    doc = store.protein_doc(pid)
+    out = {"protein": pid, "n_residues": int(doc["n_atoms"]), "n_chains": int(doc["n_chains"]),
+           "n_frames": int(doc["n_frames"])}
+    runs = runs if runs is not None else protein_runs(store, pid)
+    if names & {"temperature", "replica"}:
+        if len(doc.get("runs") or ()) == len(runs):
+            out["temperature"] = np.array([np.nan if r["temperature"] is None else
+                                           r["temperature"] for r in doc["runs"]], np.float64)
+            out["replica"] = np.array([r["replica"] for r in doc["runs"]], np.int64)
+        else:  # stores before 0.5: the per-frame arrays at each run's first frame
+            readers = store.protein_readers(pid)
+            first = np.cumsum([0, *runs[:-1]]).astype(np.int64)
+            out["temperature"] = readers["temperature"].read_all().astype(np.float64)[first]
+            out["replica"] = readers["replica"].read_all().astype(np.int64)[first]
+    arrays = {n.removesuffix("_mean") for n in names} & {"source_frame", "rg", *SS_FIELDS}
+    if not arrays:
+        return out
+    readers = store.protein_readers(pid)
+    for name in sorted(arrays):
+        if name in readers:
+            value = readers[name].read_all()
+        elif name == "rg":
+            from ..structure import radius_of_gyration
+
+            value = radius_of_gyration(readers["R"].read_all())
+        else:
+            raise SelectionError(
+                f"protein {pid!r} has no {name!r} field: its source had no DSSP secondary "
+                f"structure (only mdCATH files carry one; CA beads cannot be assigned one), or "
+                f"it was ingested before protstore stored it: select without {name!r}")
+        out[name] = np.asarray(value, np.float64)
+        if f"{name}_mean" in FIELDS:
+            out[f"{name}_mean"] = float(np.mean(out[name]))
+    return out
 
 
 def protein_fingerprint(doc: dict) -> str:
     """Short digest of the fields of a protein document that decide its frames: its sources
     (format, entry, checksum), bead and frame counts, coarse-graining map, source units, runs
-    (temperature, replica, frames), temperatures and excluded frames. A re-ingest from other
+    (temperature, replica, frames), temperatures, excluded frames and the ingest stride (when
+    not 1: absent, the digest of an older document is unchanged). A re-ingest from other
     data changes it even when the frame count stays; fields measured from the data or about
     storage (τ, sizes, digests of array metadata, the writer's version) are left out."""
     return json_digest({
@@ -550,7 +739,9 @@ def protein_fingerprint(doc: dict) -> str:
         "runs": [{k: r.get(k) for k in ("temperature", "replica", "n_frames")}
                  for r in doc.get("runs") or []],
         "temperatures": doc.get("temperatures"),
-        "excluded_frames": doc.get("excluded_frames")}, short=True)
+        "excluded_frames": doc.get("excluded_frames"),
+        **({"frame_stride": doc["frame_stride"]} if doc.get("frame_stride", 1) != 1 else {})},
+        short=True)
 
 
 def protein_autocorr(store, pid: str, runs: list[int]) -> list[float]:
@@ -599,7 +790,9 @@ def check_plan(store, plan: BucketPlan) -> None:
     another number of frames than the plan was made for, or (plans that record fingerprints)
     another :func:`protein_fingerprint` (a re-ingest from other data): the split and
     the loader would follow the plan while the data have changed. Metadata only."""
-    again = f"make the plan again (`protstore bucket --name {plan.name} --overwrite`)"
+    chosen = f' --select "{plan.selection.expr}"' if plan.selection and plan.selection.expr \
+        else ""
+    again = f"make the plan again (`protstore bucket --name {plan.name}{chosen} --overwrite`)"
     for pid in plan.proteins:
         if pid not in store:
             raise PlanError(f"plan {plan.name!r} names protein {pid!r}, which is not in "

@@ -50,8 +50,7 @@ def bucket_view(store: Store, plan: BucketPlan, k: int, split: str = "all",
     check_plan(store, plan)
     bucket, n_max = plan.buckets[k], plan.buckets[k].n_max
     index = {p: i for i, p in enumerate(plan.proteins)}
-    chosen = [(pid, np.asarray(plan.split.frames(pid, plan.frames[pid], split), np.int64))
-              for pid in bucket.proteins]
+    chosen = [(pid, plan.part_frames(pid, split)) for pid in bucket.proteins]
     chosen = [(pid, frames) for pid, frames in chosen if len(frames)]
     if not chosen:
         raise ProtstoreError(f"bucket {k} of plan {plan.name!r} has no {split!r} samples")

@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..structure import radius_of_gyration  # noqa: F401  (an observable compared)
+
 Q_CUTOFF = 8.0  # Å: native contact when closer in the native frame
 Q_MIN_SEPARATION = 3  # along one chain, pairs with |Δresid| <= this are never contacts
 Q_BETA = 5.0  # 1/Å
@@ -107,13 +109,6 @@ def bond_angles(R: np.ndarray, t: Terms) -> np.ndarray:
 def dihedral_angles(R: np.ndarray, t: Terms) -> np.ndarray:
     """[F, n_dihedrals] dihedral angles (radians, -π..π, IUPAC sign)."""
     return _geometry("dihedral_angles", R, t.dihedral, 3)
-
-
-def radius_of_gyration(R: np.ndarray) -> np.ndarray:
-    """[F] mass-unweighted radius of gyration (Å): sqrt(mean_i |r_i - mean_j r_j|²)."""
-    R = np.asarray(R, np.float64)
-    d = R - R.mean(axis=-2, keepdims=True)
-    return np.sqrt(np.mean(np.sum(d * d, axis=-1), axis=-1))
 
 
 def kabsch_rmsd(R: np.ndarray, ref: np.ndarray) -> np.ndarray:

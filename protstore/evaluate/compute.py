@@ -75,7 +75,7 @@ def select(store: Store, *, plan: BucketPlan | None = None, split: str = "val",
             raise ProtstoreError(f"protein {pid!r} is not in the store")
         n_total = int(store.protein_doc(pid)["n_frames"])
         if plan is not None and pid in plan.lengths:
-            frames = plan.split.frames(pid, n_total, split)
+            frames = plan.part_frames(pid, split)
             bucket = next(b for b in plan.buckets if pid in b.proteins)
             n_max, k = bucket.n_max, bucket.index
         else:

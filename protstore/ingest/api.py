@@ -21,6 +21,8 @@ def ingest(paths: Iterable[str | Path], store: Store, options: IngestOptions = I
     ``dask.distributed.Client``) the files are ingested on its workers
     (:mod:`protstore.ingest.cluster`), which must reach the store and the files.
     """
+    if options.selection is not None:
+        options.selection.check_ingest()
     if client is not None:
         return ingest_on_cluster(paths, store, options, client, progress=progress, log=log)
     return ingest_local(paths, store, options, progress=progress, log=log)

@@ -97,8 +97,9 @@ def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: Ingest
                     f"proteins stay): start workers and run the same command again to resume")
     finally:
         bar.close()
-    report = IngestReport()
+    report = IngestReport(selection=options.selection.expr if options.selection else None)
     for part, _, _ in results:
+        report.not_selected += part.not_selected
         report.written += part.written
         report.replaced += part.replaced
         report.skipped += part.skipped

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from ..selection import ss_fractions
 from .cgmap import CA_AGGREGATE, ca_indices, ca_positions, residue_force_sums, residue_starts
 from .source import FrameBlock, ProteinSource, StreamChecksum
 from .units import FORCE_UNITS, LENGTH_UNITS, SourceUnits, canonical_unit
@@ -243,8 +244,7 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
                          f"{len(starts)} residues")
 
     runs, skipped = _runs(g, temperatures, replicas, where)
-    n_frames = frame_bytes = 0
-    scale, places, declared = {}, {}, {}
+    info = []  # per run: frames, scale, places, declared units, whether its dssp is usable
     for temp, rep, key in runs:
         run = g[key]
         rw = f"{where}/{key}"
@@ -262,48 +262,82 @@ def _open_domain(path, g, domain, temperatures, replicas, checks) -> ProteinSour
         for name, ds in (("coords", c), ("forces", f)):
             if ds.dtype.kind != "f":
                 raise InputError(f"{rw}/{name}: dtype {ds.dtype}, expected floating point")
-        declared[key] = SourceUnits(
+        declared = SourceUnits(
             _declared_unit(c, LENGTH_UNITS, f"{rw}/coords") or "angstrom",
             _declared_unit(f, FORCE_UNITS, f"{rw}/forces") or "kcal/mol/angstrom",
             declared="unit" in f.attrs or "units" in f.attrs)
-        scale[key] = declared[key].factors
-        places[key] = {"coords": DatasetPlace.of(c), "forces": DatasetPlace.of(f)}
-        n_frames += c.shape[0]
-        frame_bytes = max(frame_bytes, n_atoms * 3 * (c.dtype.itemsize + f.dtype.itemsize))
+        info.append({"frames": c.shape[0], "scale": declared.factors, "declared": declared,
+                     "places": {"coords": DatasetPlace.of(c), "forces": DatasetPlace.of(f)},
+                     "frame_bytes": n_atoms * 3 * (c.dtype.itemsize + f.dtype.itemsize),
+                     "dssp": _dssp_problem(run, c.shape[0], len(starts))})
 
     provenance = {"path": str(path), "format": "mdcath-h5", "checksum": None, "entry": domain}
 
-    def blocks(block_frames: int):
-        plain = all(p.offset is not None for run in places.values() for p in run.values())
-        # reused (fresh memory is zeroed by the kernel); one frame at least
-        piece = np.empty(max(PIECE_BYTES, frame_bytes), np.uint8)
-        with open(path, "rb", buffering=0) as raw, \
-                (contextlib.nullcontext() if plain else h5py.File(path, "r")) as fh:
-            # the file's checksum from the bytes read for the frames (plus the rest of the file)
-            stream = StreamChecksum(raw.fileno()) if provenance["checksum"] is None else None
-            for temp, rep, key in runs:
-                readers = {name: FrameReader(place, raw.fileno(), f"{where}/{key}/{name}",
-                                             stream, fh)
-                           for name, place in places[key].items()}
-                in_file_order = sorted(readers.items(), key=lambda kv: kv[1].offset or 0)
-                for lo in range(0, readers["coords"].n_frames, block_frames):
-                    hi = min(lo + block_frames, readers["coords"].n_frames)
-                    R, F, extent = _read_beads(in_file_order, lo, hi, piece, scale[key], ca,
-                                               starts)
-                    yield FrameBlock(R=R, F=F, temperature=np.full(hi - lo, temp, np.float32),
-                                     replica=np.full(hi - lo, rep, np.int32),
-                                     source_frame=np.arange(lo, hi, dtype=np.int32),
-                                     problems=extent_problems(extent, F, checks))
-            if stream is not None:
-                provenance["checksum"] = stream.finish()
+    def source(chosen: list[int], notes: tuple[str, ...] = ()) -> ProteinSource:
+        """The domain with only the runs ``chosen`` (indices into ``runs``)."""
+        mine = [(runs[i], info[i]) for i in chosen]
+        problems = [f"{key}/dssp: {r['dssp']}" for (_, _, key), r in mine if r["dssp"]]
+        has_ss = not problems
+        # a file without any dssp says nothing (not every source has one); one with some does
+        dssp_notes = () if has_ss or len(problems) == len(mine) and all(
+            r["dssp"] == "missing" for _, r in mine) else \
+            (f"{'; '.join(problems)} (so no run's secondary structure is stored)",)
 
-    return ProteinSource(
-        protein_id=domain, origin=where,
-        resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
-        sources=[provenance],
-        cg_map=dict(CA_AGGREGATE), n_frames=n_frames, frame_bytes=frame_bytes, blocks=blocks,
-        units=_file_units(list(declared.values())), not_read=tuple(skipped),
-    )
+        def blocks(block_frames: int):
+            plain = all(p.offset is not None for _, run_info in mine
+                        for p in run_info["places"].values())
+            # reused (fresh memory is zeroed by the kernel); one frame at least
+            piece = np.empty(max(PIECE_BYTES, max(r["frame_bytes"] for _, r in mine)), np.uint8)
+            with open(path, "rb", buffering=0) as raw, \
+                    (contextlib.nullcontext() if plain and not has_ss else
+                     h5py.File(path, "r")) as fh:
+                # the file's checksum from the bytes read for the frames (plus the rest)
+                stream = StreamChecksum(raw.fileno()) if provenance["checksum"] is None else None
+                for (temp, rep, key), run_info in mine:
+                    readers = {name: FrameReader(place, raw.fileno(), f"{where}/{key}/{name}",
+                                                 stream, fh)
+                               for name, place in run_info["places"].items()}
+                    in_file_order = sorted(readers.items(), key=lambda kv: kv[1].offset or 0)
+                    # a run's DSSP is small (one byte per residue and frame): read at once
+                    ss = ss_fractions(fh[f"{domain}/{key}/dssp"][()]) if has_ss else None
+                    for lo in range(0, readers["coords"].n_frames, block_frames):
+                        hi = min(lo + block_frames, readers["coords"].n_frames)
+                        R, F, extent = _read_beads(in_file_order, lo, hi, piece,
+                                                   run_info["scale"], ca, starts)
+                        yield FrameBlock(R=R, F=F, temperature=np.full(hi - lo, temp, np.float32),
+                                         replica=np.full(hi - lo, rep, np.int32),
+                                         source_frame=np.arange(lo, hi, dtype=np.int32),
+                                         problems=extent_problems(extent, F, checks),
+                                         ss=None if ss is None else ss[lo:hi])
+                if stream is not None:
+                    provenance["checksum"] = stream.finish()
+
+        return ProteinSource(
+            protein_id=domain, origin=where,
+            resname=resname_atoms[starts], resid=resid_atoms[starts], chain=chain_atoms[starts],
+            sources=[provenance], cg_map=dict(CA_AGGREGATE),
+            n_frames=sum(r["frames"] for _, r in mine),
+            frame_bytes=max(r["frame_bytes"] for _, r in mine), blocks=blocks,
+            units=_file_units([r["declared"] for _, r in mine]),
+            not_read=(*skipped, *notes, *dssp_notes),
+            runs=tuple((temp, rep, r["frames"]) for (temp, rep, _), r in mine),
+            with_runs=lambda keep, notes=(): source([chosen[i] for i in keep], notes),
+            has_ss=has_ss)
+
+    return source(list(range(len(runs))))
+
+
+def _dssp_problem(run: h5py.Group, n_frames: int, n_res: int) -> str | None:
+    """Why a run's ``dssp`` dataset [frames, residues] (one DSSP letter each) cannot give
+    its secondary structure ("missing", a wrong shape or type), None when it can."""
+    if "dssp" not in run or not isinstance(run["dssp"], h5py.Dataset):
+        return "missing"
+    d = run["dssp"]
+    if d.shape != (n_frames, n_res):
+        return f"shape {d.shape}, expected ({n_frames}, {n_res})"
+    if d.dtype.kind not in "SOU":
+        return f"dtype {d.dtype}, expected DSSP letters"
+    return None
 
 
 def _file_units(per_run: list[SourceUnits]) -> SourceUnits:

@@ -14,15 +14,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..errors import InputError, ProteinExistsError, ProtstoreError
+from ..structure import radius_of_gyration
+from ..errors import InputError, ProteinExistsError, ProtstoreError, SelectionError
 from ..prefetch import prefetch
+from ..selection import PROTEIN, SS_FIELDS, Selection
 from ..timeseries import RunSeries
 from ..store import Store
 from ..vocab import canonical_resnames, species_ids
 from .mda import MD_FORMATS, open_md
 from .mdcath import open_mdcath
 from .npz import open_npz
-from .source import CHECKSUM, ProteinSource, file_checksum
+from .source import CHECKSUM, FrameBlock, ProteinSource, file_checksum
 from .units import BondForceCheck, force_unit_problem, length_problem
 from .validate import FrameChecks, bead_problems, bonded_to_next, force_rms, force_units_problem
 
@@ -53,6 +55,11 @@ class IngestOptions:
         (one the user knows is dead; see :mod:`protstore.store.claims`).
     claim_wait_s : on object storage, wait up to this long for a live claim to expire (a
         cluster ingest's retry of a killed task waits out the dead writer's lease).
+    selection : which proteins, runs and frames to take (:class:`~protstore.selection.
+        Selection`; its condition over :data:`~protstore.selection.INGEST_FIELDS`, evaluated
+        before a protein's frames are read: a protein none of whose runs match is skipped, and
+        an mdCATH file's runs that do not match are not read; its stride keeps the frames whose
+        ``source_frame`` is a multiple of it). None: everything.
     """
 
     temperatures: tuple[int, ...] | None = None
@@ -71,6 +78,11 @@ class IngestOptions:
     checks: FrameChecks = FrameChecks()
     break_claims: bool = False
     claim_wait_s: float = 0.0
+    selection: Selection | None = None
+
+    @property
+    def stride(self) -> int:
+        return self.selection.stride if self.selection is not None else 1
 
 
 @dataclass
@@ -82,15 +94,19 @@ class IngestReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)
+    not_selected: list[str] = field(default_factory=list)
+    selection: str | None = None  # the --select condition, when one was given
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def lines(self) -> list[str]:
+        chosen = f"{len(self.not_selected)} not selected by --select, " if self.selection \
+            else ""
         out = [f"ingest: {len(self.written)} written, {len(self.replaced)} replaced, "
-               f"{len(self.skipped)} skipped (already in store), {len(self.failed)} failed, "
-               f"{sum(self.excluded.values())} frames excluded"]
+               f"{len(self.skipped)} skipped (already in store), {chosen}"
+               f"{len(self.failed)} failed, {sum(self.excluded.values())} frames excluded"]
         out += [f"FAILED {what}: {why}" for what, why in self.failed.items()]
         return out
 
@@ -122,7 +138,7 @@ def ingest_local(paths: Iterable[str | Path], store: Store,
     """Ingest source files into ``store`` in this process (see :func:`protstore.ingest.ingest`).
     """
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    report = IngestReport()
+    report = IngestReport(selection=options.selection.expr if options.selection else None)
     for line in store.recover_staging():
         log(line)
     paths = [Path(p) for p in paths]
@@ -139,6 +155,13 @@ def ingest_local(paths: Iterable[str | Path], store: Store,
                 continue
             for source in sources:
                 try:
+                    chosen = select_source(source, options.selection)
+                    if chosen is None:
+                        report.not_selected.append(source.protein_id)
+                        log(f"{source.protein_id}: not selected by --select "
+                            f"{options.selection.expr!r}; skipped")
+                        continue
+                    source = chosen
                     status, n_excluded = ingest_protein(store, source, options, checksum,
                                                         progress=progress, log=log)
                 except Exception as exc:  # noqa: BLE001 - any failure of one protein: go on
@@ -221,6 +244,11 @@ def _existing_status(store: Store, source: ProteinSource, options: IngestOptions
     for algorithm in {c.split(":", 1)[0] for c in old} - {CHECKSUM}:  # an older store's
         new |= {file_checksum(s["path"], algorithm) for s in source.sources}
     if old <= new and not options.overwrite:
+        if existing.get("frame_stride", 1) != options.stride:
+            raise ProteinExistsError(
+                f"protein {source.protein_id!r} is already in {store.url} from the same source "
+                f"with frame stride {existing.get('frame_stride', 1)}, not "
+                f"{options.stride}; pass --overwrite to ingest it again with this stride")
         return "skipped"
     if not options.overwrite:
         raise ProteinExistsError(
@@ -233,6 +261,53 @@ def _existing_status(store: Store, source: ProteinSource, options: IngestOptions
 def _fill_checksums(source: ProteinSource, checksum: Callable[[], str]) -> None:
     for entry in source.sources:
         entry["checksum"] = entry.get("checksum") or checksum()
+
+
+def select_source(source: ProteinSource, selection: Selection | None) -> ProteinSource | None:
+    """``source`` with only the runs ``selection``'s condition keeps (its fields from the
+    source's metadata: :data:`~protstore.selection.INGEST_FIELDS`; frames are not read), or
+    None when it keeps none. Run fields need a reader that knows the runs beforehand (mdCATH);
+    with another a :class:`SelectionError` names the protein."""
+    if selection is None or selection.expr is None:
+        return source
+    pid, where = source.protein_id, f"{source.origin} (protein {source.protein_id})"
+    runs = [n for _, _, n in source.runs]
+    if selection.level > PROTEIN and not runs:
+        late = sorted(selection.names - {"protein", "n_residues", "n_chains", "n_frames"})
+        raise SelectionError(f"{where}: the source does not say its runs before its frames are "
+                             f"read (mdCATH files do): select on {late[0]!r} when making a plan "
+                             f"(protstore bucket --select)")
+    values = {"protein": pid, "n_residues": len(source.resid), "n_chains": _n_chains(source.chain),
+              "n_frames": int(source.n_frames),
+              "temperature": np.array([t for t, _, _ in source.runs], np.float64),
+              "replica": np.array([r for _, r, _ in source.runs], np.int64)}
+    runs = runs or [int(source.n_frames)]
+    kept = Selection(selection.expr).frames(runs, values)
+    chosen = np.unique(np.searchsorted(np.cumsum(runs), kept, side="right")).tolist()
+    if not chosen:
+        return None
+    if len(chosen) == len(runs):
+        return source
+    if source.with_runs is None:
+        raise SelectionError(f"{where}: its reader cannot leave runs out: select on run fields "
+                             f"when making a plan (protstore bucket --select)")
+    notes = tuple(f"{t:g}/{r}: not selected by --select" for i, (t, r, _) in
+                  enumerate(source.runs) if i not in chosen)
+    return source.with_runs(chosen, notes)
+
+
+def _n_chains(chains: np.ndarray) -> int:
+    return int(1 + np.count_nonzero(chains[1:] != chains[:-1])) if len(chains) else 0
+
+
+def _on_stride(block: FrameBlock, stride: int) -> FrameBlock:
+    """The frames of ``block`` whose ``source_frame`` is a multiple of ``stride``."""
+    if stride == 1:
+        return block
+    on = np.asarray(block.source_frame) % stride == 0
+    if on.all():
+        return block
+    return FrameBlock(**block.keep(on), problems=[p for p, k in zip(block.problems, on) if k])
 
 
 def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
@@ -257,11 +332,12 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
     # first while the writer sets up
     blocks = prefetch(_then(source.blocks(block_frames), lambda: _start_unless_known(
         source, checksum)), depth=1, name="protstore-ingest")
+    observables = ("rg", *SS_FIELDS) if source.has_ss else ("rg",)
     try:
         writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
                               species=species_ids(resname), resid=source.resid,
                               chain=source.chain, take_over=options.break_claims,
-                              wait_s=options.claim_wait_s)
+                              wait_s=options.claim_wait_s, observables=observables)
     except BaseException:
         blocks.close()
         raise
@@ -274,7 +350,11 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
                disable=not progress)
     try:
         lengths_checked = False
-        for block in blocks:
+        for whole in blocks:
+            block = _on_stride(whole, options.stride)  # frames off the stride: not taken
+            bar.update(len(whole.R))
+            if not len(block.R):
+                continue
             clean = np.array([p is None for p in block.problems], dtype=bool)
             if not lengths_checked and clean.any():  # before any frame is judged by the length
                 wrong = length_problem(block.R[clean], bonded)
@@ -294,15 +374,21 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
                                      f"{record['reason']} (--strict)")
                 excluded.append(record)
             kept = block.keep(~bad)
-            writer.append(**kept)
+            ss = kept.pop("ss", None)
+            extra = {"rg": radius_of_gyration(kept["R"]).astype(np.float32)}
+            if source.has_ss:
+                extra.update({name: ss[:, i] for i, name in enumerate(SS_FIELDS)})
+            writer.append(**kept, **extra)
             rms.append(force_rms(kept["F"]))
             bond_forces.add(kept["R"], kept["F"], bonded, kept["temperature"])
             for run, a, b in _extend_runs(runs, kept["temperature"], kept["replica"]):
                 series.add(run, kept["R"][a:b])
-            bar.update(len(block.R))
         bar.close()
         if writer.frames_queued == 0:
             common = collections.Counter(e["reason"] for e in excluded).most_common(1)
+            if not excluded:  # no frame's source number is a multiple of the stride
+                raise InputError(f"{where}: protein {pid}: no frame on the stride "
+                                 f"{options.stride}")
             raise InputError(f"{where}: protein {pid}: all {source.n_frames} frames failed "
                              f"validation (most common: {common[0][0] if common else 'none'})")
         units = force_units_problem(np.concatenate(rms), options.checks)
@@ -317,7 +403,10 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         _fill_checksums(source, checksum)
         for run, tau in zip(runs, series.times()):
             run["autocorr_frames"] = round(tau, 3)
-        writer.finish(dict(_protein_doc(source, resname, excluded, unit_check), runs=runs))
+        doc = dict(_protein_doc(source, resname, excluded, unit_check), runs=runs)
+        if options.stride > 1:
+            doc["frame_stride"] = options.stride
+        writer.finish(doc)
         status = store.commit(writer, overwrite=options.overwrite)
     except BaseException:
         bar.close()
@@ -362,13 +451,11 @@ def _maybe(t) -> float | None:
 
 
 def _protein_doc(source: ProteinSource, resname, excluded, unit_check: dict) -> dict:
-    chains = source.chain
-    n_chains = int(1 + np.count_nonzero(chains[1:] != chains[:-1])) if len(chains) else 0
     return {
         "protein_id": source.protein_id,
         "n_atoms": len(resname),
         "n_frames": 0,  # filled by the writer
-        "n_chains": n_chains,
+        "n_chains": _n_chains(source.chain),
         "temperatures": [],  # filled by the writer
         "sources": source.sources,
         "cg_map": source.cg_map,

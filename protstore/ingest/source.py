@@ -20,7 +20,9 @@ class FrameBlock:
 
     R [b, N, 3] float32 Å; F [b, N, 3] float32 kcal/mol/Å; temperature [b] K (NaN if unknown);
     replica, source_frame [b] int. ``problems`` [b] holds what the reader already found wrong
-    with a frame at the atom level (``None`` for a clean frame).
+    with a frame at the atom level (``None`` for a clean frame). ``ss`` [b, 3] float32: the
+    frames' fractions of residues in helix, strand and coil (:func:`protstore.selection.
+    ss_fractions` of the source's DSSP), from readers of sources that have one, else None.
     """
 
     R: np.ndarray
@@ -29,15 +31,20 @@ class FrameBlock:
     replica: np.ndarray
     source_frame: np.ndarray
     problems: list[str | None] = field(default_factory=list)
+    ss: np.ndarray | None = None
 
     def __post_init__(self):
         if not self.problems:
             self.problems = [None] * len(self.R)
 
     def keep(self, good: np.ndarray) -> dict[str, np.ndarray]:
-        """The per-frame arrays of the frames where ``good`` [b] bool is True (no copy if all)."""
+        """The per-frame arrays of the frames where ``good`` [b] bool is True (no copy if all):
+        those :meth:`~protstore.store.writer.ProteinWriter.append` takes, with ``ss`` when the
+        block has it."""
         arrays = {"R": self.R, "F": self.F, "temperature": self.temperature,
                   "replica": self.replica, "source_frame": self.source_frame}
+        if self.ss is not None:
+            arrays["ss"] = self.ss
         return arrays if good.all() else {k: v[good] for k, v in arrays.items()}
 
 
@@ -54,6 +61,11 @@ class ProteinSource:
         converted to store units.
     units : the units the source's numbers were in, and whether they were declared.
     not_read : parts of the source that were left out, one line each with the reason.
+    runs : (temperature K, replica, frames) of each run, in order, when the reader knows them
+        before reading frames (mdCATH), else empty.
+    with_runs : ``with_runs(indices)`` is the same protein with only those of its ``runs``
+        (None when the reader cannot leave runs out).
+    has_ss : its frame blocks carry ``ss`` (the source has DSSP secondary structure).
     """
 
     protein_id: str
@@ -68,6 +80,9 @@ class ProteinSource:
     blocks: Callable[[int], Iterator[FrameBlock]]
     units: SourceUnits = field(default_factory=SourceUnits)
     not_read: tuple[str, ...] = ()
+    runs: tuple[tuple[float, int, int], ...] = ()
+    with_runs: Callable[[list[int]], ProteinSource] | None = None
+    has_ss: bool = False
 
 
 CHECKSUM = "xxh3_128"

@@ -8,6 +8,7 @@
         R, F                    float32 (frame, atom, xyz), chunked along frame only
         resname species resid chain           per-atom coordinates
         temperature replica source_frame      per-frame coordinates (provenance)
+        rg [helix sheet coil]                 per-frame observables for selections (optional)
       plans/<name>              bucket plans (attrs["protstore_plan"])
       .staging/                 proteins being written (not a zarr node; invisible to readers)
       .lock                     advisory lock taken while committing
@@ -39,6 +40,10 @@ CREATING = ".creating-"  # prefix of the hidden directory a store is made in
 FRAME, ATOM, XYZ = "frame", "atom", "xyz"
 PER_ATOM = ("resname", "species", "resid", "chain")
 PER_FRAME = ("temperature", "replica", "source_frame")
+# per-frame float32 data variables ingest measures for selections (protstore.selection): the
+# beads' radius of gyration (Å), and the secondary-structure fractions of the source's DSSP
+# when it has one; absent from groups written before they existed
+OBSERVABLES = ("rg", "helix", "sheet", "coil")
 # frames per chunk of the per-frame coordinates: tiny arrays, so one chunk for any mdCATH protein
 # (25 x 440 frames) and one read when a protein is opened
 PER_FRAME_CHUNK = 1 << 16

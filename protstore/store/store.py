@@ -43,9 +43,9 @@ from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
 from .claims import claim, live_claim
 from .digest import metadata_mismatch
 from ..units import UNITS
-from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, PER_ATOM, PER_FRAME, PLANS,
-                     PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, XYZ, Encoding, check_protein_id,
-                     protein_path)
+from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, OBSERVABLES, PER_ATOM,
+                     PER_FRAME, PLANS, PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, XYZ, Encoding,
+                     check_protein_id, protein_path)
 from ..location import Location, fsync_paths, fsync_tree
 from .lock import store_lock
 from .quiet import quiet_zarr
@@ -229,7 +229,8 @@ class Store:
 
         Dims ``(frame, atom, xyz)``; data ``R`` [Å] and ``F`` [kcal/mol/Å] float32; per-atom
         coordinates ``resname species resid chain``; per-frame ``temperature replica
-        source_frame``; ``attrs`` are netCDF-safe (:func:`dataset_attrs`: the protein document as
+        source_frame``; the per-frame observables ingest stored (data ``rg`` [Å], and ``helix
+        sheet coil`` from a source's DSSP; :data:`~protstore.store.layout.OBSERVABLES`); ``attrs`` are netCDF-safe (:func:`dataset_attrs`: the protein document as
         JSON text, ``ds.prot.doc`` parses it, and its sizes as scalars). The group is the
         one ``xr.open_zarr(store, group="proteins/<id>")`` opens; here the small coordinates are
         read at once, and R and F decode whole chunks with
@@ -264,6 +265,8 @@ class Store:
         coords = {name: (readers[name].array.metadata.dimension_names[0],
                          readers[name].read_all(), dict(readers[name].array.attrs))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}
+        data.update({name: ((FRAME,), readers[name].read_all(), dict(readers[name].array.attrs))
+                     for name in OBSERVABLES if name in readers})
         return xr.Dataset(data, coords=coords, attrs=dataset_attrs(doc))
 
     def protein_readers(self, protein_id: str,
@@ -357,10 +360,11 @@ class Store:
             yield
 
     def writer(self, protein_id: str, *, max_frames: int, resname, species, resid,
-               chain, take_over: bool = False, wait_s: float = 0.0) -> ProteinWriter:
-        """A :class:`ProteinWriter` (at most ``max_frames`` frames) into a fresh private
-        staging group; on object storage, after claiming the protein (``take_over`` and
-        ``wait_s``: see :func:`~protstore.store.claims.claim`)."""
+               chain, take_over: bool = False, wait_s: float = 0.0,
+               observables: tuple[str, ...] = ()) -> ProteinWriter:
+        """A :class:`ProteinWriter` (at most ``max_frames`` frames, storing ``observables``)
+        into a fresh private staging group; on object storage, after claiming the protein
+        (``take_over`` and ``wait_s``: see :func:`~protstore.store.claims.claim`)."""
         loc = self._require_writable()
         check_protein_id(protein_id)
         held = None if self.local else claim(loc, protein_id, take_over=take_over,
@@ -370,7 +374,7 @@ class Store:
         try:
             return ProteinWriter(loc / f"{STAGING}/{name}", max_frames=max_frames,
                                  resname=resname, species=species, resid=resid, chain=chain,
-                                 encoding=self.encoding, claim=held)
+                                 encoding=self.encoding, observables=observables, claim=held)
         except BaseException:
             if held is not None:
                 held.release()

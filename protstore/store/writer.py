@@ -15,8 +15,8 @@ import zarr
 from .chunks import ChunkWriter
 from .digest import arrays_metadata_digests
 from ..units import UNITS
-from .layout import (ATOM, COORD_DTYPES, FRAME, PER_ATOM, PER_FRAME, PER_FRAME_CHUNK,
-                     PROTEIN_DOC, XYZ, Encoding)
+from .layout import (ATOM, COORD_DTYPES, FRAME, OBSERVABLES, PER_ATOM, PER_FRAME,
+                     PER_FRAME_CHUNK, PROTEIN_DOC, XYZ, Encoding)
 from ..location import Location, fsync_paths
 from ..pools import codec_pool, io_pool
 
@@ -57,12 +57,14 @@ class ProteinWriter:
     max_frames : frames in the source (an upper bound of the frames written).
     resname, species, resid, chain : [N] per-bead topology.
     encoding : chunking and codecs of R and F.
+    observables : names of per-frame float32 observables to store beside the frames
+        (:data:`~protstore.store.layout.OBSERVABLES`), each given to every ``append``.
     claim : on object storage, the writer's :class:`~protstore.store.claims.Claim` of the
         protein (renewed as chunks are written, released by ``abort``).
     """
 
     def __init__(self, location: Location | Path, *, max_frames: int, resname, species, resid,
-                 chain, encoding: Encoding, claim=None):
+                 chain, encoding: Encoding, observables: tuple[str, ...] = (), claim=None):
         self.location = location if isinstance(location, Location) else Location(location)
         self.root = Path(self.location.path) if self.location.local else None
         self.claim = claim
@@ -70,6 +72,11 @@ class ProteinWriter:
         self.n_atoms = len(resname)
         self.chunk = encoding.frames_per_chunk(self.n_atoms)
         self._encoding = encoding
+        unknown = sorted(set(observables) - set(OBSERVABLES))
+        if unknown:
+            raise ValueError(f"{self.location}: unknown observable {unknown[0]!r}")
+        self.observables = tuple(observables)
+        self._names = (*FRAME_ARRAYS, *self.observables)
         self._per_atom = {
             "resname": (ATOM, np.asarray(resname, dtype=object)),
             "species": (ATOM, np.asarray(species, dtype=COORD_DTYPES["species"])),
@@ -79,12 +86,12 @@ class ProteinWriter:
         }
         try:
             self._group, self._writers, self._static = _create_layout(
-                self.location, self.max_frames, self._per_atom, encoding)
+                self.location, self.max_frames, self._per_atom, encoding, self.observables)
         except BaseException:
             self._remove()
             raise
-        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in FRAME_ARRAYS}
-        self._written = dict.fromkeys(FRAME_ARRAYS, 0)  # frames handed to the chunk writers
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in self._names}
+        self._written = dict.fromkeys(self._names, 0)  # frames handed to the chunk writers
         self._tasks: list[Future] = []
         self._syncs: list[Future] = []  # fsyncs of written chunk files
         self.synced: set[str] = set()  # files already flushed to disk
@@ -96,10 +103,14 @@ class ProteinWriter:
         """Frames of R handed to the chunk files so far."""
         return self._written["R"]
 
-    def append(self, R, F, temperature, replica, source_frame) -> None:
-        """Queue frames: R, F [b, N, 3] float32; temperature, replica, source_frame [b].
+    def append(self, R, F, temperature, replica, source_frame, **observables) -> None:
+        """Queue frames: R, F [b, N, 3] float32; temperature, replica, source_frame [b]; and
+        each of the writer's ``observables`` [b] float32.
 
         The arrays are written later, from other threads: they must not change afterwards."""
+        if set(observables) != set(self.observables):
+            raise ValueError(f"{self.location}: observables {sorted(observables)} given, the "
+                             f"group stores {sorted(self.observables)}")
         b = len(R)
         if b == 0:
             return
@@ -107,6 +118,8 @@ class ProteinWriter:
             raise ValueError(f"{self.location}: more than max_frames={self.max_frames} frames")
         for name, data in zip(FRAME_ARRAYS, (R, F, temperature, replica, source_frame)):
             self._pending[name].append(data)
+        for name in self.observables:
+            self._pending[name].append(np.asarray(observables[name], np.float32))
         self.frames_queued += b
         self._temperatures.update(float(t) for t in np.unique(temperature))
         if self.frames_queued - self.n_frames >= FLUSH_CHUNKS * self.chunk:
@@ -238,11 +251,12 @@ def _frames(pieces: list[np.ndarray], lo: int, hi: int) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _create_layout(location: Location | Path, n_frames: int, per_atom: dict, encoding: Encoding
+def _create_layout(location: Location | Path, n_frames: int, per_atom: dict, encoding: Encoding,
+                   observables: tuple[str, ...] = ()
                    ) -> tuple[zarr.Group, dict[str, ChunkWriter], list[ChunkWriter]]:
     """Create the protein group with its per-atom coordinates (written) and its per-frame
-    coordinates for ``n_frames`` frames (empty); return it, chunk writers of the latter and
-    those of the former.
+    coordinates and ``observables`` (float32 data variables) for ``n_frames`` frames (empty);
+    return it, chunk writers of the per-frame arrays and those of the per-atom ones.
 
     The layout is the one ``xarray.Dataset.to_zarr`` writes for the protein's Dataset (its
     conventions: dimension names in the metadata, the non-index coordinates listed in the
@@ -255,10 +269,12 @@ def _create_layout(location: Location | Path, n_frames: int, per_atom: dict, enc
     fs = None if location.local else location.fs
     group = zarr.create_group(location.zarr_store(read_only=False), zarr_format=3)
     writers = {}
-    for name in PER_FRAME:
+    for name in (*PER_FRAME, *observables):
         writers[name] = ChunkWriter(fs=fs, array=group.create_array(
-            name, shape=(n_frames,), chunks=(PER_FRAME_CHUNK,), dtype=COORD_DTYPES[name],
-            fill_value=np.nan if name == "temperature" else 0, dimension_names=(FRAME,),
+            name, shape=(n_frames,), chunks=(PER_FRAME_CHUNK,),
+            dtype=COORD_DTYPES.get(name, "float32"),
+            fill_value=0 if name in ("replica", "source_frame") else np.nan,
+            dimension_names=(FRAME,),
             attributes={"units": UNITS[name]} if name in UNITS else {},
             **encoding.codecs_for_coordinates()))
     static = []

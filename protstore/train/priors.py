@@ -38,7 +38,7 @@ def _geometry(R, resid, chain, mask, species):
 def unknown_temperature_proteins(store, plan: BucketPlan) -> list[str]:
     """Proteins of the plan's training split with frames of unknown temperature (metadata)."""
     return [p for p in plan.proteins
-            if len(plan.split.frames(p, plan.frames[p], "train"))
+            if len(plan.part_frames(p, "train"))
             and None in store.protein_doc(p)["temperatures"]]
 
 

@@ -156,7 +156,7 @@ class Run:
         self.wall0 = 0.0
         self.t_start = time.perf_counter()
         self.n_phases = len(plan.buckets) if config.schedule == "sequential" else 1
-        has_val = any(len(plan.split.frames(p, plan.frames[p], "val")) for p in plan.proteins)
+        has_val = any(len(plan.part_frames(p, "val")) for p in plan.proteins)
         self.val_loader = BatchLoader(store, plan, self._loader_config(
             order="sequential", split="val", shuffle=False, last="pad")) if has_val else None
 
@@ -510,7 +510,7 @@ def _check_batches(store: Store, plan: BucketPlan, config: TrainConfig) -> None:
     sizes = sorted({loader.batch_size(k) for k in range(len(plan.buckets))})
     DataParallel(sizes)  # batch sizes the devices cannot share are refused here
     if loader.steps_per_epoch(0) == 0:
-        samples = sum(len(plan.split.frames(p, plan.frames[p], "train")) for p in plan.proteins)
+        samples = sum(len(plan.part_frames(p, "train")) for p in plan.proteins)
         raise ConfigError(f"batch size {'/'.join(map(str, sizes))} is larger than the training "
                           f"samples of every bucket of plan {plan.name!r} ({samples} in all): "
                           f"no step would be trained; use a smaller --batch-size or "
