@@ -106,4 +106,4 @@ def test_the_walk_sees_deferred_and_relative_imports():
     """The graph is not empty by accident: known edges of each kind are in it."""
     assert "protstore.store" in GRAPH["protstore.batching.views"]  # from ..store import Store
     assert "protstore.batching.accessor" in GRAPH["protstore.batching.views"]  # from . import x
-    assert "protstore.train.priors" in GRAPH["protstore.cli"]  # deferred, inside a function
+    assert "protstore.train.priors" in GRAPH["protstore.cli.training"]  # deferred, in a function
