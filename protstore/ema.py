@@ -21,7 +21,6 @@ a time.
 from __future__ import annotations
 
 import pickle
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -29,9 +28,9 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, check_same_structure, is_finite, leaf_signature,
+from .checkpoints import (CheckpointError, check_same_structure, is_finite, leaf_signature,
                           list_checkpoints, read_checkpoint, write_checkpoint)
-from .errors import PickleRefusedError, ProtstoreError
+from .errors import ProtstoreError
 from .location import as_location
 
 DECAY_PER = ("step", "checkpoint")
@@ -188,58 +187,3 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
              f"checkpoint (decay too close to 1 for the interval; {advice})")
     echo(f"wrote {out}" + (f" and {pkl}" if pkl else ""))
     return doc
-
-
-# ---------------------------------------------------------------------- predecessor import
-_EPOCH = re.compile(r"epoch[_-]?(\d+)")
-
-
-def import_checkpoints(source: str | Path, out: str | Path, *, allow_pickle: bool = False,
-                       steps_per_epoch: int | None = None,
-                       echo: Callable[[str], None] = print) -> list[Path]:
-    """Convert the predecessor's ``epoch*.pkl`` files (``{'trainer_state': {'params': ...}}``)
-    into checkpoint groups ``out/checkpoints/step_<8-digit step>``. Unpickling runs code from the
-    file, so the caller must opt in with the ``allow_pickle`` flag; ``*_error_state.pkl`` and
-    ``*.meta.pkl`` are skipped."""
-    source = Path(source)
-    files = sorted(p for p in source.glob("epoch*.pkl")
-                   if not p.name.endswith(("_error_state.pkl", ".meta.pkl")))
-    if not files:
-        raise ProtstoreError(f"{source}: no epoch*.pkl checkpoint files")
-    if not allow_pickle:
-        raise PickleRefusedError(f"{files[0]}: importing pickle checkpoints runs code stored in "
-                                 "them; pass --allow-pickle only for files you trust")
-    written = []
-    for path in sorted(files, key=lambda p: int(_EPOCH.search(p.name).group(1))
-                       if _EPOCH.search(p.name) else -1):
-        match = _EPOCH.search(path.name)
-        if match is None:
-            raise ProtstoreError(f"{path}: no epoch number in the file name")
-        epoch = int(match.group(1))
-        try:
-            with open(path, "rb") as fh:
-                blob = pickle.load(fh)  # noqa: S301 - explicitly allowed by the user
-            params = blob["trainer_state"]["params"]
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as exc:
-            raise ProtstoreError(f"{path}: not a predecessor checkpoint "
-                                 f"(expected trainer_state['params']: {exc!r})") from None
-        params = jax.tree.map(np.asarray, _as_plain_dict(params, path))
-        step = epoch * steps_per_epoch if steps_per_epoch else epoch
-        attrs = {"kind": "imported", "step": step, "epoch": epoch,
-                 "model": {"factory": "unknown (imported from pickle)", "options": {}},
-                 "source": str(path.resolve()),
-                 "step_unit": "step" if steps_per_epoch else "epoch"}
-        target = as_location(out) / f"{CHECKPOINTS_DIR}/step_{step:08d}"
-        written.append(write_checkpoint(target, params, attrs))
-        echo(f"{path.name} -> {target}")
-    return written
-
-
-def _as_plain_dict(tree, path) -> dict:
-    """Nested mappings (dict, FrozenDict, ...) as plain dicts."""
-    if hasattr(tree, "items"):
-        return {str(k): _as_plain_dict(v, path) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        raise ProtstoreError(f"{path}: params hold a {type(tree).__name__}; only nested dicts of "
-                             "arrays can be imported")
-    return tree

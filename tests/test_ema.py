@@ -12,9 +12,9 @@ import pytest
 
 from protstore.checkpoints import CheckpointError, read_checkpoint, write_checkpoint
 from protstore.cli import main
-from protstore.ema import (EmaState, checkpoint_ema, compute_ema, effective_weights,
-                           import_checkpoints)
+from protstore.ema import EmaState, checkpoint_ema, compute_ema, effective_weights
 from protstore.errors import PickleRefusedError, ProtstoreError
+from protstore.legacy import import_checkpoints
 
 MODEL = {"factory": "x:y", "options": {}}
 

@@ -20,7 +20,7 @@ LAYERS = [
     ["store"],
     ["ingest", "model", "batching"],
     ["checkpoints"],
-    ["ema", "train"],
+    ["ema", "train", "legacy"],
     ["evaluate"],
     ["simulate"],
     ["compare"],

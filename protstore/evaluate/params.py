@@ -1,8 +1,8 @@
-"""Parameters to evaluate: a checkpoint group (training, best/final, EMA) or a pickle."""
+"""Parameters to evaluate: a checkpoint group (training, best/final, EMA) or a params.pkl
+(read by :mod:`protstore.legacy`)."""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +11,8 @@ import numpy as np
 
 from ..checkpoints import check_same_structure, leaf_signature, read_checkpoint
 from ..errors import CheckpointError
-from ..errors import ConfigError, PickleRefusedError, ProtstoreError
+from ..errors import ConfigError, ProtstoreError
+from ..legacy import read_params_pickle
 from ..model.energy import DEFAULT_MODEL, trusted_model
 from ..location import as_location
 
@@ -46,17 +47,8 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
         return checked(ModelParams(ckpt.params, factory, spec.get("options", {})), str(path))
     if not path.exists():
         raise ProtstoreError(f"{path}: no such checkpoint or params file")
-    if not allow_pickle:
-        raise PickleRefusedError(f"{path}: reading a pickle runs code stored in it; pass "
-                                 "--allow-pickle only for files you trust")
-    try:
-        params = pickle.loads(path.read_bytes(""))  # noqa: S301 - explicitly allowed by the user
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise ProtstoreError(f"{path}: cannot read params pickle ({exc})") from None
-    if not isinstance(params, dict) or "prior" not in params or "model" not in params:
-        raise ProtstoreError(f"{path}: expected a dict with 'prior' and 'model' params")
-    return checked(ModelParams(jax.tree.map(np.asarray, params), model or DEFAULT_MODEL, {}),
-                   str(path))
+    params = read_params_pickle(path, allow_pickle=allow_pickle)
+    return checked(ModelParams(params, model or DEFAULT_MODEL, {}), str(path))
 
 
 def checked(params: ModelParams, where: str) -> ModelParams:
