@@ -86,7 +86,7 @@ def memory(store, plan, params) -> None:
     import tempfile
     import tracemalloc
 
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
     from protstore.checkpoints import write_checkpoint
 
     print("\n## Peak memory of `evaluate --mode per-residue` (tracemalloc: NumPy + Python)")
@@ -98,8 +98,9 @@ def memory(store, plan, params) -> None:
         for n_frames in (80, 400):
             tracemalloc.start()
             t0 = time.perf_counter()
-            out = evaluate(store, ckpt, f"{tmp}/e{n_frames}", plan=plan, split="all",
-                           n_frames=n_frames, workers=1, progress=False, echo=lambda m: None)
+            out = evaluate(store, ckpt, f"{tmp}/e{n_frames}",
+                           EvalConfig(split="all", n_frames=n_frames, workers=1), plan=plan,
+                           progress=False, echo=lambda m: None)
             dt = time.perf_counter() - t0
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()

@@ -177,11 +177,11 @@ def test_notebook_runs_on_a_fresh_result(train_store, trained_run, tmp_path, mon
     import nbformat
     from nbclient import NotebookClient
 
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
     from pathlib import Path
 
-    evaluate(train_store, trained_run.run_dir / "final", tmp_path, plan=train_store.plan("p"),
-             model_id="nb", progress=False, echo=lambda m: None)
+    evaluate(train_store, trained_run.run_dir / "final", tmp_path, EvalConfig(model_id="nb"),
+             plan=train_store.plan("p"), progress=False, echo=lambda m: None)
     monkeypatch.setenv("PROTSTORE_EVAL", str(tmp_path / "nb_per_residue_errors.zarr"))
     path = Path(__file__).resolve().parents[1] / "notebooks" / "per_residue_analysis.ipynb"
     nb = nbformat.read(path, as_version=4)
@@ -224,7 +224,7 @@ def test_a_checkpoint_never_runs_the_code_it_names(train_store, trained_run, tmp
 
 def test_evaluation_reports_the_test_part_by_default(tiny, tmp_path):
     from protstore.batching import make_plan
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
 
     store, zero, _ = tiny
     plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
@@ -232,8 +232,9 @@ def test_evaluation_reports_the_test_part_by_default(tiny, tmp_path):
                      runs={p: [FRAMES] for p in store.proteins})
     assert all(len(plan.split.frames(p, FRAMES, "test")) == 1 for p in store.proteins)
     for out, split in (("e", None), ("v", "val")):
-        evaluate(store, zero, tmp_path / out, mode="full", plan=plan, split=split,
-                 model="plugin_models:zero", progress=False, echo=lambda m: None)
+        evaluate(store, zero, tmp_path / out,
+                 EvalConfig(mode="full", split=split, model="plugin_models:zero"), plan=plan,
+                 progress=False, echo=lambda m: None)
     summary = json.loads((tmp_path / "e" / "zero_full_metrics.json").read_text())
     assert summary["split"] == "test" and summary["n_frames"] == 2
     assert json.loads((tmp_path / "v" / "zero_full_metrics.json").read_text())["split"] == "val"
@@ -250,3 +251,29 @@ def test_the_overall_plot_shows_a_seeded_random_subset_of_the_samples():
     np.testing.assert_array_equal(pick, plot_samples(1000, 400))  # the same every time
     assert not np.array_equal(pick, plot_samples(1000, 400, seed=1))  # the seed decides
     np.testing.assert_array_equal(plot_samples(300, 400), np.arange(300))  # few: all of them
+
+
+def test_eval_config_is_hashable_data_and_refuses_bad_values_in_one_line():
+    from protstore.errors import ConfigError
+    from protstore.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(mode="full", proteins=["aa", "bb"], n_frames=np.int64(2))
+    assert config.proteins == ("aa", "bb") and config == EvalConfig(mode="full",
+                                                                   proteins=("aa", "bb"),
+                                                                   n_frames=2)
+    assert hash(config) == hash(EvalConfig(mode="full", proteins=("aa", "bb"), n_frames=2))
+    assert EvalConfig().mode == "per-residue" and EvalConfig().split is None
+    for changes, message in ((dict(mode="forces"), "mode must be one of"),
+                             (dict(split="holdout"), "split must be one of"),
+                             (dict(n_frames=0), "n_frames must be a positive integer, not 0"),
+                             (dict(frame_block=2.5), "frame_block must be a positive integer"),
+                             (dict(workers=-1), "workers must be an integer >= 0, not -1"),
+                             (dict(seed=True), "seed must be an integer, not True"),
+                             (dict(proteins="aa"), "proteins must be a sequence of protein ids"),
+                             (dict(model=""), "model must be a non-empty string"),
+                             (dict(allow_pickle="yes"), "allow_pickle must be True or False")):
+        with pytest.raises(ConfigError, match=message) as info:
+            EvalConfig(**changes)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="config must be an EvalConfig, not dict"):
+        evaluate(None, "params", "out", {"mode": "full"})
