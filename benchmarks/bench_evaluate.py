@@ -15,8 +15,8 @@ import numpy as np
 from _demo import demo_args
 from protstore.batching import BatchLoader, LoaderConfig
 from protstore.evaluate import ModelParams, compute_per_residue_errors
-from protstore.model import (DEFAULT_MODEL, batch_forces, build_topology, default_priors,
-                             load_model, total_energy)
+from protstore.model import (DEFAULT_MODEL, ModelSpec, batch_forces, build_topology,
+                             default_priors, load_model, total_energy)
 
 
 def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
@@ -66,7 +66,7 @@ def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
 
 
 def dask_scaling(store, plan, params) -> None:
-    mp = ModelParams(params, DEFAULT_MODEL, {})
+    mp = ModelParams(params, ModelSpec(DEFAULT_MODEL))
     compute_per_residue_errors(store, mp, plan=plan, n_frames=8, workers=1)  # compile per shape
     print("\n## Per-residue evaluation of the validation split, local threads")
     print(f"{'workers':>7s} {'frames':>7s} {'time s':>7s} {'frames/s':>9s} {'speed-up':>9s}")

@@ -105,6 +105,7 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     from distributed import LocalCluster
 
     from protstore.evaluate.compute import _force_fn
+    from protstore.frozen import FrozenMap
 
     plan = train_store.plan("p")
     final = trained_run.run_dir / "final"
@@ -112,7 +113,7 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     runs = {w: compute_per_residue_errors(train_store, final, plan=plan, n_frames=9, seed=1,
                                           workers=w).tables["per_bead"] for w in (0, 1, 2)}
     # one compilation per bucket shape, whatever the number of proteins, blocks and workers
-    assert _force_fn(load_params(final).factory, "{}", "full")._cache_size() == len(plan.buckets)
+    assert _force_fn(load_params(final).model, "full")._cache_size() == len(plan.buckets)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         runs["cluster"] = compute_per_residue_errors(
@@ -124,8 +125,8 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     for s in select(train_store, plan=plan, n_frames=9, seed=1):
         static = protein_static(train_store, s.protein)
         beads = {k: static[k] for k in ("species", "resid", "chain")}
-        out = forces_block(train_store.url, "{}", s.protein, s.frames, s.n_max, 32, beads,
-                           mp.params, mp.factory, "{}", "full")
+        out = forces_block(train_store.url, FrozenMap(), s.protein, s.frames, s.n_max, 32, beads,
+                           mp.params, mp.model, "full")
         expect.append(np.sqrt((out[..., :3].astype(np.float64) ** 2).sum(-1).mean(0)))
     expect = np.concatenate(expect)
     for name, beads in runs.items():

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "protstore"
 # only parts of lower layers. Parts of one layer do not import each other.
 LAYERS = [
     ["_version", "errors", "units"],
-    ["vocab", "pools", "schemas", "timeseries", "cluster", "prefetch"],
+    ["vocab", "pools", "schemas", "timeseries", "cluster", "prefetch", "frozen"],
     ["location"],
     ["plotting"],
     ["store"],

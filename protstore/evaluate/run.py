@@ -89,8 +89,8 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
         raise ProtstoreError(f"mode must be one of {MODES}, not {mode!r}")
     selection = select(store, plan=plan, split=split, proteins=proteins, n_frames=n_frames,
                        seed=seed)
-    ds = error_dataset(store, selection, params.params, factory=params.factory,
-                       options=params.options, mode=mode, frame_block=frame_block)
+    ds = error_dataset(store, selection, params.params, model=params.model, mode=mode,
+                       frame_block=frame_block)
     with scheduler(address, workers, progress):
         if save_to is not None:
             save_to = as_location(save_to, store.storage_options)

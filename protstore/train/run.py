@@ -39,8 +39,7 @@ from ..batching.loader import bucket_batch_size
 from ..checkpoints import (CHECKPOINTS_DIR, CheckpointError, checkpoint_name, is_finite,
                            list_checkpoints, read_checkpoint, write_checkpoint)
 from ..errors import ConfigError, ProtstoreError, TrainingDiverged
-from ..model.energy import (batch_neighbor_census, load_model, neighbor_overflow, total_energy,
-                           trusted_model)
+from ..model.energy import batch_neighbor_census, neighbor_overflow, total_energy, trusted_model
 from ..model.fit import PRIORS_DOC, priors_from_doc, priors_to_doc
 from .priors import check_temperatures, fit_priors_to_file, write_priors
 from ..store import Store
@@ -144,7 +143,7 @@ class Run:
         self.loggers: list[MetricsLogger] | None = None  # opened by open_loggers
         self.store, self.plan, self.config, self.priors = store, plan, config, priors
         self.progress, self.echo = progress, echo
-        self.model = load_model(config.model, config.model_options)
+        self.model = config.model_spec.load()
         self.energy = total_energy(self.model)
         self.placement = DataParallel(sorted({
             bucket_batch_size(self._loader_config(), b.n_max) for b in plan.buckets}))
@@ -163,7 +162,7 @@ class Run:
     # ------------------------------------------------------------------ files
     @property
     def model_doc(self) -> dict:
-        return {"factory": self.config.model, "options": dict(self.config.model_options)}
+        return self.config.model_spec.to_doc()
 
     def loader(self, phase: int) -> BatchLoader:
         """The training loader of ``phase``, made once (it keeps its proteins open)."""
@@ -558,7 +557,7 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
         config = config or TrainConfig()
         # everything that can be refused is refused before the run directory is written
         _check_batches(store, plan, config)
-        load_model(config.model, config.model_options)
+        config.model_spec.load()
         if priors is None:
             check_temperatures(store, plan, temperature)
         if out.listdir():
