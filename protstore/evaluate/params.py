@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from ..checkpoints import check_same_structure, leaf_signature, read_checkpoint
 from ..errors import CheckpointError

@@ -22,7 +22,7 @@ from ..store.quiet import quiet_zarr
 from ..schemas import dumps_document
 from ..vocab import PAD_ID, VOCABULARY
 from .compute import error_dataset, select
-from .config import EVAL_MODES, EvalConfig
+from .config import EvalConfig
 from .params import ModelParams, load_params
 from .reduce import overall_metrics, per_residue_tables
 from .report import overall_text, per_residue_text, plot_overall, plot_per_residue
