@@ -15,8 +15,8 @@ import numpy as np
 from _demo import demo_args
 from protstore.batching import BatchLoader, LoaderConfig
 from protstore.evaluate import ModelParams, compute_per_residue_errors
-from protstore.model import (DEFAULT_MODEL, batch_forces, build_topology, default_priors,
-                             load_model, total_energy)
+from protstore.model import (DEFAULT_MODEL, ModelSpec, batch_forces, build_topology,
+                             default_priors, load_model, total_energy)
 
 
 def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
@@ -66,7 +66,7 @@ def vmap_vs_loop(store, plan, params, n_frames: int, block: int) -> None:
 
 
 def dask_scaling(store, plan, params) -> None:
-    mp = ModelParams(params, DEFAULT_MODEL, {})
+    mp = ModelParams(params, ModelSpec(DEFAULT_MODEL))
     compute_per_residue_errors(store, mp, plan=plan, n_frames=8, workers=1)  # compile per shape
     print("\n## Per-residue evaluation of the validation split, local threads")
     print(f"{'workers':>7s} {'frames':>7s} {'time s':>7s} {'frames/s':>9s} {'speed-up':>9s}")
@@ -86,7 +86,7 @@ def memory(store, plan, params) -> None:
     import tempfile
     import tracemalloc
 
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
     from protstore.checkpoints import write_checkpoint
 
     print("\n## Peak memory of `evaluate --mode per-residue` (tracemalloc: NumPy + Python)")
@@ -98,8 +98,9 @@ def memory(store, plan, params) -> None:
         for n_frames in (80, 400):
             tracemalloc.start()
             t0 = time.perf_counter()
-            out = evaluate(store, ckpt, f"{tmp}/e{n_frames}", plan=plan, split="all",
-                           n_frames=n_frames, workers=1, progress=False, echo=lambda m: None)
+            out = evaluate(store, ckpt, f"{tmp}/e{n_frames}",
+                           EvalConfig(split="all", n_frames=n_frames, workers=1), plan=plan,
+                           progress=False, echo=lambda m: None)
             dt = time.perf_counter() - t0
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()

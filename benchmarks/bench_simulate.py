@@ -66,8 +66,7 @@ def bare_loops(store, ck, pid, config: SimulateConfig, block_frames: int) -> dic
     jitted lax.scan of protstore's vmapped step, and of jax-md's (if installed), on the
     engine's force."""
     mp = load_params(ck)
-    eng = simrun.engine(mp.factory, simrun.json.dumps(mp.options, sort_keys=True), "full",
-                        block_frames)
+    eng = simrun.engine(mp.model, "full", block_frames)
     ds = store.protein(pid, chunks=None)
     n = ds.sizes["atom"]
     species = jnp.asarray(ds.species.values)

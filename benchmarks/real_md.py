@@ -250,7 +250,7 @@ def pipeline(out: Path, files: list[Path], args) -> None:
     from protstore.batching import plan_from_store, save_plan
     from protstore.demo.pipeline import rmse_by_bucket
     from protstore.ema import compute_ema
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
     from protstore.model.fit import CIS_MAX
     from protstore.train.priors import collect_samples
     from protstore.train import TrainConfig, train
@@ -277,11 +277,11 @@ def pipeline(out: Path, files: list[Path], args) -> None:
     if not ema.exists():
         compute_ema(run, ema, decay=0.99)
     ev = out / "eval"
-    final = evaluate(store, run / "final", ev, mode="full", plan=plan, progress=False,
-                     echo=lambda m: None)["result"].dataset
-    prior = evaluate(store, run / "final", ev, mode="prior-only", plan=plan, model_id="final",
+    final = evaluate(store, run / "final", ev, EvalConfig(mode="full"), plan=plan,
                      progress=False, echo=lambda m: None)["result"].dataset
-    smoothed = evaluate(store, ema, ev, mode="full", plan=plan, progress=False,
+    prior = evaluate(store, run / "final", ev, EvalConfig(mode="prior-only", model_id="final"),
+                     plan=plan, progress=False, echo=lambda m: None)["result"].dataset
+    smoothed = evaluate(store, ema, ev, EvalConfig(mode="full"), plan=plan, progress=False,
                         echo=lambda m: None)["result"].dataset
     print("\nheld-out proteins:", ", ".join(plan.split.val_proteins))
     print("| model | force RMSE per component (kcal/mol/Å) |\n|---|---|")

@@ -91,7 +91,7 @@ def rmse(ds, *, zero: bool = False) -> tuple[float, dict[str, float]]:
 def curve(store, base, args, out: Path) -> list[dict]:
     from protstore import open_store
     from protstore.checkpoints import read_attrs
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
     from protstore.train import TrainConfig, train
 
     rng = np.random.default_rng(args.seed)
@@ -125,8 +125,8 @@ def curve(store, base, args, out: Path) -> list[dict]:
             model_id = f"{params}_{mode}"
             say("evaluate", store.url, "--params", run / params, "--plan", name, "--mode", mode,
                 "--out", ev, "--model-id", model_id, "--no-progress")
-            ds = evaluate(store_r, run / params, ev, mode=mode, plan=plan, model_id=model_id,
-                          progress=False, echo=lambda m: None)["result"].dataset
+            ds = evaluate(store_r, run / params, ev, EvalConfig(mode=mode, model_id=model_id),
+                          plan=plan, progress=False, echo=lambda m: None)["result"].dataset
             if not figures:
                 figures["zero force"] = rmse(ds, zero=True)
             figures[label] = rmse(ds)

@@ -11,25 +11,26 @@ The predecessor applied d once per checkpoint (decay_per="checkpoint"), so with 
 ``debias`` removes the weight it still carries, d^(s_last - s_first), and renormalises, exactly
 like ``optax.ema(debias=True)`` when the first checkpoint is the step-0 state.
 
-The state is an optax-style pure ``init``/``update`` pair over NumPy pytrees (float64
-accumulation); ``compute_ema`` streams checkpoints through it, holding one running mean and one
-checkpoint at a time.
+:func:`checkpoint_ema` makes the transformation, optax-style: a :class:`CheckpointEma` of pure
+functions ``init``/``update``/``result`` over NumPy pytrees (float64 accumulation) with the
+state in an :class:`EmaState`; the settings live in the functions, never in globals.
+``compute_ema`` streams checkpoints through it, holding one running mean and one checkpoint at
+a time.
 """
 
 from __future__ import annotations
 
 import pickle
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from .checkpoints import (CHECKPOINTS_DIR, CheckpointError, check_same_structure, is_finite,
-                          leaf_signature, list_checkpoints, read_checkpoint, write_checkpoint)
-from .errors import PickleRefusedError, ProtstoreError
+from .checkpoints import (CheckpointError, check_same_structure, is_finite, leaf_signature,
+                          list_checkpoints, read_checkpoint, write_checkpoint)
+from .errors import ProtstoreError
 from .location import as_location
 
 DECAY_PER = ("step", "checkpoint")
@@ -41,46 +42,73 @@ class EmaState(NamedTuple):
     initial_weight: float  # weight the initial value (first checkpoint) still carries
 
 
-def ema_init(params: dict, step: int, *, debias: bool) -> EmaState:
-    """Start from the first checkpoint (zeros in its place when debiasing)."""
-    mean = jax.tree.map(lambda x: np.zeros(np.shape(x)) if debias else np.asarray(x, np.float64),
-                        params)
-    return EmaState(mean, step, 1.0)
+class CheckpointEma(NamedTuple):
+    """An EMA over checkpoints as pure functions (like ``optax.GradientTransformation``).
+
+    init(params, step) -> EmaState : start from the first checkpoint, saved at ``step``.
+    update(state, params, step) -> EmaState : fold in the checkpoint saved at ``step`` (greater
+        than the state's step).
+    result(state) -> params : the EMA parameters, float64 leaves of the checkpoints' shapes.
+    """
+
+    init: Callable[[dict, int], EmaState]
+    update: Callable[[EmaState, dict, int], EmaState]
+    result: Callable[[EmaState], dict]
 
 
-def interval_decay(decay: float, delta: int, decay_per: str) -> float:
-    """The factor d^Δ (per step) or d (per checkpoint) applied between two checkpoints."""
+def check_settings(decay: float, decay_per: str) -> None:
+    """Refuse a decay outside (0, 1) or an unknown ``decay_per``."""
+    if not 0.0 < decay < 1.0:
+        raise ProtstoreError(f"decay must be in (0, 1), not {decay}")
     if decay_per not in DECAY_PER:
         raise ProtstoreError(f"decay_per must be one of {DECAY_PER}, not {decay_per!r}")
+
+
+def _interval_decay(decay: float, delta: int, decay_per: str) -> float:
+    """The factor d^Δ (per step) or d (per checkpoint) applied between two checkpoints Δ steps
+    apart (``decay_per`` checked by :func:`check_settings`)."""
     return decay ** delta if decay_per == "step" else decay
 
 
-def ema_update(state: EmaState, params: dict, step: int, *, decay: float,
-               decay_per: str = "step") -> EmaState:
-    """Fold in the checkpoint ``params`` saved at ``step`` (> the previous step)."""
-    if step <= state.step:
-        raise ProtstoreError(f"checkpoints must come in increasing step order ({step} after "
-                             f"{state.step})")
-    a = interval_decay(decay, step - state.step, decay_per)
-    mean = jax.tree.map(lambda e, p: a * e + (1.0 - a) * np.asarray(p, np.float64),
-                        state.mean, params)
-    return EmaState(mean, step, state.initial_weight * a)
+def checkpoint_ema(decay: float, *, decay_per: str = "step", debias: bool = True
+                   ) -> CheckpointEma:
+    """The EMA with per-step (``decay_per="step"``) or per-checkpoint decay ``decay`` in (0, 1),
+    debiased or not (module docstring)."""
+    check_settings(decay, decay_per)
+
+    def init(params: dict, step: int) -> EmaState:
+        # debiased: zeros in the first checkpoint's place, its weight divided out by result
+        mean = jax.tree.map(lambda x: np.zeros(np.shape(x)) if debias
+                            else np.asarray(x, np.float64), params)
+        return EmaState(mean, step, 1.0)
+
+    def update(state: EmaState, params: dict, step: int) -> EmaState:
+        if step <= state.step:
+            raise ProtstoreError(f"checkpoints must come in increasing step order ({step} after "
+                                 f"{state.step})")
+        a = _interval_decay(decay, step - state.step, decay_per)
+        mean = jax.tree.map(lambda e, p: a * e + (1.0 - a) * np.asarray(p, np.float64),
+                            state.mean, params)
+        return EmaState(mean, step, state.initial_weight * a)
+
+    def result(state: EmaState) -> dict:
+        if not debias:
+            return state.mean
+        if state.initial_weight >= 1.0:
+            raise ProtstoreError("debiased EMA of a single checkpoint is undefined: give at "
+                                 "least two checkpoints, or --no-debias")
+        return jax.tree.map(lambda e: e / (1.0 - state.initial_weight), state.mean)
+
+    return CheckpointEma(init, update, result)
 
 
-def ema_params(state: EmaState, *, debias: bool) -> dict:
-    """The EMA parameters (float64); debiased: divided by 1 - (initial weight)."""
-    if not debias:
-        return state.mean
-    if state.initial_weight >= 1.0:
-        raise ProtstoreError("debiased EMA of a single checkpoint is undefined: give at least "
-                             "two checkpoints, or --no-debias")
-    return jax.tree.map(lambda e: e / (1.0 - state.initial_weight), state.mean)
-
-
-def effective_weights(steps: list[int], *, decay: float, decay_per: str,
-                      debias: bool) -> np.ndarray:
-    """Weight of each checkpoint in the result (they sum to 1), from the steps alone."""
-    a = np.array([interval_decay(decay, s1 - s0, decay_per) for s0, s1 in zip(steps, steps[1:])])
+def effective_weights(steps: Sequence[int], *, decay: float, decay_per: str = "step",
+                      debias: bool = True) -> np.ndarray:
+    """Weight of each checkpoint (saved at ``steps``) in the result of
+    ``checkpoint_ema(decay, decay_per=decay_per, debias=debias)`` fed those checkpoints in
+    order (they sum to 1), from the steps alone."""
+    check_settings(decay, decay_per)
+    a = np.array([_interval_decay(decay, s1 - s0, decay_per) for s0, s1 in zip(steps, steps[1:])])
     after = np.append(np.cumprod(a[::-1])[::-1], 1.0)  # Π of the factors after each checkpoint
     w = np.empty(len(steps))
     w[0] = after[0]
@@ -97,8 +125,7 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
                 echo: Callable[[str], None] = print) -> dict:
     """EMA over the checkpoints of ``source`` (a run directory or a directory of checkpoint
     groups), written as the checkpoint group ``out``; returns its attrs['ema']."""
-    if not 0.0 < decay < 1.0:
-        raise ProtstoreError(f"decay must be in (0, 1), not {decay}")
+    ema = checkpoint_ema(decay, decay_per=decay_per, debias=debias)
     found = list_checkpoints(source, warn=lambda m: echo(f"warning: {m}"))
     found = [(p, a) for p, a in found if a["kind"] in ("checkpoint", "imported")
              and (from_step is None or a["step"] >= from_step)
@@ -118,15 +145,15 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
         if state is None:
             reference = leaf_signature(params)
             dtypes = jax.tree.map(lambda x: np.asarray(x).dtype, params)
-            state = ema_init(params, attrs["step"], debias=debias)
+            state = ema.init(params, attrs["step"])
         else:
             check_same_structure(reference, params, str(path))
-            state = ema_update(state, params, attrs["step"], decay=decay, decay_per=decay_per)
+            state = ema.update(state, params, attrs["step"])
         used.append((path, attrs))
         del params
     if state is None:
         raise CheckpointError(f"{source}: no finite checkpoints in the step range")
-    result = jax.tree.map(lambda x, dt: np.asarray(x, dt), ema_params(state, debias=debias),
+    result = jax.tree.map(lambda x, dt: np.asarray(x, dt), ema.result(state),
                           dtypes)
     found = used
     steps = [a["step"] for _, a in found]
@@ -160,58 +187,3 @@ def compute_ema(source: str | Path, out: str | Path, *, decay: float = 0.999,
              f"checkpoint (decay too close to 1 for the interval; {advice})")
     echo(f"wrote {out}" + (f" and {pkl}" if pkl else ""))
     return doc
-
-
-# ---------------------------------------------------------------------- predecessor import
-_EPOCH = re.compile(r"epoch[_-]?(\d+)")
-
-
-def import_checkpoints(source: str | Path, out: str | Path, *, allow_pickle: bool = False,
-                       steps_per_epoch: int | None = None,
-                       echo: Callable[[str], None] = print) -> list[Path]:
-    """Convert the predecessor's ``epoch*.pkl`` files (``{'trainer_state': {'params': ...}}``)
-    into checkpoint groups ``out/checkpoints/step_<8-digit step>``. Unpickling runs code from the
-    file, so the caller must opt in with the ``allow_pickle`` flag; ``*_error_state.pkl`` and
-    ``*.meta.pkl`` are skipped."""
-    source = Path(source)
-    files = sorted(p for p in source.glob("epoch*.pkl")
-                   if not p.name.endswith(("_error_state.pkl", ".meta.pkl")))
-    if not files:
-        raise ProtstoreError(f"{source}: no epoch*.pkl checkpoint files")
-    if not allow_pickle:
-        raise PickleRefusedError(f"{files[0]}: importing pickle checkpoints runs code stored in "
-                                 "them; pass --allow-pickle only for files you trust")
-    written = []
-    for path in sorted(files, key=lambda p: int(_EPOCH.search(p.name).group(1))
-                       if _EPOCH.search(p.name) else -1):
-        match = _EPOCH.search(path.name)
-        if match is None:
-            raise ProtstoreError(f"{path}: no epoch number in the file name")
-        epoch = int(match.group(1))
-        try:
-            with open(path, "rb") as fh:
-                blob = pickle.load(fh)  # noqa: S301 - explicitly allowed by the user
-            params = blob["trainer_state"]["params"]
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as exc:
-            raise ProtstoreError(f"{path}: not a predecessor checkpoint "
-                                 f"(expected trainer_state['params']: {exc!r})") from None
-        params = jax.tree.map(np.asarray, _as_plain_dict(params, path))
-        step = epoch * steps_per_epoch if steps_per_epoch else epoch
-        attrs = {"kind": "imported", "step": step, "epoch": epoch,
-                 "model": {"factory": "unknown (imported from pickle)", "options": {}},
-                 "source": str(path.resolve()),
-                 "step_unit": "step" if steps_per_epoch else "epoch"}
-        target = as_location(out) / f"{CHECKPOINTS_DIR}/step_{step:08d}"
-        written.append(write_checkpoint(target, params, attrs))
-        echo(f"{path.name} -> {target}")
-    return written
-
-
-def _as_plain_dict(tree, path) -> dict:
-    """Nested mappings (dict, FrozenDict, ...) as plain dicts."""
-    if hasattr(tree, "items"):
-        return {str(k): _as_plain_dict(v, path) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        raise ProtstoreError(f"{path}: params hold a {type(tree).__name__}; only nested dicts of "
-                             "arrays can be imported")
-    return tree

@@ -1,4 +1,5 @@
-"""Post-hoc EMA over checkpoints: optax agreement, conventions, streaming, predecessor import."""
+"""Post-hoc EMA over checkpoints: the transformation, optax agreement, conventions, streaming,
+predecessor import."""
 
 import json
 import pickle
@@ -11,8 +12,9 @@ import pytest
 
 from protstore.checkpoints import CheckpointError, read_checkpoint, write_checkpoint
 from protstore.cli import main
-from protstore.ema import compute_ema, effective_weights, import_checkpoints
-from protstore.errors import PickleRefusedError
+from protstore.ema import EmaState, checkpoint_ema, compute_ema, effective_weights
+from protstore.errors import PickleRefusedError, ProtstoreError
+from protstore.legacy import import_checkpoints
 
 MODEL = {"factory": "x:y", "options": {}}
 
@@ -84,6 +86,46 @@ def test_effective_weights_reproduce_the_result(tmp_path):
         np.testing.assert_allclose(got, expect, rtol=1e-5)
     np.testing.assert_allclose(effective_weights(steps, decay=0.98, decay_per="step", debias=True),
                                doc_weights(steps, 0.98), rtol=1e-12)
+
+
+@pytest.mark.parametrize("decay_per", ["step", "checkpoint"])
+@pytest.mark.parametrize("debias", [True, False])
+def test_the_transformation_is_pure_and_its_weights_are_effective_weights(decay_per, debias):
+    steps = [3, 10, 11, 40, 41, 95]
+    rng = np.random.default_rng(5)
+    stream = [params_at(s, rng) for s in steps]
+    ema = checkpoint_ema(0.97, decay_per=decay_per, debias=debias)
+    state = ema.init(stream[0], steps[0])
+    assert isinstance(state, EmaState) and state.step == 3 and state.initial_weight == 1.0
+    for p, s in zip(stream[1:], steps[1:]):
+        before = state
+        state = ema.update(state, p, s)
+        assert before.step < state.step == s  # a new state; the old one is left as it was
+    w = effective_weights(steps, decay=0.97, decay_per=decay_per, debias=debias)
+    got = ema.result(state)
+    for leaf in (lambda t: t["a"]["w"], lambda t: t["b"]):
+        expect = sum(wk * leaf(p).astype(np.float64) for wk, p in zip(w, stream))
+        np.testing.assert_allclose(leaf(got), expect, rtol=1e-10)
+        assert leaf(got).dtype == np.float64
+    # the same calls on the same inputs give the same result: nothing is kept between them
+    again = ema.init(stream[0], steps[0])
+    for p, s in zip(stream[1:], steps[1:]):
+        again = ema.update(again, p, s)
+    np.testing.assert_array_equal(ema.result(again)["b"], got["b"])
+    with pytest.raises(ProtstoreError, match="increasing step order"):
+        ema.update(state, stream[0], steps[-1])
+
+
+def test_the_transformation_refuses_bad_settings():
+    with pytest.raises(ProtstoreError, match=r"decay must be in \(0, 1\), not 1.0"):
+        checkpoint_ema(1.0)
+    with pytest.raises(ProtstoreError, match="decay_per must be one of"):
+        checkpoint_ema(0.9, decay_per="epoch")
+    ema = checkpoint_ema(0.9)
+    with pytest.raises(ProtstoreError, match="single checkpoint is undefined"):
+        ema.result(ema.init({"b": np.ones(2)}, 0))
+    plain = checkpoint_ema(0.9, debias=False)
+    np.testing.assert_array_equal(plain.result(plain.init({"b": np.ones(2)}, 0))["b"], [1, 1])
 
 
 def doc_weights(steps, d):

@@ -105,6 +105,7 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     from distributed import LocalCluster
 
     from protstore.evaluate.compute import _force_fn
+    from protstore.frozen import FrozenMap
 
     plan = train_store.plan("p")
     final = trained_run.run_dir / "final"
@@ -112,7 +113,7 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     runs = {w: compute_per_residue_errors(train_store, final, plan=plan, n_frames=9, seed=1,
                                           workers=w).tables["per_bead"] for w in (0, 1, 2)}
     # one compilation per bucket shape, whatever the number of proteins, blocks and workers
-    assert _force_fn(load_params(final).factory, "{}", "full")._cache_size() == len(plan.buckets)
+    assert _force_fn(load_params(final).model, "full")._cache_size() == len(plan.buckets)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         runs["cluster"] = compute_per_residue_errors(
@@ -124,8 +125,8 @@ def test_parallel_equals_serial_and_no_dask(train_store, trained_run):
     for s in select(train_store, plan=plan, n_frames=9, seed=1):
         static = protein_static(train_store, s.protein)
         beads = {k: static[k] for k in ("species", "resid", "chain")}
-        out = forces_block(train_store.url, "{}", s.protein, s.frames, s.n_max, 32, beads,
-                           mp.params, mp.factory, "{}", "full")
+        out = forces_block(train_store.url, FrozenMap(), s.protein, s.frames, s.n_max, 32, beads,
+                           mp.params, mp.model, "full")
         expect.append(np.sqrt((out[..., :3].astype(np.float64) ** 2).sum(-1).mean(0)))
     expect = np.concatenate(expect)
     for name, beads in runs.items():
@@ -177,11 +178,11 @@ def test_notebook_runs_on_a_fresh_result(train_store, trained_run, tmp_path, mon
     import nbformat
     from nbclient import NotebookClient
 
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
     from pathlib import Path
 
-    evaluate(train_store, trained_run.run_dir / "final", tmp_path, plan=train_store.plan("p"),
-             model_id="nb", progress=False, echo=lambda m: None)
+    evaluate(train_store, trained_run.run_dir / "final", tmp_path, EvalConfig(model_id="nb"),
+             plan=train_store.plan("p"), progress=False, echo=lambda m: None)
     monkeypatch.setenv("PROTSTORE_EVAL", str(tmp_path / "nb_per_residue_errors.zarr"))
     path = Path(__file__).resolve().parents[1] / "notebooks" / "per_residue_analysis.ipynb"
     nb = nbformat.read(path, as_version=4)
@@ -224,7 +225,7 @@ def test_a_checkpoint_never_runs_the_code_it_names(train_store, trained_run, tmp
 
 def test_evaluation_reports_the_test_part_by_default(tiny, tmp_path):
     from protstore.batching import make_plan
-    from protstore.evaluate import evaluate
+    from protstore.evaluate import EvalConfig, evaluate
 
     store, zero, _ = tiny
     plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
@@ -232,8 +233,9 @@ def test_evaluation_reports_the_test_part_by_default(tiny, tmp_path):
                      runs={p: [FRAMES] for p in store.proteins})
     assert all(len(plan.split.frames(p, FRAMES, "test")) == 1 for p in store.proteins)
     for out, split in (("e", None), ("v", "val")):
-        evaluate(store, zero, tmp_path / out, mode="full", plan=plan, split=split,
-                 model="plugin_models:zero", progress=False, echo=lambda m: None)
+        evaluate(store, zero, tmp_path / out,
+                 EvalConfig(mode="full", split=split, model="plugin_models:zero"), plan=plan,
+                 progress=False, echo=lambda m: None)
     summary = json.loads((tmp_path / "e" / "zero_full_metrics.json").read_text())
     assert summary["split"] == "test" and summary["n_frames"] == 2
     assert json.loads((tmp_path / "v" / "zero_full_metrics.json").read_text())["split"] == "val"
@@ -250,3 +252,29 @@ def test_the_overall_plot_shows_a_seeded_random_subset_of_the_samples():
     np.testing.assert_array_equal(pick, plot_samples(1000, 400))  # the same every time
     assert not np.array_equal(pick, plot_samples(1000, 400, seed=1))  # the seed decides
     np.testing.assert_array_equal(plot_samples(300, 400), np.arange(300))  # few: all of them
+
+
+def test_eval_config_is_hashable_data_and_refuses_bad_values_in_one_line():
+    from protstore.errors import ConfigError
+    from protstore.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(mode="full", proteins=["aa", "bb"], n_frames=np.int64(2))
+    assert config.proteins == ("aa", "bb") and config == EvalConfig(mode="full",
+                                                                   proteins=("aa", "bb"),
+                                                                   n_frames=2)
+    assert hash(config) == hash(EvalConfig(mode="full", proteins=("aa", "bb"), n_frames=2))
+    assert EvalConfig().mode == "per-residue" and EvalConfig().split is None
+    for changes, message in ((dict(mode="forces"), "mode must be one of"),
+                             (dict(split="holdout"), "split must be one of"),
+                             (dict(n_frames=0), "n_frames must be a positive integer, not 0"),
+                             (dict(frame_block=2.5), "frame_block must be a positive integer"),
+                             (dict(workers=-1), "workers must be an integer >= 0, not -1"),
+                             (dict(seed=True), "seed must be an integer, not True"),
+                             (dict(proteins="aa"), "proteins must be a sequence of protein ids"),
+                             (dict(model=""), "model must be a non-empty string"),
+                             (dict(allow_pickle="yes"), "allow_pickle must be True or False")):
+        with pytest.raises(ConfigError, match=message) as info:
+            EvalConfig(**changes)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="config must be an EvalConfig, not dict"):
+        evaluate(None, "params", "out", {"mode": "full"})

@@ -42,7 +42,7 @@ def test_plots_leave_the_users_matplotlib_session_alone(tmp_path):
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from protstore.train.run import plot_metrics
+    from protstore.train.rundir import plot_metrics
 
     before = matplotlib.get_backend()
     plt.switch_backend("pdf")  # the user's choice

@@ -14,13 +14,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "protstore"
 # only parts of lower layers. Parts of one layer do not import each other.
 LAYERS = [
     ["_version", "errors", "units"],
-    ["vocab", "pools", "schemas", "timeseries", "cluster", "prefetch", "selection", "structure"],
+    ["vocab", "pools", "schemas", "timeseries", "cluster", "prefetch", "selection", "structure",
+     "frozen"],
     ["location"],
     ["plotting"],
     ["store"],
     ["ingest", "model", "batching"],
     ["checkpoints"],
-    ["ema", "train"],
+    ["ema", "train", "legacy"],
     ["evaluate"],
     ["simulate"],
     ["compare"],

@@ -145,3 +145,30 @@ def test_model_spec_errors_are_clear():
         load_model("no_colon")
     with pytest.raises(ProtstoreError, match="cannot import"):
         load_model("protstore.nonexistent:factory")
+
+
+def test_a_model_spec_is_hashable_data_that_builds_its_model():
+    import pickle
+
+    from protstore.errors import ConfigError
+    from protstore.model import DEFAULT_MODEL, EnergyModel, ModelSpec
+
+    a = ModelSpec(DEFAULT_MODEL, {"max_neighbors": 8, "cutoff": 10.0})
+    b = ModelSpec(DEFAULT_MODEL, [("cutoff", 10.0), ("max_neighbors", 8)])
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a.options == (("cutoff", 10.0), ("max_neighbors", 8))  # sorted items
+    assert a != ModelSpec(DEFAULT_MODEL, {"max_neighbors": 9, "cutoff": 10.0})
+    assert ModelSpec() == ModelSpec(DEFAULT_MODEL, {}) and ModelSpec().options == ()
+    doc = a.to_doc()
+    assert doc == {"factory": DEFAULT_MODEL, "options": {"cutoff": 10.0, "max_neighbors": 8}}
+    assert ModelSpec.from_doc(doc) == a and ModelSpec.from_doc({"factory": "x:y"}).options == ()
+    assert pickle.loads(pickle.dumps(a)) == a  # travels to dask workers as it is
+    nested = ModelSpec("x:y", {"widths": [4, 8], "sub": {"b": 1, "a": [2]}})
+    hash(nested)
+    assert nested.options_dict == {"sub": {"a": [2], "b": 1}, "widths": [4, 8]}
+    model = a.load()
+    assert isinstance(model, EnergyModel) and model.neighbors is not None
+    with pytest.raises(ConfigError, match=r"model 'x:y' options\['bad'\]: a set is not"):
+        ModelSpec("x:y", {"bad": {1, 2}})
+    with pytest.raises(ConfigError, match="package.module:factory"):
+        ModelSpec("no_colon").load()

@@ -254,7 +254,7 @@ def test_capacity_is_sized_from_the_data_and_overflow_stops_training(train_store
     from protstore.checkpoints import read_checkpoint
     from protstore.errors import ConfigError
     from protstore.train import TrainConfig, train
-    from protstore.train.run import densest_neighbors
+    from protstore.train.loop import densest_neighbors
 
     plan = train_store.plan("p")
     largest = densest_neighbors(train_store, plan)(10.0)

@@ -259,7 +259,7 @@ def test_prior_only_mode_ignores_the_network(world):
 
 def _protstore_force(store, tmp, mode="full"):
     mp = protstore.evaluate.load_params(tmp / "ck")
-    eng = simrun.engine(mp.factory, json.dumps(mp.options, sort_keys=True), mode, 5)
+    eng = simrun.engine(mp.model, mode, 5)
     ds = store.protein("p1", chunks=None)
     species = jnp.asarray(ds.species.values)
     topo = build_topology(jnp.asarray(ds.resid.values), jnp.zeros(10, jnp.int32),

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 
+from ..evaluate.config import EVAL_MODES, EVAL_SPLITS, EvalConfig
 from .common import _count, _nonnegative_float, _open, _positive_int, add_command
 
 
 def _evaluate(args) -> int:
     from ..evaluate import evaluate
 
+    config = EvalConfig(mode=args.mode, split=args.split, proteins=args.proteins,
+                        n_frames=args.n_frames, seed=args.seed, frame_block=args.frame_block,
+                        address=args.scheduler, workers=args.workers, model_id=args.model_id,
+                        model=args.model, allow_pickle=args.allow_pickle)
     store = _open(args)
     plan = store.plan(args.plan) if args.plan else None
-    evaluate(store, args.params, args.out, mode=args.mode, plan=plan, split=args.split,
-             proteins=args.proteins, n_frames=args.n_frames, seed=args.seed,
-             address=args.scheduler, workers=args.workers, model_id=args.model_id,
-             allow_pickle=args.allow_pickle, model=args.model, frame_block=args.frame_block,
-             progress=not args.no_progress)
+    evaluate(store, args.params, args.out, config, plan=plan, progress=not args.no_progress)
     return 0
 
 
@@ -78,19 +79,19 @@ def add_commands(sub) -> None:
     p.add_argument("--params", required=True, metavar="CHECKPOINT",
                    help="a checkpoint group (training, final/best, EMA) or, with --allow-pickle, "
                         "a params.pkl")
-    p.add_argument("--mode", choices=["per-residue", "full", "prior-only", "ml-only"],
-                   default="per-residue")
+    p.add_argument("--mode", choices=EVAL_MODES, default=EvalConfig.mode)
     p.add_argument("--plan", help="bucket plan: its split and bucket shapes")
-    p.add_argument("--split", choices=["test", "val", "train", "all"],
+    p.add_argument("--split", choices=EVAL_SPLITS,
                    help="frames to evaluate (default with --plan: test when the plan holds a "
                         "test part out, else val; without: all)")
     p.add_argument("--proteins", nargs="+", metavar="ID")
     p.add_argument("--n-frames", type=_positive_int, metavar="N", help="at most N frames per protein")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=EvalConfig.seed)
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="dask.distributed scheduler (tcp://...); default: local threads")
     p.add_argument("--workers", type=_count, help="local threads (0: serial)")
-    p.add_argument("--frame-block", type=_positive_int, default=32, help="frames per task")
+    p.add_argument("--frame-block", type=_positive_int, default=EvalConfig.frame_block,
+                   help="frames per task")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--model-id", help="prefix of the output files (default: the params' name)")
     p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",

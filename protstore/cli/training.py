@@ -260,7 +260,7 @@ def _ema(args) -> int:
 
 
 def _import_checkpoints(args) -> int:
-    from ..ema import import_checkpoints
+    from ..legacy import import_checkpoints
 
     written = import_checkpoints(args.dir, args.out, allow_pickle=args.allow_pickle,
                                  steps_per_epoch=args.steps_per_epoch)

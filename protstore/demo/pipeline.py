@@ -14,7 +14,7 @@ from ..checkpoints import read_checkpoint
 from ..compare import compare
 from ..errors import ProtstoreError
 from ..ema import compute_ema
-from ..evaluate import evaluate, pooled_by_sample
+from ..evaluate import EvalConfig, evaluate, pooled_by_sample
 from ..train.priors import fit_priors_to_file
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
@@ -111,12 +111,13 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
 
     eval_dir = out / "eval"
     echo(f"[8/{STEPS}] evaluate on the held-out proteins -> {eval_dir}")
-    per_residue = evaluate(store, run_dir / "final", eval_dir, mode="per-residue", plan=plan,
-                           progress=progress, echo=echo)
-    ema_eval = evaluate(store, ema_path, eval_dir, mode="full", plan=plan, progress=progress,
-                        echo=echo)
-    prior_eval = evaluate(store, run_dir / "final", eval_dir, mode="prior-only", plan=plan,
-                          model_id="final", progress=progress, echo=echo)
+    per_residue = evaluate(store, run_dir / "final", eval_dir, EvalConfig(mode="per-residue"),
+                           plan=plan, progress=progress, echo=echo)
+    ema_eval = evaluate(store, ema_path, eval_dir, EvalConfig(mode="full"), plan=plan,
+                        progress=progress, echo=echo)
+    prior_eval = evaluate(store, run_dir / "final", eval_dir,
+                          EvalConfig(mode="prior-only", model_id="final"), plan=plan,
+                          progress=progress, echo=echo)
     datasets = {"zero-force baseline": None, "prior-only": prior_eval["result"].dataset,
                 "final params": per_residue["result"].dataset,
                 "EMA params": ema_eval["result"].dataset}

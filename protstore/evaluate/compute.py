@@ -22,7 +22,6 @@ protein evaluated):
 from __future__ import annotations
 
 import functools
-import json
 import zlib
 from dataclasses import dataclass
 
@@ -34,6 +33,8 @@ import xarray as xr
 from ..batching import BucketPlan, check_plan
 from ..batching.sample import BEAD_FIELDS
 from ..errors import ProtstoreError
+from ..frozen import FrozenMap, freeze, thaw
+from ..model.spec import ModelSpec
 from ..store import Store
 from ..store.chunks import LazyFrames
 from ..store.layout import chain_codes
@@ -93,22 +94,21 @@ def select(store: Store, *, plan: BucketPlan | None = None, split: str = "val",
 
 
 @functools.lru_cache(maxsize=8)
-def _force_fn(factory: str, options_json: str, mode: str):
+def _force_fn(model: ModelSpec, mode: str):
     """The jitted batch force function (one per model and mode per process; jax caches the
     compilation per shape)."""
     import jax
 
-    from ..model import batch_forces, load_model, total_energy
-    model = load_model(factory, json.loads(options_json))
-    return jax.jit(batch_forces(total_energy(model, mode)))
+    from ..model import batch_forces, total_energy
+    return jax.jit(batch_forces(total_energy(model.load(), mode)))
 
 
 @functools.lru_cache(maxsize=8)
-def _census_fn(factory: str, options_json: str):
+def _census_fn(model: ModelSpec):
     """The model's jitted neighbour-capacity check over a batch (None if it has none)."""
-    from ..model import batch_neighbor_census, load_model
+    from ..model import batch_neighbor_census
 
-    return batch_neighbor_census(load_model(factory, json.loads(options_json)))
+    return batch_neighbor_census(model.load())
 
 
 def protein_static(store: Store, pid: str) -> dict:
@@ -121,23 +121,24 @@ def protein_static(store: Store, pid: str) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _store(url: str, storage_options_json: str) -> Store:
+def _store(url: str, storage_options: FrozenMap) -> Store:
     """The store, opened once per process (dask workers open it on their first task)."""
     from ..store import open_store
 
-    return open_store(url, storage_options=json.loads(storage_options_json) or None)
+    return open_store(url, storage_options=thaw(storage_options) or None)
 
 
-def forces_block(url: str, storage_options_json: str, pid: str, frames: np.ndarray, n_max: int,
-                 frame_block: int, static: dict, params: dict, factory: str, options_json: str,
+def forces_block(url: str, storage_options: FrozenMap, pid: str, frames: np.ndarray,
+                 n_max: int, frame_block: int, static: dict, params: dict, model: ModelSpec,
                  mode: str) -> np.ndarray:
     """[len(frames), n_atoms, 6] float32: F_pred - F_ref (first 3) and F_ref (last 3).
 
     Frames are read through the store's API, as the loader reads them, and padded as
     :mod:`protstore.batching.sample` defines a padded sample (``frame_block`` samples of
     ``n_max`` beads: one compilation per bucket shape). ``static``: the protein's per-bead
-    ``species``, ``resid``, ``chain`` (chain codes)."""
-    readers = _store(url, storage_options_json).protein_readers(pid)
+    ``species``, ``resid``, ``chain`` (chain codes); ``storage_options``: the store's, frozen
+    (:func:`protstore.frozen.freeze`)."""
+    readers = _store(url, storage_options).protein_readers(pid)
     R, F = (LazyFrames(readers[name])[frames] for name in ("R", "F"))
     b, n = R.shape[:2]
     Rp = BEAD_FIELDS["R"].fill((frame_block, n_max))
@@ -146,7 +147,7 @@ def forces_block(url: str, storage_options_json: str, pid: str, frames: np.ndarr
     rows = {key: np.broadcast_to(BEAD_FIELDS[key].padded(values, n_max), (frame_block, n_max))
             for key, values in (("species", static["species"]), ("resid", static["resid"]),
                                 ("chain", static["chain"]), ("mask", np.ones(n)))}
-    census = _census_fn(factory, options_json) if mode != "prior-only" else None
+    census = _census_fn(model) if mode != "prior-only" else None
     if census is not None:
         from ..model.energy import neighbor_overflow
 
@@ -158,7 +159,7 @@ def forces_block(url: str, storage_options_json: str, pid: str, frames: np.ndarr
                 f"the network's cutoff, more than its {int(capacity[i])} neighbour slots: these "
                 f"params cannot give a smooth energy for this frame (a model trained with a "
                 f"larger --model-option max_neighbors can)")
-    F_pred = np.asarray(_force_fn(factory, options_json, mode)(
+    F_pred = np.asarray(_force_fn(model, mode)(
         params, Rp, rows["species"], rows["resid"], rows["chain"], rows["mask"]))[:b, :n]
     return np.concatenate([F_pred - F, F], axis=-1).astype(np.float32)
 
@@ -174,11 +175,9 @@ def chain_positions(chain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def error_dataset(store: Store, selection: list[ProteinSelection], params: dict, *,
-                  factory: str, options: dict | None = None, mode: str = "full",
-                  frame_block: int = 32) -> xr.Dataset:
-    """The lazy Dataset of force errors (module docstring) over ``selection``."""
-    options_json = json.dumps(options or {}, sort_keys=True)
-    storage_json = json.dumps(store.storage_options or {}, sort_keys=True)
+                  model: ModelSpec, mode: str = "full", frame_block: int = 32) -> xr.Dataset:
+    """The lazy Dataset of force errors (module docstring) over ``selection`` by ``model``."""
+    storage_options = freeze(store.storage_options or {}, f"{store.url} storage options")
     n_all = max(s.n_atoms for s in selection)
     params_task = dask.delayed(params, pure=True, traverse=False)
     blocks, coords = [], {k: [] for k in ("protein", "frame", "temperature", "bucket")}
@@ -190,8 +189,8 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
         for start in range(0, len(s.frames), frame_block):
             fr = s.frames[start:start + frame_block]
             task = dask.delayed(forces_block, pure=True)(
-                store.url, storage_json, s.protein, fr, s.n_max, frame_block, beads,
-                params_task, factory, options_json, mode,
+                store.url, storage_options, s.protein, fr, s.n_max, frame_block, beads,
+                params_task, model, mode,
                 dask_key_name=f"forces-{s.protein}-{start}-{mode}")
             parts.append(da.from_delayed(task, shape=(len(fr), s.n_atoms, 6), dtype=np.float32))
         arr = da.concatenate(parts, axis=0)
@@ -227,6 +226,6 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
     ds["dF"].attrs = {"long_name": "F_pred - F_ref", "units": "kcal/mol/Å"}
     ds["F_ref"].attrs = {"long_name": "reference (mapped) force", "units": "kcal/mol/Å"}
     ds["sq_error"].attrs = {"long_name": "||F_pred - F_ref||^2", "units": "(kcal/mol/Å)^2"}
-    ds.attrs = {"mode": mode, "model": factory, "aa_names": list(VOCABULARY),
+    ds.attrs = {"mode": mode, "model": model.factory, "aa_names": list(VOCABULARY),
                 "convention": RMSE_CONVENTION, "store": store.url}
     return ds

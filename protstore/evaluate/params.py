@@ -1,28 +1,28 @@
-"""Parameters to evaluate: a checkpoint group (training, best/final, EMA) or a pickle."""
+"""Parameters to evaluate: a checkpoint group (training, best/final, EMA) or a params.pkl
+(read by :mod:`protstore.legacy`)."""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from ..checkpoints import check_same_structure, leaf_signature, read_checkpoint
 from ..errors import CheckpointError
-from ..errors import ConfigError, PickleRefusedError, ProtstoreError
+from ..errors import ConfigError, ProtstoreError
+from ..legacy import read_params_pickle
 from ..model.energy import DEFAULT_MODEL, trusted_model
+from ..model.spec import ModelSpec
 from ..location import as_location
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    """Params plus the model that reads them (``factory`` 'package.module:factory')."""
+    """Params plus the model that reads them."""
 
     params: dict
-    factory: str
-    options: dict
+    model: ModelSpec
 
 
 def load_params(path: str | Path, *, allow_pickle: bool = False,
@@ -43,29 +43,21 @@ def load_params(path: str | Path, *, allow_pickle: bool = False,
             raise ConfigError(f"{path}: imported from the predecessor; its params belong to "
                               "another model (give --model package.module:factory)")
         factory = trusted_model(spec["factory"], model, str(path))
-        return checked(ModelParams(ckpt.params, factory, spec.get("options", {})), str(path))
+        return checked(ModelParams(ckpt.params, ModelSpec(factory, spec.get("options", {}))),
+                       str(path))
     if not path.exists():
         raise ProtstoreError(f"{path}: no such checkpoint or params file")
-    if not allow_pickle:
-        raise PickleRefusedError(f"{path}: reading a pickle runs code stored in it; pass "
-                                 "--allow-pickle only for files you trust")
-    try:
-        params = pickle.loads(path.read_bytes(""))  # noqa: S301 - explicitly allowed by the user
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise ProtstoreError(f"{path}: cannot read params pickle ({exc})") from None
-    if not isinstance(params, dict) or "prior" not in params or "model" not in params:
-        raise ProtstoreError(f"{path}: expected a dict with 'prior' and 'model' params")
-    return checked(ModelParams(jax.tree.map(np.asarray, params), model or DEFAULT_MODEL, {}),
-                   str(path))
+    params = read_params_pickle(path, allow_pickle=allow_pickle)
+    return checked(ModelParams(params, ModelSpec(model or DEFAULT_MODEL)), str(path))
 
 
 def checked(params: ModelParams, where: str) -> ModelParams:
     """``params`` if the model's leaves are the ones the model makes (paths and shapes) and the
     priors' terms are all there, else a :class:`CheckpointError` naming the first leaf that
     differs."""
-    from ..model import default_priors, load_model
+    from ..model import default_priors
 
-    model = load_model(params.factory, params.options)
+    model = params.model.load()
     prior = params.params.get("prior")
     missing = sorted(set(default_priors()) - set(prior if isinstance(prior, dict) else {}))
     if missing:
@@ -78,5 +70,5 @@ def checked(params: ModelParams, where: str) -> ModelParams:
     for key in signature:  # frozen leaves may be sized from the data (a network's capacity)
         if "'frozen'" in key and key in got:
             signature[key] = got[key]
-    check_same_structure(signature, params.params, where, f"model {params.factory}")
+    check_same_structure(signature, params.params, where, f"model {params.model.factory}")
     return params

@@ -14,7 +14,7 @@ import xarray as xr
 import zarr
 
 from ..batching import BucketPlan
-from ..errors import ProtstoreError
+from ..errors import ConfigError, ProtstoreError
 from ..model.energy import MODES
 from ..store import Store
 from ..location import as_location
@@ -22,12 +22,10 @@ from ..store.quiet import quiet_zarr
 from ..schemas import dumps_document
 from ..vocab import PAD_ID, VOCABULARY
 from .compute import error_dataset, select
+from .config import EvalConfig
 from .params import ModelParams, load_params
 from .reduce import overall_metrics, per_residue_tables
 from .report import overall_text, per_residue_text, plot_overall, plot_per_residue
-
-EVAL_MODES = ("per-residue",) + MODES
-
 
 @contextlib.contextmanager
 def scheduler(address: str | None = None, workers: int | None = None, progress: bool = False):
@@ -91,8 +89,8 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
         raise ProtstoreError(f"mode must be one of {MODES}, not {mode!r}")
     selection = select(store, plan=plan, split=split, proteins=proteins, n_frames=n_frames,
                        seed=seed)
-    ds = error_dataset(store, selection, params.params, factory=params.factory,
-                       options=params.options, mode=mode, frame_block=frame_block)
+    ds = error_dataset(store, selection, params.params, model=params.model, mode=mode,
+                       frame_block=frame_block)
     with scheduler(address, workers, progress):
         if save_to is not None:
             save_to = as_location(save_to, store.storage_options)
@@ -124,36 +122,38 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
     return PerResidueResult(rmse, species, mask, list(VOCABULARY), names, ds, tables)
 
 
-def evaluate(store: Store, params_path: str | Path, out: str | Path, *, mode: str = "per-residue",
-             plan: BucketPlan | None = None, split: str | None = None,
-             proteins: list[str] | None = None,
-             n_frames: int | None = None, seed: int = 0, address: str | None = None,
-             workers: int | None = None, model_id: str | None = None, allow_pickle: bool = False,
-             model: str | None = None, frame_block: int = 32, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict:
-    """Evaluate and write the outputs of ``mode`` into ``out``; returns their paths and numbers.
+def evaluate(store: Store, params_path: str | Path, out: str | Path,
+             config: EvalConfig = EvalConfig(), *, plan: BucketPlan | None = None,
+             progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Evaluate ``params_path`` (a checkpoint group, or a ``params.pkl`` with
+    ``config.allow_pickle``) as ``config`` says and write the outputs of its mode into ``out``;
+    returns their paths and numbers.
 
-    ``split`` (None): with a plan, its test part when it holds one out (``best/`` was chosen on
-    validation, so test is the figure that has not been looked at), else validation; without a
-    plan, every frame."""
-    if mode not in EVAL_MODES:
-        raise ProtstoreError(f"mode must be one of {EVAL_MODES}, not {mode!r}")
+    ``plan``: the bucket plan whose split and bucket shapes to use (``store.plan(name)``, or one
+    made in memory); none: every frame of the store, each protein padded to its own length.
+    ``config.split`` None: with a plan, its test part when it holds one out (``best/`` was chosen
+    on validation, so test is the figure that has not been looked at), else validation; without
+    a plan, every frame."""
+    if not isinstance(config, EvalConfig):
+        raise ConfigError(f"config must be an EvalConfig, not {type(config).__name__}")
+    mode, split, seed = config.mode, config.split, config.seed
     if split is None:
         split = ("test" if plan.split.has_test else "val") if plan is not None else "all"
-    params = load_params(params_path, allow_pickle=allow_pickle, model=model)
+    params = load_params(params_path, allow_pickle=config.allow_pickle, model=config.model)
     if split not in ("val", "test"):
         echo(f"warning: evaluating the {split!r} frames, which include training frames; "
              "held-out frames (--plan NAME --split test or val) measure generalisation")
-    model_id = model_id or as_location(params_path).name.replace(".pkl", "")
+    model_id = config.model_id or as_location(params_path).name.replace(".pkl", "")
     out = as_location(out, store.storage_options)
     out.mkdir()
     energy_mode = "full" if mode == "per-residue" else mode
     stem = f"{model_id}_{mode.replace('-', '_')}"
     zarr_path = out / f"{stem}_errors.zarr"
     result = compute_per_residue_errors(
-        store, params, plan=plan, split=split, proteins=proteins, n_frames=n_frames, seed=seed,
-        mode=energy_mode, frame_block=frame_block, save_to=zarr_path, address=address,
-        workers=workers, progress=progress)
+        store, params, plan=plan, split=split,
+        proteins=list(config.proteins) if config.proteins is not None else None,
+        n_frames=config.n_frames, seed=seed, mode=energy_mode, frame_block=config.frame_block,
+        save_to=zarr_path, address=config.address, workers=config.workers, progress=progress)
     ds = result.dataset
     n_samples = ds.sizes["sample"]
     paths = {"errors": zarr_path}

@@ -15,7 +15,6 @@ uses ``split(PRNGKey(seed), R)[r]``).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +29,8 @@ import numpy as np
 from .._version import __version__
 from ..errors import ConfigError, SimulationUnstable, TrajectoryError
 from ..evaluate.params import ModelParams, checked, load_params
-from ..model.energy import load_model, total_energy
+from ..model.energy import total_energy
+from ..model.spec import ModelSpec
 from ..model.topology import build_topology
 from ..store.layout import chain_codes
 from ..units import KB_KCAL_PER_MOL_K
@@ -149,8 +149,8 @@ class Engine:
     shape (``compiles`` counts them).
     """
 
-    def __init__(self, factory: str, options_json: str, mode: str, block_frames: int):
-        model = load_model(factory, json.loads(options_json))
+    def __init__(self, model: ModelSpec, mode: str, block_frames: int):
+        model = model.load()
         energy = total_energy(model, mode)
         census = model.neighbors if mode == "full" else None
         self.compiles = 0
@@ -210,10 +210,10 @@ class Engine:
 
 
 @functools.lru_cache(maxsize=16)
-def engine(factory: str, options_json: str, mode: str, block_frames: int) -> Engine:
-    """The :class:`Engine` of a model (factory, its options as JSON), mode and block size:
+def engine(model: ModelSpec, mode: str, block_frames: int) -> Engine:
+    """The :class:`Engine` of a model, mode and block size:
     one per process, so that jit compiles once per protein shape."""
-    return Engine(factory, options_json, mode, block_frames)
+    return Engine(model, mode, block_frames)
 
 
 def resolve_temperature(store, protein: str, ds, temperature: float | None) -> float:
@@ -322,7 +322,7 @@ def simulate(store, params, protein: str, out, config: SimulateConfig = Simulate
     block_frames = (existing["block_frames"] if existing is not None else
                     config.block_frames or default_block_frames(config.n_replicas, n_atoms))
     kT = KB_KCAL_PER_MOL_K * temperature
-    eng = engine(mp.factory, json.dumps(mp.options, sort_keys=True), config.mode, block_frames)
+    eng = engine(mp.model, config.mode, block_frames)
     params_dev = jax.tree.map(jnp.asarray, mp.params)
     capacity = None
     if eng.capacity is not None:
@@ -330,7 +330,7 @@ def simulate(store, params, protein: str, out, config: SimulateConfig = Simulate
 
     doc = {"format": "protstore_trajectory", "version": TRAJECTORY_VERSION, "protein": protein,
            "store": store.url, "params": source,
-           "model": {"factory": mp.factory, "options": mp.options}, "mode": config.mode,
+           "model": mp.model.to_doc(), "mode": config.mode,
            "seed": config.seed, "temperature": temperature, "dt": config.dt,
            "friction": float(config.friction), "save_every": config.save_every,
            "n_replicas": config.n_replicas, "n_steps": config.n_steps, "steps_done": 0,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..model.energy import DEFAULT_MODEL
+from ..model.spec import ModelSpec
 from ..schemas import check_document
 
 SCHEDULES = ("interleaved", "sequential")
@@ -84,6 +85,11 @@ class TrainConfig:
             if not math.isfinite(value) or (low is not None and value <= low) or value < 0:
                 raise ConfigError(f"{name} must be a {'positive' if low is not None else 'non-negative'} "
                                   f"finite number, not {getattr(self, name)}")
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """``model`` and ``model_options`` as one :class:`~protstore.model.spec.ModelSpec`."""
+        return ModelSpec(self.model, self.model_options)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
