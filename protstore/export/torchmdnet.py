@@ -13,7 +13,7 @@ the class would set as its own attributes)::
     /<protein id>/temperature  [S]       float32  K (NaN where unknown)
     /<protein id>/replica      [S]       int32    the source run's replica
     /<protein id>/source_frame [S]       int32    frame index in the source run
-    /<protein id>/split        [S]       int8     the frame's part of the plan: 0 train, 1 val, 2 test
+    /<protein id>/split        [S]       int8     the plan part: 0 train, 1 val, 2 test
 
 Each group's attributes: ``protein``, ``bucket``, per bead ``resname``, ``resid``, ``chain``.
 
