@@ -1,20 +1,22 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # PYTHON picks the interpreter, VENV its virtualenv, DEMO_OUT where the demo writes; .ci/run
 # uses them to run the suite on a second interpreter. PIP_UPGRADE=1 upgrades every dependency to
-# the newest release the index serves (a new virtualenv gets those anyway).
+# the newest release the index serves (a new virtualenv gets those anyway). EXTRAS: the extras
+# installed with the package (.ci/run's second pass adds torch and the peers' readers).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
 PIP_UPGRADE ?=
+EXTRAS ?= test
 
 .PHONY: install demo test test-fast api bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(if $(PIP_UPGRADE),--upgrade --upgrade-strategy eager) -e '.[test]'
-	$(PY) -m pip list --format=freeze | grep -iE '^(zarr|xarray|dask|numcodecs|numpy|jax|jaxlib|optax|h5py|numba|fsspec|crc32c)==' | tr '\n' ' '; echo
+	$(PY) -m pip install --quiet $(if $(PIP_UPGRADE),--upgrade --upgrade-strategy eager) -e '.[$(EXTRAS)]'
+	$(PY) -m pip list --format=freeze | grep -iE '^(zarr|xarray|dask|numcodecs|numpy|jax|jaxlib|optax|h5py|numba|fsspec|crc32c|torch)==' | tr '\n' ' '; echo
 	touch $@
 
 install: $(VENV)/.installed

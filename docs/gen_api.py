@@ -13,7 +13,7 @@ from pathlib import Path
 PAGE = Path(__file__).with_name("api.md")
 MODULES = ["protstore", "protstore.store", "protstore.ingest", "protstore.batching", "protstore.selection",
            "protstore.model", "protstore.train", "protstore.checkpoints", "protstore.ema",
-           "protstore.evaluate", "protstore.simulate", "protstore.compare", "protstore.errors"]
+           "protstore.evaluate", "protstore.simulate", "protstore.compare", "protstore.export", "protstore.errors"]
 
 
 def _signature(obj) -> str:

@@ -22,7 +22,7 @@ LAYERS = [
     ["ingest", "model", "batching"],
     ["checkpoints"],
     ["ema", "train", "legacy"],
-    ["evaluate"],
+    ["evaluate", "export", "torch"],
     ["simulate"],
     ["compare"],
     ["report"],

@@ -1,4 +1,4 @@
-"""Data commands: ingest, info, validate, bucket, export-npz."""
+"""Data commands: ingest, info, validate, bucket, export-npz, export."""
 
 from __future__ import annotations
 
@@ -100,6 +100,16 @@ def _export_npz(args) -> int:
     for path in export_npz(store, load_plan(store, args.plan), args.out, split=args.split,
                            pickle_objects=args.pickle_objects):
         print(path)
+    return 0
+
+
+def _export(args) -> int:
+    from ..export import export
+
+    store = _open(args)
+    print(export(store, args.plan, args.out, args.format, split=args.split, bucket=args.bucket,
+                 priors=args.prior_delta, overwrite=args.overwrite,
+                 progress=not args.no_progress).line())
     return 0
 
 
@@ -205,3 +215,20 @@ def add_commands(sub) -> None:
     p.add_argument("--split", choices=["all", "train", "val", "test"], default="all")
     p.add_argument("--pickle-objects", action="store_true",
                    help="write object arrays and aa_to_id dicts as the predecessor did")
+    from ..export import FORMATS, SPLITS as EXPORT_SPLITS
+
+    p = add_command(sub, "export", _export,
+                    "write a plan's frames as an HDF5 file of torchmd-net (its HDF5 dataset) or "
+                    "mlcg (its H5Dataset); Å and kcal/mol/Å")
+    p.add_argument("store")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--format", required=True, choices=tuple(FORMATS))
+    p.add_argument("--out", required=True, metavar="URL", help="the HDF5 file (path or URL)")
+    p.add_argument("--split", choices=EXPORT_SPLITS, default="all",
+                   help="the plan's frames to export (default: all)")
+    p.add_argument("--bucket", type=_count, metavar="K", help="only bucket K (default: all)")
+    p.add_argument("--prior-delta", metavar="PRIORS.json",
+                   help="also write the forces minus these priors' forces (from fit-priors): "
+                        "torchmd-net's forces then hold them (ref_forces the stored ones), "
+                        "mlcg's cg_delta_forces")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
