@@ -41,6 +41,11 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
                                 "a format-1 store (the root's zarr.json lists every node): "
                                 "`protstore validate --repair` (or any write) migrates it to "
                                 "the catalog"))
+    elif store.format_version < 3:
+        findings.append(Finding("warning", store.url,
+                                "a format-2 store (resname, chain and xyz as variable-length "
+                                "strings, which tensorstore and zarrs do not read): `protstore "
+                                "validate --repair` (or any write) migrates it to label codes"))
     groups = set(store._protein_groups())
     proteins = [p for p in store.proteins if p in groups]
     for name, what in store.catalog_damage.items():

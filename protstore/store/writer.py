@@ -16,7 +16,7 @@ import zarr
 from .chunks import ChunkWriter, codec_pool
 from .digest import arrays_metadata_digests
 from .layout import (ATOM, COORD_DTYPES, FRAME, PER_ATOM, PER_FRAME, PER_FRAME_CHUNK,
-                     PROTEIN_DOC, UNITS, XYZ, Encoding)
+                     PROTEIN_DOC, UNITS, XYZ, Encoding, encode_labels)
 from .location import Location, _fsync, fsync_paths
 
 
@@ -69,12 +69,13 @@ class ProteinWriter:
         self.n_atoms = len(resname)
         self.chunk = encoding.frames_per_chunk(self.n_atoms)
         self._encoding = encoding
+        # dim, values, attributes; the string coordinates as label codes (format 3)
         self._per_atom = {
-            "resname": (ATOM, np.asarray(resname, dtype=object)),
-            "species": (ATOM, np.asarray(species, dtype=COORD_DTYPES["species"])),
-            "resid": (ATOM, np.asarray(resid, dtype=COORD_DTYPES["resid"])),
-            "chain": (ATOM, np.asarray(chain, dtype=object)),
-            "xyz": (XYZ, np.array(["x", "y", "z"], dtype=object)),
+            "resname": (ATOM, *encode_labels(resname)),
+            "species": (ATOM, np.asarray(species, dtype=COORD_DTYPES["species"]), {}),
+            "resid": (ATOM, np.asarray(resid, dtype=COORD_DTYPES["resid"]), {}),
+            "chain": (ATOM, *encode_labels(chain)),
+            "xyz": (XYZ, *encode_labels(["x", "y", "z"])),
         }
         try:
             self._group, self._writers, self._static = _create_layout(
@@ -261,11 +262,11 @@ def _create_layout(location: Location | Path, n_frames: int, per_atom: dict, enc
             attributes={"units": UNITS[name]} if name in UNITS else {},
             **encoding.codecs_for_coordinates()))
     static = []
-    for name, (dim, values) in per_atom.items():
+    for name, (dim, values, attributes) in per_atom.items():
         static.append(ChunkWriter(fs=fs, array=group.create_array(
-            name, shape=values.shape, chunks=values.shape,
-            dtype=str if values.dtype == object else values.dtype,
-            dimension_names=(dim,), **encoding.codecs_for_coordinates())))
+            name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
+            dimension_names=(dim,), attributes=attributes,
+            **encoding.codecs_for_coordinates())))
         static[-1].write(0, values)
     return group, writers, static
 
