@@ -500,4 +500,5 @@ def codec_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="protstore-codec")
 
 
-os.register_at_fork(after_in_child=codec_pool.cache_clear)  # a forked child has no threads
+if hasattr(os, "register_at_fork"):  # POSIX only (Windows has no fork)
+    os.register_at_fork(after_in_child=codec_pool.cache_clear)  # a forked child has no threads

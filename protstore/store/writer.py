@@ -332,4 +332,5 @@ def io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(8, thread_name_prefix="protstore-io")
 
 
-os.register_at_fork(after_in_child=io_pool.cache_clear)  # a forked child has no threads
+if hasattr(os, "register_at_fork"):  # POSIX only (Windows has no fork)
+    os.register_at_fork(after_in_child=io_pool.cache_clear)  # a forked child has no threads
