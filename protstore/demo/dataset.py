@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import jax
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..vocab import STANDARD_RESIDUES
 from .cgworld import HYDROPHOBICITY, KB, Topology, WorldParams, helix, make_simulator
@@ -178,8 +178,8 @@ def make_demo_dataset(out_dir: str | Path, config: DemoConfig = DemoConfig(), *,
     key = jax.random.PRNGKey(config.seed)
     paths = []
     todo = [(i, n) for i, n in enumerate(config.lengths)]
-    bar = tqdm(total=len(todo), unit="protein",
-               desc="simulating demo proteins", disable=not progress)
+    bar = progress_bar(total=len(todo), unit="protein",
+                       desc="simulating demo proteins", disable=not progress)
     for i, n in todo:
         domain = f"demo{i:02d}n{n:03d}"
         seq = list(rng.choice(STANDARD_RESIDUES, size=n))

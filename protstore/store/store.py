@@ -599,12 +599,11 @@ class Store:
         self._load()
 
     def _migrate_labels(self, progress: bool) -> list[str]:
-        from tqdm.auto import tqdm
-
+        from ..progress import progress_bar
         from .migrate import migrate_protein
 
         changed, failed = {}, []
-        for pid in tqdm(self.proteins, desc="migrate", unit="protein",
+        for pid in progress_bar(self.proteins, desc="migrate", unit="protein",
                                 disable=not progress):
             try:
                 doc = migrate_protein(self.location, pid)

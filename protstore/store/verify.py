@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..batching.plan import check_plan, load_plan
 from ..errors import ChunkError, ProtstoreError
@@ -58,7 +58,7 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
                                 "staging groups (ignored by readers): writes in progress, or "
                                 "left by a dead writer, which `protstore validate --repair` "
                                 "removes"))
-    for pid in tqdm(proteins, desc="validate", unit="protein", disable=not progress):
+    for pid in progress_bar(proteins, desc="validate", unit="protein", disable=not progress):
         findings.extend(_verify_protein(store, pid))
     return findings
 
