@@ -172,3 +172,36 @@ def test_an_interrupted_migration_leaves_every_reader_a_whole_protein_and_is_fin
     assert store.format_version == 3 and same_protein(store.protein("a1").load(), expected)
     assert verify_store(protstore.open_store(root)) == []
     assert not (half / "resname" / "c").exists()
+
+
+def test_plain_xarray_opens_a_protein_and_the_whole_tree_without_a_consolidation_warning(
+        two_stores):
+    import re
+    import warnings
+
+    from zarr.errors import ZarrUserWarning
+
+    root, _ = two_stores
+    store = protstore.open_store(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        by_path = xr.open_zarr(root / "proteins" / "b2")
+        by_group = xr.open_zarr(root, group="proteins/b2", consolidated=False)
+    xr.testing.assert_identical(by_path.load(), by_group.load())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = xr.open_datatree(root, consolidated=False)
+    private = {re.match(r"Object at (\S+) is not", str(w.message)).group(1) for w in caught
+               if issubclass(w.category, ZarrUserWarning)}
+    assert private <= {".staging", ".lock", "catalog"} and private  # what the docs name
+    assert all(issubclass(w.category, ZarrUserWarning) for w in caught)  # nothing else
+    assert set(tree["proteins"].children) == set(store.proteins)
+    for pid in store.proteins:
+        decoded = tree[f"proteins/{pid}"].to_dataset().prot.decode_labels().load()
+        xr.testing.assert_identical(decoded.drop_attrs(deep=False),
+                                    store.protein(pid).load().drop_attrs(deep=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=ZarrUserWarning,  # as docs/reference.md
+                                message=r"Object at (\.staging|\.lock|\.claims|catalog) ")
+        xr.open_datatree(root, consolidated=False)
