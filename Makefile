@@ -40,6 +40,7 @@ bench: install
 	$(PY) benchmarks/bench_checksum.py
 	$(PY) benchmarks/bench_unit_checks.py
 	$(PY) benchmarks/bench_faults.py
+	$(PY) benchmarks/bench_open.py
 
 clean:
 	rm -rf $(VENV) .venv-py3* $(DEMO_OUT) .pytest_cache
