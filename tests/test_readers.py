@@ -78,7 +78,7 @@ def test_plain_xarray_reads_the_codes_and_decodes_them_to_the_same_dataset(two_s
     root, _ = two_stores
     store = protstore.open_store(root)
     for pid in store.proteins:
-        plain = xr.open_zarr(root, group=f"proteins/{pid}")
+        plain = xr.open_zarr(root, group=f"proteins/{pid}", consolidated=False)
         assert plain.resname.dtype == np.int32 and plain.xyz.values.tolist() == [0, 1, 2]
         assert plain.chain.attrs["flag_meanings"].split() == \
             list(dict.fromkeys(store.protein(pid).chain.values.tolist()))
