@@ -41,10 +41,12 @@ bench: install
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_train.py --store $(DEMO_OUT)/store.zarr
 	$(PY) benchmarks/bench_evaluate.py --store $(DEMO_OUT)/store.zarr
+	$(PY) benchmarks/bench_reduce.py
 	$(PY) benchmarks/bench_ema.py
 	$(PY) benchmarks/bench_checksum.py
 	$(PY) benchmarks/bench_unit_checks.py
 	$(PY) benchmarks/bench_faults.py
+	$(PY) benchmarks/bench_open.py
 
 clean:
 	rm -rf $(VENV) .venv-py3* $(DEMO_OUT) .pytest_cache

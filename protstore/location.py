@@ -267,7 +267,12 @@ def fsync_paths(paths: list[str]) -> list[str]:
 
 
 def _fsync(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY)
+    if os.name == "nt":  # Windows: no directory handles to flush; a file's needs write access
+        if os.path.isdir(path):
+            return path
+        fd = os.open(path, os.O_RDWR)
+    else:
+        fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -29,4 +29,5 @@ def _forget_pools() -> None:
     io_pool.cache_clear()
 
 
-os.register_at_fork(after_in_child=_forget_pools)
+if hasattr(os, "register_at_fork"):  # POSIX only (Windows has no fork)
+    os.register_at_fork(after_in_child=_forget_pools)

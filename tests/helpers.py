@@ -6,6 +6,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import xarray as xr
 
 ATOMS = ("N", "CA", "C", "O")
 
@@ -80,3 +81,48 @@ def write_mdcath(path: Path, *, domain: str = "toy1", resnames=("MET", "HSD", "A
             truth["force"][(temp, rep)] = forces.reshape(frames, n_res, len(ATOMS), 3).astype(
                 np.float64).sum(axis=2).astype(np.float32)
     return truth
+
+
+def as_format_2(root: Path) -> None:
+    """Turn a store into what protstore 0.6 wrote (format 2): ``resname``, ``chain`` and ``xyz``
+    as variable-length strings (zarr-python's ``string`` data type), with the groups'
+    consolidated metadata, digests and the catalog to match."""
+    import json
+
+    import zarr
+
+    import protstore
+    from protstore.store.catalog import append_segment
+    from protstore.location import Location
+    from protstore.store.writer import write_group_metadata
+
+    store = protstore.open_store(root)
+    docs = {}
+    for pid in store.proteins:
+        ds = store.protein(pid, chunks=None)
+        group = zarr.open_group(root / "proteins" / pid, mode="r+", use_consolidated=False)
+        for name in ("resname", "chain", "xyz"):
+            old = group[name]
+            dims, compressors = old.metadata.dimension_names, old.compressors
+            values = np.array(ds[name].values.tolist(), dtype=object)
+            del group[name]
+            group.create_array(name, shape=values.shape, chunks=values.shape, dtype=str,
+                               dimension_names=dims, compressors=compressors)[...] = values
+        doc = json.loads(ds.attrs["protstore_protein"])
+        attrs = write_group_metadata(Location(root / "proteins" / pid),
+                                     {"protstore_protein": doc}, list(group.array_keys()),
+                                     record_digests="protstore_protein")
+        docs[pid] = attrs["protstore_protein"]
+    append_segment(Location(root), docs)
+    meta = json.loads((root / "zarr.json").read_text())
+    meta["attributes"]["protstore"]["format_version"] = 2
+    (root / "zarr.json").write_text(json.dumps(meta))
+
+
+def same_protein(a: xr.Dataset, b: xr.Dataset) -> bool:
+    """The same data, coordinates and protein document but for the digests of the arrays'
+    metadata (which a migration changes)."""
+    def doc(ds):
+        return {k: v for k, v in ds.prot.doc.items() if k != "arrays_metadata"}
+
+    return a.drop_attrs(deep=False).identical(b.drop_attrs(deep=False)) and doc(a) == doc(b)

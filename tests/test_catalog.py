@@ -18,7 +18,7 @@ from protstore.store.catalog import append_segment, read_catalog, segment_names
 from protstore.location import Location
 from protstore.store.verify import verify_store
 
-from helpers import write_mdcath
+from helpers import as_format_2, same_protein, write_mdcath
 
 
 def _quiet(*a, **k):
@@ -42,7 +42,7 @@ def test_the_catalog_follows_commits_replacements_and_repairs(tmp_path):
     # the root no longer lists anything: each protein group lists its own arrays
     meta = json.loads((root / "zarr.json").read_text())
     assert "consolidated_metadata" not in meta and meta["attributes"]["protstore"][
-        "format_version"] == 2
+        "format_version"] == 3
     shutil.rmtree(root / "proteins" / "b1")  # removed behind the store's back
     findings = verify_store(protstore.open_store(root))
     assert any("listed in the catalog but its group" in str(f) for f in findings)
@@ -126,7 +126,8 @@ def test_opening_and_reading_never_lists_the_proteins(tmp_path, monkeypatch, dem
 
 def _as_format_1(root) -> None:
     """Turn a store into what protstore < 0.6 wrote: no catalog, format_version 1, the root's
-    consolidated metadata listing every node."""
+    consolidated metadata listing every node, strings for resname, chain and xyz."""
+    as_format_2(root)
     shutil.rmtree(root / "catalog")
     meta = json.loads((root / "zarr.json").read_text())
     meta["attributes"]["protstore"]["format_version"] = 1
@@ -146,17 +147,18 @@ def test_a_format_1_store_is_read_as_it_is_and_migrated_on_the_first_write(tmp_p
     _as_format_1(root)
     old = protstore.open_store(root)
     assert old.format_version == 1 and old.proteins == ["a1"]
-    assert old.protein("a1").load().identical(expected)
+    assert same_protein(old.protein("a1").load(), expected)
     assert [f.level for f in verify_store(old)] == ["warning"]  # format 1: migrate
     with pytest.raises(protstore.errors.StoreError, match="format-1 store"):
         protstore.Store(root, "r+").write_attrs_group("plans/x", "k", {}, overwrite=False)
     assert main(["ingest", str(tmp_path / "b1.h5"), "--store", str(root), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "migrated from store format 1" in err and "a catalog of 1 proteins" in err
+    assert "migrated to store format 3" in err  # format 1 goes on to 3 in one migration
     new = protstore.open_store(root)
-    assert new.format_version == 2 and new.proteins == ["a1", "b1"]
+    assert new.format_version == 3 and new.proteins == ["a1", "b1"]
     assert "consolidated_metadata" not in json.loads((root / "zarr.json").read_text())
-    assert new.protein("a1").load().identical(expected)
+    assert same_protein(new.protein("a1").load(), expected)
     assert verify_store(new) == []
 
 

@@ -1,5 +1,6 @@
 """The end-to-end demo pipeline on a tiny configuration (what `make demo` runs, scaled down)."""
 
+import numpy as np
 import pytest
 
 from protstore.demo import DemoConfig
@@ -42,3 +43,39 @@ def test_demo_pipeline_end_to_end(tmp_path):
     run_demo(tmp_path, config, progress=False, echo=lines.append, simulate_config=short)
     assert any("reusing" in line and "files" in line for line in lines)
     assert any("reusing the finished run" in line for line in lines)
+
+
+@pytest.mark.slow  # importing torch
+def test_torchmd_nets_mdcath_loader_reads_the_demo_files_as_they_are(demo_files):
+    """The demo writes mdCATH's index (mdcath_source.h5) beside its files; torchmd-net's
+    MDCATH dataset selects domains and runs from it and reads frames from the files."""
+    import h5py
+
+    MDCATH = pytest.importorskip("torchmdnet.datasets.mdcath").MDCATH
+    root = demo_files[0].parent
+    with h5py.File(root / "mdcath_source.h5") as index:
+        assert sorted(index) == sorted(p.stem.removeprefix("mdcath_dataset_") for p in demo_files
+                                       if p.suffix == ".h5")
+    data = MDCATH(str(root), temperatures=["320", "348"])
+    expected = {}
+    for path in demo_files:
+        with h5py.File(path) as fh:
+            for domain, g in fh.items():
+                for temp in ("320", "348"):
+                    for rep, run in g[temp].items():
+                        expected[(domain, temp, rep)] = (g["z"][()], run["coords"][()],
+                                                         run["forces"][()])
+    assert len(data) == sum(len(c) for _, c, _ in expected.values())  # the corrupt tail too
+    seen = set()
+    for i in range(len(data)):
+        sample = data[i]
+        domain_temp_rep, frame = sample.info.rsplit("_", 1)
+        domain, temp, rep = domain_temp_rep.rsplit("_", 2)
+        z, coords, forces = expected[(domain, temp, rep)]
+        assert sample.z.tolist() == z.tolist()
+        np.testing.assert_array_equal(sample.pos.numpy(), coords[int(frame)])
+        np.testing.assert_array_equal(sample.neg_dy.numpy(), forces[int(frame)])
+        seen.add((domain, temp, rep))
+    assert seen == set(expected)
+    short = MDCATH(str(root), temperatures=["320"], numResidues=20)  # filtered by the index
+    assert set(short.processed) == {"demo00n012"}

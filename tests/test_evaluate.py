@@ -86,6 +86,41 @@ def test_per_residue_matches_a_hand_computation(tiny):
     assert float(temps.sel(temperature=350.0).rmse_pooled) == pytest.approx(np.sqrt(sq["bb"].mean()))
 
 
+def test_flox_reductions_equal_xarrays_groupby(tiny, monkeypatch):
+    from protstore.evaluate import reduce
+
+    store, zero, _ = tiny
+    res = compute_per_residue_errors(store, zero, split="all", mode="ml-only", workers=0,
+                                     model="plugin_models:zero")
+    calls = []
+    real = reduce.grouped
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reduce, "grouped", counted)
+    by_flox = reduce.per_residue_tables(res.dataset)
+    assert set(calls) == {"protein", "resname", "position", "position_from_c", "temperature"}
+
+    def xarray_grouped(obj, by, func, dim=None):  # what reduce did before flox
+        with xr.set_options(use_flox=False):
+            return getattr(obj.groupby(by), func)(dim)
+
+    monkeypatch.setattr(reduce, "grouped", xarray_grouped)
+    by_xarray = reduce.per_residue_tables(res.dataset)
+    assert by_flox.keys() == by_xarray.keys()
+    for key, table in by_flox.items():
+        other = by_xarray[key]
+        assert list(table.variables) == list(other.variables), key
+        for name, var in table.variables.items():  # sums in another order: last bits only
+            assert var.dims == other[name].dims and var.dtype == other[name].dtype, (key, name)
+            if var.dtype.kind == "f":
+                np.testing.assert_allclose(var.values, other[name].values, rtol=1e-13, atol=0)
+            else:
+                assert (var.values == other[name].values).all(), (key, name)
+
+
 @pytest.mark.slow
 def test_padded_beads_are_never_counted(train_store, trained_run):
     plan = train_store.plan("p")

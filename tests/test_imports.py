@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "protstore"
 LAYERS = [
     ["_version", "errors", "units"],
     ["vocab", "pools", "schemas", "timeseries", "cluster", "prefetch", "selection", "structure",
-     "frozen"],
+     "frozen", "progress"],
     ["location"],
     ["plotting"],
     ["store"],

@@ -154,13 +154,19 @@ def test_auto_shuffle_keeps_the_smaller_of_byte_and_bit_shuffle(demo_store):
 
 
 def _layout_inputs(n_atoms=7):
+    """(dim, values, attributes) of the per-atom coordinates, as the writer makes them: the
+    string coordinates as label codes."""
+    from protstore.store.layout import encode_labels
+
     rng = np.random.default_rng(3)
-    return {"resname": ("atom", np.array(["ALA", "GLY", "HIS", "CYS", "TRP", "MET", "LYS"][:n_atoms],
-                                         dtype=object)),
-            "species": ("atom", rng.integers(0, 20, n_atoms).astype(np.int32)),
-            "resid": ("atom", np.arange(1, n_atoms + 1, dtype=np.int32)),
-            "chain": ("atom", np.array(["A"] * n_atoms, dtype=object)),
-            "xyz": ("xyz", np.array(["x", "y", "z"], dtype=object))}
+    return {"resname": ("atom", *encode_labels(["ALA", "GLY", "HIS", "CYS", "TRP", "MET",
+                                                "LYS"][:n_atoms])),
+            "species": ("atom", rng.integers(0, 20, n_atoms).astype(np.int32), {}),
+            "resid": ("atom", np.arange(1, n_atoms + 1, dtype=np.int32), {}),
+            # two chains: codes all 0 (zarr's fill value) would be a chunk zarr does not write
+            # (protstore writes every chunk: a missing one is damage)
+            "chain": ("atom", *encode_labels(["A"] * 4 + ["B"] * (n_atoms - 4))),
+            "xyz": ("xyz", *encode_labels(["x", "y", "z"]))}
 
 
 def test_layout_is_the_one_xarray_writes(tmp_path):

@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..store.labels import decode_labels, is_labelled, without_label_attributes
 from ..store.layout import PROTEIN_DOC, chain_codes
 from ..vocab import PAD
 from .sample import BEAD_FIELDS, TOPOLOGY
@@ -30,6 +31,23 @@ class ProtAccessor:
             raise KeyError(f"this Dataset has no {PROTEIN_DOC!r} attribute (not a protein)")
         return json.loads(value) if isinstance(value, str) else value
 
+    def decode_labels(self) -> xr.Dataset:
+        """The Dataset with its label codes as their labels: a protein group of a format-3
+        store keeps ``resname``, ``chain`` and ``xyz`` as int32 codes with their labels in the
+        arrays' attributes (what plain ``xr.open_zarr`` gives); decoded, it is the labelled
+        Dataset ``Store.protein`` gives (object arrays of str, those attributes dropped).
+        Variables without codes are left as they are."""
+        ds = self._ds
+        decoded = {name: (var.dims, decode_labels(var.values, var.attrs, str(name)),
+                          without_label_attributes(var.attrs))
+                   for name, var in ds.variables.items() if is_labelled(var.attrs)}
+        if not decoded:
+            return ds
+        coords = {k: v for k, v in decoded.items() if k in ds.coords}
+        out = ds.assign_coords(coords) if coords else ds
+        data = {k: v for k, v in decoded.items() if k not in ds.coords}
+        return out.assign(data) if data else out
+
     @property
     def n_real(self) -> xr.DataArray:
         """Real beads per sample (from ``mask``), or the atom count of an unpadded protein."""
@@ -45,7 +63,7 @@ class ProtAccessor:
         chain labels become codes 0, 1, ... in bead order) are padded with their pad values,
         ``resname`` with ``"PAD"``; ``mask`` [atom] is 1.0 for real beads and 0.0 for padding.
         """
-        ds = self._ds
+        ds = self.decode_labels()
         n = ds.sizes["atom"]
         if n > n_max:
             raise ValueError(f"protein has {n} beads, more than n_max={n_max}")

@@ -15,12 +15,14 @@ from pathlib import Path
 import h5py
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from ..vocab import STANDARD_RESIDUES
 from .cgworld import HYDROPHOBICITY, KB, Topology, WorldParams, helix, make_simulator
 
 SIDE_CHAIN = {"GLY": [], "ALA": ["CB"]}
+SOURCE_INDEX = "mdcath_source.h5"  # mdCATH's index of its files, which torchmd-net's loader reads
+ALPHA_DSSP, BETA_DSSP = (b"H", b"G", b"I"), (b"E", b"B")
 CHARMM_HIS = ("HSD", "HSE", "HSP")
 ELEMENT_Z = {"N": 7, "C": 6, "O": 8}
 
@@ -168,18 +170,50 @@ def corrupt_tail(path: Path, domain: str, temperature: int, replica: int) -> Non
         run.attrs["numFrames"] = run["coords"].shape[0]
 
 
+def write_source_index(files: Sequence[Path], path: Path) -> None:
+    """Write mdCATH's ``mdcath_source.h5`` for mdCATH-layout ``files``: per domain, the
+    attributes ``numProteinAtoms``, ``numResidues``, ``numChains``, ``numNoHAtoms`` (atoms with
+    z > 1), and per ``<temperature>/<replica>`` group ``numFrames``,
+    ``min_gyration_radius``/``max_gyration_radius`` (nm, over the run's ``gyrationRadius``) and
+    ``alpha``/``beta`` (residues in helix, DSSP H/G/I, and in strand, E/B, averaged over the
+    run's ``dssp`` frames): what torchmd-net's ``MDCATH`` dataset reads to choose domains and
+    runs before it opens ``mdcath_dataset_<domain>.h5``."""
+    with h5py.File(path, "w") as index:
+        for file in files:
+            with h5py.File(file, "r") as fh:
+                for domain, g in fh.items():
+                    out = index.create_group(domain)
+                    for key in ("numProteinAtoms", "numResidues", "numChains"):
+                        out.attrs[key] = int(g.attrs[key])
+                    out.attrs["numNoHAtoms"] = int((g["z"][()] > 1).sum())
+                    for temp, reps in g.items():
+                        if not isinstance(reps, h5py.Group):
+                            continue
+                        for rep, run in reps.items():
+                            o = out.require_group(temp).create_group(rep)
+                            o.attrs["numFrames"] = int(run.attrs["numFrames"])
+                            gyr = run["gyrationRadius"][()]
+                            o.attrs["min_gyration_radius"] = float(gyr.min())
+                            o.attrs["max_gyration_radius"] = float(gyr.max())
+                            dssp = run["dssp"][()]
+                            o.attrs["alpha"] = float(np.isin(dssp, ALPHA_DSSP).sum(-1).mean())
+                            o.attrs["beta"] = float(np.isin(dssp, BETA_DSSP).sum(-1).mean())
+
+
 def make_demo_dataset(out_dir: str | Path, config: DemoConfig = DemoConfig(), *,
                       progress: bool = True) -> list[Path]:
-    """Write one ``mdcath_dataset_<domain>.h5`` per protein into ``out_dir`` and, with
-    ``config.predecessor_length``, one ``predecessor_<name>.npz``; return the paths."""
+    """Write one ``mdcath_dataset_<domain>.h5`` per protein into ``out_dir``, mdCATH's index
+    of them (``mdcath_source.h5``, :func:`write_source_index`: torchmd-net's ``MDCATH`` dataset
+    reads the directory as it is) and, with ``config.predecessor_length``, one
+    ``predecessor_<name>.npz``; return the paths of the data files (not the index)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     key = jax.random.PRNGKey(config.seed)
     paths = []
     todo = [(i, n) for i, n in enumerate(config.lengths)]
-    bar = tqdm(total=len(todo), unit="protein",
-               desc="simulating demo proteins", disable=not progress)
+    bar = progress_bar(total=len(todo), unit="protein",
+                       desc="simulating demo proteins", disable=not progress)
     for i, n in todo:
         domain = f"demo{i:02d}n{n:03d}"
         seq = list(rng.choice(STANDARD_RESIDUES, size=n))
@@ -204,6 +238,7 @@ def make_demo_dataset(out_dir: str | Path, config: DemoConfig = DemoConfig(), *,
             corrupt_tail(path, domain, config.temperatures[-1], config.replicas - 1)
         paths.append(path)
     bar.close()
+    write_source_index(paths, out_dir / SOURCE_INDEX)
     if config.predecessor_length:
         key, sub = jax.random.split(key)
         paths.append(write_predecessor_npz(out_dir, config, rng, sub))

@@ -21,7 +21,7 @@ from ..ingest import IngestOptions, ingest
 from ..report import store_info
 from ..simulate import SimulateConfig, simulate
 from ..store import open_store
-from .dataset import DemoConfig, make_demo_dataset
+from .dataset import SOURCE_INDEX, DemoConfig, make_demo_dataset, write_source_index
 
 STEPS = 9
 #: A short run that trains meaningfully on a 2-core CPU in a few minutes.
@@ -52,6 +52,8 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), *, progress: bo
     if len(existing) == len(config.lengths) + bool(config.predecessor_length):
         echo(f"[1/{STEPS}] demo data: reusing {len(existing)} files in {data_dir}")
         files = existing
+        if not (data_dir / SOURCE_INDEX).exists():  # made before the demo wrote the index
+            write_source_index([f for f in files if f.suffix == ".h5"], data_dir / SOURCE_INDEX)
     else:
         echo(f"[1/{STEPS}] demo data: simulating {len(config.lengths)} proteins into {data_dir}")
         files = make_demo_dataset(data_dir, config, progress=progress)

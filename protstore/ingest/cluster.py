@@ -14,12 +14,11 @@ one died, none came back), the files not yet done are cancelled and a
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from ..progress import progress_bar, write_line
 
 from ..errors import ClusterError
 from ..store import Store, open_store
@@ -54,7 +53,7 @@ def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: Ingest
     ingest stops (see the module docstring)."""
     from distributed import wait
 
-    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    log = log or write_line
     paths = [str(Path(p).absolute()) if "://" not in str(p) else str(p) for p in paths]
     if options.topology is not None and "://" not in options.topology:  # MD trajectories'
         options = dataclasses.replace(options, topology=str(Path(options.topology).absolute()))
@@ -64,7 +63,7 @@ def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: Ingest
                          storage_options=store.storage_options, options=options, pure=False)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(paths)
-    bar = tqdm(total=len(paths), desc="files", unit="file", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="files", unit="file", disable=not progress)
     frames = 0
     pending, alone_since = set(futures), None
     try:

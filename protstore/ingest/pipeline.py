@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress_bar, write_line
 
 from .._version import __version__
 from ..structure import radius_of_gyration
@@ -137,14 +136,14 @@ def ingest_local(paths: Iterable[str | Path], store: Store,
                  log: Callable[[str], None] | None = None) -> IngestReport:
     """Ingest source files into ``store`` in this process (see :func:`protstore.ingest.ingest`).
     """
-    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    log = log or write_line
     report = IngestReport(selection=options.selection.expr if options.selection else None)
     for line in store.recover_staging():
         log(line)
     paths = [Path(p) for p in paths]
     hasher = ThreadPoolExecutor(1, thread_name_prefix="checksum")
     try:
-        for path in tqdm(paths, desc="files", unit="file", disable=not progress or len(paths) < 2):
+        for path in progress_bar(paths, desc="files", unit="file", disable=not progress or len(paths) < 2):
             try:
                 check_source_path(path)
                 checksum = FileChecksum(hasher, path)
@@ -346,7 +345,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
     bond_forces = BondForceCheck()
     runs: list[dict] = []  # consecutive frames of one (temperature, replica), as stored
     series = RunSeries(len(source.resid))  # their autocorrelation times
-    bar = tqdm(total=source.n_frames, desc=pid, unit="frame", leave=False,
+    bar = progress_bar(total=source.n_frames, desc=pid, unit="frame", leave=False,
                disable=not progress)
     try:
         lengths_checked = False

@@ -384,7 +384,7 @@ def _why(exc: OSError) -> str:
 
 def _run(eng: Engine, writer: TrajectoryWriter, doc: dict, state: BAOABState, params, species,
          topo, config: SimulateConfig, *, capacity, progress, callback) -> SimulationResult:
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     out = writer.location
     n_rep, block_frames, save_every = config.n_replicas, writer.block_frames, config.save_every
@@ -399,9 +399,9 @@ def _run(eng: Engine, writer: TrajectoryWriter, doc: dict, state: BAOABState, pa
                 jnp.float32(config.friction))
     t0 = time.perf_counter()
     compile_s = 0.0
-    bar = tqdm(total=config.n_steps, initial=steps_done, unit="step", disable=not progress,
-               desc=f"simulate {doc['protein']} ({n_rep} replicas)",
-               dynamic_ncols=True)
+    bar = progress_bar(total=config.n_steps, initial=steps_done, unit="step", disable=not progress,
+                       desc=f"simulate {doc['protein']} ({n_rep} replicas)",
+                       dynamic_ncols=True)
     try:
         first = True
         while steps_done < config.n_steps:

@@ -39,6 +39,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from ..errors import ChunkError
 from ..pools import codec_pool
+from .labels import decode_labels, is_labelled
 
 _BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _ENDIAN = {"little": "<", "big": ">"}
@@ -258,10 +259,17 @@ class ChunkReader(_FrameChunks):
     """
 
     def read_all(self) -> np.ndarray:
-        """The whole array (all chunks), contiguous."""
+        """The whole array (all chunks), contiguous; a labelled array (codes with their labels
+        in its attributes, :func:`~protstore.store.layout.encode_labels`) as its labels."""
         if self.direct is None or self.n_chunks == 0:
-            return np.ascontiguousarray(self.array[:])
-        return np.ascontiguousarray(np.concatenate([self.read(c) for c in range(self.n_chunks)]))
+            values = np.ascontiguousarray(self.array[:])
+        else:
+            values = np.ascontiguousarray(
+                np.concatenate([self.read(c) for c in range(self.n_chunks)]))
+        attrs = self.array.attrs
+        if is_labelled(attrs):
+            return decode_labels(values, dict(attrs), f"{self.array.store}/{self.array.path}")
+        return values
 
     def read(self, c: int, scratch: Scratch | None = None) -> np.ndarray:
         """Chunk ``c`` (class docstring). With ``scratch`` the chunk is read and decoded into

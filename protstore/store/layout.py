@@ -6,7 +6,8 @@
       zarr.json                 root group; attrs["protstore"] = store document (schemas/store.json)
       proteins/<protein_id>/    one group per protein, opens with xr.open_zarr(STORE/proteins/<id>)
         R, F                    float32 (frame, atom, xyz), chunked along frame only
-        resname species resid chain           per-atom coordinates
+        resname species resid chain           per-atom coordinates (resname, chain and xyz:
+                                              int32 codes, labels in the array's attributes)
         temperature replica source_frame      per-frame coordinates (provenance)
         rg [helix sheet coil]                 per-frame observables for selections (optional)
       plans/<name>              bucket plans (attrs["protstore_plan"])
@@ -26,8 +27,12 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec, ZstdCodec
 
 from ..errors import StoreError
 from .chunks import compressor_from_spec
+from .labels import encode_labels  # noqa: F401 - the layout's one encoder of labels
 
-FORMAT_VERSION = 2
+# 3: resname, chain and xyz are int32 codes with their labels in the array's attributes (read
+# by tensorstore and other Zarr v3 readers without zarr-python's string extension); 2: the
+# catalog; 1: the root's consolidated metadata listed every node
+FORMAT_VERSION = 3
 STORE_DOC = "protstore"
 PROTEIN_DOC = "protstore_protein"
 PROTEINS = "proteins"
@@ -44,6 +49,8 @@ PER_FRAME = ("temperature", "replica", "source_frame")
 # beads' radius of gyration (Å), and the secondary-structure fractions of the source's DSSP
 # when it has one; absent from groups written before they existed
 OBSERVABLES = ("rg", "helix", "sheet", "coil")
+# the string coordinates, stored as label codes (format 3; variable-length strings before)
+LABELLED = ("resname", "chain", "xyz")
 # frames per chunk of the per-frame coordinates: tiny arrays, so one chunk for any mdCATH protein
 # (25 x 440 frames) and one read when a protein is opened
 PER_FRAME_CHUNK = 1 << 16

@@ -19,6 +19,8 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+import psutil
+
 WRITE, REPLACED = "write", "replaced"
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
 
@@ -64,10 +66,6 @@ def parse_staging(name: str) -> StagingEntry | None:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether process ``pid`` of this host exists (psutil: ``os.kill(pid, 0)`` would end the
+    process on Windows)."""
+    return psutil.pid_exists(pid)

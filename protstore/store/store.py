@@ -43,6 +43,7 @@ from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
 from .claims import claim, live_claim
 from .digest import metadata_mismatch
 from ..units import UNITS
+from .labels import without_label_attributes
 from .layout import (ATOM, CREATING, FORMAT_VERSION, FRAME, LOCK, OBSERVABLES, PER_ATOM,
                      PER_FRAME, PLANS, PROTEIN_DOC, PROTEINS, STAGING, STORE_DOC, XYZ, Encoding,
                      check_protein_id, protein_path)
@@ -262,8 +263,10 @@ class Store:
         data = {name: ((FRAME, ATOM, XYZ), lazy(name),
                        {k: v for k, v in readers[name].array.attrs.items() if k != "coordinates"})
                 for name in ("R", "F")}
+        # label codes (format 3) come back as their labels, without the attributes saying so
         coords = {name: (readers[name].array.metadata.dimension_names[0],
-                         readers[name].read_all(), dict(readers[name].array.attrs))
+                         readers[name].read_all(),
+                         without_label_attributes(dict(readers[name].array.attrs)))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}
         data.update({name: ((FRAME,), readers[name].read_all(), dict(readers[name].array.attrs))
                      for name in OBSERVABLES if name in readers})
@@ -343,9 +346,9 @@ class Store:
     def _require_writable(self) -> Location:
         if self.mode == "r":
             raise StoreError(f"{self.url}: store opened read-only (mode='r')")
-        if self.format_version < 2:
-            raise StoreError(f"{self.url}: a format-1 store; open it with mode 'r+' or 'a' "
-                             f"to migrate it first")
+        if self.format_version < FORMAT_VERSION:
+            raise StoreError(f"{self.url}: a format-{self.format_version} store; open it with "
+                             f"mode 'r+' or 'a' to migrate it first")
         return self.location
 
     @contextlib.contextmanager
@@ -565,26 +568,60 @@ class Store:
             self.ensure_listed(pid)  # interrupted before the old copy had moved aside
         return [f"removed unfinished staging group {name}"]
 
-    def migrate(self) -> str | None:
-        """Bring a format-1 store (the root's consolidated metadata lists every node) to
-        format 2 (the catalog); returns a line saying so, or None if there was nothing to do.
-        The catalog is written first, the root last: an interrupted migration is run again."""
-        if self.format_version >= 2:
+    def migrate(self, *, progress: bool = False) -> str | None:
+        """Bring an older store to format 3; returns what was done (lines) or None if there
+        was nothing to do. Format 1 (the root's consolidated metadata lists every node) gets
+        the catalog, written first, the root last; format 2 gets its string coordinates
+        (``resname``, ``chain``, ``xyz``) as label codes, protein by protein
+        (:mod:`~protstore.store.migrate`: every reader sees a consistent group throughout),
+        then their new documents in the catalog, then the root. An interrupted migration is
+        finished by the next; a protein that cannot be read is left as it was and named."""
+        if self.format_version >= FORMAT_VERSION:
             return None
         if self.mode == "r":
             raise StoreError(f"{self.url}: store opened read-only (mode='r')")
+        lines = []
         with store_lock(self.root) if self.local else contextlib.nullcontext():
             self._load()
-            if self.format_version >= 2:
-                return None
-            entries = self._entries
-            append_segment(self.location, dict(entries))
-            doc = dict(self.doc, format_version=FORMAT_VERSION)
-            check_document(doc, "store", self.url)
-            self.location.write_json("zarr.json", group_document({STORE_DOC: doc}))
+            if self.format_version < 2:
+                entries = self._entries
+                append_segment(self.location, dict(entries))
+                self._write_root(2)
+                lines.append(f"{self.url}: migrated from store format 1 (the root's zarr.json "
+                             f"listed every node) to format 2 (a catalog of {len(entries)} "
+                             f"proteins)")
+            if self.format_version < 3:
+                lines += self._migrate_labels(progress)
         self._load()
-        return (f"{self.url}: migrated from store format 1 (the root's zarr.json listed every "
-                f"node) to format {FORMAT_VERSION} (a catalog of {len(entries)} proteins)")
+        return "\n".join(lines)
+
+    def _write_root(self, version: int) -> None:
+        doc = dict(self.doc, format_version=version)
+        check_document(doc, "store", self.url)
+        self.location.write_json("zarr.json", group_document({STORE_DOC: doc}))
+        self._load()
+
+    def _migrate_labels(self, progress: bool) -> list[str]:
+        from ..progress import progress_bar
+        from .migrate import migrate_protein
+
+        changed, failed = {}, []
+        for pid in progress_bar(self.proteins, desc="migrate", unit="protein",
+                                disable=not progress):
+            try:
+                doc = migrate_protein(self.location, pid)
+            except (ProtstoreError, OSError, ValueError, KeyError, TypeError) as exc:
+                failed.append(f"{self.url}/{protein_path(pid)}: not migrated ({exc}); it reads "
+                              f"as before, `protstore validate` checks it")
+                continue
+            if doc is not None:
+                changed[pid] = doc
+        if changed:
+            append_segment(self.location, changed)
+        self._write_root(3)
+        return [f"{self.url}: migrated to store format 3 (resname, chain and xyz of "
+                f"{len(changed)} proteins as label codes, which tensorstore and other Zarr v3 "
+                f"readers read)", *failed]
 
     # ----------------------------------------------------------------------------- plans
     def write_attrs_group(self, path: str, key: str, doc: dict, *, overwrite: bool) -> None:
@@ -715,8 +752,9 @@ def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding |
     ----------
     path : local directory, or an fsspec URL (``s3://bucket/store.zarr``, ``memory://x``...).
     mode : ``"r"`` read-only; ``"r+"`` read/write, the store must exist; ``"a"`` read/write,
-        creating an empty store if missing. A store written by protstore < 0.6 (format 1) is
-        migrated to the catalog when opened for writing (``store.notes`` says so).
+        creating an empty store if missing. A store of an older format (1: protstore < 0.6,
+        2: < 0.7) is migrated when opened for writing (:meth:`Store.migrate`; ``store.notes``
+        says so).
     encoding : chunking/codecs for a store created here (ignored for an existing store).
     storage_options : fsspec options of the location (credentials, endpoint...); the
         standard environment (``AWS_ENDPOINT_URL``...) is read in any case.
@@ -734,5 +772,5 @@ def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding |
     if mode != "r":
         note = store.migrate()
         if note:
-            store.notes.append(note)
+            store.notes.extend(note.splitlines())
     return store

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..errors import ChunkError, ProtstoreError
 from .chunks import ChunkReader, chunk_key
@@ -42,6 +42,11 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
                                 "a format-1 store (the root's zarr.json lists every node): "
                                 "`protstore validate --repair` (or any write) migrates it to "
                                 "the catalog"))
+    elif store.format_version < 3:
+        findings.append(Finding("warning", store.url,
+                                "a format-2 store (resname, chain and xyz as variable-length "
+                                "strings, which tensorstore and zarrs do not read): `protstore "
+                                "validate --repair` (or any write) migrates it to label codes"))
     groups = set(store._protein_groups())
     proteins = [p for p in store.proteins if p in groups]
     for name, what in store.catalog_damage.items():
@@ -54,7 +59,7 @@ def verify_store(store: Store, *, progress: bool = False) -> list[Finding]:
                                 "staging groups (ignored by readers): writes in progress, or "
                                 "left by a dead writer, which `protstore validate --repair` "
                                 "removes"))
-    for pid in tqdm(proteins, desc="validate", unit="protein", disable=not progress):
+    for pid in progress_bar(proteins, desc="validate", unit="protein", disable=not progress):
         findings.extend(_verify_protein(store, pid))
     return findings
 

@@ -16,7 +16,7 @@ from .chunks import ChunkWriter
 from .digest import arrays_metadata_digests
 from ..units import UNITS
 from .layout import (ATOM, COORD_DTYPES, FRAME, OBSERVABLES, PER_ATOM, PER_FRAME,
-                     PER_FRAME_CHUNK, PROTEIN_DOC, XYZ, Encoding)
+                     PER_FRAME_CHUNK, PROTEIN_DOC, XYZ, Encoding, encode_labels)
 from ..location import Location, fsync_paths
 from ..pools import codec_pool, io_pool
 
@@ -77,12 +77,13 @@ class ProteinWriter:
             raise ValueError(f"{self.location}: unknown observable {unknown[0]!r}")
         self.observables = tuple(observables)
         self._names = (*FRAME_ARRAYS, *self.observables)
+        # dim, values, attributes; the string coordinates as label codes (format 3)
         self._per_atom = {
-            "resname": (ATOM, np.asarray(resname, dtype=object)),
-            "species": (ATOM, np.asarray(species, dtype=COORD_DTYPES["species"])),
-            "resid": (ATOM, np.asarray(resid, dtype=COORD_DTYPES["resid"])),
-            "chain": (ATOM, np.asarray(chain, dtype=object)),
-            "xyz": (XYZ, np.array(["x", "y", "z"], dtype=object)),
+            "resname": (ATOM, *encode_labels(resname)),
+            "species": (ATOM, np.asarray(species, dtype=COORD_DTYPES["species"]), {}),
+            "resid": (ATOM, np.asarray(resid, dtype=COORD_DTYPES["resid"]), {}),
+            "chain": (ATOM, *encode_labels(chain)),
+            "xyz": (XYZ, *encode_labels(["x", "y", "z"])),
         }
         try:
             self._group, self._writers, self._static = _create_layout(
@@ -278,11 +279,11 @@ def _create_layout(location: Location | Path, n_frames: int, per_atom: dict, enc
             attributes={"units": UNITS[name]} if name in UNITS else {},
             **encoding.codecs_for_coordinates()))
     static = []
-    for name, (dim, values) in per_atom.items():
+    for name, (dim, values, attributes) in per_atom.items():
         static.append(ChunkWriter(fs=fs, array=group.create_array(
-            name, shape=values.shape, chunks=values.shape,
-            dtype=str if values.dtype == object else values.dtype,
-            dimension_names=(dim,), **encoding.codecs_for_coordinates())))
+            name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
+            dimension_names=(dim,), attributes=attributes,
+            **encoding.codecs_for_coordinates())))
         static[-1].write(0, values)
     return group, writers, static
 

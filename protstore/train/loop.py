@@ -257,7 +257,7 @@ class Run:
 
     # ------------------------------------------------------------------ the loop
     def train(self, state: TrainState, pos: Position) -> TrainState:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         cfg = self.config
         state = self.placement.replicate(state)
@@ -276,16 +276,17 @@ class Run:
                 self.echo(f"phase {phase}: no training batches, skipped")
                 continue
             while pos.epoch < cfg.epochs and not self.stop_early(pos):
-                state, pos = self.epoch(state, pos, loader, step_fn, steps_per_epoch, tqdm)
+                state, pos = self.epoch(state, pos, loader, step_fn, steps_per_epoch,
+                                           progress_bar)
             self.compilations += step_fn._cache_size()
         return state
 
-    def epoch(self, state, pos, loader, step_fn, steps_per_epoch, tqdm):
+    def epoch(self, state, pos, loader, step_fn, steps_per_epoch, progress_bar):
         cfg = self.config
         label = (f"bucket {pos.phase} " if cfg.schedule == "sequential" else "") + \
             f"epoch {pos.epoch + 1}/{cfg.epochs}"
-        bar = tqdm(total=steps_per_epoch, initial=pos.step_in_epoch, desc=label,
-                   disable=None if self.progress else True, leave=False)  # None: off when not a tty
+        bar = progress_bar(total=steps_per_epoch, initial=pos.step_in_epoch, desc=label,
+                           disable=not self.progress, leave=False)  # off a terminal: lines
         # the epoch's loss so far: carried over from the checkpoint a mid-epoch resume starts at
         loss_sum, loss_steps = self._epoch_losses if pos.step_in_epoch else (0.0, 0)
         self._epoch_losses = (0.0, 0)
