@@ -205,3 +205,23 @@ def test_plain_xarray_opens_a_protein_and_the_whole_tree_without_a_consolidation
         warnings.filterwarnings("ignore", category=ZarrUserWarning,  # as docs/reference.md
                                 message=r"Object at (\.staging|\.lock|\.claims|catalog) ")
         xr.open_datatree(root, consolidated=False)
+
+
+def test_xarray_opens_a_protein_through_the_protstore_engine(demo_store):
+    """``xr.open_dataset(STORE, engine="protstore", group=...)``: the labelled Dataset of
+    Store.protein (names, not codes), lazily, or as dask with ``chunks``."""
+    import xarray as xr
+
+    from protstore.errors import StoreError
+
+    pid = demo_store.proteins[0]
+    want = demo_store.protein(pid, chunks=None).load()
+    ds = xr.open_dataset(demo_store.url, engine="protstore", group=f"proteins/{pid}")
+    assert ds.resname.dtype.kind in "OU" and list(ds.resname.values) == list(want.resname.values)
+    assert ds.identical(want)
+    chunked = xr.open_dataset(demo_store.url, engine="protstore", group=pid, chunks={})
+    assert chunked.R.chunks is not None and chunked.load().identical(want)
+    assert "R" not in xr.open_dataset(demo_store.url, engine="protstore", group=pid,
+                                      drop_variables=["R"])
+    with pytest.raises(StoreError, match="name the protein"):
+        xr.open_dataset(demo_store.url, engine="protstore")
