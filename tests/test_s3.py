@@ -195,3 +195,20 @@ def test_an_overwrite_interrupted_on_s3_keeps_the_old_copy(tmp_path, s3_bucket, 
     assert fresh.protein_doc("aa1")["n_frames"] == before.shape[0] != 9
     np.testing.assert_array_equal(fresh.protein("aa1").R.values, before)
     assert verify_store(fresh) == []
+
+
+def test_a_broken_claims_heartbeat_never_brings_it_back(s3_bucket):
+    """A writer taken over (--break-claim) whose taker commits and releases: its heartbeat stops
+    instead of re-creating its claim, and a later claim with a reused generation is not its."""
+    loc = Location(f"{s3_bucket}/s.zarr")
+    old = claims.claim(loc, "p3", lease_s=0.3)
+    new = claims.claim(loc, "p3", lease_s=60, take_over=True)
+    new.release()  # removes both generations
+    time.sleep(0.5)  # beats of the old writer would have come by now
+    assert loc.listdir(".claims/p3") == []
+    later = claims.claim(loc, "p3", lease_s=60)  # generation 0 again, another write's
+    assert later.generation == old.generation
+    with pytest.raises(ClaimError, match="another writer took over"):
+        old.check_held()
+    later.release()
+    old.release()

@@ -121,6 +121,14 @@ def _compilation_cache() -> None:
     import jax
 
     if jax.config.jax_compilation_cache_dir is None:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        jax.config.update("jax_compilation_cache_dir", str(base / "protstore" / "jax"))
+        try:  # no home (cron, containers) or an unwritable one: run without the cache
+            base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            path = base / "protstore" / "jax"
+            path.mkdir(parents=True, exist_ok=True)
+        except (OSError, RuntimeError):
+            return
+        if not os.access(path, os.W_OK):
+            return
+        jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_compilation_cache_max_size", 2 << 30)  # bytes, oldest evicted

@@ -186,6 +186,14 @@ def _leave_processes(args, exc: BaseException) -> None:
         what = str(exc)
     elif isinstance(exc, KeyboardInterrupt):
         what = "interrupted"
+    elif type(exc).__name__ != "JaxRuntimeError":  # not the runtime: say what it was
+        if os.environ.get("PROTSTORE_DEBUG"):
+            import traceback
+
+            traceback.print_exception(exc)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        what = (f"process {args.process_id} of {args.num_processes}: unexpected "
+                f"{type(exc).__name__}: {first[:300]} (PROTSTORE_DEBUG=1 shows where)")
     else:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         what = (f"process {args.process_id} of {args.num_processes}: the training processes "

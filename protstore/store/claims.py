@@ -55,6 +55,8 @@ class Claim:
         def beat():
             while not self._stop.wait(max(self.lease_s / 3, 0.1)):
                 try:
+                    if not self.is_held():  # broken or released: never bring it back
+                        return
                     self.renew(force=True)
                 except Exception:  # noqa: BLE001 - a missed beat is not fatal by itself
                     pass
@@ -78,16 +80,29 @@ class Claim:
             self._renewed = time.time()
             self.store.write_json(self.key, self.document(), schema="claim")
 
-    def check_held(self) -> None:
-        """ClaimError unless this claim is still the protein's newest."""
+    def is_held(self) -> bool:
+        """This claim is still the protein's newest, its document this write's (a generation
+        number reused after a release is another write's)."""
         newest = _generations(self.store, self.protein_id)
         if not newest or newest[-1] != self.generation:
+            return False
+        try:
+            return self.store.read_json(self.key).get("write_id") == self.write_id
+        except (FileNotFoundError, ValueError):
+            return False
+
+    def check_held(self) -> None:
+        """ClaimError unless this claim is still the protein's newest."""
+        if not self.is_held():
             raise ClaimError(f"{self.store.url}: protein {self.protein_id!r}: this write's claim "
                              f"expired and another writer took over; nothing was committed")
 
     def release(self) -> None:
-        """Stop the heartbeat; remove this claim and the expired ones before it."""
+        """Stop the heartbeat (waiting for a beat in flight); remove this claim and the expired
+        ones before it."""
         self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join()
         for generation in _generations(self.store, self.protein_id):
             if generation <= self.generation:
                 self.store.remove(f"{CLAIMS}/{self.protein_id}/{generation:08d}")

@@ -36,7 +36,7 @@ import zarr
 from xarray.core.indexing import LazilyIndexedArray
 
 from .._version import __version__
-from ..errors import CatalogWarning, ProteinExistsError, ProtstoreError, StoreError
+from ..errors import CatalogWarning, ClaimError, ProteinExistsError, ProtstoreError, StoreError
 from ..vocab import PAD_ID, UNK_ID, VOCABULARY
 from .catalog import CATALOG, append_segment, read_catalog, replace_segments, segment_names
 from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
@@ -559,9 +559,18 @@ class Store:
         entry, dest = loc / STAGING / name, loc / protein_path(pid)
         if info is not None and info.kind == REPLACED and entry.exists("zarr.json") \
                 and not dest.exists("zarr.json"):
-            dest.remove("", recursive=True)  # the new copy's partial objects
-            entry.publish(dest)
-            self.ensure_listed(pid)
+            try:  # one restorer at a time, and no writer meanwhile: claim the protein
+                held = claim(loc, pid)
+            except ClaimError:
+                return []
+            try:
+                if not (entry.exists("zarr.json") and not dest.exists("zarr.json")):
+                    return []  # another recovery got here first
+                dest.remove("", recursive=True)  # the new copy's partial objects
+                entry.publish(dest)
+                self.ensure_listed(pid)
+            finally:
+                held.release()
             return [f"restored protein {pid!r} from an interrupted replace"]
         loc.remove(f"{STAGING}/{name}", recursive=True)
         if info is not None and info.kind == REPLACED and dest.exists("zarr.json"):
@@ -614,11 +623,15 @@ class Store:
                 failed.append(f"{self.url}/{protein_path(pid)}: not migrated ({exc}); it reads "
                               f"as before, `protstore validate` checks it")
                 continue
-            if doc is not None:
-                changed[pid] = doc
+            if doc is None:  # migrated before, by a run interrupted before its catalog entry
+                doc = self.committed_doc(pid)
+                if doc is None or doc == self.protein_doc(pid):
+                    continue
+            changed[pid] = doc
         if changed:
             append_segment(self.location, changed)
-        self._write_root(3)
+        if not failed:  # else the store stays format 2 and the next write tries them again
+            self._write_root(3)
         return [f"{self.url}: migrated to store format 3 (resname, chain and xyz of "
                 f"{len(changed)} proteins as label codes, which tensorstore and other Zarr v3 "
                 f"readers read)", *failed]

@@ -229,9 +229,11 @@ class ProteinWriter:
             with contextlib.suppress(BaseException):
                 task.result()
         self._tasks, self._syncs = [], []
-        self._remove()
-        if self.claim is not None:
-            self.claim.release()
+        try:
+            self._remove()
+        finally:
+            if self.claim is not None:
+                self.claim.release()
 
     def _remove(self) -> None:
         if self.root is not None:
