@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from protstore.cli import TRAIN_FLAGS, _train_actions, build_parser, main, train_options
+from protstore.cli import build_parser, main
+from protstore.cli.training import TRAIN_FLAGS, _train_actions, train_options
 from protstore.train import TrainConfig, train
 
 TOML = """\
@@ -124,7 +125,7 @@ def test_every_option_of_train_is_settable_in_the_file(tmp_path):
     assert got_fields == top
     assert got_run == want_run
     # run.json records the same options (less storage_options), per schemas/run.json
-    from protstore.cli import NOT_RECORDED
+    from protstore.cli.training import NOT_RECORDED
     recorded = set(load_schema("run")["properties"]["options"]["properties"])
     assert recorded == set(run_keys) - set(NOT_RECORDED) | {"config"}
 

@@ -15,7 +15,6 @@ from .._version import __version__
 from ..errors import ProtstoreError
 from . import analysis, data, training
 from .common import _check_local_paths, _compilation_cache, _one_line_warning
-from .training import NOT_RECORDED, TRAIN_FLAGS, _train_actions, train_options  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
