@@ -45,7 +45,11 @@ def test_two_processes_train_the_parameters_of_one(train_store, tmp_path):
     single = _train(store, tmp_path / "one")
     port = _free_port()
     procs = [_train(store, tmp_path / "two", process=(i, 2), port=port) for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in [single, *procs]]
+    try:
+        outs = [p.communicate(timeout=300) for p in [single, *procs]]
+    finally:
+        for p in [single, *procs]:
+            p.kill()
     assert [p.returncode for p in [single, *procs]] == [0, 0, 0], [e[-2000:] for _, e in outs]
     assert "trained" in outs[1][0] and "trained" in outs[2][0]  # both report the result
     one = read_checkpoint(tmp_path / "one" / "final").params
@@ -64,7 +68,10 @@ def test_a_process_that_dies_stops_the_other(train_store, tmp_path):
                     port=port) for i in range(2)]
     deadline = time.time() + 120
     while not (tmp_path / "run" / "checkpoints" / "step_00000000").exists():
-        assert time.time() < deadline and procs[0].poll() is None, procs[0].communicate()[1]
+        if time.time() > deadline or procs[0].poll() is not None:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"no step-0 checkpoint in 120 s: {procs[0].communicate()[1][-2000:]}")
         time.sleep(0.2)
     procs[1].send_signal(signal.SIGKILL)
     t0 = time.time()

@@ -27,6 +27,10 @@ def init_processes(coordinator: str, num_processes: int, process_id: int, *,
         raise ConfigError(f"--process-id {process_id} is not in 0..{num_processes - 1}")
     if ":" not in coordinator:
         raise ConfigError(f"--coordinator {coordinator!r}: expected HOST:PORT")
+    if num_processes > 1:
+        # a CPU program that a multi-process job loads from JAX's persistent compilation cache
+        # hangs in its first collective (jax 0.12, Gloo): such jobs compile afresh
+        jax.config.update("jax_enable_compilation_cache", False)
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id,
                                heartbeat_timeout_seconds=heartbeat_timeout_s)
 
