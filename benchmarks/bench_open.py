@@ -82,7 +82,7 @@ def open_figures(store: Path, pid: str, repeat: int = 7) -> dict[str, tuple[floa
     import xarray as xr
 
     ways = {
-        f'`xr.open_zarr(STORE, group="proteins/<id>")`':
+        '`xr.open_zarr(STORE, group="proteins/<id>")`':
             lambda: xr.open_zarr(store, group=f"proteins/{pid}"),
         "the same, `consolidated=False`":
             lambda: xr.open_zarr(store, group=f"proteins/{pid}", consolidated=False),

@@ -437,7 +437,7 @@ def test_a_damaged_plan_document_is_a_finding_of_validate_and_an_error_naming_it
                  str(tmp_path / "s.zarr"), "--no-progress"]) == 0
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")
     save_plan(store, make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
-                               name="p", n_buckets=1))
+                               name="p", n_buckets=1, split="none"))
     meta_path = tmp_path / "s.zarr" / "plans" / "p" / "zarr.json"
     meta = json.loads(meta_path.read_text())
     del meta["attributes"]["protstore_plan"]["buckets"]

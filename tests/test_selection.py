@@ -90,18 +90,19 @@ def test_plans_keep_exactly_the_selected_proteins_and_frames(selection_store):
                                               "p12": list(range(6, 12))},
     }
     for expr, want in cases.items():
-        plan = plan_from_store(store, selection=Selection(expr), n_buckets=2)
+        plan = plan_from_store(store, selection=Selection(expr), n_buckets=2, split="none")
         assert _kept(plan) == want, expr
         assert plan.proteins and set(plan.proteins) == set(want)
         assert sum(b.n_frames for b in plan.buckets) == sum(map(len, want.values()))
     # stride: every 2nd stored frame of each run, counted from the run's start; the cap: 2
     # evenly spaced frames (first and last) of each run's frames left
-    plan = plan_from_store(store, selection=Selection("temperature == 348", stride=2))
+    plan = plan_from_store(store, selection=Selection("temperature == 348", stride=2),
+                           split="none")
     assert _kept(plan) == {"p5": [12, 14, 16], "p12": [0, 2, 4, 6, 8, 10]}
-    plan = plan_from_store(store, selection=Selection("n_residues == 12", stride=2,
-                                                      max_frames_per_run=2))
+    plan = plan_from_store(store, split="none", selection=Selection("n_residues == 12", stride=2,
+                                                                    max_frames_per_run=2))
     assert _kept(plan) == {"p12": [0, 4, 6, 10]}
-    plan = plan_from_store(store, selection=Selection(max_frames_per_run=3))
+    plan = plan_from_store(store, selection=Selection(max_frames_per_run=3), split="none")
     assert _kept(plan)["p8"] == [0, 2, 5, 6, 8, 11]
     # per-frame fields, from the ingested beads and DSSP: the frames numpy says
     rg = {p: _rg(truth[p]["ca"]) for p in PROTEINS}
@@ -116,13 +117,13 @@ def test_plans_keep_exactly_the_selected_proteins_and_frames(selection_store):
         want = {p: np.flatnonzero(m).tolist() for p, m in mask.items() if m.any()}
         assert 0 < sum(map(len, want.values())) < 36 and any(  # a choice within a protein
             0 < len(f) < 2 * FRAMES for p, f in want.items() if p != "p5"), expr
-        plan = plan_from_store(store, selection=Selection(expr))
+        plan = plan_from_store(store, selection=Selection(expr), split="none")
         assert _kept(plan) == want, expr
     # a protein's mean: all or none of its frames
-    plan = plan_from_store(store, selection=Selection("rg_mean < 10"))
+    plan = plan_from_store(store, selection=Selection("rg_mean < 10"), split="none")
     assert _kept(plan) == {"p5": list(range(18)), "p8": every}
     with pytest.raises(PlanError, match=r"keeps no frame of the 3 proteins"):
-        plan_from_store(store, selection=Selection("n_residues > 1000"))
+        plan_from_store(store, selection=Selection("n_residues > 1000"), split="none")
 
 
 def _rg(ca: np.ndarray) -> np.ndarray:
@@ -188,7 +189,7 @@ def test_split_applies_to_the_selected_frames_and_the_loader_serves_them_once(se
 
 def test_plan_document_records_the_selection_and_old_plans_still_load(selection_store):
     store, _, _ = selection_store
-    plan = plan_from_store(store, name="doc", selection=Selection(
+    plan = plan_from_store(store, name="doc", split="none", selection=Selection(
         "n_residues < 10 and temperature != 450", stride=2, max_frames_per_run=2))
     doc = plan.to_doc()
     check_document(doc, "plan", "test")
@@ -204,7 +205,7 @@ def test_plan_document_records_the_selection_and_old_plans_still_load(selection_
            "spaced frames per run: 8 of the 30 stored frames" in again.table()
     # a plan without a selection has no such key and uses every frame; an old document
     # (before selections and fingerprints) loads the same way
-    plain = plan_from_store(store, name="plain")
+    plain = plan_from_store(store, name="plain", split="none")
     old = {k: v for k, v in plain.to_doc().items() if k != "fingerprints"}
     assert "selection" not in old
     check_document(old, "plan", "old plan")
@@ -228,7 +229,7 @@ def test_frame_ranges_round_trip():
 
 
 def test_make_plan_selects_on_metadata_alone():
-    plan = make_plan({"a": 50, "b": 120}, {"a": 8, "b": 6}, n_buckets=1,
+    plan = make_plan({"a": 50, "b": 120}, {"a": 8, "b": 6}, n_buckets=1, split="none",
                      runs={"a": [4, 4], "b": [6]},
                      selection=Selection("run_frames == 4", stride=3))
     assert _kept(plan) == {"a": [0, 3, 4, 7]}
@@ -287,7 +288,7 @@ def test_secondary_structure_without_dssp_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "protein 'p8' has no 'coil' field" in err
     # rg needs no DSSP
-    assert _kept(plan_from_store(store, selection=Selection("rg > 0"))) == \
+    assert _kept(plan_from_store(store, selection=Selection("rg > 0"), split="none")) == \
         {"p8": list(range(12))}
 
 
@@ -340,7 +341,8 @@ def test_a_plan_with_a_selection_goes_stale_when_its_protein_is_ingested_again(t
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")
     ingest([tmp_path / "p8.h5"], store, progress=False, log=lambda m: None)
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")
-    save_plan(store, plan_from_store(store, name="s", selection=Selection("helix > 0.3")))
+    save_plan(store, plan_from_store(store, name="s", selection=Selection("helix > 0.3"),
+                                     split="none"))
     ingest([tmp_path / "p8.h5"], store, IngestOptions(overwrite=True,
                                                       selection=Selection(stride=2)),
            progress=False, log=lambda m: None)

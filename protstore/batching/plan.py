@@ -26,10 +26,8 @@ from ..errors import PlanError, SelectionError
 from ..schemas import check_document
 from ..selection import FIELDS, SS_FIELDS, Selection
 from ..store.digest import json_digest
+from .spec import COSTS, PlanSpec
 
-COSTS = {"linear": 1, "pair": 2}
-STRATEGIES = ("boundaries", "equal-count", "optimal")
-SPLITS = ("none", "protein", "frame", "run")
 PLAN_DOC = "protstore_plan"
 
 
@@ -39,16 +37,6 @@ def frame_cost(n: np.ndarray | int, cost: str) -> np.ndarray:
 
 def round_up(n: int, multiple: int | None) -> int:
     return int(-(-n // multiple) * multiple) if multiple else int(n)
-
-
-def check_boundaries(boundaries: Sequence[int]) -> list[int]:
-    """Validate inclusive upper bounds: positive integers, strictly increasing."""
-    b = [int(x) for x in boundaries]
-    if any(x != y for x, y in zip(b, boundaries)) or any(x <= 0 for x in b):
-        raise PlanError(f"bucket boundaries must be positive integers, got {list(boundaries)}")
-    if any(y <= x for x, y in zip(b, b[1:])):
-        raise PlanError(f"bucket boundaries must be strictly increasing, got {b}")
-    return b
 
 
 def assign(lengths: np.ndarray, boundaries: Sequence[int]) -> np.ndarray:
@@ -445,43 +433,36 @@ class BucketPlan:
         return "\n".join(rows)
 
 
-def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "default",
-              boundaries: Sequence[int] | None = None, n_buckets: int | None = 3,
-              strategy: str = "equal-count", cost: str = "linear",
-              pad_multiple: int | None = None, max_waste: float | None = None,
-              max_buckets: int = 16, split: str = "none", val_fraction: float = 0.1,
-              test_fraction: float = 0.0, seed: int = 0,
+def make_plan(lengths: dict[str, int], frames: dict[str, int], spec: PlanSpec | None = None, *,
               runs: dict[str, list[int]] | None = None,
               autocorr: dict[str, list[float]] | None = None,
-              block_frames: int | None = None,
               fingerprints: dict[str, str] | None = None,
-              selection: Selection | None = None,
-              fields: dict[str, dict | Callable[[], dict]] | None = None) -> BucketPlan:
-    """Compute a bucket plan from protein lengths and frame counts (metadata only).
+              fields: dict[str, dict | Callable[[], dict]] | None = None,
+              **options) -> BucketPlan:
+    """Compute a bucket plan from protein lengths and frame counts (metadata only), as
+    ``spec`` (:class:`~protstore.batching.spec.PlanSpec`) says; ``options`` are PlanSpec fields
+    that replace the spec's (``make_plan(L, F, n_buckets=2, split="frame")``).
 
-    ``boundaries`` wins over ``strategy``; with ``max_waste`` the number of buckets is the
-    smallest K (up to ``max_buckets``) whose optimal plan wastes at most that fraction.
     ``runs``: each protein's runs as frame counts (without them a protein is one run);
     ``autocorr``: each run's autocorrelation time in frames. The frame split holds out blocks
     of ``block_frames`` frames within runs, or (None) of :data:`BLOCK_TAU` τ of each run when
-    every τ is known, else of :data:`BLOCK_FRAMES`. ``test_fraction`` holds out a test part
-    as well (proteins, frames or runs, as the split does). ``fingerprints``: each protein's
+    every τ is known, else of :data:`BLOCK_FRAMES`. ``fingerprints``: each protein's
     :func:`protein_fingerprint`, recorded so that :func:`check_plan` notices a re-ingest.
 
-    ``selection`` (:class:`~protstore.selection.Selection`) keeps only some frames: proteins
-    it keeps none of are left out, and buckets, waste, the split (blocks and runs of the kept
-    frames; τ scaled to their spacing) are over the frames it keeps. ``fields``: per protein,
-    the values of the fields its condition names (:meth:`Selection.frames`), or a callable
-    giving them; ``protein``, ``n_residues``, ``n_frames``, ``run_frames`` and ``run_frame``
-    come from ``lengths``, ``frames`` and ``runs`` (:func:`plan_from_store` reads the others
-    from the store).
+    A ``selection`` keeps only some frames: proteins it keeps none of are left out, and
+    buckets, waste, the split (blocks and runs of the kept frames; τ scaled to their spacing)
+    are over the frames it keeps. ``fields``: per protein, the values of the fields its
+    condition names (:meth:`Selection.frames`), or a callable giving them; ``protein``,
+    ``n_residues``, ``n_frames``, ``run_frames`` and ``run_frame`` come from ``lengths``,
+    ``frames`` and ``runs`` (:func:`plan_from_store` reads the others from the store).
     """
-    if cost not in COSTS:
-        raise PlanError(f"cost must be one of {sorted(COSTS)}, not {cost!r}")
-    if split not in SPLITS:
-        raise PlanError(f"split must be one of {SPLITS}, not {split!r}")
-    if pad_multiple is not None and pad_multiple < 1:
-        raise PlanError(f"pad multiple must be a positive integer, not {pad_multiple}")
+    spec = replace(spec or PlanSpec(), **options)
+    name, boundaries, n_buckets, strategy = spec.name, spec.boundaries, spec.n_buckets, spec.strategy
+    cost, pad_multiple, max_waste, max_buckets = (spec.cost, spec.pad_multiple, spec.max_waste,
+                                                  spec.max_buckets)
+    split, val_fraction, test_fraction, seed = (spec.split, spec.val_fraction, spec.test_fraction,
+                                                spec.seed)
+    block_frames, selection = spec.block_frames, spec.selection
     if not lengths:
         raise PlanError("no proteins to plan (is the store empty?)")
     stored = {p: int(frames[p]) for p in sorted(lengths)}
@@ -490,8 +471,6 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
     if bad:
         raise PlanError(f"protein {bad[0]!r}: runs of {sum(all_runs[bad[0]])} frames, but it has "
                         f"{stored[bad[0]]}")
-    if selection is not None and selection.everything:
-        selection = None
     used = _select(selection, lengths, stored, all_runs, fields) if selection else None
     ids = [p for p in stored if used is None or len(used[p])]
     if not ids:
@@ -514,23 +493,17 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
     L = np.array([lengths[p] for p in ids])
     Fr = np.array([frames[p] for p in ids], dtype=np.float64)
     if boundaries is not None:
-        strategy = "boundaries"
-        bounds = check_boundaries(boundaries)
+        strategy, bounds = "boundaries", list(boundaries)
     elif max_waste is not None:
         strategy = "optimal"
         for k in range(1, max_buckets + 1):
             bounds = optimal_boundaries(L, Fr, k, cost, pad_multiple)
             if waste(L, Fr, bounds, cost, pad_multiple) <= max_waste:
                 break
+    elif strategy == "equal-count":
+        bounds = equal_count_boundaries(L, n_buckets)
     else:
-        if not n_buckets or n_buckets < 1:
-            raise PlanError(f"number of buckets must be >= 1, not {n_buckets}")
-        if strategy == "equal-count":
-            bounds = equal_count_boundaries(L, n_buckets)
-        elif strategy == "optimal":
-            bounds = optimal_boundaries(L, Fr, n_buckets, cost, pad_multiple)
-        else:
-            raise PlanError(f"strategy must be 'equal-count' or 'optimal', not {strategy!r}")
+        bounds = optimal_boundaries(L, Fr, n_buckets, cost, pad_multiple)
     idx = assign(L, bounds)
     buckets = []
     for k in np.unique(idx):
@@ -542,9 +515,6 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
             proteins=sorted(members, key=lambda p: (lengths[p], p)), n_frames=int(fr),
             padded_cost=float(frame_cost(n_max, cost) * fr),
             real_cost=float((frame_cost(L[idx == k], cost) * Fr[idx == k]).sum())))
-    if not 0 <= test_fraction < 1 or (split != "none" and val_fraction + test_fraction >= 1):
-        raise PlanError(f"validation and test fractions must add up to less than 1, not "
-                        f"{val_fraction} + {test_fraction}")
     val = test = []
     if split == "protein":
         val, test = stratified_proteins([b.proteins for b in buckets], val_fraction, seed,
@@ -559,8 +529,6 @@ def make_plan(lengths: dict[str, int], frames: dict[str, int], *, name: str = "d
         parts = replace(parts, runs={p: use_runs[p] for p in ids},
                         autocorr=taus if len(taus) == len(ids) else {})
         if split == "frame":
-            if block_frames is not None and block_frames < 1:
-                raise PlanError(f"block frames must be >= 1, not {block_frames}")
             if block_frames is None and not parts.autocorr:
                 block_frames = BLOCK_FRAMES
             parts = replace(parts, block_frames=block_frames,
@@ -640,39 +608,42 @@ def stratified_proteins(buckets: list[list[str]], fraction: float, seed: int, *,
     return sorted(val), sorted(test)
 
 
-def plan_from_store(store, *, selection: Selection | None = None, progress: bool = False,
-                    **kwargs) -> BucketPlan:
-    """:func:`make_plan` over every protein of ``store``, with each protein's runs and their
-    autocorrelation times for frame and run splits (metadata; stores before 0.5 record no runs:
-    their per-frame temperature and replica are read; before 0.7 no τ: it is measured from the
-    positions, :func:`protein_autocorr`), and with ``selection`` the values of the fields its
-    condition names (:func:`protein_fields`; ``progress``: a bar while they are read)."""
+def plan_from_store(store, spec: PlanSpec | None = None, *, progress: bool = False,
+                    runs: dict[str, list[int]] | None = None,
+                    autocorr: dict[str, list[float]] | None = None,
+                    fingerprints: dict[str, str] | None = None, **options) -> BucketPlan:
+    """:func:`make_plan` over every protein of ``store`` as ``spec`` says (``options``: PlanSpec
+    fields that replace the spec's), with each protein's runs and their autocorrelation times
+    for frame and run splits (metadata; stores before 0.5 record no runs: their per-frame
+    temperature and replica are read; before 0.7 no τ: it is measured from the positions,
+    :func:`protein_autocorr`), and with a selection the values of the fields its condition
+    names (:func:`protein_fields`; ``progress``: a bar while they are read)."""
+    spec = replace(spec or PlanSpec(), **options)
     table = store.summary()
-    selecting = selection is not None and not selection.everything
-    if kwargs.get("split") in ("frame", "run") or selecting:
-        kwargs.setdefault("runs", {pid: protein_runs(store, pid) for pid in table.index})
-    if kwargs.get("split") in ("frame", "run") and kwargs.get("block_frames") is None:
-        kwargs.setdefault("autocorr", {pid: protein_autocorr(store, pid, kwargs["runs"][pid])
-                                       for pid in table.index})
-    kwargs.setdefault("fingerprints", {pid: protein_fingerprint(store.protein_doc(pid))
-                                       for pid in table.index})
-    if not selecting:
-        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), **kwargs)
+    selection = spec.selection
+    if spec.split in ("frame", "run") or selection is not None:
+        runs = runs or {pid: protein_runs(store, pid) for pid in table.index}
+    if spec.split in ("frame", "run") and spec.block_frames is None and autocorr is None:
+        autocorr = {pid: protein_autocorr(store, pid, runs[pid]) for pid in table.index}
+    if fingerprints is None:
+        fingerprints = {pid: protein_fingerprint(store.protein_doc(pid)) for pid in table.index}
+    data = dict(runs=runs, autocorr=autocorr, fingerprints=fingerprints)
+    if selection is None:
+        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), spec, **data)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(table), desc="selecting", unit="protein", leave=False,
                disable=not progress)
 
     def values(pid):
-        out = protein_fields(store, pid, selection.names, kwargs["runs"][pid])
+        out = protein_fields(store, pid, selection.names, runs[pid])
         bar.update()
         return out
 
     try:
-        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(),
-                         selection=selection,
+        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), spec,
                          fields={pid: functools.partial(values, pid) for pid in table.index},
-                         **kwargs)
+                         **data)
     finally:
         bar.close()
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET, SPLITS
+from ..batching.plan import BLOCK_FRAMES, BLOCK_TAU, LEAKAGE_TARGET
+from ..batching.spec import COSTS, SPLITS, STRATEGIES, PlanSpec
 from ..errors import ProtstoreError
 from ..selection import FIELDS, INGEST_FIELDS
 from .common import _count, _fraction, _open, _positive_float, _positive_int, add_command
@@ -77,12 +78,13 @@ def _bucket(args) -> int:
     from ..batching import plan_from_store, save_plan
 
     store = _open(args, "r+")
-    plan = plan_from_store(
-        store, name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
+    spec = PlanSpec(
+        name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
         strategy=args.strategy, cost=args.cost, pad_multiple=args.pad_multiple,
         max_waste=args.max_waste, split=args.split, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, block_frames=args.block_frames,
-        selection=_selection(args), progress=not args.no_progress)
+        selection=_selection(args))
+    plan = plan_from_store(store, spec, progress=not args.no_progress)
     save_plan(store, plan, overwrite=args.overwrite)
     print(plan.table())
     if plan.selection is not None and len(plan.proteins) < len(store.proteins):
@@ -176,19 +178,21 @@ def add_commands(sub) -> None:
     p.add_argument("store")
     p.add_argument("--bucket-boundaries", type=_positive_int, nargs="+", metavar="N",
                    help="inclusive upper bounds, e.g. 100 200: N<=100, 100<N<=200, N>200")
-    p.add_argument("--n-buckets", type=_positive_int, default=3, help="number of buckets (default 3)")
-    p.add_argument("--strategy", choices=["equal-count", "optimal"], default="equal-count")
-    p.add_argument("--cost", choices=["linear", "pair"], default="linear",
+    p.add_argument("--n-buckets", type=_positive_int, default=PlanSpec.n_buckets,
+                   help=f"number of buckets (default {PlanSpec.n_buckets})")
+    p.add_argument("--strategy", choices=STRATEGIES[1:], default=PlanSpec.strategy)
+    p.add_argument("--cost", choices=sorted(COSTS), default=PlanSpec.cost,
                    help="cost of a padded frame: N_max (linear) or N_max^2 (pair)")
     p.add_argument("--max-waste", type=_fraction, metavar="FRACTION",
                    help="choose the number of buckets: the fewest whose optimal waste <= this")
     p.add_argument("--pad-multiple", type=_positive_int, metavar="K", help="round N_max up to a multiple")
-    p.add_argument("--name", default="default", help="plan name (default: 'default')")
-    p.add_argument("--split", choices=SPLITS, default="protein",
+    p.add_argument("--name", default=PlanSpec.name, help=f"plan name (default: {PlanSpec.name!r})")
+    p.add_argument("--split", choices=SPLITS, default=PlanSpec.split,
                    help="hold out whole proteins (default), blocks of every protein's runs "
                         "(frame) or whole runs of every protein (run)")
-    p.add_argument("--val-fraction", type=_fraction, default=0.2)
-    p.add_argument("--test-fraction", type=_fraction, default=0.0,
+    p.add_argument("--val-fraction", type=_fraction, default=PlanSpec.val_fraction,
+                   help=f"default {PlanSpec.val_fraction:g}")
+    p.add_argument("--test-fraction", type=_fraction, default=PlanSpec.test_fraction,
                    help="also hold out a test part (proteins, blocks or runs, as the split "
                         "does): best/ is chosen on validation, evaluate reports test")
     p.add_argument("--block-frames", type=_positive_int, metavar="N",
@@ -196,7 +200,7 @@ def add_commands(sub) -> None:
                         f"(default: {BLOCK_TAU:g} autocorrelation times of the run, so that "
                         f"<= {LEAKAGE_TARGET:.0%}% of held-out frames lie within one of a "
                         f"training frame; {BLOCK_FRAMES} when the store has no times)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=PlanSpec.seed)
     p.add_argument("--overwrite", action="store_true", help="replace a plan of the same name")
     p.add_argument("--select", metavar="EXPR",
                    help=f"use only the frames for which this pandas query condition holds, "
