@@ -105,7 +105,7 @@ def test_compaction_keeps_what_the_catalog_says_and_bounds_its_segments(tmp_path
 def test_opening_and_reading_never_lists_the_proteins(tmp_path, monkeypatch, demo_files):
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")
     ingest(demo_files[:2], store, progress=False, log=_quiet)
-    save_plan(store, plan_from_store(store, name="p", n_buckets=1))
+    save_plan(store, plan_from_store(store, name="p", n_buckets=1, split="none"))
 
     def forbidden(self):
         raise AssertionError("the proteins/ group was listed")

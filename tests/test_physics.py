@@ -148,7 +148,8 @@ def test_right_forces_without_a_temperature_pass_and_a_later_temperature_is_chec
     implied = float(check["note"].split("implies ")[1].split(" K")[0])
     assert 280 < implied < 400, check  # simulated at 320 and 348 K
     assert len(check["unknown_temperature_sums"]) == 7
-    plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict())
+    plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
+                     split="none")
     check_temperatures(store, plan, 330.0)
     with pytest.raises(ProtstoreError, match=rf"protein {pid}: at --temperature 3300 K its "
                                              r"forces are 0.1\d*x what physics expects"):

@@ -396,7 +396,7 @@ def test_validate_checks_listing_and_plans_both_ways(tmp_path, capsys):
         write_mdcath(tmp_path / f"{domain}.h5", domain=domain, frames=8, seed=i)
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")
     ingest([tmp_path / "aa1.h5", tmp_path / "bb2.h5"], store, progress=False, log=lambda m: None)
-    save_plan(store, plan_from_store(store, name="p", n_buckets=1))
+    save_plan(store, plan_from_store(store, name="p", n_buckets=1, split="none"))
     assert main(["validate", str(tmp_path / "s.zarr"), "--no-progress"]) == 0
     (tmp_path / "s.zarr" / "proteins" / "bb2" / "zarr.json").unlink()
     assert main(["validate", str(tmp_path / "s.zarr"), "--no-progress"]) == 1

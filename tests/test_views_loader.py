@@ -368,7 +368,7 @@ def multichunk(tmp_path_factory):
         files.append(tmp / f"p{i}.h5")
     ingest(files, store, progress=False, log=lambda m: None)
     plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
-                     name="mc", n_buckets=1)
+                     name="mc", n_buckets=1, split="none")
     save_plan(store, plan)
     return protstore.open_store(tmp / "s.zarr"), plan
 
@@ -474,7 +474,7 @@ def varied(tmp_path_factory):
         files.append(tmp / f"p{i}.h5")
     ingest(files, store, progress=False, log=lambda m: None)
     plan = make_plan(store.lengths().to_dict(), store.summary()["n_frames"].to_dict(),
-                     n_buckets=1)
+                     n_buckets=1, split="none")
     ref = {i: store.protein(pid).load() for i, pid in enumerate(plan.proteins)}
     return store, plan, ref
 
