@@ -98,6 +98,11 @@ def test_a_live_claim_keeps_other_writers_out_and_an_expired_one_is_taken_over(s
     with pytest.raises(ClaimError, match="expired and another writer took over"):
         first.check_held()  # the stalled writer commits nothing
     second.check_held()
+    second._stop.set()
+    second._heartbeat.join()
+    second._renewed -= 50  # its renewals stopped landing 50 s ago: it may be taken over
+    with pytest.raises(ClaimError, match="last renewed 50 s ago"):
+        second.check_held()
     second.release()
     assert loc.listdir(".claims/p1") == []
 

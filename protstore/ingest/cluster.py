@@ -57,7 +57,7 @@ def ingest_on_cluster(paths: Iterable[str | Path], store: Store, options: Ingest
     paths = [str(Path(p).absolute()) if "://" not in str(p) else str(p) for p in paths]
     if options.topology is not None and "://" not in options.topology:  # MD trajectories'
         options = dataclasses.replace(options, topology=str(Path(options.topology).absolute()))
-    if not options.claim_wait_s:  # a retried task waits out its dead predecessor's lease
+    if options.claim_wait_s is None:  # a retried task waits out its dead predecessor's lease
         options = dataclasses.replace(options, claim_wait_s=LEASE_S * 1.5)
     futures = client.map(ingest_file_task, paths, url=store.url,
                          storage_options=store.storage_options, options=options, pure=False)

@@ -52,8 +52,9 @@ class IngestOptions:
     block_bytes : source bytes read per frame block (bounds memory).
     break_claims : on object storage, take a protein over from a writer whose claim is live
         (one the user knows is dead; see :mod:`protstore.store.claims`).
-    claim_wait_s : on object storage, wait up to this long for a live claim to expire (a
-        cluster ingest's retry of a killed task waits out the dead writer's lease).
+    claim_wait_s : on object storage, wait up to this long (s) for a live claim to expire;
+        None: no wait, except in a cluster ingest, whose retry of a killed task waits out the
+        dead writer's lease (1.5 leases); 0: never wait.
     selection : which proteins, runs and frames to take (:class:`~protstore.selection.
         Selection`; its condition over :data:`~protstore.selection.INGEST_FIELDS`, evaluated
         before a protein's frames are read: a protein none of whose runs match is skipped, and
@@ -76,7 +77,7 @@ class IngestOptions:
     block_bytes: int = 64 << 20
     checks: FrameChecks = FrameChecks()
     break_claims: bool = False
-    claim_wait_s: float = 0.0
+    claim_wait_s: float | None = None
     selection: Selection | None = None
 
     @property
@@ -336,7 +337,7 @@ def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
         writer = store.writer(pid, max_frames=source.n_frames, resname=resname,
                               species=species_ids(resname), resid=source.resid,
                               chain=source.chain, take_over=options.break_claims,
-                              wait_s=options.claim_wait_s, observables=observables)
+                              wait_s=options.claim_wait_s or 0.0, observables=observables)
     except BaseException:
         blocks.close()
         raise

@@ -77,8 +77,9 @@ class Claim:
     def renew(self, *, force: bool = False) -> None:
         """Extend the lease (a PUT) when a third of it has passed since the last renewal."""
         if force or time.time() - self._renewed > self.lease_s / 3:
-            self._renewed = time.time()
+            now = time.time()
             self.store.write_json(self.key, self.document(), schema="claim")
+            self._renewed = now  # only a renewal that landed counts
 
     def is_held(self) -> bool:
         """This claim is still the protein's newest, its document this write's (a generation
@@ -92,10 +93,17 @@ class Claim:
             return False
 
     def check_held(self) -> None:
-        """ClaimError unless this claim is still the protein's newest."""
+        """ClaimError unless this claim is still the protein's newest and its lease, as last
+        renewed, has a third of it left (a writer whose renewals stopped landing may be taken
+        over at any moment: it commits nothing)."""
         if not self.is_held():
             raise ClaimError(f"{self.store.url}: protein {self.protein_id!r}: this write's claim "
                              f"expired and another writer took over; nothing was committed")
+        unrenewed = time.time() - self._renewed
+        if unrenewed > self.lease_s * 2 / 3:
+            raise ClaimError(f"{self.store.url}: protein {self.protein_id!r}: this write's claim "
+                             f"was last renewed {unrenewed:.0f} s ago (lease {self.lease_s:g} s; "
+                             f"is the store reachable?); nothing was committed: run again")
 
     def release(self) -> None:
         """Stop the heartbeat (waiting for a beat in flight); remove this claim and the expired
