@@ -155,13 +155,6 @@ def ingest_local(paths: Iterable[str | Path], store: Store,
                 continue
             for source in sources:
                 try:
-                    chosen = select_source(source, options.selection)
-                    if chosen is None:
-                        report.not_selected.append(source.protein_id)
-                        log(f"{source.protein_id}: not selected by --select "
-                            f"{options.selection.expr!r}; skipped")
-                        continue
-                    source = chosen
                     status, n_excluded = ingest_protein(store, source, options, checksum,
                                                         progress=progress, log=log)
                 except Exception as exc:  # noqa: BLE001 - any failure of one protein: go on
@@ -174,6 +167,9 @@ def ingest_local(paths: Iterable[str | Path], store: Store,
                     report.excluded[source.protein_id] = n_excluded
                 if status == "skipped":
                     log(f"{source.protein_id}: already in the store from the same source; skipped")
+                elif status == "not_selected":
+                    log(f"{source.protein_id}: not selected by --select "
+                        f"{options.selection.expr!r}; skipped")
     finally:
         hasher.shutdown(cancel_futures=True)
     return report
@@ -313,11 +309,16 @@ def _on_stride(block: FrameBlock, stride: int) -> FrameBlock:
 def ingest_protein(store: Store, source: ProteinSource, options: IngestOptions,
                    checksum: FileChecksum, *,
                    progress: bool = True, log: Callable[[str], None] = print) -> tuple[str, int]:
-    """Validate, stage and commit one protein.
+    """Validate, stage and commit one protein: the runs and frames of ``source`` that
+    ``options.selection`` keeps (:func:`select_source`, then its stride).
 
     ``checksum()`` returns the source file's checksum; it is started once the frames are read.
-    Returns ('written' | 'replaced' | 'skipped', number of frames excluded).
+    Returns ('written' | 'replaced' | 'skipped' | 'not_selected', number of frames excluded).
     """
+    chosen = select_source(source, options.selection)
+    if chosen is None:
+        return "not_selected", 0
+    source = chosen
     pid, where = source.protein_id, source.origin
     if _existing_status(store, source, options, checksum) == "skipped":
         store.ensure_listed(pid)  # a commit interrupted before its catalog entry
