@@ -9,6 +9,8 @@ PY     := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
 PIP_UPGRADE ?=
 EXTRAS ?= test
+# pytest-xdist workers for the suite (the 8-minute budget is for 2 cores); 0 runs it serially
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast api bench clean
 
@@ -25,11 +27,11 @@ demo: install
 	$(VENV)/bin/protstore demo --out $(DEMO_OUT)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # the fast tier: everything but the tests marked slow (training, simulation, several processes)
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # docs/api.md from the docstrings (a test fails when it is stale)
 api: install

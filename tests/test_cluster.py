@@ -99,7 +99,7 @@ def test_a_cluster_without_workers_stops_with_one_line_and_a_rerun_resumes(tmp_p
 
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None,
-                      silence_logs=40) as cl, Client(cl) as client:
+                      worker_dashboard_address=None, silence_logs=40) as cl, Client(cl) as client:
         with pytest.raises(ClusterError, match=r"no dask worker alive for 1.5 s; 0 of 6 files "
                                                r"done .* run the same command again"):
             ingest_on_cluster(files, store, protstore.ingest.IngestOptions(), client,
