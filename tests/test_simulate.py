@@ -16,6 +16,7 @@ import xarray as xr
 import protstore
 from protstore.checkpoints import write_checkpoint
 from protstore.cli import main
+from protstore.compare.inputs import open_trajectory
 from protstore.errors import ConfigError, SimulationUnstable, StoreError, TrajectoryError
 from protstore.ingest import IngestOptions, ingest
 from protstore.model import default_priors, load_model
@@ -108,13 +109,15 @@ def test_a_trajectory_is_reproducible_and_opens_with_plain_xarray(world, referen
     assert ds.potential_energy.attrs["units"] == "kcal/mol"
     np.testing.assert_allclose(ds.time.values, 0.002 * 20 * np.arange(1, 21))
     assert ds.frame.dtype == np.int64 and ds.replica.dtype == np.int32
-    protein = xr.open_zarr(f"{store.url}/proteins/p1").prot.decode_labels()  # as plain xarray
-    for name in ("species", "resid", "chain", "xyz"):
+    protein = xr.open_zarr(f"{store.url}/proteins/p1")  # as plain xarray
+    for name in ("species", "resid", "chain", "xyz"):  # labels as codes, as in the store
+        assert ds[name].dtype == protein[name].dtype == np.int32
         assert ds[name].values.tolist() == protein[name].values.tolist()
-        # the trajectory's labels are zarr strings (NumPy's StringDType through xarray); the
-        # store's are label codes, decoded to object arrays
-        assert ds[name].dtype == protein[name].dtype or name in ("chain", "xyz")
-    assert ds.xyz.values.tolist() == ["x", "y", "z"]
+        assert ds[name].attrs == protein[name].attrs
+    assert ds.prot.decode_labels().xyz.values.tolist() == ["x", "y", "z"]
+    labelled = open_trajectory(tmp / "ref.zarr")  # what compare reads: the labels
+    assert labelled.xyz.values.tolist() == ["x", "y", "z"]
+    assert labelled.chain.values.tolist() == store.protein("p1").chain.values.tolist()
     doc = ds.attrs["protstore_trajectory"]
     check_document(doc, "trajectory", "ref")
     assert doc["complete"] and doc["steps_done"] == doc["n_steps"] == 400

@@ -8,7 +8,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..store.labels import decode_labels, is_labelled, without_label_attributes
+from ..store.labels import decode_dataset
 from ..store.layout import PROTEIN_DOC, chain_codes
 from ..vocab import PAD
 from .sample import BEAD_FIELDS, TOPOLOGY
@@ -37,16 +37,7 @@ class ProtAccessor:
         arrays' attributes (what plain ``xr.open_zarr`` gives); decoded, it is the labelled
         Dataset ``Store.protein`` gives (object arrays of str, those attributes dropped).
         Variables without codes are left as they are."""
-        ds = self._ds
-        decoded = {name: (var.dims, decode_labels(var.values, var.attrs, str(name)),
-                          without_label_attributes(var.attrs))
-                   for name, var in ds.variables.items() if is_labelled(var.attrs)}
-        if not decoded:
-            return ds
-        coords = {k: v for k, v in decoded.items() if k in ds.coords}
-        out = ds.assign_coords(coords) if coords else ds
-        data = {k: v for k, v in decoded.items() if k not in ds.coords}
-        return out.assign(data) if data else out
+        return decode_dataset(self._ds)
 
     @property
     def n_real(self) -> xr.DataArray:

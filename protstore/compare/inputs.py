@@ -17,6 +17,7 @@ import xarray as xr
 from ..errors import InputError, StoreError
 from ..location import Location, as_location
 from ..schemas import check_document, schema_dir
+from ..store.labels import decode_dataset
 from .observables import labels
 
 TRAJECTORY_DOC = "protstore_trajectory"
@@ -68,6 +69,10 @@ def open_trajectory(where: str | Location, storage_options: dict | None = None) 
         raise InputError(f"{loc.url}: trajectory document lacks {', '.join(missing)}")
     if "R" not in ds or ds["R"].dims != ("replica", "frame", "atom", "xyz"):
         raise InputError(f"{loc.url}: trajectory has no R (replica, frame, atom, xyz)")
+    try:  # label codes (trajectories since protstore 0.7) -> their labels
+        ds = decode_dataset(ds)
+    except ValueError as exc:
+        raise InputError(f"{loc.url}: {exc}") from None
     return ds
 
 

@@ -30,6 +30,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import TrajectoryError
+from ..store.labels import encode_labels
 from ..store.layout import Encoding
 from ..units import UNITS
 from ..location import Location
@@ -106,17 +107,19 @@ class TrajectoryWriter:
             group.create_array("time", shape=(0,), chunks=(block_frames,), dtype="float64",
                                fill_value=0.0, dimension_names=("frame",),
                                attributes={"units": "ps"}, **small)
-            static = {"replica": np.arange(n_replicas, dtype=np.int32),
-                      "atom": np.arange(n_atoms, dtype=np.int32),
-                      "xyz": np.array(["x", "y", "z"], dtype=object),
-                      "species": np.asarray(species, np.int32),
-                      "resid": np.asarray(resid, np.int32),
-                      "chain": np.asarray(chain, dtype=object)}
-            for name, values in static.items():
+            # string coordinates as label codes, as in the store (format 3): every Zarr
+            # reader reads them; open_trajectory gives the labels back
+            static = {"replica": (np.arange(n_replicas, dtype=np.int32), {}),
+                      "atom": (np.arange(n_atoms, dtype=np.int32), {}),
+                      "xyz": encode_labels(["x", "y", "z"]),
+                      "species": (np.asarray(species, np.int32), {}),
+                      "resid": (np.asarray(resid, np.int32), {}),
+                      "chain": encode_labels(chain)}
+            for name, (values, attributes) in static.items():
                 dim = "xyz" if name == "xyz" else "replica" if name == "replica" else "atom"
                 group.create_array(name, shape=values.shape, chunks=values.shape,
-                                   dtype=str if values.dtype == object else values.dtype,
-                                   dimension_names=(dim,), **small)[...] = values
+                                   dtype=values.dtype, dimension_names=(dim,),
+                                   attributes=attributes, **small)[...] = values
             st = group.create_group(STATE)
             for name in STATE_FIELDS:
                 st.create_array(name, shape=(0, n_replicas, n_atoms, 3),

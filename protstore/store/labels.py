@@ -52,3 +52,18 @@ def decode_labels(codes: np.ndarray, attrs: dict, where: str = "") -> np.ndarray
 def without_label_attributes(attrs: dict) -> dict:
     """A labelled array's attributes less those that encode its labels."""
     return {k: v for k, v in attrs.items() if k not in LABEL_ATTRIBUTES}
+
+
+def decode_dataset(ds):
+    """An ``xarray.Dataset`` with its label codes (variables with :func:`is_labelled`
+    attributes) as their labels (object arrays of str, the label attributes dropped); a code
+    without a label is a ValueError naming the variable. Variables without codes are left."""
+    decoded = {name: (var.dims, decode_labels(var.values, var.attrs, str(name)),
+                      without_label_attributes(var.attrs))
+               for name, var in ds.variables.items() if is_labelled(var.attrs)}
+    if not decoded:
+        return ds
+    coords = {k: v for k, v in decoded.items() if k in ds.coords}
+    out = ds.assign_coords(coords) if coords else ds
+    data = {k: v for k, v in decoded.items() if k not in ds.coords}
+    return out.assign(data) if data else out
