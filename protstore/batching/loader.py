@@ -265,7 +265,9 @@ class BatchLoader:
         sample = {k: sum(f.dtype.itemsize * (self.n_max[k] * (3 if "xyz" in f.dims else 1)
                                              if key in BEAD_FIELDS else 1)
                          for key, f in FIELDS.items()) for k in active}
-        batch = max((self.local_batch_size(k) * sample[k] for k in active), default=0)
+        # the global batch (a bound on this process's share): every process sizes its pools,
+        # hence its order, alike
+        batch = max((self.batch_size(k) * sample[k] for k in active), default=0)
         topology = sum(FIELDS[key].dtype.itemsize for key in _TOPOLOGY_FIELDS)
         protein = max((self.plan.frames[p] * FIELDS["temperature"].dtype.itemsize
                        + self.n_max[self._bucket_of[p]] * topology for p in pids), default=0)
@@ -345,7 +347,8 @@ class BatchLoader:
         its pool ``self.slots[k]`` pages."""
         cfg, units, rows, slots = self.config, self._units[k], self.page_rows[k], self.slots[k]
         rng = np.random.default_rng([cfg.seed, epoch, k])
-        order = rng.permutation(len(units)) if cfg.shuffle else np.arange(len(units))
+        order = _spread(np.array([p for p, _ in units], np.int64), rng) if cfg.shuffle else \
+            np.arange(len(units))
         sizes = np.array([len(units[u][1]) for u in order], np.int64)
         S, U, B = int(sizes.sum()), len(units), self.batch_size(k)
         n_batches = S // B if cfg.last == "drop" else -(-S // B)
@@ -619,6 +622,19 @@ def _read_unit(opening: Future, key: str, frames: np.ndarray, slot: np.ndarray,
 
 
 _thread = threading.local()  # the read threads' Scratch
+
+
+def _spread(protein: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An order of units (of proteins ``protein`` [U]) in which each protein's units, shuffled,
+    are spread evenly: the j-th of a protein's c units gets the key (j + u)/c, u uniform in
+    [0, 1), and units are ordered by key. Any stretch of the order (the pool) then holds each
+    protein's units in proportion to its count, not a random number of them."""
+    group = np.unique(protein, return_inverse=True)[1]
+    within = np.lexsort((rng.random(len(protein)), group))  # by protein, shuffled in each
+    count = np.bincount(group)
+    rank = np.arange(len(protein)) - (np.cumsum(count) - count)[group[within]]
+    key = (rank + rng.random(len(protein))) / count[group[within]]
+    return within[np.argsort(key, kind="stable")]
 
 
 def _admit(n_pages: np.ndarray, page_end: np.ndarray, cap: int) -> np.ndarray:
