@@ -528,6 +528,7 @@ class _Stream:
         self.tasks: dict[int, list[Future]] = {}
         self.read = self.waited = 0  # positions in lay.read_order
         self.by_free = np.argsort(lay.page_free, kind="stable")
+        self.ends = lay.page_free[self.by_free].tolist()  # pages' last batches, in order
         self.freed = int(np.searchsorted(lay.page_free[self.by_free], j0, side="left"))
         self.peak = 0
 
@@ -554,7 +555,7 @@ class _Stream:
                  "temperature": pool.temperature[slot, row],
                  "protein_index": lay.protein[lo:hi].copy(), "frame": lay.frame[lo:hi].copy(),
                  "sample_mask": np.ones(hi - lo, FIELDS["sample_mask"].dtype)}
-        ends = lay.page_free[self.by_free]
+        ends = self.ends
         while self.freed < len(ends) and ends[self.freed] <= j:  # served: give back
             page = self.by_free[self.freed]
             if self.slot[page] >= 0:
