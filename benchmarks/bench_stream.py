@@ -32,17 +32,12 @@ import numpy as np
 MDCATH_FRAMES = 11_000  # frames of an mdCATH domain (5 temperatures x 5 replicas x ~440)
 
 
-def mdcath_like_lengths(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    sigma = 0.5
-    mu = np.log(137) - sigma ** 2 / 2
-    return np.clip(np.round(rng.lognormal(mu, sigma, size=n)), 50, 500).astype(int)
-
-
 def build(path: Path, n_proteins: int, frames: int) -> None:
     """An mdCATH-like store at ``path`` (NPZ sources ingested one at a time)."""
     import protstore
     from protstore.ingest import ingest
+
+    from bench_batching import mdcath_like_lengths
 
     rng = np.random.default_rng(1)
     chunk = max(1024, round((1 << 20) * frames / MDCATH_FRAMES))

@@ -122,21 +122,16 @@ def test_buffer_bytes_bounds_the_loaders_memory(stream_store):
         BatchLoader(store, plan, quarter(data, buffer_bytes=20_000))
 
 
-def old_windowed_order(loader: BatchLoader, k: int, epoch: int, W: int = 16) -> np.ndarray:
-    """protstore 0.6's order of bucket k (proteins [S]): the units shuffled, then taken W at a
-    time as disjoint windows, interleaved in proportion within each."""
-    rng = np.random.default_rng([loader.config.seed, epoch, k])
-    units = loader._units[k]
-    order = rng.permutation(len(units))
-    out = []
-    for w in range(0, len(order), W):
-        chosen = [units[u] for u in order[w:w + W]]
-        sizes = np.array([len(f) for _, f in chosen])
-        unit = np.repeat(np.arange(len(sizes)), sizes)
-        rank = np.arange(len(unit)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        key = (rank + rng.random(len(unit))) / sizes[unit]
-        out.append(np.repeat([i for i, _ in chosen], sizes)[np.argsort(key)])
-    return np.concatenate(out)
+def old_windowed_order(loader: BatchLoader, k: int, epoch: int) -> np.ndarray:
+    """protstore 0.6's order of bucket k, as ``benchmarks/bench_stream.py`` re-creates it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_stream.py"
+    spec = importlib.util.spec_from_file_location("bench_stream", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.windowed_order(loader, k, epoch)
 
 
 def test_diversity_meets_the_targets_on_a_store_four_times_the_budget(stream_store):
