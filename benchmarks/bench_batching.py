@@ -10,9 +10,9 @@
    (a) gathering the same batches from data already in memory as NumPy arrays, and
    (b) reading one frame at a time from Zarr; and how diverse the batches are: mean distinct
    proteins and distinct (protein, temperature) runs per batch against a uniform shuffle's
-   expectation, for the loader and for protstore 0.4's layout (windows of 8 whole chunks
-   shuffled uniformly, re-created here as ``Layout04``). Each protein has 4 runs (temperatures)
-   and spans several chunks (``--chunk-kib``), as mdCATH proteins span many.
+   expectation. Each protein has 4 runs (temperatures) and spans several chunks
+   (``--chunk-kib``), as mdCATH proteins span many. The order at mdCATH-like scale, with data
+   larger than the loader's budget: ``benchmarks/bench_stream.py``.
 """
 
 from __future__ import annotations
@@ -29,38 +29,15 @@ import zarr
 
 import protstore
 from protstore.batching import BatchLoader, LoaderConfig, make_plan
-from protstore.batching.loader import _Layout, _uniform_distinct
+from protstore.batching.loader import _uniform_distinct
 from protstore.demo import DemoConfig
 from protstore.ingest import ingest
-
-
-class Layout04(BatchLoader):
-    """The loader with protstore 0.4's epoch layout: windows of ``buffer_chunks`` (8) whole
-    chunks, their samples shuffled uniformly."""
-
-    def _make_layout(self, k, epoch):
-        cfg, W = self.config, 8
-        rng = np.random.default_rng([cfg.seed, epoch, k])
-        units = self._units[k]
-        order = rng.permutation(len(units))
-        prot, frame, starts = [], [], [0]
-        for w in range(0, len(order), W):
-            chosen = [units[u] for u in order[w:w + W]]
-            p = np.concatenate([np.full(len(f), i, np.int32) for i, f in chosen])
-            f = np.concatenate([fr for _, fr in chosen]).astype(np.int32)
-            perm = rng.permutation(len(p))
-            prot.append(p[perm])
-            frame.append(f[perm])
-            starts.append(starts[-1] + len(p))
-        B = self.batch_size(k)
-        return _Layout(np.concatenate(prot), np.concatenate(frame), np.array(starts),
-                       starts[-1] // B, k)
 
 
 def diversity(loader: BatchLoader, epoch: int) -> tuple[float, float]:
     """(distinct proteins, distinct runs) per batch as fractions of a uniform shuffle's."""
     proteins = loader.protein_diversity(epoch)
-    got = sum(g for g, _ in proteins.values()) / sum(u for _, u in proteins.values())
+    got = sum(d.batch for d in proteins.values()) / sum(d.batch_uniform for d in proteins.values())
     runs, expect = [], []
     counts: dict = {}
     sizes = {}
@@ -145,7 +122,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=800)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--chunk-kib", type=int, default=256)
-    ap.add_argument("--buffer-chunks", type=int, default=0, help="loader window (0: default)")
+    ap.add_argument("--buffer-mib", type=int, default=LoaderConfig.buffer_bytes >> 20,
+                    help="the loader's buffer_bytes in MiB")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
@@ -166,7 +144,7 @@ def main() -> None:
         plan = make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(),
                          strategy="optimal", n_buckets=3)
         loader = BatchLoader(store, plan, LoaderConfig(batch_size=args.batch, seed=0,
-                                                       buffer_chunks=args.buffer_chunks))
+                                                       buffer_bytes=args.buffer_mib << 20))
         batches, n_frames, nbytes = [], 0, 0
         for b in loader.epoch(0):
             batches.append((b["bucket"], b["protein_index"], b["frame"]))
@@ -176,11 +154,7 @@ def main() -> None:
         # later epochs of the same loader, proteins opened and buffers allocated (the steady
         # state of training): the median epoch of STEADY_EPOCHS
         t_steady = later_epochs(loader)
-        old = Layout04(store, plan, LoaderConfig(batch_size=args.batch, seed=0))
-        for b in old.epoch(0):  # opens the proteins
-            pass
-        t_old = later_epochs(old)
-        div_new, div_old = diversity(loader, 2), diversity(old, 2)
+        div_new = diversity(loader, 2)
         chunks = np.mean([-(-plan.frames[p] // store.protein_readers(p)["R"].chunk)
                           for p in plan.proteins])
 
@@ -227,17 +201,14 @@ def main() -> None:
     print(f"| protstore BatchLoader, later epochs (steady state: median of {STEADY_EPOCHS}) | "
           f"{n_frames / t_steady:,.0f} | "
           f"{mb / t_steady:,.0f} | {t_mem / t_steady:.2f} (target >= 0.5) |")
-    print(f"| protstore 0.4's layout (windows of 8 chunks), later epochs | "
-          f"{n_frames / t_old:,.0f} | {mb / t_old:,.0f} | {t_mem / t_old:.2f} |")
     print(f"| (b) one frame at a time from Zarr | {n_frames / t_frame:,.0f} | "
           f"{mb / t_frame:,.0f} | {t_mem / t_frame:.3f} |")
     print(f"\nBatch diversity (each protein: 4 runs, {chunks:.1f} chunks on average), as a "
           f"fraction of a uniform shuffle's expectation:\n")
     print("| layout | distinct proteins per batch | distinct runs per batch |")
     print("|---|---|---|")
-    print(f"| protstore loader (interleaved windows) | {div_new[0]:.2f} (target >= 0.9) | "
+    print(f"| protstore loader (shuffle buffer) | {div_new[0]:.2f} (target >= 0.95) | "
           f"{div_new[1]:.2f} |")
-    print(f"| protstore 0.4 (windows of 8 chunks) | {div_old[0]:.2f} | {div_old[1]:.2f} |")
 
 
 if __name__ == "__main__":

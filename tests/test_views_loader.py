@@ -65,7 +65,7 @@ def test_accessor_pad_and_unpad(demo_store):
 @pytest.mark.parametrize("order", ["interleaved", "sequential"])
 def test_every_sample_once_per_epoch(demo_store, plan, order):
     loader = BatchLoader(demo_store, plan, LoaderConfig(batch_size=7, order=order,
-                                                        last="pad", buffer_chunks=2))
+                                                        last="pad"))
     seen = collections.Counter()
     buckets = []
     for batch in loader.epoch(0):
@@ -132,7 +132,7 @@ def test_drop_last_never_short(demo_store, plan):
 
 
 def test_deterministic_and_resumable(demo_store, plan):
-    cfg = LoaderConfig(batch_size=6, seed=11, buffer_chunks=1)
+    cfg = LoaderConfig(batch_size=6, seed=11)
     a = list(BatchLoader(demo_store, plan, cfg).epoch(3))
     b = list(BatchLoader(demo_store, plan, cfg).epoch(3))
     resumed = list(BatchLoader(demo_store, plan, cfg).epoch(3, start_step=4))
@@ -379,9 +379,10 @@ def test_batches_are_as_diverse_as_a_uniform_shuffle(multichunk):
     store, plan = multichunk
     reader = store.protein_readers(plan.proteins[0])["R"]
     assert 160 / reader.chunk >= 5  # every protein spans several chunks
-    loader = BatchLoader(store, plan, LoaderConfig(batch_size=8, seed=3))
+    loader = BatchLoader(store, plan, LoaderConfig(batch_size=8, seed=3, buffer_bytes=150_000))
+    assert loader.slots[0] < 0.5 * loader._layout(0, 0).unit_pages[-1]  # data > 2x the pool
     for epoch in range(3):
-        ((got, uniform),) = loader.protein_diversity(epoch).values()
+        ((got, uniform, *_),) = loader.protein_diversity(epoch).values()
         assert got >= 0.9 * uniform, (epoch, got, uniform)
         # runs: distinct (protein, temperature) per batch against a uniform shuffle
         runs, counts = [], {}
@@ -392,10 +393,6 @@ def test_batches_are_as_diverse_as_a_uniform_shuffle(multichunk):
                 counts[k] = counts.get(k, 0) + 1
         expect = _uniform_distinct(np.array(list(counts.values())), 8)
         assert np.mean(runs) >= 0.9 * expect, (np.mean(runs), expect)
-    # the old layout (windows of 8 chunks shuffled uniformly) did not reach it
-    narrow = BatchLoader(store, plan, LoaderConfig(batch_size=8, seed=3, buffer_chunks=2))
-    ((got, uniform),) = narrow.protein_diversity(0).values()
-    assert got < 0.8 * uniform
 
 
 def test_bead_budgets_size_each_bucket_and_weigh_beads_alike(demo_store, plan):
@@ -440,7 +437,7 @@ def test_frame_split_holds_out_blocks_of_runs_and_reports_leakage(multichunk):
 @pytest.mark.parametrize("last", ["drop", "pad"])
 def test_process_shares_together_are_the_single_process_epoch(multichunk, last):
     store, plan = multichunk
-    base = dict(batch_size=6, seed=4, last=last, buffer_chunks=3)
+    base = dict(batch_size=6, seed=4, last=last, buffer_bytes=1 << 20)
     whole = list(BatchLoader(store, plan, LoaderConfig(**base)).epoch(1))
     shares = [list(BatchLoader(store, plan, LoaderConfig(**base, process_index=i,
                                                          process_count=3)).epoch(1))
@@ -493,57 +490,56 @@ def _check_batch(batch, ref):
         assert batch["temperature"][i] == ds.temperature.values[f]
 
 
-def test_reused_window_buffers_never_change_a_batch_in_hand(varied):
-    """Windows' buffers are reused once no batch views them: every batch holds its samples'
-    data and pad values (a reused row held a longer protein before), batches kept by the
-    consumer are never overwritten, and buffers are in fact reused."""
+def test_batches_own_their_memory_while_pool_pages_are_reused(varied):
+    """Pool pages are given back and refilled within an epoch: every batch holds its samples'
+    data and pad values (a refilled page held a longer protein before), batches kept by the
+    consumer never change, and none is a view of the pool."""
     store, plan, ref = varied
-    loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_chunks=4,
+    loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_bytes=60_000,
                                                    prefetch=1))
-    held, bases, windows = [], set(), 0
+    pages = int(loader._layout(0, 0).unit_pages[-1])
+    held = []
     for epoch in range(3):
-        windows += len(loader._layout(0, epoch).window_start) - 1
         for step, batch in enumerate(loader.epoch(epoch)):
             _check_batch(batch, ref)
-            if batch["R"].base is not None:
-                bases.add(id(batch["R"].base))
-            if step % 25 == 0:  # kept: its window's buffers must not be reused
+            assert all(v.base is None or v.base.size == v.size for k, v in batch.items()
+                       if isinstance(v, np.ndarray)), "a batch must own its arrays"
+            if step % 25 == 0:
                 held.append((batch, {k: np.copy(v) for k, v in batch.items()}))
-    assert windows > 20 and len(bases) <= 0.8 * windows, (len(bases), windows)  # reused
+    assert loader.peak_pages[0] <= loader.slots[0] < pages / 2  # pages were reused
     for batch, copy in held:
         for key, value in copy.items():
             np.testing.assert_array_equal(batch[key], value, err_msg=key)
 
 
-def test_a_window_still_being_filled_is_not_reused(varied, monkeypatch):
-    """An epoch left after one batch releases windows read ahead whose tasks may still run: a
-    later window must not take their buffers until the tasks are done."""
+def test_a_unit_still_being_read_is_waited_for_when_an_epoch_ends_early(varied, monkeypatch):
+    """An epoch left after one batch has reads in flight into its pool: the next epoch takes
+    the pool only once they are done, so they cannot overwrite its pages."""
     import threading
     import time
 
     from protstore.batching import loader as loader_module
 
     store, plan, ref = varied
-    fill, calls, late_done = loader_module._fill_fields, [], threading.Event()
+    read, calls, late_done = loader_module._read_unit, [], threading.Event()
 
-    def slow_second_fill(*args):
+    def slow_read(*args):
         calls.append(1)
-        if len(calls) == 2:  # the read-ahead window's fields land late
+        if len(calls) == 3:  # a unit read ahead lands late
             time.sleep(0.5)
-            fill(*args)
+            read(*args)
             late_done.set()
         else:
-            fill(*args)
+            read(*args)
 
-    monkeypatch.setattr(loader_module, "_fill_fields", slow_second_fill)
-    loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_chunks=4,
+    monkeypatch.setattr(loader_module, "_read_unit", slow_read)
+    loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_bytes=100_000,
                                                    read_threads=2, prefetch=0))
     epoch = loader.epoch(0)
     next(epoch)
     epoch.close()
-    batches = list(loader.epoch(1))  # kept: their buffers are not reused meanwhile
-    assert late_done.wait(10)
-    for batch in batches:
+    assert late_done.is_set()  # close waited for it
+    for batch in loader.epoch(1):
         _check_batch(batch, ref)
 
 

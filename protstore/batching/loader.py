@@ -1,17 +1,27 @@
-"""A fast, seeded, resumable batch loader with static shapes per bucket (for JAX).
+"""A fast, seeded, resumable batch loader with static shapes per bucket (for JAX), whose order
+mixes proteins like a uniform shuffle while its decoded data stays within ``buffer_bytes``.
 
 How an epoch is laid out (all from metadata, before any data is read):
 
 1. Each bucket's samples are grouped into *units*: the split's frames of one protein that lie in
-   one Zarr chunk, so a unit is read with one chunk read.
-2. Units are shuffled over the whole bucket, then taken W at a time as *windows* (W =
-   ``buffer_chunks``, by default the bucket's batch size and at least 16). Within a
-   window each unit's frames are shuffled and the units are *interleaved in proportion*: the
-   j-th of a unit's n samples gets the key (j + u)/n, u uniform in [0, 1), and the window is
-   ordered by key. So consecutive samples come from different chunks, in proportion to their
-   sizes, and a batch holds about as many distinct proteins (and runs) as a uniform shuffle of
-   the bucket would give (``protein_diversity``; ``benchmarks/bench_batching.py`` measures it),
-   while every chunk is still decoded once per epoch. Every sample appears exactly once.
+   one Zarr chunk, so a unit is read with one chunk read (each chunk is decoded once per epoch).
+   A unit's frames, in the order they will be served, are cut into *pages* of ``page_rows``
+   frames (about ``PAGES_PER_UNIT`` pages a unit).
+2. A *block-level shuffle buffer*: each bucket holds a *pool* of pages in one preallocated
+   array (its *slab*, as many pages as its share of ``buffer_bytes`` allows). Units enter the
+   pool in a shuffled order, each as soon as enough pages are free. A unit entering at time
+   a gets, for each of its frames (shuffled), an independent time a + u, u uniform in [0, 1),
+   and its frames are served in time order: every resident unit is served at a rate in
+   proportion to its size, all resident units at once, and a page leaves the pool when its
+   last frame has been served, making room for the next unit. All frames of the bucket sorted
+   by time are the bucket's sample sequence. Over the epoch, the pool holds a near-uniform
+   sample of the bucket's units (a quarter of them when the data is four times the budget),
+   so a batch holds about as many distinct proteins as a uniform shuffle would, and so do 100
+   consecutive batches as long as most proteins have a unit in the pool (each protein spanning
+   several chunks). When the bucket fits in its share, every unit enters at time 0 and the
+   order is a uniform shuffle of the bucket. ``protein_diversity`` reports both figures
+   against a uniform shuffle's expectation; ``benchmarks/bench_stream.py`` measures them.
+   Every sample appears exactly once.
 3. A bucket's sample sequence is cut into batches: ``batch_size`` samples, or with
    ``batch_beads`` ``max(1, batch_beads // N_max)`` samples of that bucket, so every step costs
    about the same and each real bead weighs about the same in the loss whatever its bucket;
@@ -22,28 +32,28 @@ How an epoch is laid out (all from metadata, before any data is read):
 
 Every random choice comes from ``numpy.random.default_rng([seed, epoch, ...])``, so
 ``loader.epoch(e, start_step=s)`` yields exactly the batches an uninterrupted epoch yields from
-step s on, reading only the windows it needs.
+step s on, reading only the units (and of them only the pages) still needed at step s. The
+order depends on the configuration too (batch size, ``buffer_bytes``, ``read_threads``,
+``prefetch``, ``open_proteins``: they size the pools), as it does on the plan.
 
-How it reads: a window is read into buffers holding every field of its samples, one task per
-(protein, chunk, R|F) on a pool of read threads (file reads, the CRC32C, Blosc and the strided
-gather all release the GIL), each decoding into the thread's reused scratch buffers. A batch
-within one window is a view of its buffers; a window's buffers are reused by a later window
-once no batch views them (:func:`_unreferenced`), since fresh buffers of tens of MiB cost page
-faults for every window. The window after a batch's last one is read while the batch is
-served, and a background thread assembles batches ahead of the consumer (``prefetch``).
+How it reads: a unit is read when a batch first needs it, or earlier (at most ``read_threads``
+units ahead, into free pages), by two tasks (R and F) on a pool of read threads (file reads,
+the CRC32C, Blosc and the strided gather all release the GIL), each decoding its chunk into the
+thread's reused scratch buffers and copying its pages' frames into their slab pages. A batch
+is gathered from the slab with one fancy index per field: a copy that the batch owns. A page
+is given back after the batch holding its last frame is gathered; a background thread
+assembles batches ahead of the consumer (``prefetch``).
 
-Memory: per bucket, the windows the current batch spans and the one after (three at most
-with the default W, whose windows hold at least a batch) and three released ones kept for
-reuse (an epoch's end releases three, the next epoch's start takes them): 6 windows of W
-chunks, each about W x 3.3 MiB x N_max/N (R and F, 24
-bytes per bead, and the per-bead fields, 16); and the small arrays of the proteins it opened
-(``open_proteins`` at most, opened when a window first needs them): memory does not grow with
-the number of proteins in the store.
+Memory (``loader.memory()``, all of it counted against ``buffer_bytes``): the slabs (R and F
+padded to N_max, their per-bead fields and temperatures), the read threads' scratch buffers
+(two per thread, a chunk each), the batches in flight (``prefetch`` plus two) and the small
+arrays of the proteins opened (``open_proteins`` at most). It does not grow with the number of
+proteins in the store. An epoch started while another is still being read takes fresh slabs.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import heapq
 import sys
 import threading
 from collections import OrderedDict
@@ -62,13 +72,20 @@ from .plan import BucketPlan, check_plan
 from .sample import BEAD_FIELDS, FIELDS, padded_topology
 
 ORDERS = ("interleaved", "sequential")
-# released windows' buffers kept per bucket for reuse (_buffers)
-SPARE_WINDOWS = 3
+DEFAULT_BUFFER_BYTES = 2 << 30
+PAGES_PER_UNIT = 8  # pages a unit (chunk) is cut into: a page is given back once served
+DIVERSITY_STEPS = 100  # consecutive batches of a bucket in protein_diversity's second figure
+_TOPOLOGY_FIELDS = ("species", "resid", "chain", "mask")
 
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """How batches are made (config as data)."""
+    """How batches are made (config as data).
+
+    buffer_bytes : bound on the loader's decoded-data memory in bytes (``BatchLoader.memory``):
+        the bucket pools, read buffers and batches in flight; the larger, the closer the order
+        to a uniform shuffle when the data is larger than it (module docstring).
+    """
 
     batch_size: int = 32
     batch_beads: int | None = None  # instead of batch_size: max(1, batch_beads // N_max) a bucket
@@ -77,7 +94,7 @@ class LoaderConfig:
     seed: int = 0
     shuffle: bool = True
     last: str = "drop"  # or "pad": fill the last batch of a bucket with masked samples
-    buffer_chunks: int = 0  # units (chunks) per window; 0: max(16, the bucket's batch size)
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
     prefetch: int = 4
     # chunk reads and decodes in flight (they release the GIL); None: 4 on a local disk, 32 on
     # object storage, where a request waits milliseconds for its first byte
@@ -88,6 +105,25 @@ class LoaderConfig:
     # process index and count when JAX is in use, else 0 and 1)
     process_index: int | None = None
     process_count: int | None = None
+
+
+class Diversity(NamedTuple):
+    """Distinct proteins in a bucket's batches against a uniform shuffle of its samples
+    (:meth:`BatchLoader.protein_diversity`): per batch, and per ``steps`` consecutive batches."""
+
+    batch: float  # mean distinct proteins per full batch
+    batch_uniform: float  # its expectation under a uniform shuffle
+    steps: float  # mean distinct proteins per `steps` consecutive batches
+    steps_uniform: float
+    n_steps: int  # consecutive batches in `steps` (DIVERSITY_STEPS, or the bucket's batches)
+
+    @property
+    def batch_ratio(self) -> float:
+        return self.batch / self.batch_uniform
+
+    @property
+    def steps_ratio(self) -> float:
+        return self.steps / self.steps_uniform
 
 
 def bucket_batch_size(config: LoaderConfig, n_max: int) -> int:
@@ -114,16 +150,49 @@ class _Protein(NamedTuple):
 
 @dataclass(frozen=True)
 class _Layout:
-    """One bucket's epoch layout: sample sequence and its windows."""
+    """One bucket's epoch layout (metadata only): its sample sequence [S], where each sample
+    lies in the pool (page, row), when each unit is first needed and each page given back.
+    Units are numbered in the order they enter the pool, pages in unit order."""
 
-    protein: np.ndarray  # [S] protein index into plan.proteins
-    frame: np.ndarray  # [S] frame index in the protein's group
-    window_start: np.ndarray  # [W + 1] sequence offsets of windows
+    protein: np.ndarray  # [S] int32 protein index into plan.proteins
+    frame: np.ndarray  # [S] int32 frame index in the protein's group
+    page: np.ndarray  # [S] page holding the sample
+    row: np.ndarray  # [S] its row in the page
+    emitted: np.ndarray  # [S] every unit's frames in serving order, unit after unit
+    unit_start: np.ndarray  # [U + 1] each unit's first entry in `emitted`
+    unit_pages: np.ndarray  # [U + 1] each unit's first page
+    unit_protein: np.ndarray  # [U] protein index
+    unit_need: np.ndarray  # [U] first batch holding a sample of the unit (n_batches: none)
+    read_order: np.ndarray  # [U] units by unit_need
+    page_free: np.ndarray  # [P] the batch after which the page is given back
     n_batches: int
     bucket: int
-    # per batch: (lo, hi, w_lo, w_hi) of this process's share (BatchLoader._ranges)
-    ranges: list[tuple[int, int, int, int]] | None = None
-    starts: list[int] | None = None  # window_start as Python ints
+    ranges: list[tuple[int, int]]  # per batch: [lo, hi) of this process's share
+
+    def peak_pages(self) -> int:
+        """The most pages in the pool at any batch, each unit read when first needed (reading
+        ahead uses free pages only)."""
+        if not self.n_batches:
+            return 0
+        unit = np.repeat(np.arange(len(self.unit_need)), np.diff(self.unit_pages))
+        start = self.unit_need[unit]
+        used = start < self.n_batches
+        diff = np.zeros(self.n_batches + 1, np.int64)
+        np.add.at(diff, start[used], 1)
+        np.add.at(diff, self.page_free[used] + 1, -1)
+        return int(np.cumsum(diff)[:self.n_batches].max())
+
+
+class _Pool:
+    """A bucket's slab of ``slots`` pages of ``rows`` samples: R, F [slots, rows, N_max, 3],
+    the per-bead fields [slots, N_max] (one protein a page), temperature [slots, rows]."""
+
+    def __init__(self, slots: int, rows: int, n_max: int):
+        self.R = np.empty((slots, rows, n_max, 3), FIELDS["R"].dtype)
+        self.F = np.empty((slots, rows, n_max, 3), FIELDS["F"].dtype)
+        self.topology = {key: np.empty((slots, n_max), FIELDS[key].dtype)
+                         for key in _TOPOLOGY_FIELDS}
+        self.temperature = np.empty((slots, rows), FIELDS["temperature"].dtype)
 
 
 class BatchLoader:
@@ -132,7 +201,7 @@ class BatchLoader:
     Keys: the fields of :mod:`protstore.batching.sample` with a leading batch axis B (``R``,
     ``F`` [B, N_max, 3]; ``mask``, ``species``, ``resid``, ``chain`` [B, N_max];
     ``protein_index``, ``frame``, ``temperature``, ``sample_mask`` [B]), plus the ints
-    ``bucket``, ``epoch`` and ``step``.
+    ``bucket``, ``epoch`` and ``step``. Every batch owns its arrays.
     """
 
     def __init__(self, store: Store, plan: BucketPlan, config: LoaderConfig = LoaderConfig()):
@@ -144,8 +213,8 @@ class BatchLoader:
             raise ProtstoreError(f"batch size must be >= 1, not {config.batch_size}")
         if config.batch_beads is not None and config.batch_beads < 1:
             raise ProtstoreError(f"batch_beads must be >= 1, not {config.batch_beads}")
-        if config.buffer_chunks < 0:
-            raise ProtstoreError(f"buffer_chunks must be >= 0, not {config.buffer_chunks}")
+        if config.buffer_bytes < 1:
+            raise ProtstoreError(f"buffer_bytes must be >= 1, not {config.buffer_bytes}")
         if config.read_threads is not None and config.read_threads < 1:
             raise ProtstoreError(f"read_threads must be >= 1, not {config.read_threads}")
         self.process_index, self.process_count = _processes(config)
@@ -155,23 +224,93 @@ class BatchLoader:
         self._index = {p: i for i, p in enumerate(self.proteins)}
         self.n_max = [b.n_max for b in plan.buckets]
         self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
+        self.read_threads = config.read_threads or (4 if store.local else 32)
         # proteins opened (or being opened, on the read pool), least recently used first; at
-        # most ``open_proteins`` beyond those of the windows in use
+        # most ``open_proteins`` beyond those of the units being read
         self._opened: OrderedDict[int, Future] = OrderedDict()
         self._layouts: dict[tuple[int, int], _Layout] = {}  # (bucket, epoch), current epoch only
         self._pool: ThreadPoolExecutor | None = None  # started on the first read
-        self._spare: dict[int, list[_Window]] = {}  # released windows per bucket (_buffers)
-        self._spare_lock = threading.Lock()
-        self._units = [self._bucket_units(b.index) for b in plan.buckets]
-        # rows of a window's buffers: its W largest units fit any window of any epoch
-        self._capacity = [sum(sorted(len(f) for _, f in units)[-self.window_units(k):])
-                          for k, units in enumerate(self._units)]
+        self._idle: dict[int, _Pool] = {}  # slabs not in use by an epoch, per bucket
+        self._idle_lock = threading.Lock()
+        self.peak_pages: dict[int, int] = {}  # the most pages an epoch's pool held, per bucket
         for k in range(len(plan.buckets)):
             if self.batch_size(k) % self.process_count:
                 raise ProtstoreError(
                     f"the global batch of bucket {k} ({self.batch_size(k)} samples) does not "
                     f"split over {self.process_count} processes: choose a batch size (or "
                     f"batch_beads // N_max) that is a multiple of the process count")
+        self._units = [self._bucket_units(b.index) if self._active(b.index) else []
+                       for b in plan.buckets]
+        self.page_rows = [max(1, -(-max((len(f) for _, f in u), default=1) // PAGES_PER_UNIT))
+                          for u in self._units]
+        self._size_pools()
+
+    # ------------------------------------------------------------------ memory
+    def _active(self, k: int) -> bool:
+        return self.config.buckets is None or k in self.config.buckets
+
+    def _page_bytes(self, k: int) -> int:
+        """Bytes of one page of bucket k's slab (:class:`_Pool`)."""
+        rows, n_max = self.page_rows[k], self.n_max[k]
+        return (rows * n_max * 3 * (FIELDS["R"].dtype.itemsize + FIELDS["F"].dtype.itemsize)
+                + n_max * sum(FIELDS[key].dtype.itemsize for key in _TOPOLOGY_FIELDS)
+                + rows * FIELDS["temperature"].dtype.itemsize)
+
+    def _fixed_bytes(self) -> dict[str, int]:
+        """The memory besides the pools: read scratch, batches in flight, opened proteins."""
+        active = [k for k in range(len(self.n_max)) if self._units[k]]
+        pids = [p for k in active for p in self.plan.buckets[k].proteins]
+        chunk = max((min(self._chunk(p), self.plan.frames[p]) * self.plan.lengths[p] * 12
+                     for p in pids), default=0)
+        sample = {k: sum(f.dtype.itemsize * (self.n_max[k] * (3 if "xyz" in f.dims else 1)
+                                             if key in BEAD_FIELDS else 1)
+                         for key, f in FIELDS.items()) for k in active}
+        # the global batch (a bound on this process's share): every process sizes its pools,
+        # hence its order, alike
+        batch = max((self.batch_size(k) * sample[k] for k in active), default=0)
+        topology = sum(FIELDS[key].dtype.itemsize for key in _TOPOLOGY_FIELDS)
+        protein = max((self.plan.frames[p] * FIELDS["temperature"].dtype.itemsize
+                       + self.n_max[self._bucket_of[p]] * topology for p in pids), default=0)
+        return {"read_scratch": 2 * self.read_threads * chunk,
+                "batches": (max(self.config.prefetch, 0) + 2) * batch,
+                "proteins": min(self.config.open_proteins, len(pids)) * protein}
+
+    def _size_pools(self) -> None:
+        """Pages per bucket pool (``self.slots``): what is left of ``buffer_bytes`` after the
+        fixed parts, the same fraction of every bucket's data (each holding at least three
+        units, or all of it)."""
+        budget = self.config.buffer_bytes
+        fixed = self._fixed_bytes()
+        left = budget - sum(fixed.values())
+        total = {k: sum(-(-len(f) // self.page_rows[k]) for _, f in u)
+                 for k, u in enumerate(self._units) if u}
+        biggest = {k: max(-(-len(f) // self.page_rows[k]) for _, f in self._units[k])
+                   for k in total}
+        # at least 3 units' pages each (or the whole bucket), the rest in proportion to data
+        base = {k: min(total[k], 3 * biggest[k]) for k in total}
+        left -= sum(base[k] * self._page_bytes(k) for k in total)
+        if left < 0:
+            raise ProtstoreError(
+                f"buffer_bytes={budget} is too small: with its read buffers, batches in flight "
+                f"and opened proteins ({sum(fixed.values())} bytes) the bucket pools need at "
+                f"least {budget - left} bytes (3 chunks' frames a bucket)")
+        extra = sum((total[k] - base[k]) * self._page_bytes(k) for k in total)
+        fraction = min(1.0, left / extra) if extra else 1.0
+        self.slots = [0] * len(self.n_max)
+        for k in total:
+            self.slots[k] = base[k] + int(fraction * (total[k] - base[k]))
+        self._fixed = fixed
+
+    def memory(self) -> dict[str, int]:
+        """The loader's decoded-data memory in bytes, as it counts it against
+        ``buffer_bytes``: ``pools`` (the bucket slabs), ``read_scratch``, ``batches`` (in
+        flight), ``proteins`` (opened ones' small arrays), their ``total``, and
+        ``buffer_bytes``. Each figure is a bound: what an epoch at most holds."""
+        pools = sum(s * self._page_bytes(k) for k, s in enumerate(self.slots))
+        out = {"pools": pools, **self._fixed}
+        out["total"] = sum(out.values())
+        out["buffer_bytes"] = self.config.buffer_bytes
+        return out
 
     # ------------------------------------------------------------------ layout (metadata only)
     def _chunk(self, pid: str) -> int:
@@ -191,21 +330,8 @@ class BatchLoader:
     def _layout(self, k: int, epoch: int) -> _Layout:
         if (k, epoch) not in self._layouts:
             self._layouts = {key: v for key, v in self._layouts.items() if key[1] == epoch}
-            lay = self._make_layout(k, epoch)
-            self._layouts[(k, epoch)] = dataclasses.replace(
-                lay, ranges=self._ranges(lay), starts=lay.window_start.tolist())
+            self._layouts[(k, epoch)] = self._make_layout(k, epoch)
         return self._layouts[(k, epoch)]
-
-    def _ranges(self, lay: _Layout) -> list[tuple[int, int, int, int]]:
-        """For every batch j of a layout: the sample range [lo, hi) of this process's share of
-        it and the windows [w_lo, w_hi) holding it."""
-        B, b = self.batch_size(lay.bucket), self.local_batch_size(lay.bucket)
-        S = len(lay.protein)
-        lo = np.minimum(np.arange(lay.n_batches) * B + self.process_index * b, S)
-        hi = np.minimum(lo + b, S)
-        w_lo = np.searchsorted(lay.window_start, lo, side="right") - 1
-        w_hi = np.searchsorted(lay.window_start, hi, side="left")
-        return [tuple(r) for r in np.stack([lo, hi, w_lo, w_hi], axis=1).tolist()]
 
     def batch_size(self, k: int) -> int:
         """Samples per global batch of bucket k (:func:`bucket_batch_size`), all processes."""
@@ -216,39 +342,71 @@ class BatchLoader:
         batch: ``batch_size(k) // process_count``)."""
         return self.batch_size(k) // self.process_count
 
-    def window_units(self, k: int) -> int:
-        """Units (chunks) per window of bucket k."""
-        return self.config.buffer_chunks or max(16, self.batch_size(k))
-
     def _make_layout(self, k: int, epoch: int) -> _Layout:
-        cfg = self.config
+        """Bucket k's layout in ``epoch``: the shuffle buffer of the module docstring (step 2),
+        its pool ``self.slots[k]`` pages."""
+        cfg, units, rows, slots = self.config, self._units[k], self.page_rows[k], self.slots[k]
         rng = np.random.default_rng([cfg.seed, epoch, k])
-        units = self._units[k]
-        W = self.window_units(k)
-        order = rng.permutation(len(units)) if cfg.shuffle else np.arange(len(units))
-        prot, frame, starts = [], [], [0]
-        for w in range(0, len(order), W):
-            chosen = [units[u] for u in order[w:w + W]]
-            sizes = np.array([len(f) for _, f in chosen])
-            p = np.repeat(np.array([i for i, _ in chosen], np.int32), sizes)
-            f = np.concatenate([fr for _, fr in chosen]).astype(np.int32)
-            if cfg.shuffle:
-                perm = _interleaved(sizes, rng)
-                p, f = p[perm], f[perm]
-            prot.append(p)
-            frame.append(f)
-            starts.append(starts[-1] + len(p))
-        S, B = starts[-1], self.batch_size(k)
+        order = _spread(np.array([p for p, _ in units], np.int64), rng) if cfg.shuffle else \
+            np.arange(len(units))
+        sizes = np.array([len(units[u][1]) for u in order], np.int64)
+        S, U, B = int(sizes.sum()), len(units), self.batch_size(k)
         n_batches = S // B if cfg.last == "drop" else -(-S // B)
-        empty = np.zeros(0, np.int32)
-        return _Layout(np.concatenate(prot) if prot else empty,
-                       np.concatenate(frame) if frame else empty, np.array(starts), n_batches,
-                       k)
+        unit_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        unit_of = np.repeat(np.arange(U), sizes)
+        rank = np.arange(S) - unit_start[unit_of]
+        emitted = (np.concatenate([units[u][1] for u in order]) if U else np.zeros(0)
+                   ).astype(np.int32)
+        n_pages = -(-sizes // rows)
+        unit_pages = np.concatenate([[0], np.cumsum(n_pages)]).astype(np.int64)
+        page_unit = np.repeat(np.arange(U), n_pages)
+        q = np.arange(int(unit_pages[-1])) - unit_pages[page_unit]
+        last = unit_start[page_unit] + np.minimum((q + 1) * rows, sizes[page_unit]) - 1
+        if cfg.shuffle:
+            emitted = emitted[np.lexsort((rng.random(S), unit_of))]  # each unit's frames shuffled
+            offset = np.sort(rng.random(S) + unit_of) - unit_of  # serving times, in order
+            cap = int(unit_pages[-1]) if slots >= unit_pages[-1] else slots - 2 * int(
+                n_pages.max())
+        else:
+            offset, cap = (rank + 0.5) / np.maximum(sizes[unit_of], 1), None
+        for _ in range(20):
+            if cap is not None and U and cap < n_pages.max():
+                break
+            admit = _admit(n_pages, offset[last], cap) if cap is not None else np.arange(U)
+            seq = np.argsort(admit[unit_of] + offset, kind="stable")
+            position = np.empty(S, np.int64)
+            position[seq] = np.arange(S)
+            need = np.minimum(position[unit_start[:-1]] // B, n_batches)
+            lay = _Layout(
+                protein=np.repeat(np.array([units[u][0] for u in order], np.int32), sizes)[seq],
+                frame=emitted[seq], page=(unit_pages[unit_of] + rank // rows)[seq],
+                row=(rank % rows)[seq], emitted=emitted, unit_start=unit_start,
+                unit_pages=unit_pages, unit_protein=np.array([units[u][0] for u in order],
+                                                             np.int64),
+                unit_need=need, read_order=np.argsort(need, kind="stable"),
+                page_free=np.minimum(position[last] // B, max(n_batches - 1, 0)),
+                n_batches=n_batches, bucket=k, ranges=self._ranges(k, S, n_batches))
+            peak = lay.peak_pages()
+            if peak <= slots:
+                return lay
+            if cap is None:
+                break
+            cap -= peak - slots
+        raise ProtstoreError(
+            f"buffer_bytes={cfg.buffer_bytes} is too small for bucket {k} (N_max "
+            f"{self.n_max[k]}): its batches need more than the {slots} pages of "
+            f"{rows} frames its share holds; raise buffer_bytes or lower the batch size")
+
+    def _ranges(self, k: int, S: int, n_batches: int) -> list[tuple[int, int]]:
+        """For every batch of bucket k: the sample range [lo, hi) of this process's share."""
+        B, b = self.batch_size(k), self.local_batch_size(k)
+        lo = np.minimum(np.arange(n_batches) * B + self.process_index * b, S)
+        hi = np.minimum(lo + b, S)
+        return list(zip(lo.tolist(), hi.tolist()))
 
     def schedule(self, epoch: int) -> list[tuple[int, int]]:
         """(bucket, batch number within the bucket) for every step of ``epoch``."""
-        chosen = self.config.buckets
-        counts = [self._layout(k, epoch).n_batches if chosen is None or k in chosen else 0
+        counts = [self._layout(k, epoch).n_batches if self._active(k) else 0
                   for k in range(len(self.plan.buckets))]
         steps = [(k, i) for k, n in enumerate(counts) for i in range(n)]
         if self.config.order == "interleaved":
@@ -281,43 +439,37 @@ class BatchLoader:
         compilation each."""
         return {k: (self.local_batch_size(k), n) for k, n in enumerate(self.n_max)}
 
-    def protein_diversity(self, epoch: int = 0) -> dict[int, tuple[float, float]]:
-        """Per bucket: (mean distinct proteins per full batch of ``epoch``, its expectation under
-        a uniform shuffle of the bucket's samples). From the layout alone (reads no data)."""
+    def protein_diversity(self, epoch: int = 0, steps: int = DIVERSITY_STEPS
+                          ) -> dict[int, Diversity]:
+        """Per bucket with a full batch: distinct proteins per global batch and per ``steps``
+        consecutive batches of ``epoch``, each with its expectation under a uniform shuffle of
+        the bucket's samples (:class:`Diversity`). From the layout alone (reads no data)."""
         out = {}
         for k in range(len(self.plan.buckets)):
-            lay, B = self._layout(k, epoch), self.batch_size(k)
-            full = (len(lay.protein) // B) * B
-            if not full:
-                continue
-            batches = np.sort(lay.protein[:full].reshape(-1, B), axis=1)
-            distinct = (np.diff(batches, axis=1) != 0).sum(axis=1) + 1
-            counts = np.bincount(lay.protein)
-            out[k] = (float(distinct.mean()), _uniform_distinct(counts[counts > 0], B))
+            if self._active(k):
+                lay = self._layout(k, epoch)
+                figures = sequence_diversity(lay.protein, self.batch_size(k), steps)
+                if figures is not None:
+                    out[k] = figures
         return out
 
     # ------------------------------------------------------------------ reading
     def _read_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            threads = self.config.read_threads or (4 if self.store.local else 32)
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="protstore-read")
+            self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="protstore-read")
         return self._pool
 
-    def _open(self, ids) -> dict[int, Future]:
-        """Futures of the opened proteins ``ids``, opening those not yet open on the read pool
-        (all at once: on object storage each is a request); the least recently used beyond
-        ``open_proteins`` are let go."""
-        out = {}
-        for i in ids:
-            i = int(i)
-            if i in self._opened:
-                self._opened.move_to_end(i)
-            else:
-                self._opened[i] = self._read_pool().submit(self._open_protein, i)
-            out[i] = self._opened[i]
-        while len(self._opened) > max(self.config.open_proteins, len(out)):
+    def _open(self, i: int) -> Future:
+        """The future of opened protein ``i``, opening it on the read pool unless open; the
+        least recently used beyond ``open_proteins`` are let go (a read task holds its own)."""
+        if i in self._opened:
+            self._opened.move_to_end(i)
+        else:
+            self._opened[i] = self._read_pool().submit(self._open_protein, i)
+        future = self._opened[i]
+        while len(self._opened) > max(self.config.open_proteins, 1):
             self._opened.popitem(last=False)
-        return out
+        return future
 
     def _open_protein(self, i: int) -> _Protein:
         """Read protein i's small arrays (per bead, per frame) and make its chunk readers."""
@@ -329,121 +481,31 @@ class BatchLoader:
         temperature = readers["temperature"].read_all().astype(np.float32, copy=False)
         return _Protein(readers["R"], readers["F"], temperature, n=n, **topology)
 
-    def _read_window(self, k: int, lay: _Layout, w: int) -> _Window:
-        """Start reading window ``w`` into its buffers (:meth:`_buffers`): one task per
-        (protein, chunk, R|F) on the read pool, each gathering its samples' frames straight
-        into R and F, and one taking the per-bead and per-sample fields of all its samples
-        from a small table of its proteins'."""
-        lo, hi = lay.starts[w], lay.starts[w + 1]
-        prot, frame = lay.protein[lo:hi], lay.frame[lo:hi]
-        mine = np.ones(hi - lo, bool)
-        if self.process_count > 1:  # only the samples of this process's share of each batch
-            B = self.batch_size(k)
-            mine = (np.arange(lo, hi) % B) // (B // self.process_count) == self.process_index
-        opened = self._open(np.unique(prot[mine]))
-        window = _Window(self._buffers(k))
-        tasks = []
-        for i, opening in opened.items():
-            protein = opening.result()
-            rows = np.flatnonzero((prot == i) & mine)
-            chunk_of = frame[rows] // protein.R.chunk
-            for c in np.unique(chunk_of):
-                sel = rows[chunk_of == c]
-                offset = frame[sel] - c * protein.R.chunk
-                for key in ("R", "F"):
-                    tasks.append(self._read_pool().submit(
-                        _gather, getattr(protein, key), int(c), offset, window.arrays[key], sel,
-                        protein.n))
-        table, slot, temperature = self._sample_fields(prot, frame, mine, opened)
-        tasks.append(self._read_pool().submit(_fill_fields, window.arrays, table, slot,
-                                              temperature, prot, frame))
-        window.tasks = tasks
-        return window
+    def _take_pool(self, k: int) -> _Pool:
+        """Bucket k's slab, or a new one while another epoch holds it."""
+        with self._idle_lock:
+            pool = self._idle.pop(k, None)
+        return pool or _Pool(self.slots[k], self.page_rows[k], self.n_max[k])
 
-    def _buffers(self, k: int) -> dict[str, np.ndarray]:
-        """A window's buffers for bucket k (every field of :data:`.sample.FIELDS`, ``capacity``
-        rows: R, F [capacity, N_max, 3], ...): a released window's whose read tasks are done and
-        that nothing refers to any more (:func:`_unreferenced`), else new ones. Fresh buffers of
-        tens of MiB cost the kernel mapping and zeroing their pages, for every window."""
-        with self._spare_lock:
-            spare = self._spare.setdefault(k, [])
-            for j, window in enumerate(spare):
-                if window.done() and _unreferenced(window.arrays):
-                    return spare.pop(j).arrays
-        capacity = self._capacity[k]
-        return {key: np.empty(FIELDS[key].shape((capacity, self.n_max[k]) if key in BEAD_FIELDS
-                                                else (capacity,)), FIELDS[key].dtype)
-                for key in FIELDS}
-
-    def _release(self, k: int, window: _Window) -> None:
-        """Keep a window's buffers for reuse once its batches and read tasks let go of them
-        (the ``SPARE_WINDOWS`` most recent of a bucket)."""
-        with self._spare_lock:
-            spare = self._spare.setdefault(k, [])
-            spare.append(window)
-            del spare[:-SPARE_WINDOWS]
+    def _give_pool(self, k: int, pool: _Pool) -> None:
+        with self._idle_lock:
+            self._idle.setdefault(k, pool)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[dict]:
         schedule = self.schedule(epoch)[start_step:]
-        caches: dict[int, dict[int, _Window]] = {}
+        streams: dict[int, _Stream] = {}
         try:
             for n, (k, j) in enumerate(schedule):
-                lay = self._layout(k, epoch)
-                cache = caches.setdefault(k, {})
-                lo, hi, w_lo, w_hi = lay.ranges[j]
-                for w in list(cache):
-                    if w < w_lo:  # windows are consumed in order: reuse the finished ones
-                        self._release(k, cache.pop(w))
-                # the window after this batch's last one is read ahead, on the read pool
-                for w in range(w_lo, min(w_hi + 1, len(lay.starts) - 1)):
-                    if w not in cache:
-                        cache[w] = self._read_window(k, lay, w)
-                pieces = [(cache[w].result(), max(lo, lay.starts[w]) - lay.starts[w],
-                           min(hi, lay.starts[w + 1]) - lay.starts[w])
-                          for w in range(w_lo, w_hi)]
-                yield self._batch(k, hi - lo, pieces, epoch, start_step + n)
+                if k not in streams:
+                    streams[k] = _Stream(self, self._layout(k, epoch), j)
+                batch = streams[k].batch(j)
+                if len(batch["sample_mask"]) < self.local_batch_size(k):  # only last="pad"
+                    batch = _pad_batch(batch, self.local_batch_size(k))
+                batch.update(bucket=k, epoch=epoch, step=start_step + n)
+                yield batch
         finally:
-            for k, cache in caches.items():
-                for window in cache.values():
-                    self._release(k, window)
-
-    def _batch(self, k: int, size: int, pieces: list[tuple[_Window, int, int]], epoch: int,
-               step: int) -> dict:
-        """A batch of ``size`` samples of bucket k, rows [a, b) of each window in ``pieces``:
-        views of the window's buffers when the batch lies in one."""
-        if len(pieces) == 1:
-            window, a, b = pieces[0]
-            batch = {key: window.arrays[key][a:b] for key in FIELDS}
-        elif pieces:
-            batch = {key: np.concatenate([window.arrays[key][a:b] for window, a, b in pieces])
-                     for key in FIELDS}
-        else:
-            batch = {key: FIELDS[key].fill((0, self.n_max[k]) if key in BEAD_FIELDS else (0,))
-                     for key in FIELDS}
-        if size < self.local_batch_size(k):  # only with last="pad"
-            batch = _pad_batch(batch, self.local_batch_size(k))
-        batch.update(bucket=k, epoch=epoch, step=step)
-        return batch
-
-    def _sample_fields(self, prot: np.ndarray, frame: np.ndarray, mine: np.ndarray,
-                       opened: dict[int, Future]
-                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """For a window's samples (protein ``prot``, frame ``frame``; only rows ``mine`` are
-        set): the table of species, resid, chain, mask [P, N_max] of its P proteins, each
-        sample's row in it [W] and each sample's temperature [W]."""
-        slot = np.zeros(len(prot), np.intp)
-        temperature = np.zeros(len(prot), np.float32)
-        rows = np.flatnonzero(mine)
-        ids, inverse = np.unique(prot[rows], return_inverse=True)
-        proteins = [opened[int(i)].result() for i in ids]
-        table = {key: np.stack([getattr(p, key) for p in proteins]) if proteins else None
-                 for key in ("species", "resid", "chain", "mask")}
-        if proteins:
-            slot[rows] = inverse
-            sizes = np.array([len(p.temperature) for p in proteins])
-            flat = np.concatenate([p.temperature for p in proteins])
-            temperature[rows] = flat[(np.cumsum(sizes) - sizes)[inverse] + frame[rows]]
-        return table, slot, temperature
+            for stream in streams.values():
+                stream.close()
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
         """The batches of ``epoch`` from ``start_step`` on, assembled in a background thread."""
@@ -454,36 +516,165 @@ class BatchLoader:
         return self.epoch(0)
 
 
-class _Window:
-    """A window being read: its buffers (every field of a sample; the first rows in use) and
-    the read tasks filling them."""
+class _Stream:
+    """One epoch's reading of one bucket from its batch ``j0`` on: the units read into the
+    pool's free pages, the batches gathered from it, the pages given back."""
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.arrays = arrays
-        self.tasks: list[Future] = []
-        self.ready = False
+    def __init__(self, loader: BatchLoader, lay: _Layout, j0: int):
+        self.loader, self.lay, self.k = loader, lay, lay.bucket
+        self.pool = loader._take_pool(self.k)
+        self.free = list(range(loader.slots[self.k]))[::-1]
+        self.slot = np.full(len(lay.page_free), -1, np.intp)
+        self.tasks: dict[int, list[Future]] = {}
+        self.read = self.waited = 0  # positions in lay.read_order
+        self.by_free = np.argsort(lay.page_free, kind="stable")
+        self.ends = lay.page_free[self.by_free].tolist()  # pages' last batches, in order
+        self.freed = int(np.searchsorted(lay.page_free[self.by_free], j0, side="left"))
+        self.peak = 0
 
-    def done(self) -> bool:
-        """Whether every read task has finished (a released window's may still run: one read
-        ahead and never served)."""
-        return all(task.done() for task in self.tasks)
-
-    def result(self) -> _Window:
-        """The window, once every read task is done (re-raises a task's error)."""
-        if not self.ready:
-            for task in self.tasks:
+    def batch(self, j: int) -> dict:
+        lay, order, need = self.lay, self.lay.read_order, self.lay.unit_need
+        while self.read < len(order) and need[order[self.read]] <= j:  # needed now
+            self._submit(int(order[self.read]), j)
+            self.read += 1
+        ahead = self.read + self.loader.read_threads
+        while self.read < min(len(order), ahead) and need[order[self.read]] < lay.n_batches:
+            u = int(order[self.read])
+            if lay.unit_pages[u + 1] - lay.unit_pages[u] > len(self.free):
+                break
+            self._submit(u, j)
+            self.read += 1
+        while self.waited < self.read and need[order[self.waited]] <= j:
+            for task in self.tasks.pop(int(order[self.waited]), ()):
                 task.result()
-            self.ready = True
-        return self
+            self.waited += 1
+        lo, hi = lay.ranges[j]
+        slot, row, pool = self.slot[lay.page[lo:hi]], lay.row[lo:hi], self.pool
+        batch = {"R": pool.R[slot, row], "F": pool.F[slot, row],
+                 **{key: pool.topology[key][slot] for key in _TOPOLOGY_FIELDS},
+                 "temperature": pool.temperature[slot, row],
+                 "protein_index": lay.protein[lo:hi].copy(), "frame": lay.frame[lo:hi].copy(),
+                 "sample_mask": np.ones(hi - lo, FIELDS["sample_mask"].dtype)}
+        ends = self.ends
+        while self.freed < len(ends) and ends[self.freed] <= j:  # served: give back
+            page = self.by_free[self.freed]
+            if self.slot[page] >= 0:
+                self.free.append(int(self.slot[page]))
+                self.slot[page] = -1
+            self.freed += 1
+        return batch
+
+    def _submit(self, u: int, j: int) -> None:
+        """Read unit u into free pages: those of its pages still to be served at batch j."""
+        lay = self.lay
+        pages = np.arange(lay.unit_pages[u], lay.unit_pages[u + 1])
+        live = pages[lay.page_free[pages] >= j]
+        if not len(live):
+            return
+        if len(live) > len(self.free):
+            raise ProtstoreError(f"internal: bucket {self.k}'s pool overflows at batch {j}")
+        self.slot[live] = [self.free.pop() for _ in live]
+        self.peak = max(self.peak, self.loader.slots[self.k] - len(self.free))
+        frames = lay.emitted[lay.unit_start[u]:lay.unit_start[u + 1]]
+        page = lay.unit_pages[u] + np.arange(len(frames)) // self.loader.page_rows[self.k]
+        keep = self.slot[page] >= 0
+        rows = (np.arange(len(frames)) % self.loader.page_rows[self.k])[keep]
+        opening = self.loader._open(int(lay.unit_protein[u]))
+        pool = self.loader._read_pool()
+        self.tasks[u] = [pool.submit(_read_unit, opening, key, frames[keep], self.slot[page[keep]],
+                                     rows, self.pool) for key in ("R", "F")]
+
+    def close(self) -> None:
+        """Wait for the reads still running (drop those not started) and give the slab back."""
+        pending = [task for tasks in self.tasks.values() for task in tasks]
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            if not task.cancelled():
+                try:
+                    task.result()
+                except Exception:  # noqa: BLE001 - the epoch is over; its consumer saw enough
+                    pass
+        self.loader.peak_pages[self.k] = max(self.loader.peak_pages.get(self.k, 0), self.peak)
+        self.loader._give_pool(self.k, self.pool)
 
 
-def _unreferenced(buffers: dict[str, np.ndarray]) -> bool:
-    """Whether nothing but ``buffers`` refers to its arrays: every view of an array (a batch
-    handed out, a slice of one, a read task's target) holds a reference to it. numpy's
-    ``ndarray.resize`` makes the same check. The count of an array held by a dict alone is
-    measured the same way, not assumed: what a call adds differs between Python versions."""
-    alone = max(sys.getrefcount(a) for a in {"": np.empty(0)}.values())
-    return all(sys.getrefcount(a) <= alone for a in buffers.values())
+def _read_unit(opening: Future, key: str, frames: np.ndarray, slot: np.ndarray,
+               row: np.ndarray, pool: _Pool) -> None:
+    """Decode the chunk(s) holding ``frames`` of a protein's R or F (``key``) into the thread's
+    scratch buffers and copy frame i to ``pool.<key>[slot[i], row[i]]``, its padding beads to
+    0; with R, the pages' per-bead fields and temperatures too."""
+    protein: _Protein = opening.result()
+    reader: ChunkReader = getattr(protein, key)
+    out, n = getattr(pool, key), protein.n
+    scratch = getattr(_thread, "scratch", None)
+    if scratch is None:
+        scratch = _thread.scratch = Scratch()
+    chunk_of = frames // reader.chunk
+    for c in np.unique(chunk_of):
+        sel = np.flatnonzero(chunk_of == c)
+        out[slot[sel], row[sel], :n] = reader.read(int(c), scratch)[frames[sel] - c * reader.chunk]
+    if n < out.shape[2]:
+        out[slot, row, n:] = 0.0  # the pad value of R and F
+    if key == "R":
+        for field in _TOPOLOGY_FIELDS:
+            pool.topology[field][slot] = getattr(protein, field)
+        pool.temperature[slot, row] = protein.temperature[frames]
+
+
+_thread = threading.local()  # the read threads' Scratch
+
+
+def _spread(protein: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An order of units (of proteins ``protein`` [U]) in which each protein's units, shuffled,
+    are spread evenly: the j-th of a protein's c units gets the key (j + u)/c, u uniform in
+    [0, 1), and units are ordered by key. Any stretch of the order (the pool) then holds each
+    protein's units in proportion to its count, not a random number of them."""
+    group = np.unique(protein, return_inverse=True)[1]
+    within = np.lexsort((rng.random(len(protein)), group))  # by protein, shuffled in each
+    count = np.bincount(group)
+    rank = np.arange(len(protein)) - (np.cumsum(count) - count)[group[within]]
+    key = (rank + rng.random(len(protein))) / count[group[within]]
+    return within[np.argsort(key, kind="stable")]
+
+
+def _admit(n_pages: np.ndarray, page_end: np.ndarray, cap: int) -> np.ndarray:
+    """The shuffle buffer's entry times: units (``n_pages`` pages each, in order) enter a pool
+    of ``cap`` pages as soon as it has room; a page leaves at its unit's entry time plus
+    ``page_end`` (its last frame's serving offset, in [0, 1)). Returns each unit's entry time."""
+    admit = np.zeros(len(n_pages))
+    ends: list[float] = []
+    used, t, first = 0, 0.0, 0
+    page_end = page_end.tolist()
+    for u, n in enumerate(n_pages.tolist()):
+        while used + n > cap:
+            t = heapq.heappop(ends)
+            used -= 1
+        admit[u] = t
+        used += n
+        for end in page_end[first:first + n]:
+            heapq.heappush(ends, t + end)
+        first += n
+    return admit
+
+
+def sequence_diversity(protein: np.ndarray, B: int, steps: int = DIVERSITY_STEPS
+                       ) -> Diversity | None:
+    """:class:`Diversity` of a bucket's sample sequence of protein indices [S] cut into batches
+    of B: distinct proteins per full batch, and per ``steps`` consecutive full batches (whole
+    blocks; all the batches when there are fewer), each against a uniform shuffle's
+    expectation. None without a full batch."""
+    n = len(protein) // B
+    if not n:
+        return None
+    batches = np.sort(protein[:n * B].reshape(n, B), axis=1)
+    distinct = (np.diff(batches, axis=1) != 0).sum(axis=1) + 1
+    counts = np.bincount(protein)
+    counts = counts[counts > 0]
+    H = min(steps, n)
+    blocks = [len(np.unique(protein[i * B:(i + H) * B])) for i in range(0, n - H + 1, H)]
+    return Diversity(float(distinct.mean()), _uniform_distinct(counts, B),
+                     float(np.mean(blocks)), _uniform_distinct(counts, H * B), H)
 
 
 def _processes(config: LoaderConfig) -> tuple[int, int]:
@@ -497,17 +688,6 @@ def _processes(config: LoaderConfig) -> tuple[int, int]:
         raise ProtstoreError(f"process_index {index} is not in 0..{count - 1} "
                              f"(process_count {count})")
     return int(index), int(count)
-
-
-def _interleaved(sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of a window's samples (units of ``sizes`` samples, in order): each unit's
-    samples shuffled, then all units interleaved in proportion to their sizes (module
-    docstring, step 2)."""
-    unit = np.repeat(np.arange(len(sizes)), sizes)
-    within = np.lexsort((rng.random(len(unit)), unit))  # each unit's samples, shuffled
-    rank = np.arange(len(unit)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    key = (rank + rng.random(len(unit))) / sizes[unit]
-    return within[np.argsort(key, kind="stable")]
 
 
 def _uniform_distinct(counts: np.ndarray, B: int) -> float:
@@ -525,36 +705,6 @@ def _uniform_distinct(counts: np.ndarray, B: int) -> float:
             missing += np.exp(lgamma(S - n + 1) - lgamma(B + 1) - lgamma(S - n - B + 1)
                               - log_total)
     return float(len(counts) - missing)
-
-
-def _gather(reader: ChunkReader, c: int, offset: np.ndarray, out: np.ndarray, rows: np.ndarray,
-            n: int) -> None:
-    """out[rows, :n] = frames ``offset`` of chunk ``c`` (one decode into the thread's scratch
-    buffers, one strided copy), and the rows' padding beads (a reused buffer holds an earlier
-    window's values there)."""
-    scratch = getattr(_thread, "scratch", None)
-    if scratch is None:
-        scratch = _thread.scratch = Scratch()
-    out[rows, :n] = reader.read(c, scratch)[offset]
-    if n < out.shape[1]:
-        out[rows, n:] = 0.0  # the pad value of R and F
-
-
-def _fill_fields(arrays: dict[str, np.ndarray], table: dict[str, np.ndarray], slot: np.ndarray,
-                 temperature: np.ndarray, protein: np.ndarray, frame: np.ndarray) -> None:
-    """A window's per-bead fields from its proteins' ``table`` (each sample's row: ``slot``)
-    and its per-sample fields."""
-    n = len(slot)
-    for key, rows in table.items():
-        if rows is not None:
-            np.take(rows, slot, axis=0, out=arrays[key][:n])
-    arrays["temperature"][:n] = temperature
-    arrays["protein_index"][:n] = protein
-    arrays["frame"][:n] = frame
-    arrays["sample_mask"][:n] = 1.0
-
-
-_thread = threading.local()  # the read threads' Scratch
 
 
 def _pad_batch(batch: dict, B: int) -> dict:

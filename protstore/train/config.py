@@ -10,6 +10,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 
+from ..batching.loader import DEFAULT_BUFFER_BYTES
 from ..errors import ConfigError
 from ..model.energy import DEFAULT_MODEL
 from ..model.spec import ModelSpec
@@ -19,6 +20,9 @@ SCHEDULES = ("interleaved", "sequential")
 LOSS_WEIGHTINGS = ("bead", "frame")
 # fields added after runs had been written, with the behaviour those older runs had
 OLDER_RUNS = {"batch_beads": None, "early_stopping_patience": 0, "loss_weighting": "frame"}
+# fields older runs have that are gone (the loader's windows: its order changed with them, so
+# such a run's checkpoints no longer match its config and are not resumed)
+REMOVED = ("buffer_chunks",)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class TrainConfig:
         default): train every epoch, since ``best/`` is chosen on validation anyway and early
         stopping only saves time.
     model, model_options : the learned energy ``package.module:factory`` and its keyword options.
+    buffer_bytes, prefetch : the training loader's memory bound and batches assembled ahead
+        (:class:`~protstore.batching.LoaderConfig`).
     """
 
     epochs: int = 3
@@ -60,7 +66,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     model: str = DEFAULT_MODEL
     model_options: dict = field(default_factory=dict)
-    buffer_chunks: int = 0
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
     prefetch: int = 4
     early_stopping_patience: int = 0
     loss_weighting: str = "bead"
@@ -76,7 +82,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         if self.batch_beads is not None and self.batch_beads < 1:
             raise ConfigError(f"batch_beads must be >= 1, not {self.batch_beads}")
-        for name in ("warmup_steps", "checkpoint_every_steps", "prefetch", "buffer_chunks",
+        if self.buffer_bytes < 1:
+            raise ConfigError(f"buffer_bytes must be >= 1, not {self.buffer_bytes}")
+        for name in ("warmup_steps", "checkpoint_every_steps", "prefetch",
                      "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
@@ -108,7 +116,7 @@ class TrainConfig:
     def of_run(cls, path) -> "TrainConfig":
         """A run's own ``config.json``: a field it lacks was written before that field existed
         and takes the value those runs had (not today's default)."""
-        doc = _read_document(path)
+        doc = {k: v for k, v in _read_document(path).items() if k not in REMOVED}
         return cls.from_dict({**{k: v for k, v in OLDER_RUNS.items() if k not in doc}, **doc},
                              str(path))
 

@@ -145,7 +145,7 @@ class Run:
         cfg = self.config
         base = LoaderConfig(batch_size=cfg.batch_size, batch_beads=cfg.batch_beads,
                             order="interleaved", split="train", seed=cfg.seed,
-                            buffer_chunks=cfg.buffer_chunks, prefetch=cfg.prefetch)
+                            buffer_bytes=cfg.buffer_bytes, prefetch=cfg.prefetch)
         return dataclasses.replace(base, **changes)
 
     def start(self) -> tuple[TrainState, Position]:
