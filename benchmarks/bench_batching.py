@@ -87,8 +87,8 @@ def waste_table(name: str, lengths: np.ndarray, frames: np.ndarray) -> None:
              ("3 optimal", dict(n_buckets=3, strategy="optimal")),
              ("5 optimal", dict(n_buckets=5, strategy="optimal"))]
     for label, kw in cases:
-        lin = make_plan(L, Fr, cost="linear", **kw)
-        pair = make_plan(L, Fr, cost="pair", **kw)
+        lin = make_plan(L, Fr, cost="linear", split="none", **kw)
+        pair = make_plan(L, Fr, cost="pair", split="none", **kw)
         nmax = "/".join(str(b.n_max) for b in lin.buckets)
         if "optimal" in label:
             nmax += f" (pair: {'/'.join(str(b.n_max) for b in pair.buckets)})"
@@ -142,7 +142,7 @@ def main() -> None:
         store = protstore.open_store(path)
         table = store.summary()
         plan = make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(),
-                         strategy="optimal", n_buckets=3)
+                         strategy="optimal", n_buckets=3, split="none")
         loader = BatchLoader(store, plan, LoaderConfig(batch_size=args.batch, seed=0,
                                                        buffer_bytes=args.buffer_mib << 20))
         batches, n_frames, nbytes = [], 0, 0

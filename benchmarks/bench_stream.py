@@ -109,7 +109,7 @@ def run(path: Path, args) -> None:
     store = protstore.open_store(path)
     table = store.summary()
     lengths, frames = table["n_atoms"].to_dict(), table["n_frames"].to_dict()
-    plan = make_plan(lengths, frames, strategy="optimal", n_buckets=args.buckets)
+    plan = make_plan(lengths, frames, strategy="optimal", n_buckets=args.buckets, split="none")
     budget = args.buffer_mib << 20
     t = time.perf_counter()
     loader = BatchLoader(store, plan, LoaderConfig(batch_size=args.batch, buffer_bytes=budget))
