@@ -338,6 +338,8 @@ class BucketPlan:
     # frames it keeps as [start, stop, step] ranges (absent: every frame of every protein)
     selection: Selection | None = None
     selected: dict[str, list[list[int]]] = field(default_factory=dict)
+    # the store version the plan was made from (:attr:`Store.version`; absent in older plans)
+    store_version: str | None = None
 
     @property
     def proteins(self) -> list[str]:
@@ -377,6 +379,8 @@ class BucketPlan:
                         if k not in optional or v not in (None, {}, [], 0.0)}
         if not self.fingerprints:
             del doc["fingerprints"]
+        if self.store_version is None:
+            del doc["store_version"]
         del doc["selected"]
         if self.selection is None:
             del doc["selection"]
@@ -657,7 +661,9 @@ def plan_from_store(store, *, selection: Selection | None = None, progress: bool
     kwargs.setdefault("fingerprints", {pid: protein_fingerprint(store.protein_doc(pid))
                                        for pid in table.index})
     if not selecting:
-        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), **kwargs)
+        return replace(make_plan(table["n_atoms"].to_dict(),
+                                             table["n_frames"].to_dict(), **kwargs),
+                                   store_version=store.version)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(table), desc="selecting", unit="protein", leave=False,
@@ -669,10 +675,10 @@ def plan_from_store(store, *, selection: Selection | None = None, progress: bool
         return out
 
     try:
-        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(),
-                         selection=selection,
-                         fields={pid: functools.partial(values, pid) for pid in table.index},
-                         **kwargs)
+        return replace(make_plan(
+            table["n_atoms"].to_dict(), table["n_frames"].to_dict(), selection=selection,
+            fields={pid: functools.partial(values, pid) for pid in table.index}, **kwargs),
+            store_version=store.version)
     finally:
         bar.close()
 

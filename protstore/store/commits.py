@@ -26,7 +26,8 @@ from ..errors import ClaimError, ProteinExistsError, ProtstoreError, StoreError
 from .catalog import append_segment, read_catalog, replace_segments, segment_names
 from .claims import claim, live_claim
 from .create import group_document
-from .layout import FORMAT_VERSION, STAGING, check_protein_id, protein_path
+from .layout import (FORMAT_VERSION, PROTEIN_DOC, STAGING, check_protein_id, generation_of,
+                     generation_path, protein_path)
 from ..location import Location, fsync_tree
 from .lock import store_lock
 from .staging import REPLACED, WRITE, parse_staging, staging_name
@@ -115,10 +116,11 @@ class Commits:
                 os.rename(writer.root, dest)
             else:
                 # Two renames; if interrupted between them, recover_staging() puts it back.
+                # The old copy then goes to generations/, where older versions read it.
                 old = root / STAGING / staging_name(REPLACED, pid)
                 os.rename(dest, old)
                 os.rename(writer.root, dest)
-                shutil.rmtree(old, ignore_errors=True)
+                self._keep_generation(self.location / f"{STAGING}/{old.name}", pid)
             self._catalog({pid: writer.doc})
         return status
 
@@ -145,8 +147,26 @@ class Commits:
         writer.location.publish(dest, each=held.renew)  # the group's zarr.json last: the commit
         self._catalog({pid: writer.doc})
         if aside is not None:
-            aside.remove("", recursive=True)
+            self._keep_generation(aside, pid)
         return status
+
+    def _keep_generation(self, aside: Location, pid: str) -> str:
+        """Move an old copy of ``pid`` set aside by an overwrite to
+        ``generations/<id>@<generation>`` (named by its own document), where the store versions
+        that list it read it until ``protstore gc``; removed instead when that generation is
+        kept already or the copy has no document. Returns what was done."""
+        try:
+            doc = (aside.read_json("zarr.json").get("attributes") or {}).get(PROTEIN_DOC)
+        except (FileNotFoundError, ValueError):
+            doc = None
+        target = self.location / generation_path(pid, generation_of(doc)) \
+            if isinstance(doc, dict) else None
+        if target is None or target.exists("zarr.json"):
+            aside.remove("", recursive=True)
+            return "removed"
+        target.remove("", recursive=True)  # a partial copy of an interrupted move
+        aside.publish(target)
+        return f"kept as {generation_path(pid, generation_of(doc))}"
 
     def _existing(self, writer: ProteinWriter, pid: str, overwrite: bool) -> str:
         """'written' (no such protein yet), 'skipped' (the same source is there) or 'replaced';
@@ -207,7 +227,7 @@ class Commits:
                     lines.append(f"catalog: protein {pid!r}: entry replaced by its group's "
                                  f"document")
             if lines:
-                replace_segments(loc, docs, names)
+                replace_segments(loc, docs, names, damaged=tuple(damage))
             self._load()
         return lines
 
@@ -237,6 +257,10 @@ class Commits:
                         done.append(f"restored protein {info.protein_id!r} from an "
                                     f"interrupted replace")
                         continue
+                    what = self._keep_generation(loc / f"{STAGING}/{name}", info.protein_id)
+                    done.append(f"old copy of protein {info.protein_id!r} from an interrupted "
+                                f"replace: {what}")
+                    continue
                 shutil.rmtree(entry, ignore_errors=True)
                 done.append(f"removed unfinished staging group {name}")
         return done
@@ -265,9 +289,15 @@ class Commits:
             finally:
                 held.release()
             return [f"restored protein {pid!r} from an interrupted replace"]
-        loc.remove(f"{STAGING}/{name}", recursive=True)
         if info is not None and info.kind == REPLACED and dest.exists("zarr.json"):
+            if entry.exists("zarr.json"):  # a whole old copy: older versions read it
+                what = self._keep_generation(entry, pid)
+                self.ensure_listed(pid)
+                return [f"old copy of protein {pid!r} from an interrupted replace: {what}"]
+            loc.remove(f"{STAGING}/{name}", recursive=True)
             self.ensure_listed(pid)  # interrupted before the old copy had moved aside
+            return [f"removed unfinished staging group {name}"]
+        loc.remove(f"{STAGING}/{name}", recursive=True)
         return [f"removed unfinished staging group {name}"]
 
     # ----------------------------------------------------------------------------- plans

@@ -25,14 +25,15 @@ import zarr
 from xarray.core.indexing import LazilyIndexedArray
 
 from ..errors import CatalogWarning, ProtstoreError, StoreError
-from .catalog import read_catalog
+from .catalog import catalog_at, read_catalog, resolve_version, version_of
 from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
 from .commits import Commits
 from .create import Migration, create_store
 from .digest import metadata_mismatch
 from .labels import without_label_attributes
 from .layout import (ATOM, FRAME, OBSERVABLES, PER_ATOM, PER_FRAME, PLANS, PROTEIN_DOC,
-                     PROTEINS, STORE_DOC, XYZ, Encoding, check_protein_id, protein_path)
+                     PROTEINS, STORE_DOC, XYZ, Encoding, check_protein_id, generation_of,
+                     generation_path, protein_path)
 from ..location import Location
 from .quiet import quiet_zarr
 
@@ -54,11 +55,12 @@ class Store(Commits, Migration):
     """A protstore: proteins as Zarr v3 groups, read lazily as xarray Datasets.
 
     Use :func:`open_store` to get one. ``url`` is a local directory or any fsspec URL;
-    ``storage_options`` go to fsspec (credentials beyond the environment's, endpoints...).
+    ``storage_options`` go to fsspec (credentials beyond the environment's, endpoints...);
+    ``version``: a store version to read the store as it was then (read-only; None: now).
     """
 
     def __init__(self, url: str | os.PathLike | Location, mode: str,
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, version: str | None = None):
         self.location = url if isinstance(url, Location) else Location(url, storage_options)
         self.url = self.location.url
         self.mode = mode
@@ -66,7 +68,15 @@ class Store(Commits, Migration):
         self.local = self.location.local
         self.root = Path(self.location.path) if self.local else None
         self.notes: list[str] = []  # what opening did that the user should hear of
+        self._at: str | None = None  # the store version read (None: the newest)
         self._load()
+        if version is not None:
+            if mode != "r":
+                raise StoreError(f"{self.url}: an older store version is read-only: open it "
+                                 f"with mode 'r' (not {mode!r})")
+            if self.format_version < 2:
+                raise StoreError(f"{self.url}: a format-1 store has no store versions")
+            self._at = resolve_version(self.location, str(version))
 
     # ----------------------------------------------------------------------------- reading
     def _load(self) -> None:
@@ -93,12 +103,15 @@ class Store(Commits, Migration):
         # damaged catalog segment -> what is wrong (:func:`~protstore.store.catalog.read_catalog`)
         self.catalog_damage: dict[str, str] = {}
         self._segments: list[str] | None = None  # the catalog's segment names, once listed
+        self._paths: dict[str, str] = {}  # protein id -> its group's path (an older version)
 
     @property
     def _entries(self) -> dict[str, dict]:
         """protein id -> protein document, from the catalog (read at first use)."""
         if self._catalog_entries is None:
-            if self.format_version >= 2:
+            if self._at is not None:
+                self._catalog_entries, self._segments = catalog_at(self.location, self._at), []
+            elif self.format_version >= 2:
                 catalog = read_catalog(self.location, self._group_documents)
                 self._catalog_entries, self._segments = catalog.entries, catalog.names
                 self.catalog_damage = catalog.damaged
@@ -146,6 +159,34 @@ class Store(Commits, Migration):
         self._load()
 
     @property
+    def version(self) -> str | None:
+        """The store version this store was opened at: the id of the newest commit it sees
+        (``protstore log`` lists them; ``open_store(url, version=...)`` reads one again); None
+        for a store without commits or of format 1."""
+        if self._at is not None:
+            return self._at
+        self._entries
+        return version_of(self._segments[-1]) if self._segments else None
+
+    @property
+    def read_at(self) -> str | None:
+        """The version asked for when the store was opened (None: the newest, as it goes on)."""
+        return self._at
+
+    def group_path(self, protein_id: str) -> str:
+        """The path of the protein's group in the store: ``proteins/<id>``, or, read at an
+        older version whose data an overwrite set aside, ``generations/<id>@<generation>``."""
+        path = protein_path(check_protein_id(protein_id))
+        doc = self._entries.get(protein_id) if self._at is not None else None
+        if doc is None:
+            return path
+        if protein_id not in self._paths:
+            aside = generation_path(protein_id, generation_of(doc))
+            self._paths[protein_id] = aside if self.location.exists(f"{aside}/zarr.json") \
+                else path
+        return self._paths[protein_id]
+
+    @property
     def format_version(self) -> int:
         return int(self.doc.get("format_version", 1))
 
@@ -171,7 +212,8 @@ class Store(Commits, Migration):
         return len(self._entries)
 
     def __repr__(self) -> str:
-        return f"<protstore.Store {self.url!r} mode={self.mode!r} proteins={len(self)}>"
+        at = f" version={self._at!r}" if self._at is not None else ""
+        return f"<protstore.Store {self.url!r} mode={self.mode!r}{at} proteins={len(self)}>"
 
     def protein_doc(self, protein_id: str) -> dict:
         """The protein document (from the catalog; reads nothing)."""
@@ -194,7 +236,7 @@ class Store(Commits, Migration):
     def protein_group(self, protein_id: str) -> zarr.Group:
         """The protein's Zarr group, read-only: one read of its own ``zarr.json``, which lists
         its arrays (its consolidated metadata)."""
-        path = protein_path(check_protein_id(protein_id))
+        path = self.group_path(protein_id)
         with quiet_zarr():
             return zarr.open_group(self._zarr_store, path=path, mode="r", zarr_format=3)
 
@@ -267,13 +309,19 @@ class Store(Commits, Migration):
         """name -> (array spec, its metadata document) of the protein's arrays, from its
         group's consolidated metadata without another read; None when the group lists no
         arrays of its own (then zarr opens it)."""
-        path = protein_path(check_protein_id(protein_id))
+        path = self.group_path(protein_id)
         try:
             meta = self.location.read_json(f"{path}/zarr.json")
         except FileNotFoundError:
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store") from None
         children = (meta.get("consolidated_metadata") or {}).get("metadata")
         own = (meta.get("attributes") or {}).get(PROTEIN_DOC)
+        entry = self._entries.get(protein_id)
+        if self._at is not None and isinstance(own, dict) and isinstance(entry, dict) \
+                and generation_of(own) != generation_of(entry):
+            raise StoreError(f"{self.url}: protein {protein_id!r} at store version {self._at}: "
+                             f"its data then is no longer kept (`protstore gc` removed it, or "
+                             f"it was replaced before store versions existed)")
         if isinstance(own, dict) and own != self._entries.get(protein_id, own):
             # a commit killed between its group and its catalog entry: the data is the group's
             warnings.warn(CatalogWarning(
@@ -338,7 +386,7 @@ class Store(Commits, Migration):
 
 
 def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding | None = None,
-               storage_options: dict | None = None) -> Store:
+               storage_options: dict | None = None, version: str | None = None) -> Store:
     """Open a protstore.
 
     Parameters
@@ -351,6 +399,9 @@ def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding |
     encoding : chunking/codecs for a store created here (ignored for an existing store).
     storage_options : fsspec options of the location (credentials, endpoint...); the
         standard environment (``AWS_ENDPOINT_URL``...) is read in any case.
+    version : a store version (:attr:`Store.version`; ``protstore log`` lists them, its full
+        id or the random part after its ``-``): the store as it was after that commit, its
+        proteins' data included, read-only (``mode="r"``). None: as it is now.
     """
     if mode not in ("r", "r+", "a"):
         raise StoreError(f"mode must be 'r', 'r+' or 'a', not {mode!r}")
@@ -361,7 +412,7 @@ def open_store(path: str | os.PathLike, mode: str = "r", *, encoding: Encoding |
         except OSError as exc:
             raise StoreError(f"{loc.url}: cannot create the store: "
                              f"{exc.strerror or exc}") from None
-    store = Store(loc, mode)
+    store = Store(loc, mode, version=version)
     if mode != "r":
         note = store.migrate()
         if note:
