@@ -170,18 +170,34 @@ def test_an_interrupted_overwrite_keeps_the_old_copy_as_a_generation(tmp_path):
 
     from protstore.store.staging import REPLACED, staging_name
 
+    from protstore.store.layout import generation_of
+
+    write_mdcath(tmp_path / "a1.h5", domain="a1")
+    write_mdcath(tmp_path / "a1_new.h5", domain="a1", seed=3)
+    url = tmp_path / "s.zarr"
+    store = protstore.open_store(url, mode="a")
+    _ingest(store, tmp_path / "a1.h5")
+    gen = generation_of(store.protein_doc("a1"))
+    _ingest(store, tmp_path / "a1_new.h5", overwrite=True)
+    # a commit killed after both renames, before the old copy moved on: put it back there
+    os.rename(url / "generations" / f"a1@{gen}", url / ".staging" / staging_name(REPLACED, "a1"))
+    assert store.recover_staging() == [f"old copy of protein 'a1' from an interrupted replace: "
+                                       f"kept as generations/a1@{gen}"]
+    assert os.listdir(url / ".staging") == []
+    assert (url / "generations" / f"a1@{gen}" / "zarr.json").is_file()
+
+
+def test_the_same_source_written_again_is_one_generation(tmp_path):
     write_mdcath(tmp_path / "a1.h5", domain="a1")
     url = tmp_path / "s.zarr"
     store = protstore.open_store(url, mode="a")
     _ingest(store, tmp_path / "a1.h5")
-    doc = store.protein_doc("a1")
-    # a commit killed after both renames, before the old copy moved on: simulate with a copy
-    import shutil
-    shutil.copytree(url / "proteins" / "a1", url / ".staging" / staging_name(REPLACED, "a1"))
-    assert store.recover_staging() == [f"old copy of protein 'a1' from an interrupted replace: "
-                                       f"kept as generations/a1@{doc['generation']}"]
-    assert os.listdir(url / ".staging") == []
-    assert (url / "generations" / f"a1@{doc['generation']}" / "zarr.json").is_file()
+    v1 = protstore.open_store(url).version
+    _ingest(store, tmp_path / "a1.h5", overwrite=True)  # the same bytes again
+    assert not (url / "generations").exists() or list((url / "generations").iterdir()) == []
+    old = protstore.open_store(url, version=v1)
+    assert old.group_path("a1") == "proteins/a1" and old.protein("a1").sizes["frame"] == 18
+    assert [v.overwritten for v in store_log(store)] == [[], []]
 
 
 def test_a_store_without_commits_has_no_version(tmp_path):

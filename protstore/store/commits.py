@@ -154,14 +154,17 @@ class Commits:
         """Move an old copy of ``pid`` set aside by an overwrite to
         ``generations/<id>@<generation>`` (named by its own document), where the store versions
         that list it read it until ``protstore gc``; removed instead when that generation is
-        kept already or the copy has no document. Returns what was done."""
+        kept already, is the one in ``proteins/`` (the same source written again), or the copy
+        has no document. Returns what was done."""
         try:
             doc = (aside.read_json("zarr.json").get("attributes") or {}).get(PROTEIN_DOC)
         except (FileNotFoundError, ValueError):
             doc = None
+        current = self.committed_doc(pid)
         target = self.location / generation_path(pid, generation_of(doc)) \
             if isinstance(doc, dict) else None
-        if target is None or target.exists("zarr.json"):
+        if target is None or target.exists("zarr.json") or (
+                isinstance(current, dict) and generation_of(current) == generation_of(doc)):
             aside.remove("", recursive=True)
             return "removed"
         target.remove("", recursive=True)  # a partial copy of an interrupted move

@@ -143,11 +143,10 @@ def protein_path(protein_id: str) -> str:
 
 
 def generation_of(doc: dict) -> str:
-    """The generation of a protein document: the id its writer gave it (``generation``), or,
-    for a document written before generations existed, a short digest of the document."""
-    gen = doc.get("generation")
-    return gen if isinstance(gen, str) and gen else \
-        json_digest(doc, short=True).removeprefix("sha256:")
+    """The generation of a protein document: the short digest (16 hex digits) of the whole
+    document, so two writes of the same source with the same options are one generation (the
+    same data, which ingest writes deterministically), and any other write another."""
+    return json_digest(doc, short=True).removeprefix("sha256:")
 
 
 def generation_path(protein_id: str, generation: str) -> str:

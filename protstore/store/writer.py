@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import uuid
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -197,8 +196,7 @@ class ProteinWriter:
         temps = sorted(t for t in self._temperatures if not np.isnan(t))
         temps += [None] * any(np.isnan(t) for t in self._temperatures)
         doc = dict(doc, n_frames=self.n_frames, temperatures=temps,
-                   nbytes_raw=2 * self.n_frames * self.n_atoms * 12,
-                   generation=uuid.uuid4().hex[:12])
+                   nbytes_raw=2 * self.n_frames * self.n_atoms * 12)
         doc["nbytes_stored"] = directory_size(self.root) if self.root is not None \
             else self.location.size()
         attrs = write_group_metadata(self.location, {PROTEIN_DOC: doc},
