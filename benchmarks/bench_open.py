@@ -33,7 +33,7 @@ from helpers import write_mdcath  # noqa: E402
 from protstore.ingest import ingest  # noqa: E402
 from protstore.store.catalog import append_segment  # noqa: E402
 from protstore.location import Location  # noqa: E402
-from protstore.store.store import create_store  # noqa: E402
+from protstore.store import create_store  # noqa: E402
 from bench_scale import _median  # noqa: E402
 
 

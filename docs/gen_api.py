@@ -30,9 +30,15 @@ def _summary(obj) -> str:
 
 
 def _methods(cls) -> list[str]:
-    """Public methods and properties a protstore class defines itself."""
-    lines = []
-    for name, member in vars(cls).items():
+    """Public methods and properties a protstore class defines itself or takes from the parts
+    it is made of (protstore classes that are not public names: the Store's write side...)."""
+    lines, members = [], {}
+    for base in reversed(cls.__mro__):
+        if base is cls or (base.__module__.startswith("protstore")
+                           and base.__name__ not in getattr(sys.modules[base.__module__.rsplit(
+                               ".", 1)[0]], "__all__", ())):
+            members.update(vars(base))
+    for name, member in members.items():
         if name.startswith("_") or not (callable(member) or isinstance(member, property)):
             continue
         if isinstance(member, (staticmethod, classmethod)):

@@ -94,6 +94,11 @@ class ClusterError(ProtstoreError):
     committed stays, and a re-run of the same command resumes."""
 
 
+class StoreVersionWarning(UserWarning):
+    """Proteins a run, plan or evaluation uses changed since the store version it recorded
+    (named in the message; ``--store-version`` reads the store as it was)."""
+
+
 class CatalogWarning(UserWarning):
     """A damaged catalog segment, named in the message, was not trusted: the proteins it
     names were read from their groups' own documents (``protstore validate --repair`` replaces

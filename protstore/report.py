@@ -24,6 +24,7 @@ def store_info(store: Store, *, max_rows: int = 40) -> str:
                     if t is not None})
     lines = [
         f"store        {store.url}",
+        f"version      {store.version or '(no commit yet)'}",
         f"proteins     {len(table)}",
         f"residues     {int(table['n_atoms'].sum())} "
         f"(min {table['n_atoms'].min() if len(table) else 0}, "

@@ -61,7 +61,7 @@ def test_a_commit_interrupted_before_its_catalog_entry_is_listed_by_the_next_ing
         raise KeyboardInterrupt  # the process dies between the rename and the catalog
 
     with monkeypatch.context() as m:
-        m.setattr(protstore.store.store, "append_segment", die)
+        m.setattr(protstore.store.commits, "append_segment", die)
         with pytest.raises(KeyboardInterrupt):
             ingest([tmp_path / "a1.h5"], store, progress=False, log=_quiet)
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")

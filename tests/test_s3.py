@@ -67,12 +67,17 @@ def test_reingest_overwrite_and_a_dead_writers_leftovers_on_s3(tmp_path, s3_buck
     report = ingest(sources, store, progress=False, log=_quiet)
     assert report.written == ["aa1", "bb2"]
     assert ingest(sources, store, progress=False, log=_quiet).skipped == ["aa1", "bb2"]
+    v1 = protstore.open_store(url).version
+    before = protstore.open_store(url).protein("aa1", chunks=None).R.values
     write_mdcath(tmp_path / "aa1_new.h5", domain="aa1", frames=3, seed=9)
     report = ingest([tmp_path / "aa1_new.h5"], store,
                     protstore.ingest.IngestOptions(overwrite=True), progress=False, log=_quiet)
     assert report.replaced == ["aa1"]
     fresh = protstore.open_store(url)
     assert fresh.protein_doc("aa1")["n_frames"] == 9 and fresh.protein("aa1").sizes["frame"] == 9
+    old = protstore.open_store(url, version=v1)  # the old version's data, kept aside
+    assert old.group_path("aa1").startswith("generations/aa1@")
+    assert old.protein("aa1", chunks=None).R.values.tobytes() == before.tobytes()
     # a writer that died mid-write: its claim expires, its staging prefix is left behind
     writer = store.writer("cc3", max_frames=4, resname=["ALA"] * 3, species=[1, 1, 1],
                           resid=[1, 2, 3], chain=["A"] * 3)

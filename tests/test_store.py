@@ -339,7 +339,7 @@ def test_a_writer_whose_staging_group_vanished_commits_nothing(tmp_path, monkeyp
     import shutil
 
     from protstore.ingest import IngestOptions
-    from protstore.store.store import Store
+    from protstore.store import Store
 
     write_mdcath(tmp_path / "toy.h5", domain="dot.id", frames=30)
     store = protstore.open_store(tmp_path / "s.zarr", mode="a")

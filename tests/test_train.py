@@ -86,6 +86,10 @@ def test_run_directory_contents(trained_run):
     for name, schema in (("config.json", "train_config"), ("run.json", "run"),
                          ("priors.json", "priors")):
         check_document(json.loads((d / name).read_text()), schema, name)
+    run_doc = json.loads((d / "run.json").read_text())
+    assert run_doc["store_version"] is not None
+    from protstore import open_store
+    assert run_doc["store_version"] == open_store(run_doc["store"]).version
     for m in metrics:
         check_document(m, "metrics", "metrics.jsonl")
     found = list_checkpoints(d)

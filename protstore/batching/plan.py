@@ -326,6 +326,8 @@ class BucketPlan:
     # frames it keeps as [start, stop, step] ranges (absent: every frame of every protein)
     selection: Selection | None = None
     selected: dict[str, list[list[int]]] = field(default_factory=dict)
+    # the store version the plan was made from (:attr:`Store.version`; absent in older plans)
+    store_version: str | None = None
 
     @property
     def proteins(self) -> list[str]:
@@ -365,6 +367,8 @@ class BucketPlan:
                         if k not in optional or v not in (None, {}, [], 0.0)}
         if not self.fingerprints:
             del doc["fingerprints"]
+        if self.store_version is None:
+            del doc["store_version"]
         del doc["selected"]
         if self.selection is None:
             del doc["selection"]
@@ -629,7 +633,8 @@ def plan_from_store(store, spec: PlanSpec | None = None, *, progress: bool = Fal
         fingerprints = {pid: protein_fingerprint(store.protein_doc(pid)) for pid in table.index}
     data = dict(runs=runs, autocorr=autocorr, fingerprints=fingerprints)
     if selection is None:
-        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), spec, **data)
+        return replace(make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), spec,
+                                 **data), store_version=store.version)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(table), desc="selecting", unit="protein", leave=False,
@@ -641,9 +646,10 @@ def plan_from_store(store, spec: PlanSpec | None = None, *, progress: bool = Fal
         return out
 
     try:
-        return make_plan(table["n_atoms"].to_dict(), table["n_frames"].to_dict(), spec,
-                         fields={pid: functools.partial(values, pid) for pid in table.index},
-                         **data)
+        return replace(make_plan(
+            table["n_atoms"].to_dict(), table["n_frames"].to_dict(), spec,
+            fields={pid: functools.partial(values, pid) for pid in table.index}, **data),
+            store_version=store.version)
     finally:
         bar.close()
 

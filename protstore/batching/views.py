@@ -11,7 +11,7 @@ from xarray.core import indexing
 from ..errors import ProtstoreError
 from ..store import Store
 from ..store.chunks import LazyFrames
-from ..store.store import DASK_CHUNK_BYTES
+from ..store.reader import DASK_CHUNK_BYTES
 from ..pools import io_pool
 from ..vocab import PAD
 from . import accessor  # noqa: F401  (registers ds.prot)

@@ -11,10 +11,19 @@ from pathlib import Path
 from ..errors import ProtstoreError
 
 
+#: the commands that read a store and can read it as it was at an older version
+VERSIONED = ("info", "bucket", "fit-priors", "train", "evaluate", "export", "export-npz",
+             "simulate", "compare")
+
+
 def add_command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
     """A subcommand ``name`` running ``func(args)``, with the options every command has."""
     p = sub.add_parser(name, help=help, description=help)
     p.set_defaults(func=func)
+    if name in VERSIONED:
+        p.add_argument("--store-version", metavar="V",
+                       help="read the store as it was at this version (`protstore log` lists "
+                            "them: the id or its part after the '-'); default: as it is now")
     if name not in ("demo", "demo-data", "import-checkpoints"):
         p.add_argument("--storage-options", metavar="JSON",
                        help="fsspec options of the locations given as URLs (store, "
@@ -25,12 +34,14 @@ def add_command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
 
 
 def _open(args, mode: str = "r"):
-    """The store named on the command line, opened with ``--storage-options``; what opening
-    did (a migration) is said on stderr."""
+    """The store named on the command line, opened with ``--storage-options`` and, to read
+    (``mode`` "r"), at ``--store-version``; what opening did (a migration) is said on
+    stderr."""
     from ..store import open_store
     from ..location import parse_storage_options
 
-    store = open_store(args.store, mode=mode,
+    version = getattr(args, "store_version", None) if mode == "r" else None
+    store = open_store(args.store, mode=mode, version=version,
                        storage_options=parse_storage_options(args.storage_options))
     for note in store.notes:
         print(f"protstore: {note}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Data commands: ingest, info, validate, bucket, export-npz, export."""
+"""Data commands: ingest, info, validate, log, gc, bucket, export-npz, export."""
 
 from __future__ import annotations
 
@@ -65,6 +65,31 @@ def _validate(args) -> int:
     return 1 if errors else 0
 
 
+def _log(args) -> int:
+    from ..store.versions import log_lines
+
+    lines = log_lines(_open(args))
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"{args.store}: no store versions (no commit yet, or a format-1 store)")
+    return 0
+
+
+def _gc(args) -> int:
+    from ..store import collect_garbage
+
+    lines = collect_garbage(_open(args, "r+"), keep=args.keep, keep_since=args.keep_since,
+                            dry_run=not args.yes)
+    for line in lines:
+        print(line)
+    if not lines:
+        print("gc: nothing to remove")
+    elif not args.yes:
+        print("gc: a dry run; pass --yes to remove these")
+    return 0
+
+
 def _selection(args):
     """The --select / --stride / --max-frames-per-run of a command, as one Selection (None:
     none given)."""
@@ -78,18 +103,19 @@ def _bucket(args) -> int:
     from ..batching import plan_from_store, save_plan
 
     store = _open(args, "r+")
+    source = _open(args) if args.store_version else store  # the plan is saved in the store
     spec = PlanSpec(
         name=args.name, boundaries=args.bucket_boundaries, n_buckets=args.n_buckets,
         strategy=args.strategy, cost=args.cost, pad_multiple=args.pad_multiple,
         max_waste=args.max_waste, split=args.split, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, block_frames=args.block_frames,
         selection=_selection(args))
-    plan = plan_from_store(store, spec, progress=not args.no_progress)
+    plan = plan_from_store(source, spec, progress=not args.no_progress)
     save_plan(store, plan, overwrite=args.overwrite)
     print(plan.table())
-    if plan.selection is not None and len(plan.proteins) < len(store.proteins):
-        print(f"the selection keeps no frame of {len(store.proteins) - len(plan.proteins)} of "
-              f"the store's {len(store.proteins)} proteins: they are not in the plan")
+    if plan.selection is not None and len(plan.proteins) < len(source.proteins):
+        print(f"the selection keeps no frame of {len(source.proteins) - len(plan.proteins)} of "
+              f"the store's {len(source.proteins)} proteins: they are not in the plan")
     print(f"saved as plans/{plan.name} in {args.store}")
     return 0
 
@@ -174,6 +200,19 @@ def add_commands(sub) -> None:
     p.add_argument("--repair", action="store_true",
                    help="first remove unfinished staging groups and make the catalog list "
                         "exactly the complete protein groups")
+    p = add_command(sub, "log", _log, "list the store's versions, newest first, with what each "
+                    "commit changed")
+    p.add_argument("store")
+    p = add_command(sub, "gc", _gc, "remove the old proteins' data and catalog history no kept "
+                    "store version reads (a dry run unless --yes)")
+    p.add_argument("store")
+    keep = p.add_mutually_exclusive_group(required=True)
+    keep.add_argument("--keep", type=_positive_int, metavar="N",
+                      help="keep the N newest store versions")
+    keep.add_argument("--keep-since", metavar="TIME",
+                      help="keep the versions committed at or after TIME (YYYY-MM-DD or "
+                           "YYYY-MM-DDTHH:MM:SS, UTC unless a zone is given); the newest always")
+    p.add_argument("--yes", action="store_true", help="remove (default: only say what would go)")
     p = add_command(sub, "bucket", _bucket, "compute, store and print a length-bucket plan")
     p.add_argument("store")
     p.add_argument("--bucket-boundaries", type=_positive_int, nargs="+", metavar="N",

@@ -121,24 +121,25 @@ def protein_static(store: Store, pid: str) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _store(url: str, storage_options: FrozenMap) -> Store:
-    """The store, opened once per process (dask workers open it on their first task)."""
+def _store(url: str, storage_options: FrozenMap, version: str | None = None) -> Store:
+    """The store (at ``version``: the one the caller read), opened once per process (dask
+    workers open it on their first task)."""
     from ..store import open_store
 
-    return open_store(url, storage_options=thaw(storage_options) or None)
+    return open_store(url, storage_options=thaw(storage_options) or None, version=version)
 
 
 def forces_block(url: str, storage_options: FrozenMap, pid: str, frames: np.ndarray,
                  n_max: int, frame_block: int, static: dict, params: dict, model: ModelSpec,
-                 mode: str) -> np.ndarray:
+                 mode: str, version: str | None = None) -> np.ndarray:
     """[len(frames), n_atoms, 6] float32: F_pred - F_ref (first 3) and F_ref (last 3).
 
     Frames are read through the store's API, as the loader reads them, and padded as
     :mod:`protstore.batching.sample` defines a padded sample (``frame_block`` samples of
     ``n_max`` beads: one compilation per bucket shape). ``static``: the protein's per-bead
     ``species``, ``resid``, ``chain`` (chain codes); ``storage_options``: the store's, frozen
-    (:func:`protstore.frozen.freeze`)."""
-    readers = _store(url, storage_options).protein_readers(pid)
+    (:func:`protstore.frozen.freeze`); ``version``: the store version read (None: newest)."""
+    readers = _store(url, storage_options, version).protein_readers(pid)
     R, F = (LazyFrames(readers[name])[frames] for name in ("R", "F"))
     b, n = R.shape[:2]
     Rp = BEAD_FIELDS["R"].fill((frame_block, n_max))
@@ -190,7 +191,7 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
             fr = s.frames[start:start + frame_block]
             task = dask.delayed(forces_block, pure=True)(
                 store.url, storage_options, s.protein, fr, s.n_max, frame_block, beads,
-                params_task, model, mode,
+                params_task, model, mode, store.read_at,
                 dask_key_name=f"forces-{s.protein}-{start}-{mode}")
             parts.append(da.from_delayed(task, shape=(len(fr), s.n_atoms, 6), dtype=np.float32))
         arr = da.concatenate(parts, axis=0)
@@ -227,5 +228,6 @@ def error_dataset(store: Store, selection: list[ProteinSelection], params: dict,
     ds["F_ref"].attrs = {"long_name": "reference (mapped) force", "units": "kcal/mol/Å"}
     ds["sq_error"].attrs = {"long_name": "||F_pred - F_ref||^2", "units": "(kcal/mol/Å)^2"}
     ds.attrs = {"mode": mode, "model": model.factory, "aa_names": list(VOCABULARY),
-                "convention": RMSE_CONVENTION, "store": store.url}
+                "convention": RMSE_CONVENTION, "store": store.url,
+                **({"store_version": store.version} if store.version else {})}
     return ds

@@ -19,6 +19,7 @@ from ..model.energy import MODES
 from ..store import Store
 from ..location import as_location
 from ..store.quiet import quiet_zarr
+from ..store.versions import warn_if_changed
 from ..schemas import dumps_document
 from ..vocab import PAD_ID, VOCABULARY
 from .compute import error_dataset, select
@@ -140,6 +141,8 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path,
     if split is None:
         split = ("test" if plan.split.has_test else "val") if plan is not None else "all"
     params = load_params(params_path, allow_pickle=config.allow_pickle, model=config.model)
+    if plan is not None:
+        warn_if_changed(store, plan.store_version, plan.proteins, f"plan {plan.name!r}")
     if split not in ("val", "test"):
         echo(f"warning: evaluating the {split!r} frames, which include training frames; "
              "held-out frames (--plan NAME --split test or val) measure generalisation")
@@ -185,7 +188,8 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path,
              f"vector {metrics['rmse_vector']:.4f}, MAE per component "
              f"{metrics['mae_component']:.4f} kcal/mol/Å on {n_samples} frames")
     summary = {"model_id": model_id, "mode": mode, "params": str(params_path), "split": split,
-               "n_frames": n_samples, **metrics}
+               "n_frames": n_samples, **metrics, "store": store.url,
+               "store_version": store.version}
     text = dumps_document(summary, "eval_metrics", str(out / f"{stem}_metrics.json"))
     out.write_bytes(f"{stem}_metrics.json", (text + "\n").encode())
     echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -114,7 +114,7 @@ def _root_attrs(store: Store, plan: BucketPlan, format: str, split: str, buckets
                 priors: dict | None, n_proteins: int, n_frames: int) -> dict:
     """What the file is: format, provenance, units, the types' vocabulary, the forces."""
     attrs = {"format": format, "created_by": f"protstore {__version__}", "store": store.url,
-             "plan": plan.name, "split": split, "buckets": np.array(buckets, np.int32),
+             "store_version": store.version or "", "plan": plan.name, "split": split, "buckets": np.array(buckets, np.int32),
              "n_proteins": n_proteins, "n_frames": n_frames,
              "length_unit": LENGTH_UNIT, "force_unit": FORCE_UNIT,
              "types": "protstore species id: index into the vocabulary attribute",

@@ -329,7 +329,7 @@ def simulate(store, params, protein: str, out, config: SimulateConfig = Simulate
         capacity = int(eng.capacity(params_dev, jnp.asarray(ds.R.values[0])))
 
     doc = {"format": "protstore_trajectory", "version": TRAJECTORY_VERSION, "protein": protein,
-           "store": store.url, "params": source,
+           "store": store.url, "store_version": store.version, "params": source,
            "model": mp.model.to_doc(), "mode": config.mode,
            "seed": config.seed, "temperature": temperature, "dt": config.dt,
            "friction": float(config.friction), "save_every": config.save_every,

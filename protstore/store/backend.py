@@ -15,7 +15,7 @@ from xarray.backends import BackendEntrypoint
 
 from ..errors import StoreError
 from .layout import PROTEINS, STORE_DOC
-from .store import open_store
+from .reader import open_store
 
 
 def _protein_id(group: str | None, url: str) -> str:

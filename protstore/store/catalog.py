@@ -20,6 +20,13 @@ the protein was replaced, which its claim serialises (:mod:`~protstore.store.cla
 Nothing here renames, locks or reads process ids, so the same code serves a local directory
 and object storage.
 
+**Store versions.** Every segment a commit appends is a store version, named by the segment's
+stem (``<time>-<random>``). A compaction does not make one: the segments it merged move to
+``catalog/history/`` (copied there before they are removed), where :func:`catalog_at` reads the
+store as it was at any version and :func:`versions` lists them with what each changed; only
+``protstore gc`` (:func:`prune_history`) removes history, after writing the state its oldest kept
+version builds on as a base segment (``<stem>~base``, not a version itself).
+
 Each segment (version 2) carries the digest of its entries. A segment that does not parse,
 whose digest differs, or that names an invalid protein id (``../x``) is *damaged*: it is
 reported by name (:class:`~protstore.errors.CatalogWarning`, and ``validate``), never
@@ -47,6 +54,8 @@ from ..location import Location
 
 CATALOG = "catalog"
 CATALOG_DOC = "protstore_catalog"
+HISTORY = "history"  # catalog/history/: segments a compaction or repair retired
+BASE = "base"  # suffix of the base segment gc writes (the state before the oldest kept version)
 SEGMENT_VERSION = 2  # 2: with the digest of its entries; 1: protstore < 0.7, none
 COMPACT_AT = 32
 RETRIES = 5  # a segment listed, then removed by a compaction before it was read
@@ -80,6 +89,181 @@ def segment_names(store: Location) -> list[str]:
     """The catalog's segment names, in merge order (one LIST)."""
     return sorted((n for n in store.listdir(CATALOG) if n.endswith(".json")
                    and not n.startswith(".")), key=_stem)
+
+
+def version_of(name: str) -> str:
+    """The store version a segment brings the catalog to: its stem up to a compaction's ``~``."""
+    return _stem(name).split("~", 1)[0]
+
+
+def is_commit(name: str) -> bool:
+    """Whether a segment is a commit's (a version), not a compaction, repair or base."""
+    return "~" not in _stem(name)
+
+
+def version_time(version: str) -> str:
+    """ISO 8601 UTC time of a version (from its name; seconds)."""
+    import datetime
+
+    seconds = _time_of(version) / 1e9
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def history_names(store: Location) -> list[str]:
+    """The retired segments' names in ``catalog/history/``, in merge order (one LIST)."""
+    return sorted((n for n in store.listdir(f"{CATALOG}/{HISTORY}") if n.endswith(".json")
+                   and not n.startswith(".")), key=_stem)
+
+
+def _all_segments(store: Location) -> dict[str, dict[str, dict | None]]:
+    """Every segment, live and retired (a name in both counts once), in merge order, parsed;
+    a damaged one is a :class:`StoreError` naming it (old versions have no fallback)."""
+    for attempt in range(RETRIES):
+        live, old = segment_names(store), history_names(store)
+        keys = {n: f"{CATALOG}/{n}" for n in live}
+        keys.update({n: f"{CATALOG}/{HISTORY}/{n}" for n in old if n not in keys})
+        try:
+            blobs = store.read_many(keys.values())
+        except FileNotFoundError:  # retired meanwhile: list again
+            if attempt == RETRIES - 1:
+                raise
+            continue
+        out = {}
+        for name in sorted(keys, key=_stem):
+            seg = parse_segment(blobs[keys[name]])
+            if seg.problem is not None:
+                raise StoreError(f"{store.url}/{keys[name]}: damaged catalog segment "
+                                 f"({seg.problem}); the store versions it belongs to cannot be "
+                                 f"read")
+            out[name] = seg.entries
+        return out
+    raise AssertionError("unreachable")
+
+
+class Version(NamedTuple):
+    version: str  # the commit segment's stem
+    time: str  # ISO 8601 UTC
+    added: list[str]
+    overwritten: list[str]  # another generation of the protein's data
+    updated: list[str]  # the same data, its document changed (a migration, a relisting)
+    removed: list[str]
+
+
+def _replay(segments: dict[str, dict[str, dict | None]]):
+    """(segment name, its entries, the merged state before it) in merge order; a base or
+    compacted segment replaces the state (it is the merge of everything before it)."""
+    state: dict[str, dict] = {}
+    for name, entries in segments.items():
+        yield name, entries, state
+        if is_commit(name):
+            state = {**state, **entries}
+            state = {p: d for p, d in state.items() if d is not None}
+        else:
+            state = {p: d for p, d in entries.items() if d is not None}
+
+
+def versions(store: Location) -> list[Version]:
+    """Every store version still in the catalog's history (oldest first), with what its commit
+    changed."""
+    from .layout import generation_of
+
+    out = []
+    for name, entries, before in _replay(_all_segments(store)):
+        if not is_commit(name):
+            continue
+        kinds: dict[str, list[str]] = {"added": [], "overwritten": [], "updated": [],
+                                       "removed": []}
+        for pid, doc in sorted(entries.items()):
+            old = before.get(pid)
+            if doc is None:
+                if old is not None:
+                    kinds["removed"].append(pid)
+            elif old is None:
+                kinds["added"].append(pid)
+            elif generation_of(old) != generation_of(doc):
+                kinds["overwritten"].append(pid)
+            elif old != doc:
+                kinds["updated"].append(pid)
+        out.append(Version(_stem(name), version_time(_stem(name)), **kinds))
+    return out
+
+
+def resolve_version(store: Location, version: str, known: list[str] | None = None) -> str:
+    """The full version id ``version`` names: the id itself or its random part (after the
+    ``-``); a :class:`StoreError` when the store has no such version (any more)."""
+    names = known if known is not None else [v.version for v in versions(store)]
+    found = [v for v in names if version in (v, v.split("-", 1)[-1])]
+    if len(found) != 1:
+        newest = f"; the newest is {names[-1]}" if names else "; it has none"
+        why = "no" if not found else "more than one"
+        raise StoreError(f"{store.url}: {why} store version {version!r} (`protstore log` lists "
+                         f"them; gc removes old ones){newest}")
+    return found[0]
+
+
+def states_at(store: Location, wanted: set[str]) -> dict[str, dict[str, dict]]:
+    """The catalog (protein id -> document, sorted) at each version of ``wanted`` (full ids),
+    from one read of every segment; a version the history lacks is left out."""
+    out, last, prev = {}, None, None
+    for name, entries, before in _replay(_all_segments(store)):
+        version = version_of(name)
+        if prev is not None and version != prev and prev in wanted:
+            out[prev] = last
+        last = {**before, **entries} if is_commit(name) else dict(entries)
+        prev = version
+    if prev is not None and prev in wanted:
+        out[prev] = last
+    return {v: {p: d for p, d in sorted(state.items()) if d is not None and valid_id(p)}
+            for v, state in out.items()}
+
+
+def catalog_at(store: Location, version: str) -> dict[str, dict]:
+    """The catalog (protein id -> document, sorted) as it was at ``version`` (a full id)."""
+    state = states_at(store, {version}).get(version)
+    if state is None:
+        raise StoreError(f"{store.url}: no store version {version!r}")
+    return state
+
+
+def retire(store: Location, names: list[str]) -> None:
+    """Move live segments into ``catalog/history/`` (each copied before it is removed, so a
+    reader of any version finds it in one place or the other)."""
+    for n in names:
+        try:
+            blob = store.read_bytes(f"{CATALOG}/{n}")
+        except FileNotFoundError:
+            continue  # another writer retired it
+        store.write_bytes(f"{CATALOG}/{HISTORY}/{n}", blob)
+        store.remove(f"{CATALOG}/{n}")
+
+
+def prune_history(store: Location, oldest_kept: str, *, dry_run: bool) -> list[str]:
+    """Remove the retired segments only versions older than ``oldest_kept`` need, after
+    writing the state just before it as a base segment. Live segments stay (the current
+    catalog); returns the names removed (or, with ``dry_run``, that would be)."""
+    if not dry_run:
+        compact(store)  # every segment but the newest into the history
+    segments = _all_segments(store)
+    older = [n for n in segments if version_of(n) < oldest_kept]
+    if dry_run:
+        return older
+    live = set(segment_names(store))
+    doomed = [n for n in older if n not in live]
+    if not doomed:
+        return doomed
+    before = None
+    for name, entries, state in _replay(segments):
+        if version_of(name) >= oldest_kept:
+            before = state
+            break
+    last_older = max((version_of(n) for n in older), default=None)
+    if before is not None and last_older is not None:
+        base = f"{last_older}~{BASE}{uuid.uuid4().hex[:8]}.json"
+        _write(store, f"{HISTORY}/{base}", before, exclusive=True)
+    for n in doomed:
+        store.remove(f"{CATALOG}/{HISTORY}/{n}")
+    return doomed
 
 
 def read_catalog(store: Location, groups: GroupDocuments | None = None, *,
@@ -197,8 +381,8 @@ def append_segment(store: Location, entries: dict[str, dict | None],
 
 
 def compact(store: Location) -> None:
-    """Merge every segment into one, then remove the merged ones (nothing is done while a
-    segment is damaged: ``validate --repair`` replaces them)."""
+    """Merge every segment into one, then retire the merged ones into the history (nothing is
+    done while a segment is damaged: ``validate --repair`` replaces them)."""
     names = segment_names(store)
     if len(names) < 2:
         return
@@ -212,13 +396,16 @@ def compact(store: Location) -> None:
     replace_segments(store, merge_segments([seg.entries for seg in segments]), names)
 
 
-def replace_segments(store: Location, entries: dict[str, dict], names: list[str]) -> str:
+def replace_segments(store: Location, entries: dict[str, dict], names: list[str],
+                     damaged: tuple[str, ...] = ()) -> str:
     """Write ``entries`` as one segment sorting after every one of ``names`` (and before any
-    later), then remove ``names``; returns the new segment's name."""
+    later), then retire ``names`` into the history (``damaged`` ones are removed); returns the
+    new segment's name."""
     name = f"{_stem(names[-1])}~{uuid.uuid4().hex[:8]}.json" if names else \
         f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
     _write(store, name, entries, exclusive=True)
-    for n in names:
+    retire(store, [n for n in names if n not in damaged])
+    for n in damaged:  # never history: a version read through it would be wrong
         store.remove(f"{CATALOG}/{n}")
     return name
 

@@ -10,6 +10,9 @@
                                               int32 codes, labels in the array's attributes)
         temperature replica source_frame      per-frame coordinates (provenance)
         rg [helix sheet coil]                 per-frame observables for selections (optional)
+      generations/<id>@<gen>/   a protein's data as older store versions saw it (set aside by
+                                an overwrite, removed by ``protstore gc``)
+      catalog/                  the catalog's segments; catalog/history/ the compacted ones
       plans/<name>              bucket plans (attrs["protstore_plan"])
       .staging/                 proteins being written (not a zarr node; invisible to readers)
       .lock                     advisory lock taken while committing
@@ -27,6 +30,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec, ZstdCodec
 
 from ..errors import StoreError
 from .chunks import compressor_from_spec
+from .digest import json_digest
 from .labels import encode_labels  # noqa: F401 - the layout's one encoder of labels
 
 # 3: resname, chain and xyz are int32 codes with their labels in the array's attributes (read
@@ -37,6 +41,7 @@ STORE_DOC = "protstore"
 PROTEIN_DOC = "protstore_protein"
 PROTEINS = "proteins"
 PLANS = "plans"
+GENERATIONS = "generations"
 STAGING = ".staging"
 LOCK = ".lock"
 CREATING = ".creating-"  # prefix of the hidden directory a store is made in
@@ -135,6 +140,18 @@ class Encoding:
 
 def protein_path(protein_id: str) -> str:
     return f"{PROTEINS}/{protein_id}"
+
+
+def generation_of(doc: dict) -> str:
+    """The generation of a protein document: the short digest (16 hex digits) of the whole
+    document, so two writes of the same source with the same options are one generation (the
+    same data, which ingest writes deterministically), and any other write another."""
+    return json_digest(doc, short=True).removeprefix("sha256:")
+
+
+def generation_path(protein_id: str, generation: str) -> str:
+    """Where an overwrite sets aside the data of ``protein_id``'s ``generation``."""
+    return f"{GENERATIONS}/{protein_id}@{generation}"
 
 
 def chain_codes(labels) -> np.ndarray:

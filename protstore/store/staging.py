@@ -3,7 +3,7 @@ is still at work.
 
 An entry is ``<kind>@<host>@<process id>@<random>@<protein id>``: ``write`` (a protein being
 written) or ``replaced`` (the old copy during an ``--overwrite``). Protein ids cannot contain
-``@`` (:func:`~protstore.store.store.check_protein_id`), so the id is everything after the
+``@`` (:func:`~protstore.store.layout.check_protein_id`), so the id is everything after the
 fourth ``@``, dots included. Entries of protstore before 0.5 (``<id>.<pid>.<random>``,
 ``<id>.replaced.<random>``) are read from the right, where their fields have no dots.
 

@@ -15,7 +15,7 @@ from .layout import PER_ATOM, PER_FRAME, PROTEIN_DOC, PROTEINS, STAGING, STORE_D
 from .digest import metadata_mismatch
 from ..location import decode_json
 from ..schemas import check_document
-from .store import Store
+from .reader import Store
 
 
 @dataclass(frozen=True)

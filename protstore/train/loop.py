@@ -26,6 +26,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..location import as_location
 from ..model.energy import batch_neighbor_census, neighbor_overflow, total_energy
 from ..store import Store
+from ..store.versions import warn_if_changed
 from .config import TrainConfig
 from .loggers import MetricsLogger, check_loggers
 from .priors import check_temperatures
@@ -376,6 +377,8 @@ def train(store: Store, plan: BucketPlan, out: str | Path, config: TrainConfig |
     check_loggers(loggers, out)
     if resume:
         config, priors = open_for_resume(out, plan, model)
+        warn_if_changed(store, out.read_json("run.json").get("store_version"), plan.proteins,
+                        f"the run in {out}")
     else:
         config = config or TrainConfig()
         # everything that can be refused is refused before the run directory is written

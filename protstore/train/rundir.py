@@ -128,7 +128,8 @@ def create(out: Location, store: Store, plan: BucketPlan, config: TrainConfig,
     params = priors_from_doc(priors)
     out.write_bytes("config.json", (dumps_document(
         config.to_dict(), "train_config", str(out / "config.json")) + "\n").encode())
-    run_doc = {"store": store.url, "plan": plan.name, "created_by": f"protstore {__version__}",
+    run_doc = {"store": store.url, "store_version": store.version, "plan": plan.name,
+               "created_by": f"protstore {__version__}",
                "devices": [str(d) for d in jax.devices()], "config_hash": config.hash(),
                "loggers": [name for name in loggers if isinstance(name, str)]}
     if options is not None:
