@@ -56,9 +56,12 @@ def _frame(n_real, n_max, seed=0):
 
 @pytest.fixture(scope="module")
 def params():
+    """The network with its output layer no longer zero (as after training): at init the
+    learned energy is exactly 0, and these tests would not see the network at all."""
     model = load_model(options={"max_neighbors": 8})
-    return model, {"prior": default_priors(),
-                   "model": model.init(jax.random.PRNGKey(0), {"force_rms": 3.0})}
+    net = model.init(jax.random.PRNGKey(0), {"force_rms": 3.0})
+    w = 0.1 * jax.random.normal(jax.random.PRNGKey(1), net["out"]["w"].shape)
+    return model, {"prior": default_priors(), "model": dict(net, out=dict(net["out"], w=w))}
 
 
 @pytest.mark.parametrize("mode", ["full", "prior-only", "ml-only"])
@@ -70,6 +73,7 @@ def test_padding_changes_nothing_and_is_nan_free(params, mode):
     padded = [x[None] for x in _frame(11, 20)]
     F_small = np.asarray(forces(p, *small))
     F_pad = np.asarray(forces(p, *padded))
+    assert np.abs(F_small).max() > 0.1  # forces to compare, from the network too (ml-only)
     np.testing.assert_allclose(F_pad[0, :11], F_small[0], rtol=2e-5, atol=2e-5)
     assert (F_pad[0, 11:] == 0).all()
 
