@@ -34,8 +34,11 @@ def test_angles_and_dihedrals_known_values():
     R = jnp.array([[1.0, 0, 0], [0, 0, 0], [0, 1, 0], [0, 1, 1]])
     assert float(bond_angles(R, jnp.ones(2, bool))[0]) == pytest.approx(np.pi / 2)
     # IUPAC: looking down b1, the far bond rotated clockwise is positive
+    # here b1 = -x, b2 = y, b3 = z: the far bond is the near one turned anticlockwise, -90°
     phi = float(dihedral_angles(R, jnp.ones(1, bool))[0])
-    assert abs(phi) == pytest.approx(np.pi / 2)
+    assert phi == pytest.approx(-np.pi / 2)
+    mirror = R * jnp.array([1.0, 1.0, -1.0])  # the mirror image turns the other way
+    assert float(dihedral_angles(mirror, jnp.ones(1, bool))[0]) == pytest.approx(np.pi / 2)
     R2 = R.at[3].set(jnp.array([1.0, 1, 0]))
     assert float(dihedral_angles(R2, jnp.ones(1, bool))[0]) == pytest.approx(0.0, abs=1e-6)
 
