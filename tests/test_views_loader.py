@@ -500,15 +500,20 @@ def test_reused_window_buffers_never_change_a_batch_in_hand(varied):
     store, plan, ref = varied
     loader = BatchLoader(store, plan, LoaderConfig(batch_size=4, seed=4, buffer_chunks=4,
                                                    prefetch=1))
-    held, bases, windows = [], set(), 0
+    held, bases, windows, views, batches = [], set(), 0, 0, 0
     for epoch in range(3):
         windows += len(loader._layout(0, epoch).window_start) - 1
         for step, batch in enumerate(loader.epoch(epoch)):
             _check_batch(batch, ref)
+            batches += 1
             if batch["R"].base is not None:
                 bases.add(id(batch["R"].base))
+                views += 1
             if step % 25 == 0:  # kept: its window's buffers must not be reused
                 held.append((batch, {k: np.copy(v) for k, v in batch.items()}))
+    # batches are views of window buffers (without them nothing here sees a buffer), and
+    # fewer buffers than windows were used: they were reused
+    assert views > 0.5 * batches, (views, batches)
     assert windows > 20 and len(bases) <= 0.8 * windows, (len(bases), windows)  # reused
     for batch, copy in held:
         for key, value in copy.items():
