@@ -34,8 +34,11 @@ def test_angles_and_dihedrals_known_values():
     R = jnp.array([[1.0, 0, 0], [0, 0, 0], [0, 1, 0], [0, 1, 1]])
     assert float(bond_angles(R, jnp.ones(2, bool))[0]) == pytest.approx(np.pi / 2)
     # IUPAC: looking down b1, the far bond rotated clockwise is positive
+    # here b1 = -x, b2 = y, b3 = z: the far bond is the near one turned anticlockwise, -90°
     phi = float(dihedral_angles(R, jnp.ones(1, bool))[0])
-    assert abs(phi) == pytest.approx(np.pi / 2)
+    assert phi == pytest.approx(-np.pi / 2)
+    mirror = R * jnp.array([1.0, 1.0, -1.0])  # the mirror image turns the other way
+    assert float(dihedral_angles(mirror, jnp.ones(1, bool))[0]) == pytest.approx(np.pi / 2)
     R2 = R.at[3].set(jnp.array([1.0, 1, 0]))
     assert float(dihedral_angles(R2, jnp.ones(1, bool))[0]) == pytest.approx(0.0, abs=1e-6)
 
@@ -56,9 +59,12 @@ def _frame(n_real, n_max, seed=0):
 
 @pytest.fixture(scope="module")
 def params():
+    """The network with its output layer no longer zero (as after training): at init the
+    learned energy is exactly 0, and these tests would not see the network at all."""
     model = load_model(options={"max_neighbors": 8})
-    return model, {"prior": default_priors(),
-                   "model": model.init(jax.random.PRNGKey(0), {"force_rms": 3.0})}
+    net = model.init(jax.random.PRNGKey(0), {"force_rms": 3.0})
+    w = 0.1 * jax.random.normal(jax.random.PRNGKey(1), net["out"]["w"].shape)
+    return model, {"prior": default_priors(), "model": dict(net, out=dict(net["out"], w=w))}
 
 
 @pytest.mark.parametrize("mode", ["full", "prior-only", "ml-only"])
@@ -70,6 +76,7 @@ def test_padding_changes_nothing_and_is_nan_free(params, mode):
     padded = [x[None] for x in _frame(11, 20)]
     F_small = np.asarray(forces(p, *small))
     F_pad = np.asarray(forces(p, *padded))
+    assert np.abs(F_small).max() > 0.1  # forces to compare, from the network too (ml-only)
     np.testing.assert_allclose(F_pad[0, :11], F_small[0], rtol=2e-5, atol=2e-5)
     assert (F_pad[0, 11:] == 0).all()
 

@@ -13,6 +13,7 @@ import pytest
 
 from protstore.cli import build_parser, main
 from protstore.cli.training import TRAIN_FLAGS, _train_actions, train_options
+from protstore.errors import ConfigError
 from protstore.train import TrainConfig, train
 
 TOML = """\
@@ -298,5 +299,7 @@ def test_a_user_logger_from_python_receives_every_line(train_store, tmp_path):
     assert rec.lines == result.metrics == jsonl(tmp_path / "run") and len(rec.lines) == 2
     assert rec.closed == 1
     assert read_csv_rows(tmp_path / "run") == [csv_row(m) for m in rec.lines]
-    with pytest.raises(Exception, match="not a registered name"):
+    with pytest.raises(ConfigError, match=r"logger <object object at 0x[0-9a-f]+>: not a "
+                                          r"registered name \(csv, tensorboard\) nor an object"):
         train(train_store, train_store.plan("p"), tmp_path / "other", loggers=[object()])
+    assert not (tmp_path / "other").exists()  # refused before the run directory is written
