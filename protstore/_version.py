@@ -1,3 +1,3 @@
 """The package version: a leaf every layer may import."""
 
-__version__ = "0.6.1"
+__version__ = "0.7.0"
