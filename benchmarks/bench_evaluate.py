@@ -80,6 +80,47 @@ def dask_scaling(store, plan, params) -> None:
         print(f"{workers:7d} {n:7d} {dt:7.2f} {n / dt:9.0f} {base / dt:8.2f}x")
 
 
+def against_plain_loop(store, plan, params, repeat: int = 3) -> None:
+    """``compute_per_residue_errors`` of the validation split (reading, padding, the census,
+    the error Dataset and its tables) against a plain ``jit(vmap)`` loop over the same frames,
+    read and padded beforehand, and the same params (forces only): medians of ``repeat``."""
+    from protstore.batching.sample import BEAD_FIELDS
+    from protstore.evaluate.compute import protein_static, select
+
+    mp = ModelParams(params, ModelSpec(DEFAULT_MODEL))
+    forces = jax.jit(batch_forces(total_energy(load_model())))
+    blocks, block = [], 32
+    for s in select(store, plan=plan, split="val"):
+        static = protein_static(store, s.protein)
+        R = store.protein(s.protein, chunks=None).R.values[s.frames]
+        for start in range(0, len(s.frames), block):
+            Rp = BEAD_FIELDS["R"].fill((block, s.n_max))
+            part = R[start:start + block]
+            Rp[:len(part), :s.n_atoms] = part
+            Rp[len(part):, :s.n_atoms] = part[:1]
+            rows = [np.broadcast_to(BEAD_FIELDS[k].padded(v, s.n_max), (block, s.n_max))
+                    for k, v in (("species", static["species"]), ("resid", static["resid"]),
+                                 ("chain", static["chain"]), ("mask", np.ones(s.n_atoms)))]
+            blocks.append((Rp, *rows))
+    n = sum(len(s.frames) for s in select(store, plan=plan, split="val"))
+    for x in blocks:  # compile every shape
+        forces(params, *x).block_until_ready()
+    compute_per_residue_errors(store, mp, plan=plan)
+    plain, ours = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        jax.block_until_ready([forces(params, *x) for x in blocks])
+        plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        compute_per_residue_errors(store, mp, plan=plan)
+        ours.append(time.perf_counter() - t0)
+    t_plain, t_ours = float(np.median(plain)), float(np.median(ours))
+    print(f"\n## compute_per_residue_errors vs a plain jit(vmap) loop ({n} validation frames, "
+          f"blocks of {block}, medians of {repeat})")
+    print(f"plain loop {n / t_plain:.0f} frames/s, compute_per_residue_errors {n / t_ours:.0f} "
+          f"frames/s: {t_plain / t_ours:.2f}x")
+
+
 def memory(store, plan, params) -> None:
     """Peak traced memory of ``evaluate`` (written to Zarr, reduced from it) for 1x and 5x the
     frames: bounded by the frame block, not by the number of frames."""
@@ -115,6 +156,7 @@ def main() -> None:
     params = {"prior": default_priors(),
               "model": model.init(jax.random.PRNGKey(0), {"force_rms": 5.0})}
     vmap_vs_loop(store, plan, params, args.frames, args.block)
+    against_plain_loop(store, plan, params)
     dask_scaling(store, plan, params)
     memory(store, plan, params)
 

@@ -14,7 +14,7 @@ import jax
 
 from _demo import demo_args
 from protstore.batching import BatchLoader, LoaderConfig
-from protstore.model import default_priors, load_model, total_energy
+from protstore.model import batch_census, default_priors, load_model, total_energy
 from protstore.train import TrainConfig, TrainState, make_optimizer, make_train_step, train
 from protstore.train.step import BATCH_KEYS
 
@@ -24,9 +24,10 @@ def throughput(store, plan, batch_size: int, steps: int) -> None:
     params = {"prior": default_priors(),
               "model": model.init(jax.random.PRNGKey(0), {"force_rms": 5.0})}
     optimizer = make_optimizer(TrainConfig(), 1000)
-    step = make_train_step(total_energy(model), optimizer)
-    print(f"\n## Train-step throughput (batch {batch_size}, default network, {steps} timed steps "
-          "after one compile step)")
+    # the step as training runs it: the neighbour census in the same program
+    step = make_train_step(total_energy(model), optimizer, neighbors=batch_census(model))
+    print(f"\n## Train-step throughput (batch {batch_size}, default network, neighbour census "
+          f"in the step, {steps} timed steps after one compile step)")
     print(f"{'bucket':>6s} {'N_max':>6s} {'compile s':>10s} {'step ms':>8s} {'frames/s':>9s} "
           f"{'data wait %':>12s}")
     for b in plan.buckets:
@@ -34,7 +35,7 @@ def throughput(store, plan, batch_size: int, steps: int) -> None:
         state = jax.device_put(TrainState(params, optimizer.init(params)))
         batches = loader.epoch(0)
         t0 = time.perf_counter()
-        state, loss = step(state, {k: next(batches)[k] for k in BATCH_KEYS})
+        state, loss, _ = step(state, {k: next(batches)[k] for k in BATCH_KEYS})
         loss.block_until_ready()
         compile_s = time.perf_counter() - t0
         wait = 0.0
@@ -46,7 +47,7 @@ def throughput(store, plan, batch_size: int, steps: int) -> None:
             wait += time.perf_counter() - tw
             if batch is None:
                 break
-            state, loss = step(state, {k: batch[k] for k in BATCH_KEYS})
+            state, loss, _ = step(state, {k: batch[k] for k in BATCH_KEYS})
             loss.block_until_ready()  # honest per-step timing
             n += 1
         dt = time.perf_counter() - t0

@@ -95,20 +95,23 @@ def select(store: Store, *, plan: BucketPlan | None = None, split: str = "val",
 
 @functools.lru_cache(maxsize=8)
 def _force_fn(model: ModelSpec, mode: str):
-    """The jitted batch force function (one per model and mode per process; jax caches the
-    compilation per shape)."""
+    """The jitted batch force function, with the model's neighbour census in the same program
+    (none for the priors alone or a model without one): ``(params, R, species, resid, chain,
+    mask) -> (F [B, N, 3], census)``, census ``(counts [B], capacity [B])`` or None. One per
+    model and mode per process; jax caches the compilation per shape."""
     import jax
 
-    from ..model import batch_forces, total_energy
-    return jax.jit(batch_forces(total_energy(model.load(), mode)))
+    from ..model import batch_census, batch_forces, total_energy
 
+    built = model.load()
+    forces = batch_forces(total_energy(built, mode))
+    census = batch_census(built) if mode != "prior-only" else None
 
-@functools.lru_cache(maxsize=8)
-def _census_fn(model: ModelSpec):
-    """The model's jitted neighbour-capacity check over a batch (None if it has none)."""
-    from ..model import batch_neighbor_census
+    def run(params, R, species, resid, chain, mask):
+        F = forces(params, R, species, resid, chain, mask)
+        return F, None if census is None else census(params, R, mask)
 
-    return batch_neighbor_census(model.load())
+    return jax.jit(run)
 
 
 def protein_static(store: Store, pid: str) -> dict:
@@ -148,20 +151,20 @@ def forces_block(url: str, storage_options: FrozenMap, pid: str, frames: np.ndar
     rows = {key: np.broadcast_to(BEAD_FIELDS[key].padded(values, n_max), (frame_block, n_max))
             for key, values in (("species", static["species"]), ("resid", static["resid"]),
                                 ("chain", static["chain"]), ("mask", np.ones(n)))}
-    census = _census_fn(model) if mode != "prior-only" else None
+    F_pred, census = _force_fn(model, mode)(
+        params, Rp, rows["species"], rows["resid"], rows["chain"], rows["mask"])
     if census is not None:
-        from ..model.energy import neighbor_overflow
+        from ..model.energy import neighbor_overflow, overflow_message
 
-        counts, capacity = census(params, Rp, rows["mask"])
-        i = neighbor_overflow(counts[:b], capacity[:b])
+        counts, capacity = np.asarray(census[0])[:b], np.asarray(census[1])[:b]
+        i = neighbor_overflow(counts, capacity)
         if i is not None:
             raise ProtstoreError(
-                f"protein {pid} frame {int(frames[i])}: a bead has {int(counts[i])} beads within "
-                f"the network's cutoff, more than its {int(capacity[i])} neighbour slots: these "
-                f"params cannot give a smooth energy for this frame (a model trained with a "
-                f"larger --model-option max_neighbors can)")
-    F_pred = np.asarray(_force_fn(model, mode)(
-        params, Rp, rows["species"], rows["resid"], rows["chain"], rows["mask"]))[:b, :n]
+                f"protein {pid} frame {int(frames[i])}: "
+                f"{overflow_message(int(counts[i]), int(capacity[i]))}: these params cannot give "
+                f"a smooth energy for this frame (a model trained with a larger --model-option "
+                f"max_neighbors can)")
+    F_pred = np.asarray(F_pred)[:b, :n]
     return np.concatenate([F_pred - F, F], axis=-1).astype(np.float32)
 
 

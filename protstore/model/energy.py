@@ -113,14 +113,22 @@ def batch_forces(energy: Callable) -> Callable:
     return jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0))
 
 
-def batch_neighbor_census(model: EnergyModel) -> Callable | None:
-    """``census(params, R, mask) -> (counts [B], capacity [B])`` of the model's neighbour
-    capacity check over a batch (``params`` the full params; None if the model has none).
-    Jitted: one compilation per bucket shape."""
+def batch_census(model: EnergyModel) -> Callable | None:
+    """``census(params, R, mask) -> (counts [B], capacity [B])``: the model's neighbour
+    capacity check over a batch R [B, N, 3], mask [B, N] (``params`` the full params; None if
+    the model has none). Not jitted: the training and evaluation steps run it inside their own
+    jitted functions, so it costs no compilation and no host sync of its own."""
     if model.neighbors is None:
         return None
-    return jax.jit(jax.vmap(lambda params, R, mask: model.neighbors(params["model"], R, mask),
-                            in_axes=(None, 0, 0)))
+    return jax.vmap(lambda params, R, mask: model.neighbors(params["model"], R, mask),
+                    in_axes=(None, 0, 0))
+
+
+def batch_neighbor_census(model: EnergyModel) -> Callable | None:
+    """:func:`batch_census`, jitted (one compilation per bucket shape), for a check on its
+    own."""
+    census = batch_census(model)
+    return None if census is None else jax.jit(census)
 
 
 def neighbor_overflow(counts, capacity) -> int | None:
@@ -129,6 +137,12 @@ def neighbor_overflow(counts, capacity) -> int | None:
 
     over = np.flatnonzero(np.asarray(counts) > np.asarray(capacity))
     return int(over[0]) if len(over) else None
+
+
+def overflow_message(count: int, capacity: int) -> str:
+    """The clause every neighbour-capacity error shares (training, evaluation)."""
+    return (f"a bead has {count} beads within the network's cutoff, more than its {capacity} "
+            "neighbour slots")
 
 
 def squared_error_sums(F_pred, F_ref, mask, sample_mask):

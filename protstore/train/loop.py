@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..batching import BatchLoader, BucketPlan, LoaderConfig
@@ -24,7 +25,7 @@ from ..batching.loader import bucket_batch_size
 from ..checkpoints import is_finite, read_checkpoint
 from ..errors import ConfigError, TrainingDiverged
 from ..location import as_location
-from ..model.energy import batch_neighbor_census, neighbor_overflow, total_energy
+from ..model.energy import batch_census, neighbor_overflow, overflow_message, total_energy
 from ..store import Store
 from ..store.versions import warn_if_changed
 from .config import TrainConfig
@@ -74,37 +75,57 @@ def densest_neighbors(store: Store, plan: BucketPlan, batch_size: int = 32
 
     def largest(cutoff: float) -> int:
         if cutoff not in found:
-            count = jax.jit(jax.vmap(lambda R, mask: densest(R, mask, cutoff)))
+            count = jax.jit(lambda R, mask, sample_mask: jnp.max(jnp.where(
+                sample_mask > 0, jax.vmap(lambda R, mask: densest(R, mask, cutoff))(R, mask),
+                0)))
             most = 0
             for split in ("train", "val", "test"):
                 loader = BatchLoader(store, plan, LoaderConfig(
                     batch_size=batch_size, order="sequential", split=split, shuffle=False,
                     last="pad"))
-                for batch in loader.epoch(0):
-                    counts = np.asarray(count(batch["R"], batch["mask"]))
-                    most = max(most, int(np.max(np.where(batch["sample_mask"] > 0, counts, 0))))
-            found[cutoff] = most
+                for batch in loader.epoch(0):  # kept on the device: no sync per batch
+                    most = jnp.maximum(most, count(batch["R"], batch["mask"],
+                                                   batch["sample_mask"]))
+            found[cutoff] = int(most)
         return found[cutoff]
 
     return largest
 
 
 def validate(evaluate: Callable, params, loader: BatchLoader | None, place,
-             check: Callable[[dict, dict], None] = lambda params, batch: None) -> dict:
-    """Validation force RMSE per component (kcal/mol/Å), overall and per bucket; ``check``
-    (params, batch) sees every batch first (the neighbour-capacity check)."""
+             check: Callable[[dict, object], None] = lambda batch, census: None) -> dict:
+    """Validation force RMSE per component (kcal/mol/Å), overall and per bucket.
+
+    ``evaluate(params, batch)`` gives (Σ||ΔF||², n_real) or, with the model's neighbour census
+    in the same program, (Σ||ΔF||², n_real, census); ``check(batch, census)`` sees every batch's
+    census (the neighbour-capacity check) once all batches are dispatched, before any figure is
+    read, so validation waits for the device once instead of once per batch."""
     if loader is None:
         return {"val_rmse": None, "val_rmse_per_bucket": {}}
-    sums: dict[int, list[float]] = {}
+    done = []
     for batch in loader.epoch(0):
-        check(params, batch)
-        sq, n = evaluate(params, place(batch))
-        acc = sums.setdefault(batch["bucket"], [0.0, 0.0])
+        out = evaluate(params, place(batch))
+        meta = {k: batch[k] for k in ("bucket", "protein_index", "frame")}
+        done.append((meta, out))
+    for meta, out in done:
+        if len(out) == 3:
+            check(meta, out[2])
+    sums: dict[int, list[float]] = {}
+    for meta, (sq, n, *_) in done:
+        acc = sums.setdefault(meta["bucket"], [0.0, 0.0])
         acc[0] += float(sq)
         acc[1] += float(n)
     per = {str(k): math.sqrt(s / (3 * n)) if n else None for k, (s, n) in sorted(sums.items())}
     s, n = sum(v[0] for v in sums.values()), sum(v[1] for v in sums.values())
     return {"val_rmse": math.sqrt(s / (3 * n)) if n else None, "val_rmse_per_bucket": per}
+
+
+def _local_rows(x) -> np.ndarray:
+    """This process's rows of a batch-split array (all of it on one process)."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    shards = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+    return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
 
 
 class Run:
@@ -120,8 +141,8 @@ class Run:
         self.energy = total_energy(self.model)
         self.placement = DataParallel(sorted({
             bucket_batch_size(self._loader_config(), b.n_max) for b in plan.buckets}))
-        self.evaluate = make_eval_step(self.energy)
-        self.census = batch_neighbor_census(self.model)
+        self.census = batch_census(self.model)
+        self.evaluate = make_eval_step(self.energy, self.census)
         self.compilations = 0  # of the train step, summed over phases
         self._epoch_losses = (0.0, 0)  # (sum, steps) of the epoch a mid-epoch resume continues
         self._loaders: dict[int, BatchLoader] = {}
@@ -212,27 +233,30 @@ class Run:
             f"{pos.epoch + 1}): {what}; the state is kept in {where}, resume from the last "
             "checkpoint with a lower learning rate")
 
-    def check_neighbors(self, params, batch: dict) -> None:
-        """Refuse a batch in which a bead has more neighbours within the model's cutoff than its
-        capacity (the energy would not be smooth there), naming the protein and frame."""
-        if self.census is None:
+    def check_neighbors(self, batch: dict, census, where: str) -> None:
+        """Refuse a batch in which a bead had more neighbours within the model's cutoff than its
+        capacity (the energy would not be smooth there), naming ``where`` (the step or the
+        validation pass), the bucket, the protein and the frame. ``census``: the batch's
+        :class:`~protstore.train.step.Census` from the step that ran it (0 on padded
+        samples)."""
+        if census is None:
             return
-        counts, capacity = self.census(params, batch["R"], batch["mask"])
-        real = batch["sample_mask"] > 0
-        i = neighbor_overflow(np.where(real, counts, 0), capacity)
+        counts, capacity = _local_rows(census.counts), _local_rows(census.capacity)
+        i = neighbor_overflow(counts, capacity)
         if i is not None:
             pid = self.plan.proteins[batch["protein_index"][i]]
             raise ConfigError(
-                f"protein {pid} frame {int(batch['frame'][i])}: a bead has {int(counts[i])} "
-                f"beads within the network's cutoff, more than its {int(capacity[i])} neighbour "
-                f"slots (the energy would jump when neighbours swap); train with "
-                f"--model-option max_neighbors=M, M >= {int(counts[i])}")
+                f"{where}, bucket {batch['bucket']}: protein {pid} frame "
+                f"{int(batch['frame'][i])}: {overflow_message(int(counts[i]), int(capacity[i]))}"
+                f" (the energy would jump when neighbours swap); train with --model-option "
+                f"max_neighbors=M, M >= {int(counts[i])}")
 
     def validate(self, params, pos: Position) -> dict:
         """Validation RMSEs of ``params`` (every batch checked for neighbour capacity first);
         a non-finite figure is a divergence."""
         val = validate(self.evaluate, params, self.val_loader, self.placement.batch,
-                       self.check_neighbors)
+                       lambda batch, census: self.check_neighbors(
+                           batch, census, f"validation at step {pos.step}"))
         if val["val_rmse"] is not None and not math.isfinite(val["val_rmse"]):
             self.diverged(TrainState(params, None), pos,
                           f"the validation RMSE is {val['val_rmse']}")
@@ -268,7 +292,7 @@ class Run:
             optimizer = make_optimizer(cfg, cfg.epochs * steps_per_epoch)
             step_fn = make_train_step(self.energy, optimizer,
                                       loader.real_beads_per_step(0)
-                                      if cfg.loss_weighting == "bead" else None)
+                                      if cfg.loss_weighting == "bead" else None, self.census)
             if phase != pos.phase:  # sequential: next bucket from these params, fresh optimizer
                 pos = Position(phase, 0, 0, pos.step)
                 state = self.placement.replicate(TrainState(state.params,
@@ -293,26 +317,43 @@ class Run:
         self._epoch_losses = (0.0, 0)
         frames, wait, t0 = 0, 0.0, time.perf_counter()
         batches = loader.epoch(pos.epoch, start_step=pos.step_in_epoch)
+        # a step's loss and neighbour census are read once the next step is on its way (one
+        # step late: the host never waits for the device just to check them); the last one
+        # before a checkpoint, a validation or the end of the epoch
+        pending = None
+
+        def settle():
+            nonlocal pending, loss_sum, loss_steps
+            if pending is None:
+                return
+            done_state, done_pos, meta, loss, census = pending
+            pending = None
+            self.check_neighbors(meta, census, f"training step {done_pos.step}")
+            loss = float(loss)
+            if not math.isfinite(loss):
+                self.diverged(done_state, done_pos, f"the loss is {loss}")
+            loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3g}")
+
         while True:
             t_wait = time.perf_counter()
             batch = next(batches, None)
             wait += time.perf_counter() - t_wait
             if batch is None:
                 break
-            self.check_neighbors(state.params, batch)
-            state, loss = step_fn(state, self.placement.batch(batch))
-            loss = float(loss)
+            state, loss, *census = step_fn(state, self.placement.batch(batch))
             pos = Position(pos.phase, pos.epoch, pos.step_in_epoch + 1, pos.step + 1)
-            if not math.isfinite(loss):
-                self.diverged(state, pos, f"the loss is {loss}")
-            loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+            settle()  # the previous step's, while this one runs
+            meta = {k: batch[k] for k in ("bucket", "protein_index", "frame")}
+            pending = (state, pos, meta, loss, census[0] if census else None)
             frames += int(batch["sample_mask"].sum()) * jax.process_count()  # equal shares
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3g}")
             every = cfg.checkpoint_every_steps
             if every and pos.step % every == 0 and pos.step_in_epoch < steps_per_epoch:
+                settle()
                 self.save(state, pos, val_rmse=None, train_loss=loss_sum / loss_steps,
                           epoch_loss_sum=loss_sum, epoch_loss_steps=loss_steps)
+        settle()
         bar.close()
         elapsed = time.perf_counter() - t0
         val = self.validate(state.params, pos)

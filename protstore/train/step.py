@@ -61,25 +61,63 @@ def force_loss(energy: Callable, beads_per_step: float | None = None) -> Callabl
     return loss
 
 
+class Census(NamedTuple):
+    """The neighbour census of a batch, computed inside the jitted step: ``counts`` [B] (the
+    most beads any bead of each sample has within the network's cutoff; 0 on padded samples)
+    and ``capacity`` [B] (the network's neighbour slots); a sample with counts > capacity
+    overflows."""
+
+    counts: Any
+    capacity: Any
+
+
+def _census(neighbors: Callable, params, batch: dict) -> Census:
+    counts, capacity = neighbors(params, batch["R"], batch["mask"])
+    return Census(jnp.where(batch["sample_mask"] > 0, counts, 0), capacity)
+
+
 def make_train_step(energy: Callable, optimizer: optax.GradientTransformation,
-                    beads_per_step: float | None = None) -> Callable:
+                    beads_per_step: float | None = None,
+                    neighbors: Callable | None = None) -> Callable:
     """``step(state, batch) -> (state, loss)``, jitted: one compilation per batch shape
-    (``beads_per_step``: see :func:`force_loss`)."""
+    (``beads_per_step``: see :func:`force_loss`). With ``neighbors``
+    (:func:`protstore.model.energy.batch_census` of the model) it returns ``(state, loss,
+    census)``: the :class:`Census` of the batch under the params it started from, computed in
+    the same program, for the caller to check when it reads the loss (no host sync of its
+    own). Gradients are taken of the trainable leaves only (:func:`param_labels`; the frozen
+    ones get no update either way)."""
     loss_fn = force_loss(energy, beads_per_step)
+
+    def trainable_loss(params, batch):
+        frozen = jax.tree.leaves(param_labels(params))
+        leaves, tree = jax.tree.flatten(params)
+        params = jax.tree.unflatten(tree, [jax.lax.stop_gradient(leaf) if label == "frozen"
+                                           else leaf for label, leaf in zip(frozen, leaves)])
+        return loss_fn(params, batch)
 
     @jax.jit
     def step(state: TrainState, batch: dict):
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        (loss, _), grads = jax.value_and_grad(trainable_loss, has_aux=True)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+        new = TrainState(optax.apply_updates(state.params, updates), opt_state)
+        if neighbors is None:
+            return new, loss
+        return new, loss, _census(neighbors, state.params, batch)
 
     return step
 
 
-def make_eval_step(energy: Callable) -> Callable:
-    """``evaluate(params, batch) -> (Σ||ΔF||², n_real)``, jitted."""
+def make_eval_step(energy: Callable, neighbors: Callable | None = None) -> Callable:
+    """``evaluate(params, batch) -> (Σ||ΔF||², n_real)``, jitted; with ``neighbors`` (as for
+    :func:`make_train_step`) ``(Σ||ΔF||², n_real, census)`` from the same program."""
     loss_fn = force_loss(energy)
-    return jax.jit(lambda params, batch: loss_fn(params, batch)[1])
+
+    @jax.jit
+    def evaluate(params, batch: dict):
+        sums = loss_fn(params, batch)[1]
+        return sums if neighbors is None else (*sums, _census(neighbors, params, batch))
+
+    return evaluate
 
 
 class DataParallel:
