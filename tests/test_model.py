@@ -60,8 +60,10 @@ def _frame(n_real, n_max, seed=0):
 @pytest.fixture(scope="module")
 def params():
     """The network with its output layer no longer zero (as after training): at init the
-    learned energy is exactly 0, and these tests would not see the network at all."""
-    model = load_model(options={"max_neighbors": 8})
+    learned energy is exactly 0, and these tests would not see the network at all. Its
+    capacity (16) holds every neighbour of the tests' frames: beyond it the energy loses pairs
+    (an error wherever a frame is used, never a result)."""
+    model = load_model(options={"max_neighbors": 16})
     net = model.init(jax.random.PRNGKey(0), {"force_rms": 3.0})
     w = 0.1 * jax.random.normal(jax.random.PRNGKey(1), net["out"]["w"].shape)
     return model, {"prior": default_priors(), "model": dict(net, out=dict(net["out"], w=w))}
@@ -74,6 +76,8 @@ def test_padding_changes_nothing_and_is_nan_free(params, mode):
     forces = jax.jit(batch_forces(total_energy(model, mode)))
     small = [x[None] for x in _frame(11, 11)]
     padded = [x[None] for x in _frame(11, 20)]
+    most, capacity = model.neighbors(p["model"], small[0][0], small[4][0])
+    assert int(most) <= int(capacity)  # within the capacity: the energy is the exact sum
     F_small = np.asarray(forces(p, *small))
     F_pad = np.asarray(forces(p, *padded))
     assert np.abs(F_small).max() > 0.1  # forces to compare, from the network too (ml-only)

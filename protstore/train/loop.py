@@ -241,7 +241,10 @@ class Run:
         samples)."""
         if census is None:
             return
-        counts, capacity = _local_rows(census.counts), _local_rows(census.capacity)
+        counts = _local_rows(census.counts)
+        # one capacity per bucket shape (min(K, N_max - 1)); on several processes the array may
+        # be replicated rather than split like the counts
+        capacity = np.full(counts.shape, np.max(_local_rows(census.capacity)))
         i = neighbor_overflow(counts, capacity)
         if i is not None:
             pid = self.plan.proteins[batch["protein_index"][i]]
