@@ -51,36 +51,42 @@ def frame_chunk_reads(monkeypatch) -> list:
     return reads
 
 
-@pytest.fixture(scope="session")
-def demo_files(tmp_path_factory) -> list[Path]:
-    """A tiny demo data set (3 proteins, one two-chain, one with corrupt frames)."""
-    out = tmp_path_factory.mktemp("demo-data")
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(path)`` once per test session, shared read-only by the pytest-xdist workers
+    (which would otherwise each pay for the same simulation)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's directory, above every worker's own
+    path, done = root / name, root / f"{name}.done"
+    with FileLock(f"{path}.lock"):
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            build(path)
+            done.touch()
+    return path
+
+
+def _own_copy(tmp_path_factory, shared: Path, name: str) -> Path:
+    """A copy of a shared store that this worker's tests may change (they add plans)."""
+    path = tmp_path_factory.mktemp(name) / shared.name
+    shutil.copytree(shared, path, symlinks=True)
+    return path
+
+
+def _write_demo_files(out: Path) -> None:
     config = DemoConfig(lengths=(12, 21, 33), two_chain=(1,), temperatures=(320, 348),
                         replicas=1, frames=10, stride=10, equilibration=100,
                         predecessor_length=0, seed=1)
-    return make_demo_dataset(out, config, progress=False)
+    make_demo_dataset(out, config, progress=False)
 
 
-@pytest.fixture(scope="session")
-def demo_store(tmp_path_factory, demo_files):
-    """The tiny demo data set ingested into a store (tests may add plans to it)."""
-    import protstore
-    from protstore.ingest import ingest
-
-    path = tmp_path_factory.mktemp("store") / "demo.zarr"
-    ingest(demo_files, protstore.open_store(path, mode="a"), progress=False, log=lambda m: None)
-    return protstore.open_store(path, mode="a")
-
-
-@pytest.fixture(scope="session")
-def train_store(tmp_path_factory):
-    """A small demo store for training: 3 proteins (one two-chain), 80 frames each, with a
-    2-bucket plan 'p' holding out 25% of every protein's frames."""
+def _write_train_store(out: Path) -> None:
     import protstore
     from protstore.batching import plan_from_store, save_plan
     from protstore.ingest import ingest
 
-    out = tmp_path_factory.mktemp("train-data")
     config = DemoConfig(lengths=(16, 30, 45), two_chain=(1,), temperatures=(320, 348),
                         replicas=1, frames=40, corrupt=False, predecessor_length=0, seed=3)
     files = make_demo_dataset(out / "data", config, progress=False)
@@ -89,7 +95,37 @@ def train_store(tmp_path_factory):
     plan = plan_from_store(store, name="p", strategy="optimal", n_buckets=2, split="frame",
                            val_fraction=0.25, seed=0)
     save_plan(store, plan)
-    return protstore.open_store(out / "store.zarr")
+
+
+@pytest.fixture(scope="session")
+def demo_files(tmp_path_factory) -> list[Path]:
+    """A tiny demo data set (3 proteins, one two-chain, one with corrupt frames): read-only."""
+    out = _built_once(tmp_path_factory, "demo-data", _write_demo_files)
+    return sorted(out.glob("mdcath_dataset_*.h5"))
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory, demo_files):
+    """The tiny demo data set ingested into a store (tests may add plans to it)."""
+    import protstore
+    from protstore.ingest import ingest
+
+    def build(path):
+        ingest(demo_files, protstore.open_store(path, mode="a"), progress=False,
+               log=lambda m: None)
+
+    shared = _built_once(tmp_path_factory, "demo.zarr", build)
+    return protstore.open_store(_own_copy(tmp_path_factory, shared, "store"), mode="a")
+
+
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory):
+    """A small demo store for training: 3 proteins (one two-chain), 80 frames each, with a
+    2-bucket plan 'p' holding out 25% of every protein's frames."""
+    import protstore
+
+    shared = _built_once(tmp_path_factory, "train-data", _write_train_store) / "store.zarr"
+    return protstore.open_store(_own_copy(tmp_path_factory, shared, "train-store"))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from protstore.cli import main
 
@@ -32,6 +33,7 @@ def test_failures_give_one_line_and_nonzero_exit(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("protstore: error:") and "missing.zarr" in err[0]
 
 
+@pytest.mark.slow
 def test_console_script_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "protstore.cli", "--version"],
                           capture_output=True, text=True)

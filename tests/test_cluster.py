@@ -15,6 +15,8 @@ from protstore.store.verify import verify_store
 
 from helpers import write_mdcath
 
+pytestmark = pytest.mark.slow  # a dask cluster of processes
+
 
 @pytest.fixture(scope="module")
 def cluster():

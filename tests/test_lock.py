@@ -55,6 +55,7 @@ def test_another_process_waits_for_the_lock_until_its_killed_holder_is_gone(tmp_
     assert not _pid_alive(holder.pid) and _pid_alive(os.getpid())
 
 
+@pytest.mark.slow
 def test_protstore_imports_without_fcntl_or_fork():
     code = ("import os, sys\n"
             "sys.modules['fcntl'] = None\n"  # an import of fcntl now fails, as on Windows

@@ -228,6 +228,7 @@ def _largest_step_fraction(model, params, R, lo=-12.0, hi=12.0, steps=400, depth
     return fractions[-1] / fractions[0]
 
 
+@pytest.mark.slow
 def test_network_energy_is_continuous_when_neighbours_change():
     from protstore.model import load_model
 

@@ -20,6 +20,8 @@ from protstore.store.verify import verify_store
 
 from helpers import write_mdcath
 
+pytestmark = pytest.mark.slow  # an S3 server and processes
+
 
 def _quiet(*a, **k):
     return None

@@ -31,6 +31,8 @@ from protstore.units import KB_KCAL_PER_MOL_K
 from protstore.schemas import check_document
 from protstore.vocab import SPECIES_ID, UNK_ID
 
+pytestmark = pytest.mark.slow  # JAX simulation
+
 NAMES = ["ALA", "GLY", "LYS", "PRO", "ALA", "GLY", "LEU", "VAL", "ALA", "GLY"]
 SCHNET = "protstore.model.network:schnet"
 PLUGIN = "plugin_models:unstable_when_shifted"

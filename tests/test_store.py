@@ -83,6 +83,7 @@ def _child(tmp_path, store, files, sleep=0.0, block_bytes=64 << 20):
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_kill_during_ingest_leaves_a_valid_store(tmp_path):
     write_mdcath(tmp_path / "a.h5", domain="done1", frames=4)
     write_mdcath(tmp_path / "b.h5", domain="half1", frames=400, runs=((320, 0),))
@@ -111,6 +112,7 @@ def test_kill_during_ingest_leaves_a_valid_store(tmp_path):
     assert verify_store(store) == [] and store.protein("half1").sizes["frame"] == 400
 
 
+@pytest.mark.slow
 def test_concurrent_ingest_into_one_store(tmp_path):
     files = []
     for k in range(6):
