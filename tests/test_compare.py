@@ -167,7 +167,8 @@ def two(helix_store, tmp_path_factory):
     paths = [traj(helix_store, tmp / "same.zarr", R), traj(helix_store, tmp / "loose.zarr", loose)]
     out = tmp / "out"
     result = compare(helix_store, paths, out=out)
-    return {"paths": paths, "R": R, "loose": loose, "result": result, "out": out}
+    return {"paths": paths, "R": R, "loose": loose, "result": result, "out": out,
+            "store": helix_store}
 
 
 def test_compare_numbers_equal_a_hand_computation(two):
@@ -225,6 +226,7 @@ def test_the_document_the_table_and_the_plots(two):
     doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in compare.json"))
     check_document(doc, "compare", "compare.json")
     assert doc == json.loads(json.dumps(res.doc))
+    assert doc["store_version"] == two["store"].version is not None
     assert set(doc["observables"]) == {"bond", "angle", "dihedral", "rg", "rmsd", "q",
                                        "end_to_end", "tic1", "tic2", "tica"}
     assert doc["observables"] == doc["trajectories"][0]["observables"]  # the first trajectory's

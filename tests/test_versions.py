@@ -164,6 +164,14 @@ def test_the_read_commands_take_store_version(versioned, capsys):
     assert doc["attributes"]["protstore_plan"]["frames"]["a1"] == 18
 
 
+def test_fitted_priors_record_the_version_they_were_fitted_on(train_store, tmp_path):
+    from protstore.train.priors import fit_priors_to_file
+
+    doc = fit_priors_to_file(train_store, train_store.plan("p"), tmp_path / "priors.json")
+    saved = json.loads((tmp_path / "priors.json").read_text())
+    assert doc["store_version"] == saved["store_version"] == train_store.version is not None
+
+
 def test_an_interrupted_overwrite_keeps_the_old_copy_as_a_generation(tmp_path):
     import os
 

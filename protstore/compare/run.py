@@ -319,6 +319,7 @@ def _document(store, protein, temperature, ref: Ensemble, sims: list[Ensemble],
                       "observables": per_traj[label]})
     return {
         "protstore_version": __version__, "protein": protein, "store": store.location.address,
+        "store_version": store.version,
         "temperature": float(temperature), "burn_in_ps": float(burn_in),
         "reference": {"n_frames": int(len(ref.R)),
                       "replicas": sorted(int(r) for r in np.unique(ref.replica)),

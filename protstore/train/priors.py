@@ -203,8 +203,8 @@ def fit_priors_to_file(store, plan: BucketPlan, path: str | Path, *, max_frames:
         unknown_temperature=unknown_temperature, seed=seed))
     if unknown_temperature is not None:
         info["unknown_temperature_K"] = float(unknown_temperature)
-    doc = priors_to_doc(priors, info, store=store.url, plan=plan.name,
-                        created_by=f"protstore {__version__}")
+    doc = priors_to_doc(priors, info, store=store.url, store_version=store.version,
+                        plan=plan.name, created_by=f"protstore {__version__}")
     plot_fit(priors, curves, info, path.with_suffix(".png"))  # first: a failure writes no JSON
     write_priors(doc, path)
     return doc
