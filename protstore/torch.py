@@ -16,7 +16,8 @@
 
 Each item is one batch of the loader, its NumPy arrays as tensors of the same dtype and shape
 (``R``, ``F`` [B, N_max, 3] float32 Å and kcal/mol/Å; ``mask``, ``species``, ``resid``,
-``chain`` [B, N_max]; ``protein_index``, ``frame``, ``temperature``, ``sample_mask`` [B]) plus
+``chain``, ``segment`` [B, N_max]; ``protein_index``, ``frame``, ``temperature``,
+``sample_mask`` [B], or [B, N_max] with ``LoaderConfig(packing=True)``) plus
 the ints ``bucket``, ``epoch``, ``step`` and ``shard``; with ``graphs=True`` a
 ``torch_geometric.data.Batch`` of one ``Data`` per real sample instead (its real beads only).
 
@@ -79,21 +80,26 @@ def batch_to_tensors(batch: dict) -> dict:
 
 
 def batch_to_graphs(batch: dict):
-    """A loader batch as a ``torch_geometric.data.Batch`` of one ``Data`` per real sample:
-    ``pos`` [n, 3] Å, ``z`` [n] int64 species ids, ``neg_dy`` [n, 3] kcal/mol/Å (torchmd-net's
-    names), ``resid``, ``chain`` [n], and per graph ``protein_index``, ``frame``,
-    ``temperature``; the real beads only (padding and padded samples dropped); no edges."""
+    """A loader batch as a ``torch_geometric.data.Batch`` of one ``Data`` per frame (per
+    real sample; per segment of a packed sample): ``pos`` [n, 3] Å, ``z`` [n] int64 species
+    ids, ``neg_dy`` [n, 3] kcal/mol/Å (torchmd-net's names), ``resid``, ``chain`` [n], and per
+    graph ``protein_index``, ``frame``, ``temperature``; the real beads only (padding and
+    padded samples dropped); no edges."""
     from torch_geometric.data import Batch, Data
 
     graphs = []
+    packed = batch["protein_index"].ndim == 2
     for i in torch.nonzero(torch.as_tensor(batch["sample_mask"]) > 0).flatten().tolist():
-        real = torch.as_tensor(batch["mask"][i]) > 0
-        pick = lambda key: torch.as_tensor(batch[key][i])[real]  # noqa: E731
-        graphs.append(Data(pos=pick("R"), z=pick("species").long(), neg_dy=pick("F"),
-                           resid=pick("resid"), chain=pick("chain"),
-                           protein_index=int(batch["protein_index"][i]),
-                           frame=int(batch["frame"][i]),
-                           temperature=float(batch["temperature"][i])))
+        segment = torch.as_tensor(batch["segment"][i])
+        for s in range(int(segment.max()) + 1):
+            real = segment == s
+            pick = lambda key: torch.as_tensor(batch[key][i])[real]  # noqa: E731
+            first = int(torch.nonzero(real)[0]) if packed else ()
+            graphs.append(Data(pos=pick("R"), z=pick("species").long(), neg_dy=pick("F"),
+                               resid=pick("resid"), chain=pick("chain"),
+                               protein_index=int(batch["protein_index"][i][first]),
+                               frame=int(batch["frame"][i][first]),
+                               temperature=float(batch["temperature"][i][first])))
     out = Batch.from_data_list(graphs)
     out.bucket, out.epoch, out.step = batch["bucket"], batch["epoch"], batch["step"]
     return out

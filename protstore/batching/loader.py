@@ -26,7 +26,11 @@ How an epoch is laid out (all from metadata, before any data is read):
    ``batch_beads`` ``max(1, batch_beads // N_max)`` samples of that bucket, so every step costs
    about the same and each real bead weighs about the same in the loss whatever its bucket;
    the last partial batch is dropped or padded with masked samples (``last``), never silently
-   short.
+   short. With ``packing``, a batch's ``B`` samples are *bins* of ``N_max`` beads, each holding
+   as many whole frames as fit: the sequence is packed first-fit in its own order, a frame that
+   fits no bin left open for the next batch, looking at most ``PACK_WINDOW`` frames ahead
+   (so no frame moves far from its place in the sequence). A batch closes when no frame within
+   the window fits; the last batch, with ``last="drop"``, is dropped if a bin stayed empty.
 4. Batches of all buckets are ordered ``sequential`` (bucket 0, then 1, ...) or ``interleaved``
    (a seeded shuffle of all batches, so buckets mix in proportion to their frame counts).
 
@@ -69,13 +73,14 @@ from ..prefetch import prefetch
 from ..store import Store
 from ..store.chunks import ChunkReader, Scratch
 from .plan import BucketPlan, check_plan
-from .sample import BEAD_FIELDS, FIELDS, padded_topology
+from .sample import BEAD_FIELDS, FIELDS, PER_BEAD_WHEN_PACKED, padded_topology
 
 ORDERS = ("interleaved", "sequential")
 DEFAULT_BUFFER_BYTES = 2 << 30
 PAGES_PER_UNIT = 8  # pages a unit (chunk) is cut into: a page is given back once served
+PACK_WINDOW = 64  # frames a packed batch looks ahead for one that fits its bins
 DIVERSITY_STEPS = 100  # consecutive batches of a bucket in protein_diversity's second figure
-_TOPOLOGY_FIELDS = ("species", "resid", "chain", "mask")
+_TOPOLOGY_FIELDS = ("species", "resid", "chain", "mask", "segment")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class LoaderConfig:
     buffer_bytes : bound on the loader's decoded-data memory in bytes (``BatchLoader.memory``):
         the bucket pools, read buffers and batches in flight; the larger, the closer the order
         to a uniform shuffle when the data is larger than it (module docstring).
+    packing : each of a batch's samples is a bin of ``N_max`` beads holding several whole
+        frames (module docstring, step 3; the packed form of :mod:`protstore.batching.sample`):
+        the same arrays carry more frames and less padding wherever a bucket's frames are
+        shorter than half its ``N_max``. Only for models that take packed samples
+        (``EnergyModel.packing``).
     """
 
     batch_size: int = 32
@@ -105,6 +115,7 @@ class LoaderConfig:
     # process index and count when JAX is in use, else 0 and 1)
     process_index: int | None = None
     process_count: int | None = None
+    packing: bool = False
 
 
 class Diversity(NamedTuple):
@@ -145,6 +156,7 @@ class _Protein(NamedTuple):
     resid: np.ndarray
     chain: np.ndarray
     mask: np.ndarray
+    segment: np.ndarray
     n: int
 
 
@@ -167,7 +179,13 @@ class _Layout:
     page_free: np.ndarray  # [P] the batch after which the page is given back
     n_batches: int
     bucket: int
+    cuts: np.ndarray  # [n_batches + 1] each batch's first sample in the sequence (all processes)
     ranges: list[tuple[int, int]]  # per batch: [lo, hi) of this process's share
+    # packed layouts only ([S], None otherwise): each sample's bin in its batch (0..B-1, in
+    # ascending order within a batch), first bead in the bin, and segment (rank in the bin)
+    bin: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    segment: np.ndarray | None = None
 
     def peak_pages(self) -> int:
         """The most pages in the pool at any batch, each unit read when first needed (reading
@@ -222,6 +240,7 @@ class BatchLoader:
         self.store, self.plan, self.config = store, plan, config
         self.proteins = plan.proteins
         self._index = {p: i for i, p in enumerate(self.proteins)}
+        self._lengths = np.array([plan.lengths[p] for p in self.proteins], np.int64)
         self.n_max = [b.n_max for b in plan.buckets]
         self._bucket_of = {p: b.index for b in plan.buckets for p in b.proteins}
         self.read_threads = config.read_threads or (4 if store.local else 32)
@@ -262,8 +281,9 @@ class BatchLoader:
         pids = [p for k in active for p in self.plan.buckets[k].proteins]
         chunk = max((min(self._chunk(p), self.plan.frames[p]) * self.plan.lengths[p] * 12
                      for p in pids), default=0)
+        per_bead = set(BEAD_FIELDS) | (set(PER_BEAD_WHEN_PACKED) if self.config.packing else set())
         sample = {k: sum(f.dtype.itemsize * (self.n_max[k] * (3 if "xyz" in f.dims else 1)
-                                             if key in BEAD_FIELDS else 1)
+                                             if key in per_bead else 1)
                          for key, f in FIELDS.items()) for k in active}
         # the global batch (a bound on this process's share): every process sizes its pools,
         # hence its order, alike
@@ -351,7 +371,6 @@ class BatchLoader:
             np.arange(len(units))
         sizes = np.array([len(units[u][1]) for u in order], np.int64)
         S, U, B = int(sizes.sum()), len(units), self.batch_size(k)
-        n_batches = S // B if cfg.last == "drop" else -(-S // B)
         unit_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         unit_of = np.repeat(np.arange(U), sizes)
         rank = np.arange(S) - unit_start[unit_of]
@@ -374,18 +393,39 @@ class BatchLoader:
                 break
             admit = _admit(n_pages, offset[last], cap) if cap is not None else np.arange(U)
             seq = np.argsort(admit[unit_of] + offset, kind="stable")
+            proteins = np.repeat(np.array([units[u][0] for u in order], np.int32), sizes)
+            packed = (pack_sequence(self._lengths[proteins[seq]], B, self.n_max[k], cfg.last)
+                      if cfg.packing else None)
+            if packed is None:
+                n_batches = S // B if cfg.last == "drop" else -(-S // B)
+                cuts = np.minimum(np.arange(n_batches + 1) * B, S)
+            else:
+                seq, cuts = seq[packed.order], packed.cuts
+                n_batches = len(cuts) - 1
             position = np.empty(S, np.int64)
             position[seq] = np.arange(S)
-            need = np.minimum(position[unit_start[:-1]] // B, n_batches)
+            # the batch serving each emitted frame (n_batches: dropped)
+            batch_of = np.searchsorted(cuts, position, side="right") - 1
+            batch_of[position >= cuts[-1]] = n_batches
+            page_first = unit_start[page_unit] + q * rows
+            need = (np.minimum.reduceat(batch_of, unit_start[:-1]) if U
+                    else np.zeros(0, np.int64))
+            page_last = (np.maximum.reduceat(np.where(batch_of < n_batches, batch_of, -1),
+                                             page_first) if len(page_first)
+                         else np.zeros(0, np.int64))
+            page_last = np.where(page_last < 0, n_batches, page_last)
             lay = _Layout(
-                protein=np.repeat(np.array([units[u][0] for u in order], np.int32), sizes)[seq],
+                protein=proteins[seq],
                 frame=emitted[seq], page=(unit_pages[unit_of] + rank // rows)[seq],
                 row=(rank % rows)[seq], emitted=emitted, unit_start=unit_start,
                 unit_pages=unit_pages, unit_protein=np.array([units[u][0] for u in order],
                                                              np.int64),
                 unit_need=need, read_order=np.argsort(need, kind="stable"),
-                page_free=np.minimum(position[last] // B, max(n_batches - 1, 0)),
-                n_batches=n_batches, bucket=k, ranges=self._ranges(k, S, n_batches))
+                page_free=np.minimum(page_last, max(n_batches - 1, 0)),
+                n_batches=n_batches, bucket=k, cuts=cuts,
+                ranges=self._ranges(k, cuts, None if packed is None else packed.bin),
+                **({} if packed is None else {"bin": packed.bin, "offset": packed.offset,
+                                              "segment": packed.segment}))
             peak = lay.peak_pages()
             if peak <= slots:
                 return lay
@@ -397,11 +437,20 @@ class BatchLoader:
             f"{self.n_max[k]}): its batches need more than the {slots} pages of "
             f"{rows} frames its share holds; raise buffer_bytes or lower the batch size")
 
-    def _ranges(self, k: int, S: int, n_batches: int) -> list[tuple[int, int]]:
-        """For every batch of bucket k: the sample range [lo, hi) of this process's share."""
-        B, b = self.batch_size(k), self.local_batch_size(k)
-        lo = np.minimum(np.arange(n_batches) * B + self.process_index * b, S)
-        hi = np.minimum(lo + b, S)
+    def _ranges(self, k: int, cuts: np.ndarray, bins: np.ndarray | None
+                ) -> list[tuple[int, int]]:
+        """For every batch of bucket k (its samples ``cuts[j]:cuts[j + 1]``, in bins ``bins``
+        [S] when packed, else one sample a bin): the sample range [lo, hi) of this process's
+        share, the bins ``process_index * b`` to ``(process_index + 1) * b``."""
+        b, n = self.local_batch_size(k), len(cuts) - 1
+        p = self.process_index
+        if bins is None:
+            lo = np.minimum(cuts[:-1] + p * b, cuts[1:])
+            return list(zip(lo.tolist(), np.minimum(lo + b, cuts[1:]).tolist()))
+        key = np.repeat(np.arange(n), np.diff(cuts)) * self.batch_size(k) + bins[:cuts[-1]]
+        first = np.arange(n) * self.batch_size(k) + p * b
+        lo = np.searchsorted(key, first, side="left")
+        hi = np.searchsorted(key, first + b, side="left")
         return list(zip(lo.tolist(), hi.tolist()))
 
     def schedule(self, epoch: int) -> list[tuple[int, int]]:
@@ -426,11 +475,10 @@ class BatchLoader:
     def real_beads_per_step(self, epoch: int = 0) -> float:
         """Real beads per global batch, averaged over the steps of ``epoch`` (from the layout
         alone; reads no data); 0.0 when the epoch has no steps."""
-        lengths = np.array([self.plan.lengths[p] for p in self.proteins], np.int64)
         total = 0
         for k, i in self.schedule(epoch):
-            lay, B = self._layout(k, epoch), self.batch_size(k)
-            total += int(lengths[lay.protein[i * B:(i + 1) * B]].sum())
+            lay = self._layout(k, epoch)
+            total += int(self._lengths[lay.protein[lay.cuts[i]:lay.cuts[i + 1]]].sum())
         steps = self.steps_per_epoch(epoch)
         return total / steps if steps else 0.0
 
@@ -448,7 +496,8 @@ class BatchLoader:
         for k in range(len(self.plan.buckets)):
             if self._active(k):
                 lay = self._layout(k, epoch)
-                figures = sequence_diversity(lay.protein, self.batch_size(k), steps)
+                figures = sequence_diversity(lay.protein, self.batch_size(k), steps,
+                                             cuts=lay.cuts if self.config.packing else None)
                 if figures is not None:
                     out[k] = figures
         return out
@@ -550,11 +599,15 @@ class _Stream:
             self.waited += 1
         lo, hi = lay.ranges[j]
         slot, row, pool = self.slot[lay.page[lo:hi]], lay.row[lo:hi], self.pool
-        batch = {"R": pool.R[slot, row], "F": pool.F[slot, row],
-                 **{key: pool.topology[key][slot] for key in _TOPOLOGY_FIELDS},
-                 "temperature": pool.temperature[slot, row],
-                 "protein_index": lay.protein[lo:hi].copy(), "frame": lay.frame[lo:hi].copy(),
-                 "sample_mask": np.ones(hi - lo, FIELDS["sample_mask"].dtype)}
+        if lay.bin is None:
+            batch = {"R": pool.R[slot, row], "F": pool.F[slot, row],
+                     **{key: pool.topology[key][slot] for key in _TOPOLOGY_FIELDS},
+                     "temperature": pool.temperature[slot, row],
+                     "protein_index": lay.protein[lo:hi].copy(),
+                     "frame": lay.frame[lo:hi].copy(),
+                     "sample_mask": np.ones(hi - lo, FIELDS["sample_mask"].dtype)}
+        else:
+            batch = self._packed(j, lo, hi, slot, row)
         ends = self.ends
         while self.freed < len(ends) and ends[self.freed] <= j:  # served: give back
             page = self.by_free[self.freed]
@@ -563,6 +616,35 @@ class _Stream:
                 self.slot[page] = -1
             self.freed += 1
         return batch
+
+    def _packed(self, j: int, lo: int, hi: int, slot: np.ndarray, row: np.ndarray) -> dict:
+        """Batch j's packed samples (this process's bins): samples lo..hi of the sequence, each
+        copied into its bin at its offset, one fancy index per field."""
+        lay, pool, loader = self.lay, self.pool, self.loader
+        first_bin = loader.process_index * loader.local_batch_size(self.k)
+        n = loader._lengths[lay.protein[lo:hi]]
+        sample = np.repeat(np.arange(hi - lo), n)  # [T] each real bead's sample
+        bead = np.arange(len(sample)) - np.repeat(np.cumsum(n) - n, n)  # its bead in the frame
+        to_bin = lay.bin[lo:hi][sample] - first_bin
+        to_bead = lay.offset[lo:hi][sample] + bead
+        src_slot, src_row = slot[sample], row[sample]
+        b, n_max = loader.local_batch_size(self.k), loader.n_max[self.k]
+        out = {key: FIELDS[key].fill((b, n_max)) for key in
+               ("R", "F", *_TOPOLOGY_FIELDS, *PER_BEAD_WHEN_PACKED)}
+        out["R"][to_bin, to_bead] = pool.R[src_slot, src_row, bead]
+        out["F"][to_bin, to_bead] = pool.F[src_slot, src_row, bead]
+        for key in ("species", "resid", "chain", "mask"):
+            out[key][to_bin, to_bead] = pool.topology[key][src_slot, bead]
+        out["segment"][to_bin, to_bead] = lay.segment[lo:hi][sample]
+        out["temperature"][to_bin, to_bead] = pool.temperature[src_slot, src_row]
+        out["protein_index"][to_bin, to_bead] = lay.protein[lo:hi][sample]
+        out["frame"][to_bin, to_bead] = lay.frame[lo:hi][sample]
+        used = np.zeros(b, FIELDS["sample_mask"].dtype)
+        used[np.unique(to_bin)] = 1.0
+        # a process's share of a last, short batch: its bins up to the last one used
+        n_bins = int(to_bin.max()) + 1 if len(to_bin) else 0
+        return {key: value[:n_bins] for key, value in
+                {**out, "sample_mask": used}.items()}
 
     def _submit(self, u: int, j: int) -> None:
         """Read unit u into free pages: those of its pages still to be served at batch j."""
@@ -658,23 +740,102 @@ def _admit(n_pages: np.ndarray, page_end: np.ndarray, cap: int) -> np.ndarray:
     return admit
 
 
-def sequence_diversity(protein: np.ndarray, B: int, steps: int = DIVERSITY_STEPS
-                       ) -> Diversity | None:
+class Packed(NamedTuple):
+    """A packed cut of a sample sequence (:func:`pack_sequence`)."""
+
+    order: np.ndarray  # [S] the packed sequence as positions in the original one
+    cuts: np.ndarray  # [n_batches + 1] each batch's first sample in the packed sequence
+    bin: np.ndarray  # [S] each sample's bin in its batch, ascending within a batch
+    offset: np.ndarray  # [S] its first bead in the bin
+    segment: np.ndarray  # [S] its rank in the bin
+
+
+def pack_sequence(lengths: np.ndarray, B: int, capacity: int, last: str = "pad",
+                  window: int = PACK_WINDOW) -> Packed:
+    """Pack a sequence of frames of ``lengths`` [S] beads into batches of ``B`` bins of
+    ``capacity`` beads: first-fit in sequence order, a frame that fits no bin waiting (at most
+    ``window`` frames skipped a batch) for the next batch, whose bins it tries first. Every
+    frame is in exactly one batch; with ``last="drop"`` the final batch is dropped (its frames
+    at the end of ``order``, beyond ``cuts[-1]``) when a bin stayed empty. Metadata only: the
+    same lengths always give the same packing."""
+    L = np.asarray(lengths, np.int64).tolist()
+    S = len(L)
+    if any(n > capacity for n in L):
+        raise ProtstoreError(f"internal: a frame of {max(L)} beads does not fit a bin of "
+                             f"{capacity}")
+    shortest = min(L, default=1)
+    order, bins, offsets, segments, cuts = [], [], [], [], [0]
+    waiting: list[int] = []  # skipped frames, in sequence order
+    nxt = 0
+    while waiting or nxt < S:
+        free, count = [capacity] * B, [0] * B
+        placed: list[tuple[int, int, int, int]] = []  # (bin, segment, frame, offset)
+        skipped: list[int] = []
+        top = capacity  # the most free beads of any bin
+
+        def take(i: int) -> bool:
+            nonlocal top
+            n = L[i]
+            if n > top:
+                return False
+            for b in range(B):
+                if free[b] >= n:
+                    placed.append((b, count[b], i, capacity - free[b]))
+                    free[b] -= n
+                    count[b] += 1
+                    if free[b] + n == top:
+                        top = max(free)
+                    return True
+            return False
+
+        for i in waiting:
+            if not take(i):
+                skipped.append(i)
+        while nxt < S and len(skipped) < window and top >= shortest:
+            if not take(nxt):
+                skipped.append(nxt)
+            nxt += 1
+        waiting = skipped
+        placed.sort()
+        for b, seg, i, off in placed:
+            order.append(i)
+            bins.append(b)
+            offsets.append(off)
+            segments.append(seg)
+        cuts.append(len(order))
+    if last == "drop" and len(cuts) > 1:
+        final = bins[cuts[-2]:cuts[-1]]
+        if len(set(final)) < B:
+            cuts.pop()
+    as_int = lambda x, dtype=np.int64: np.asarray(x, dtype)  # noqa: E731
+    return Packed(as_int(order), as_int(cuts), as_int(bins, np.int32),
+                  as_int(offsets, np.int32), as_int(segments, np.int32))
+
+
+def sequence_diversity(protein: np.ndarray, B: int, steps: int = DIVERSITY_STEPS,
+                       cuts: np.ndarray | None = None) -> Diversity | None:
     """:class:`Diversity` of a bucket's sample sequence of protein indices [S] cut into batches
-    of B: distinct proteins per full batch, and per ``steps`` consecutive full batches (whole
-    blocks; all the batches when there are fewer), each against a uniform shuffle's
-    expectation. None without a full batch."""
-    n = len(protein) // B
-    if not n:
+    of B (or, packed, at ``cuts``): distinct proteins per full batch, and per ``steps``
+    consecutive full batches (whole blocks; all the batches when there are fewer), each
+    against a uniform shuffle's expectation for as many samples. None without a full batch."""
+    if cuts is None:
+        n = len(protein) // B
+        cuts = np.arange(n + 1) * B
+    cuts = np.asarray(cuts, np.int64)
+    n = len(cuts) - 1
+    if not n or cuts[-1] == 0:
         return None
-    batches = np.sort(protein[:n * B].reshape(n, B), axis=1)
-    distinct = (np.diff(batches, axis=1) != 0).sum(axis=1) + 1
     counts = np.bincount(protein)
     counts = counts[counts > 0]
+    sizes = np.diff(cuts)
+    distinct = [len(np.unique(protein[a:b])) for a, b in zip(cuts[:-1], cuts[1:])]
+    uniform = {m: _uniform_distinct(counts, int(m)) for m in np.unique(sizes).tolist()}
     H = min(steps, n)
-    blocks = [len(np.unique(protein[i * B:(i + H) * B])) for i in range(0, n - H + 1, H)]
-    return Diversity(float(distinct.mean()), _uniform_distinct(counts, B),
-                     float(np.mean(blocks)), _uniform_distinct(counts, H * B), H)
+    blocks = [len(np.unique(protein[cuts[i]:cuts[i + H]])) for i in range(0, n - H + 1, H)]
+    block_uniform = [_uniform_distinct(counts, int(cuts[i + H] - cuts[i]))
+                     for i in range(0, n - H + 1, H)]
+    return Diversity(float(np.mean(distinct)), float(np.mean([uniform[m] for m in sizes])),
+                     float(np.mean(blocks)), float(np.mean(block_uniform)), H)
 
 
 def _processes(config: LoaderConfig) -> tuple[int, int]:

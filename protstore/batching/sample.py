@@ -20,6 +20,7 @@ mask       atom          float32  0                          1 real bead, 0 padd
 species    atom          int32    21                         id in the fixed vocabulary (21: PAD)
 resid      atom          int32    -1                         residue number from the source
 chain      atom          int32    -1                         chain code: 0, 1, ... in bead order
+segment    atom          int32    -1                         frame of a packed sample (0 unpacked)
 =========  ============  =======  =====  ==================  =======================================
 
 Per sample; a padded sample (a batch filled up with ``LoaderConfig(last="pad")``) has
@@ -33,6 +34,14 @@ frame          int32    -1             frame index in the protein's group
 temperature    float32  0      kelvin  the frame's temperature (NaN when unknown)
 sample_mask    float32  0              1 real sample, 0 padding
 =============  =======  =====  ======  ==============================================
+
+A *packed* sample (loader batches with ``LoaderConfig(packing=True)``) holds several whole
+frames one after another in its ``N_max`` beads: ``segment`` numbers them 0, 1, ... and is -1
+on the padding left at the end, and :data:`PER_BEAD_WHEN_PACKED` (``protein_index``,
+``frame``, ``temperature``) become per-bead fields (dims ``atom``, the same pad values on
+padding beads), since the frames of one sample come from different proteins. ``chain`` codes
+count within each frame; ``sample_mask`` is 1 for a sample holding at least one frame. Bucket
+views and evaluation always have the per-protein form.
 """
 
 from __future__ import annotations
@@ -79,6 +88,7 @@ BEAD_FIELDS = {f.key: f for f in (
     Field("species", (ATOM,), np.dtype(np.int32), PAD_ID),
     Field("resid", (ATOM,), np.dtype(np.int32), -1),
     Field("chain", (ATOM,), np.dtype(np.int32), -1),
+    Field("segment", (ATOM,), np.dtype(np.int32), -1),
 )}
 SAMPLE_FIELDS = {f.key: f for f in (
     Field("protein_index", (), np.dtype(np.int32), -1),
@@ -89,18 +99,31 @@ SAMPLE_FIELDS = {f.key: f for f in (
 FIELDS = {**BEAD_FIELDS, **SAMPLE_FIELDS}
 
 #: What a model step takes from a batch (everything else is host-side bookkeeping).
-MODEL_INPUTS = ("R", "F", "species", "resid", "chain", "mask", "sample_mask")
+MODEL_INPUTS = ("R", "F", "species", "resid", "chain", "mask", "segment", "sample_mask")
+#: The per-sample fields that packed batches carry per bead.
+PER_BEAD_WHEN_PACKED = ("protein_index", "frame", "temperature")
+
+def frames_in(batch: dict) -> int:
+    """The number of frames a (packed or unpacked) loader batch holds."""
+    segment = np.asarray(batch["segment"])
+    if np.ndim(batch["protein_index"]) == 1:
+        return int(np.asarray(batch["sample_mask"]).sum())
+    return int((segment.max(axis=1) + 1).sum())
+
+
 #: The per-bead coordinates every protein carries (R and F aside).
 TOPOLOGY = ("species", "resid", "chain")
 
 
 def padded_topology(readers: dict, n: int, n_max: int) -> dict[str, np.ndarray]:
-    """``mask``, ``species``, ``resid``, ``chain`` [n_max] of a protein of ``n`` beads, padded
+    """``mask``, ``segment``, ``species``, ``resid``, ``chain`` [n_max] of a protein of ``n``
+    beads (one frame: segment 0), padded
     as their fields define, read from its chunk readers (``Store.protein_readers``; chain
     labels become codes 0, 1, ... in bead order)."""
     from ..store.layout import chain_codes
 
     return {"mask": BEAD_FIELDS["mask"].padded(np.ones(n), n_max),
+            "segment": BEAD_FIELDS["segment"].padded(np.zeros(n), n_max),
             "species": BEAD_FIELDS["species"].padded(readers["species"].read_all(), n_max),
             "resid": BEAD_FIELDS["resid"].padded(readers["resid"].read_all(), n_max),
             "chain": BEAD_FIELDS["chain"].padded(chain_codes(readers["chain"].read_all()),

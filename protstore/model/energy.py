@@ -2,7 +2,7 @@
 
 Plug-in contract (``--model package.module:factory``)::
 
-    factory(**options) -> EnergyModel(init, energy[, neighbors])
+    factory(**options) -> EnergyModel(init, energy[, neighbors[, packing]])
     init(key, stats) -> params            # nested dict of arrays; stats: {"force_rms": float,
                                           #   "max_neighbors": cutoff -> int (the data's densest)}
     energy(params, R, species, mask, topo) -> scalar kcal/mol, for ONE frame:
@@ -10,7 +10,10 @@ Plug-in contract (``--model package.module:factory``)::
         mask [N] (1 real, 0 padded), topo: protstore.model.Topology of that frame
 
 The energy must be a pure JAX function, must not depend on padded beads, and must be NaN-free in
-value and gradient when padded beads sit at the origin. Leaves under a ``"frozen"`` key are never
+value and gradient when padded beads sit at the origin. A model that declares ``packing=True``
+also takes packed samples (several frames one after another in one padded sample, told apart by
+``topo.segment``): its energy couples no beads of different segments, and its ``neighbors``
+takes ``(params, R, mask, segment)``; training packs samples only for such models. Leaves under a ``"frozen"`` key are never
 trained. protstore vmaps and jits it (one compilation per bucket shape) and adds the priors:
 
     E_full(params) = E_prior(params["prior"], R, topo) + model.energy(params["model"], R, ...)
@@ -41,11 +44,13 @@ class EnergyModel(NamedTuple):
     """A learned energy: ``init(key, stats) -> params``; ``energy(params, R, species, mask, topo)``;
     optionally ``neighbors(params, R, mask) -> (largest neighbour count, capacity)`` for one frame,
     which training and evaluation check on every frame (a model with a fixed neighbour capacity
-    is smooth only within it)."""
+    is smooth only within it). ``packing``: the model takes packed samples (module
+    docstring)."""
 
     init: Callable
     energy: Callable
     neighbors: Callable | None = None
+    packing: bool = False
 
 
 def trusted_model(stored: str, named: str | None, where: str) -> str:
@@ -101,27 +106,47 @@ def total_energy(model: EnergyModel, mode: str = "full") -> Callable:
     return energy
 
 
-def batch_forces(energy: Callable) -> Callable:
-    """``forces(params, R, species, resid, chain, mask) -> F`` over a batch [B, N, 3]
-    (kcal/mol/Å; exactly 0 on padded beads). Not jitted: callers jit their own step."""
+def one_segment(mask: jnp.ndarray) -> jnp.ndarray:
+    """The ``segment`` of unpacked samples: 0 on real beads, -1 on padding (mask [..., N])."""
+    return jnp.where(mask > 0, 0, -1).astype(jnp.int32)
 
-    def one(params, R, species, resid, chain, mask):
-        topo = build_topology(resid, chain, mask, species)
+
+def batch_forces(energy: Callable) -> Callable:
+    """``forces(params, R, species, resid, chain, mask, segment=None) -> F`` over a batch
+    [B, N, 3] (kcal/mol/Å; exactly 0 on padded beads); ``segment`` [B, N] for packed samples.
+    Not jitted: callers jit their own step."""
+
+    def one(params, R, species, resid, chain, mask, segment):
+        topo = build_topology(resid, chain, mask, species, segment)
         F = -jax.grad(energy, argnums=1)(params, R, species, mask, topo)
         return jnp.where(topo.real[:, None], F, 0.0)
 
-    return jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0))
+    vmapped = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0, 0))
+
+    def forces(params, R, species, resid, chain, mask, segment=None):
+        segment = one_segment(mask) if segment is None else segment
+        return vmapped(params, R, species, resid, chain, mask, segment)
+
+    return forces
 
 
 def batch_census(model: EnergyModel) -> Callable | None:
-    """``census(params, R, mask) -> (counts [B], capacity [B])``: the model's neighbour
-    capacity check over a batch R [B, N, 3], mask [B, N] (``params`` the full params; None if
-    the model has none). Not jitted: the training and evaluation steps run it inside their own
-    jitted functions, so it costs no compilation and no host sync of its own."""
+    """``census(params, R, mask, segment=None) -> (counts [B], capacity [B])``: the model's
+    neighbour capacity check over a batch R [B, N, 3], mask [B, N] (and segment [B, N] of packed
+    samples; ``params`` the full params; None if the model has none). Not jitted: the training
+    and evaluation steps run it inside their own jitted functions, so it costs no compilation
+    and no host sync of its own."""
     if model.neighbors is None:
         return None
-    return jax.vmap(lambda params, R, mask: model.neighbors(params["model"], R, mask),
-                    in_axes=(None, 0, 0))
+    if not model.packing:
+        one = jax.vmap(lambda params, R, mask: model.neighbors(params["model"], R, mask),
+                       in_axes=(None, 0, 0))
+        return lambda params, R, mask, segment=None: one(params, R, mask)
+    both = jax.vmap(lambda params, R, mask, segment: model.neighbors(params["model"], R, mask,
+                                                                       segment),
+                    in_axes=(None, 0, 0, 0))
+    return lambda params, R, mask, segment=None: both(
+        params, R, mask, one_segment(mask) if segment is None else segment)
 
 
 def batch_neighbor_census(model: EnergyModel) -> Callable | None:

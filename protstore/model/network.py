@@ -8,7 +8,8 @@
 Every hyperparameter that the energy needs but that is not a shape (cutoff, basis width, the
 energy scale s) is stored in the parameters under ``"frozen"``, so a parameter set alone defines
 the model (checkpoints, EMA results and ``params.pkl`` evaluate without extra configuration).
-Parameter shapes never depend on the bucket or the protein set. Only real beads interact.
+Parameter shapes never depend on the bucket or the protein set. Only real beads of one segment
+(one frame of a packed sample: ``topo.segment``) interact.
 
 Neighbours: the messages run over every pair of real beads within the cutoff, listed once per
 unordered pair (i < j) in a compact pair list of static length P = ⌈N K / 2⌉ (jax-md's
@@ -81,7 +82,8 @@ def network_energy(params: dict, R: jnp.ndarray, species: jnp.ndarray, mask: jnp
     k = min(frozen["neighbor_slots"].shape[0], n - 1)
     budget = max(1, -(-n * k // 2))  # P: every pair within the cutoff while no bead exceeds K
     index = jnp.arange(n)
-    upper = real[:, None] & real[None, :] & (index[:, None] < index[None, :])
+    upper = (real[:, None] & real[None, :] & (index[:, None] < index[None, :])
+             & (topo.segment[:, None] == topo.segment[None, :]))
     d_all = jax.lax.stop_gradient(pair_distances(R, upper))
     within_all = upper & (d_all < cutoff)
     # row-major order: i ascending; slots past the frame's pair count are (0, 0), weighing 0
@@ -106,20 +108,26 @@ def network_energy(params: dict, R: jnp.ndarray, species: jnp.ndarray, mask: jnp
     return frozen["energy_scale"] * jnp.sum(jnp.where(real, e_bead, 0.0))
 
 
-def densest(R: jnp.ndarray, mask: jnp.ndarray, cutoff) -> jnp.ndarray:
-    """The most real beads any real bead of one frame R [N, 3] has within ``cutoff`` (Å)."""
+def densest(R: jnp.ndarray, mask: jnp.ndarray, cutoff, segment: jnp.ndarray | None = None
+            ) -> jnp.ndarray:
+    """The most real beads any real bead of one frame R [N, 3] has within ``cutoff`` (Å), in
+    its own segment of a packed sample (``segment`` [N] int; None: one frame)."""
     real = mask > 0
     n = real.shape[0]
     neighbour = real[:, None] & real[None, :] & ~jnp.eye(n, dtype=bool)
+    if segment is not None:
+        neighbour = neighbour & (segment[:, None] == segment[None, :])
     d = pair_distances(R, neighbour)
     return jnp.max(jnp.sum(neighbour & (d < cutoff), axis=1))
 
 
-def neighbor_census(params: dict, R: jnp.ndarray, mask: jnp.ndarray) -> tuple:
-    """(the most real beads any real bead of R [N, 3] has within the cutoff, the capacity K)
-    for one frame; the energy is smooth while the first is at most the second."""
+def neighbor_census(params: dict, R: jnp.ndarray, mask: jnp.ndarray,
+                    segment: jnp.ndarray | None = None) -> tuple:
+    """(the most real beads any real bead of R [N, 3] has within the cutoff in its segment, the
+    capacity K) for one (packed) sample; the energy is smooth while the first is at most the
+    second."""
     n = mask.shape[0]
-    return (densest(R, mask, params["frozen"]["cutoff"]),
+    return (densest(R, mask, params["frozen"]["cutoff"], segment),
             jnp.int32(min(params["frozen"]["neighbor_slots"].shape[0], n - 1)))
 
 
@@ -155,4 +163,4 @@ def schnet(features: int = 32, layers: int = 2, n_rbf: int = 16, hidden: int = 3
                      cutoff=cutoff, max_neighbors=slots,
                      energy_scale=float(stats.get("force_rms", 1.0)))
 
-    return EnergyModel(init=init, energy=network_energy, neighbors=neighbor_census)
+    return EnergyModel(init=init, energy=network_energy, neighbors=neighbor_census, packing=True)

@@ -17,9 +17,13 @@ from ..model.spec import ModelSpec
 from ..schemas import check_document
 
 SCHEDULES = ("interleaved", "sequential")
+PACKINGS = ("auto", "on", "off")
+#: ``packing="auto"`` packs when it saves at least this fraction of an epoch's steps
+PACKING_PAYS = 0.1
 LOSS_WEIGHTINGS = ("bead", "frame")
 # fields added after runs had been written, with the behaviour those older runs had
-OLDER_RUNS = {"batch_beads": None, "early_stopping_patience": 0, "loss_weighting": "frame"}
+OLDER_RUNS = {"batch_beads": None, "early_stopping_patience": 0, "loss_weighting": "frame",
+              "packing": "off"}
 # fields older runs have that are gone (the loader's windows: its order changed with them, so
 # such a run's checkpoints no longer match its config and are not resumed)
 REMOVED = ("buffer_chunks",)
@@ -52,6 +56,11 @@ class TrainConfig:
     model, model_options : the learned energy ``package.module:factory`` and its keyword options.
     buffer_bytes, prefetch : the training loader's memory bound and batches assembled ahead
         (:class:`~protstore.batching.LoaderConfig`).
+    packing : ``auto`` (the default): training and validation batches are packed
+        (``LoaderConfig(packing=True)``: several whole frames in a padded sample) when the model
+        takes packed samples and packing saves at least 10% of an epoch's steps (the same
+        arrays, hence the same cost a step, carry more frames); ``on``: always (an error for a
+        model that does not take them); ``off``: never. The loss is the same either way.
     """
 
     epochs: int = 3
@@ -70,8 +79,11 @@ class TrainConfig:
     prefetch: int = 4
     early_stopping_patience: int = 0
     loss_weighting: str = "bead"
+    packing: str = "auto"
 
     def __post_init__(self):
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"packing must be one of {PACKINGS}, not {self.packing!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:

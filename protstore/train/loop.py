@@ -22,13 +22,14 @@ import numpy as np
 
 from ..batching import BatchLoader, BucketPlan, LoaderConfig
 from ..batching.loader import bucket_batch_size
+from ..batching.sample import frames_in
 from ..checkpoints import is_finite, read_checkpoint
 from ..errors import ConfigError, TrainingDiverged
 from ..location import as_location
 from ..model.energy import batch_census, neighbor_overflow, overflow_message, total_energy
 from ..store import Store
 from ..store.versions import warn_if_changed
-from .config import TrainConfig
+from .config import PACKING_PAYS, TrainConfig
 from .loggers import MetricsLogger, check_loggers
 from .priors import check_temperatures
 from .processes import is_main
@@ -120,6 +121,16 @@ def validate(evaluate: Callable, params, loader: BatchLoader | None, place,
     return {"val_rmse": math.sqrt(s / (3 * n)) if n else None, "val_rmse_per_bucket": per}
 
 
+def _frames_of(plan: BucketPlan, batch: dict, i: int) -> str:
+    """``protein P frame F`` of sample i of a batch; of a packed sample, every frame in it."""
+    index, frame = np.asarray(batch["protein_index"][i]), np.asarray(batch["frame"][i])
+    if index.ndim == 0:
+        return f"protein {plan.proteins[int(index)]} frame {int(frame)}"
+    pairs = dict.fromkeys(zip(index[index >= 0].tolist(), frame[index >= 0].tolist()))
+    return "one of the frames packed in a sample: " + ", ".join(
+        f"protein {plan.proteins[p]} frame {f}" for p, f in pairs)
+
+
 def _local_rows(x) -> np.ndarray:
     """This process's rows of a batch-split array (all of it on one process)."""
     if getattr(x, "is_fully_addressable", True):
@@ -147,6 +158,7 @@ class Run:
         self._epoch_losses = (0.0, 0)  # (sum, steps) of the epoch a mid-epoch resume continues
         self._loaders: dict[int, BatchLoader] = {}
         self.n_phases = len(plan.buckets) if config.schedule == "sequential" else 1
+        self.packing = self._packs()
         has_val = any(len(plan.part_frames(p, "val")) for p in plan.proteins)
         self.val_loader = BatchLoader(store, plan, self._loader_config(
             order="sequential", split="val", shuffle=False, last="pad")) if has_val else None
@@ -163,12 +175,35 @@ class Run:
         return self._loaders[phase]
 
     def _loader_config(self, **changes) -> LoaderConfig:
-        """The loader of this run's config (training split, interleaved), with ``changes``."""
+        """The loader of this run's config (training split, interleaved, packed when the run
+        packs), with ``changes``."""
         cfg = self.config
         base = LoaderConfig(batch_size=cfg.batch_size, batch_beads=cfg.batch_beads,
                             order="interleaved", split="train", seed=cfg.seed,
-                            buffer_bytes=cfg.buffer_bytes, prefetch=cfg.prefetch)
+                            buffer_bytes=cfg.buffer_bytes, prefetch=cfg.prefetch,
+                            packing=getattr(self, "packing", False))
         return dataclasses.replace(base, **changes)
+
+    def _packs(self) -> bool:
+        """Whether this run's training and validation batches are packed (``config.packing``;
+        ``auto``: when it saves PACKING_PAYS of the first epoch's steps, from the layouts
+        alone)."""
+        choice = self.config.packing
+        if choice == "off" or (choice == "auto" and not self.model.packing):
+            return False
+        if not self.model.packing:
+            raise ConfigError(f"packing='on': model {self.config.model} does not take packed "
+                              "samples (EnergyModel.packing); use packing='auto' or 'off'")
+        if choice == "on":
+            return True
+        steps = {packing: sum(BatchLoader(self.store, self.plan, self._loader_config(
+                     packing=packing, buckets=(k,) if self.n_phases > 1 else None))
+                     .steps_per_epoch(0) for k in range(self.n_phases))
+                 for packing in (False, True)}
+        if steps[True] > (1 - PACKING_PAYS) * steps[False]:
+            return False
+        self.echo(f"packing frames: {steps[True]} steps an epoch instead of {steps[False]}")
+        return True
 
     def start(self) -> tuple[TrainState, Position]:
         """Fresh state (priors + initialised model), validated and saved as the step-0
@@ -247,10 +282,9 @@ class Run:
         capacity = np.full(counts.shape, np.max(_local_rows(census.capacity)))
         i = neighbor_overflow(counts, capacity)
         if i is not None:
-            pid = self.plan.proteins[batch["protein_index"][i]]
             raise ConfigError(
-                f"{where}, bucket {batch['bucket']}: protein {pid} frame "
-                f"{int(batch['frame'][i])}: {overflow_message(int(counts[i]), int(capacity[i]))}"
+                f"{where}, bucket {batch['bucket']}: {_frames_of(self.plan, batch, i)}: "
+                f"{overflow_message(int(counts[i]), int(capacity[i]))}"
                 f" (the energy would jump when neighbours swap); train with --model-option "
                 f"max_neighbors=M, M >= {int(counts[i])}")
 
@@ -350,7 +384,7 @@ class Run:
             settle()  # the previous step's, while this one runs
             meta = {k: batch[k] for k in ("bucket", "protein_index", "frame")}
             pending = (state, pos, meta, loss, census[0] if census else None)
-            frames += int(batch["sample_mask"].sum()) * jax.process_count()  # equal shares
+            frames += frames_in(batch) * jax.process_count()  # about equal shares
             every = cfg.checkpoint_every_steps
             if every and pos.step % every == 0 and pos.step_in_epoch < steps_per_epoch:
                 settle()

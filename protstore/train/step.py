@@ -16,7 +16,8 @@ from ..errors import ConfigError
 from ..model.energy import batch_forces, squared_error_sums
 from .config import TrainConfig
 
-#: The batch arrays the step functions take (everything else in a loader batch is host-side).
+#: The batch arrays the step functions take (everything else in a loader batch is host-side;
+#: ``segment`` may be left out of unpacked batches).
 BATCH_KEYS = MODEL_INPUTS
 
 
@@ -53,7 +54,7 @@ def force_loss(energy: Callable, beads_per_step: float | None = None) -> Callabl
 
     def loss(params, batch):
         F = forces(params, batch["R"], batch["species"], batch["resid"], batch["chain"],
-                   batch["mask"])
+                   batch["mask"], batch.get("segment"))
         sq, n = squared_error_sums(F, batch["F"], batch["mask"], batch["sample_mask"])
         scale = jnp.maximum(n, 1.0) if beads_per_step is None else beads_per_step
         return sq / (3.0 * scale), (sq, n)
@@ -72,7 +73,7 @@ class Census(NamedTuple):
 
 
 def _census(neighbors: Callable, params, batch: dict) -> Census:
-    counts, capacity = neighbors(params, batch["R"], batch["mask"])
+    counts, capacity = neighbors(params, batch["R"], batch["mask"], batch.get("segment"))
     return Census(jnp.where(batch["sample_mask"] > 0, counts, 0), capacity)
 
 
@@ -139,7 +140,7 @@ class DataParallel:
     def batch(self, batch: dict) -> dict:
         """This process's batch (its share of the global batch when several processes train
         together: ``jax.process_count() > 1``) as arrays split over the devices."""
-        arrays = {k: batch[k] for k in BATCH_KEYS}
+        arrays = {k: batch[k] for k in BATCH_KEYS if k in batch}  # segment: only if packed
         if self.mesh is None:
             return arrays
         sharding = NamedSharding(self.mesh, PartitionSpec("data"))
