@@ -101,6 +101,9 @@ def batch_to_graphs(batch: dict):
                                frame=int(batch["frame"][i][first]),
                                temperature=float(batch["temperature"][i][first])))
     out = Batch.from_data_list(graphs)
+    # torch_geometric shifts every attribute named *index* by the nodes before it (it takes
+    # them for node indices): put the protein indices back
+    out.protein_index = torch.tensor([g.protein_index for g in graphs], dtype=torch.long)
     out.bucket, out.epoch, out.step = batch["bucket"], batch["epoch"], batch["step"]
     return out
 

@@ -230,3 +230,16 @@ def test_training_packs_when_it_pays_and_never_for_a_model_that_cannot(packing_s
         train(store, plan, tmp_path / "on", config.replace(packing="on", model_options={},
                                                            model="plugin_models:zero"),
               priors=default_priors(), progress=False, echo=lambda m: None)
+
+
+def test_graphs_of_a_packed_batch_are_one_per_frame(packing_store):
+    pytest.importorskip("torch_geometric")
+    from protstore.torch import batch_to_graphs
+
+    store, plan = packing_store
+    batch = next(iter(BatchLoader(store, plan, packed(shuffle=False))))
+    graphs = batch_to_graphs(batch)
+    frames = frames_of(batch)
+    assert graphs.num_graphs == len(frames) > 4
+    assert list(zip(graphs.protein_index.tolist(), graphs.frame.tolist())) == frames
+    assert graphs.pos.shape[0] == int(batch["mask"].sum())

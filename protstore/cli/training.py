@@ -9,7 +9,7 @@ import sys
 
 from ..errors import ProtstoreError
 from ..location import as_location
-from ..train.config import FLAG_NAMES, LOSS_WEIGHTINGS
+from ..train.config import FLAG_NAMES, LOSS_WEIGHTINGS, PACKINGS
 from .common import (_count, _loggers, _nonnegative_float, _open, _positive_float,
                      _positive_int, add_command)
 
@@ -51,7 +51,7 @@ def _model_options(pairs: list[str] | None) -> dict | None:
 #: ``protstore train`` flags that set a TrainConfig field: flag dest -> field
 TRAIN_FLAGS = {dest: FLAG_NAMES.get(dest, dest) for dest in (
     "schedule", "epochs", "batch_size", "batch_beads", "lr", "weight_decay", "loss_weighting",
-    "early_stopping", "seed", "checkpoint_every", "model", "model_option")}
+    "packing", "early_stopping", "seed", "checkpoint_every", "model", "model_option")}
 
 
 #: what a config file's ``[run]`` table cannot set: the file itself
@@ -321,6 +321,9 @@ def add_commands(sub) -> None:
     p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
                    help="bead (default): every real bead weighs the same in an epoch; frame: "
                         "every step's loss is its own beads' mean (short proteins weigh more)")
+    p.add_argument("--packing", choices=PACKINGS,
+                   help="auto (default): pack several whole frames into a padded sample when it "
+                        "saves 10%% of the steps; on; off")
     p.add_argument("--early-stopping", type=_count, metavar="EPOCHS",
                    help="end after this many validated epochs without a lower validation RMSE "
                         "(default 0: never; best/ is chosen on validation either way)")
