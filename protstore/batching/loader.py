@@ -607,7 +607,7 @@ class _Stream:
                      "frame": lay.frame[lo:hi].copy(),
                      "sample_mask": np.ones(hi - lo, FIELDS["sample_mask"].dtype)}
         else:
-            batch = self._packed(j, lo, hi, slot, row)
+            batch = self._packed(lo, hi, slot, row)
         ends = self.ends
         while self.freed < len(ends) and ends[self.freed] <= j:  # served: give back
             page = self.by_free[self.freed]
@@ -617,8 +617,8 @@ class _Stream:
             self.freed += 1
         return batch
 
-    def _packed(self, j: int, lo: int, hi: int, slot: np.ndarray, row: np.ndarray) -> dict:
-        """Batch j's packed samples (this process's bins): samples lo..hi of the sequence, each
+    def _packed(self, lo: int, hi: int, slot: np.ndarray, row: np.ndarray) -> dict:
+        """A batch's packed samples (this process's bins): samples lo..hi of the sequence, each
         copied into its bin at its offset, one fancy index per field."""
         lay, pool, loader = self.lay, self.pool, self.loader
         first_bin = loader.process_index * loader.local_batch_size(self.k)

@@ -150,6 +150,7 @@ class Run:
         self.progress, self.echo = progress, echo
         self.model = config.model_spec.load()
         self.energy = total_energy(self.model)
+        self.packing = False
         self.placement = DataParallel(sorted({
             bucket_batch_size(self._loader_config(), b.n_max) for b in plan.buckets}))
         self.census = batch_census(self.model)
@@ -181,7 +182,7 @@ class Run:
         base = LoaderConfig(batch_size=cfg.batch_size, batch_beads=cfg.batch_beads,
                             order="interleaved", split="train", seed=cfg.seed,
                             buffer_bytes=cfg.buffer_bytes, prefetch=cfg.prefetch,
-                            packing=getattr(self, "packing", False))
+                            packing=self.packing)
         return dataclasses.replace(base, **changes)
 
     def _packs(self) -> bool:
