@@ -203,6 +203,7 @@ def test_packed_and_unpacked_batches_give_the_same_loss_sums(packing_store):
     np.testing.assert_allclose(sums[True][0], sums[False][0], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_packs_when_it_pays_and_never_for_a_model_that_cannot(packing_store, tmp_path):
     from protstore.errors import ConfigError
     from protstore.model import default_priors
