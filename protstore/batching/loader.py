@@ -807,9 +807,9 @@ def pack_sequence(lengths: np.ndarray, B: int, capacity: int, last: str = "pad",
         final = bins[cuts[-2]:cuts[-1]]
         if len(set(final)) < B:
             cuts.pop()
-    as_int = lambda x, dtype=np.int64: np.asarray(x, dtype)  # noqa: E731
-    return Packed(as_int(order), as_int(cuts), as_int(bins, np.int32),
-                  as_int(offsets, np.int32), as_int(segments, np.int32))
+    return Packed(np.asarray(order, np.int64), np.asarray(cuts, np.int64),
+                  np.asarray(bins, np.int32), np.asarray(offsets, np.int32),
+                  np.asarray(segments, np.int32))
 
 
 def sequence_diversity(protein: np.ndarray, B: int, steps: int = DIVERSITY_STEPS,

@@ -105,10 +105,9 @@ PER_BEAD_WHEN_PACKED = ("protein_index", "frame", "temperature")
 
 def frames_in(batch: dict) -> int:
     """The number of frames a (packed or unpacked) loader batch holds."""
-    segment = np.asarray(batch["segment"])
     if np.ndim(batch["protein_index"]) == 1:
         return int(np.asarray(batch["sample_mask"]).sum())
-    return int((segment.max(axis=1) + 1).sum())
+    return int((np.asarray(batch["segment"]).max(axis=1) + 1).sum())
 
 
 #: The per-bead coordinates every protein carries (R and F aside).

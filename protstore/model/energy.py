@@ -13,7 +13,8 @@ The energy must be a pure JAX function, must not depend on padded beads, and mus
 value and gradient when padded beads sit at the origin. A model that declares ``packing=True``
 also takes packed samples (several frames one after another in one padded sample, told apart by
 ``topo.segment``): its energy couples no beads of different segments, and its ``neighbors``
-takes ``(params, R, mask, segment)``; training packs samples only for such models. Leaves under a ``"frozen"`` key are never
+takes ``(params, R, mask, segment)``; training packs samples only for such models. Leaves
+under a ``"frozen"`` key are never
 trained. protstore vmaps and jits it (one compilation per bucket shape) and adds the priors:
 
     E_full(params) = E_prior(params["prior"], R, topo) + model.energy(params["model"], R, ...)
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 
 from ..errors import ConfigError, ProtstoreError
 from .priors import prior_energy
-from .topology import Topology, build_topology
+from .topology import Topology, build_topology, one_segment
 
 MODES = ("full", "prior-only", "ml-only")
 DEFAULT_MODEL = "protstore.model.network:schnet"
@@ -104,11 +105,6 @@ def total_energy(model: EnergyModel, mode: str = "full") -> Callable:
         return e
 
     return energy
-
-
-def one_segment(mask: jnp.ndarray) -> jnp.ndarray:
-    """The ``segment`` of unpacked samples: 0 on real beads, -1 on padding (mask [..., N])."""
-    return jnp.where(mask > 0, 0, -1).astype(jnp.int32)
 
 
 def batch_forces(energy: Callable) -> Callable:

@@ -27,6 +27,11 @@ from ..vocab import SPECIES_ID
 PRO_ID = SPECIES_ID["PRO"]
 
 
+def one_segment(mask: jnp.ndarray) -> jnp.ndarray:
+    """The ``segment`` of unpacked samples: 0 on real beads, -1 on padding (mask [..., N])."""
+    return jnp.where(mask > 0, 0, -1).astype(jnp.int32)
+
+
 class Topology(NamedTuple):
     """Masks (bool) of the terms of one frame with N_max beads."""
 
@@ -46,8 +51,7 @@ def build_topology(resid: jnp.ndarray, chain: jnp.ndarray, mask: jnp.ndarray,
     the X-Pro bonds (which may be cis) species [N] int, and for a packed sample segment [N] int
     (None: one frame, segment 0)."""
     real = mask > 0
-    if segment is None:
-        segment = jnp.where(real, 0, -1).astype(jnp.int32)
+    segment = one_segment(mask) if segment is None else segment
     same = segment[:-1] == segment[1:]
     bond = (real[:-1] & real[1:] & same & (chain[:-1] == chain[1:])
             & (resid[1:] == resid[:-1] + 1))

@@ -197,14 +197,17 @@ class Run:
                               "samples (EnergyModel.packing); use packing='auto' or 'off'")
         if choice == "on":
             return True
-        steps = {packing: sum(BatchLoader(self.store, self.plan, self._loader_config(
-                     packing=packing, buckets=(k,) if self.n_phases > 1 else None))
-                     .steps_per_epoch(0) for k in range(self.n_phases))
-                 for packing in (False, True)}
-        if steps[True] > (1 - PACKING_PAYS) * steps[False]:
-            return False
-        self.echo(f"packing frames: {steps[True]} steps an epoch instead of {steps[False]}")
-        return True
+        loaders = {packing: {k: BatchLoader(self.store, self.plan, self._loader_config(
+                       packing=packing, buckets=(k,) if self.config.schedule == "sequential"
+                       else None))
+                       for k in range(self.n_phases)} for packing in (False, True)}
+        steps = {packing: sum(loader.steps_per_epoch(0) for loader in phases.values())
+                 for packing, phases in loaders.items()}
+        packs = steps[True] <= (1 - PACKING_PAYS) * steps[False]
+        self._loaders = loaders[packs]  # the training loaders, their first layouts made
+        if packs:
+            self.echo(f"packing frames: {steps[True]} steps an epoch instead of {steps[False]}")
+        return packs
 
     def start(self) -> tuple[TrainState, Position]:
         """Fresh state (priors + initialised model), validated and saved as the step-0
