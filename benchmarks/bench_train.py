@@ -62,8 +62,9 @@ def schedules(store, plan, epochs: int, batch_size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for schedule in ("interleaved", "sequential"):
             t0 = time.perf_counter()
-            r = train(store, plan, Path(tmp) / schedule, TrainConfig(
-                epochs=epochs, batch_size=batch_size, schedule=schedule, learning_rate=3e-3),
+            config = TrainConfig(epochs=epochs, schedule=schedule, learning_rate=3e-3,
+                                 loader=LoaderConfig(batch_size=batch_size))
+            r = train(store, plan, Path(tmp) / schedule, config,
                 progress=False, echo=lambda m: None)
             rows[schedule] = (r, time.perf_counter() - t0)
     buckets = [str(b.index) for b in plan.buckets]

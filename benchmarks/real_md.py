@@ -253,6 +253,7 @@ def pipeline(out: Path, files: list[Path], args) -> None:
     from protstore.evaluate import EvalConfig, evaluate
     from protstore.model.fit import CIS_MAX
     from protstore.train.priors import collect_samples
+    from protstore.batching import LoaderConfig
     from protstore.train import TrainConfig, train
 
     store = ingest_store(out, files)
@@ -264,8 +265,9 @@ def pipeline(out: Path, files: list[Path], args) -> None:
     print(plan.table())
     run = out / "run"
     if not (run / "final").exists():
-        train(store, plan, run, TrainConfig(epochs=args.epochs, batch_size=8,
-                                            learning_rate=2e-3, checkpoint_every_steps=10),
+        train(store, plan, run, TrainConfig(epochs=args.epochs, learning_rate=2e-3,
+                                            checkpoint_every_steps=10,
+                                            loader=LoaderConfig(batch_size=8)),
               resume=(run / "config.json").exists(), progress=False)
     priors = json.loads((run / "priors.json").read_text())
     samples = collect_samples(store, plan).arrays()

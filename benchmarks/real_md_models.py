@@ -92,6 +92,7 @@ def curve(store, base, args, out: Path) -> list[dict]:
     from protstore import open_store
     from protstore.checkpoints import read_attrs
     from protstore.evaluate import EvalConfig, evaluate
+    from protstore.batching import LoaderConfig
     from protstore.train import TrainConfig, train
 
     rng = np.random.default_rng(args.seed)
@@ -106,9 +107,10 @@ def curve(store, base, args, out: Path) -> list[dict]:
         store_r = open_store(store.url)
         plan = store_r.plan(name)
         run = out / "runs" / name
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                             learning_rate=args.lr, weight_decay=args.weight_decay,
-                             early_stopping_patience=args.early_stopping, seed=args.seed)
+        config = TrainConfig(epochs=args.epochs, learning_rate=args.lr,
+                             weight_decay=args.weight_decay,
+                             early_stopping_patience=args.early_stopping, seed=args.seed,
+                             loader=LoaderConfig(batch_size=args.batch_size))
         t0 = time.perf_counter()
         if not (run / "final").exists():
             say("train", store.url, "--plan", name, "--out", run, "--epochs", args.epochs,

@@ -43,8 +43,8 @@ def frame_chunk_reads(monkeypatch) -> list:
     original = ChunkReader.read
 
     def counting_read(self, c):
-        if self.array.basename in ("R", "F"):
-            reads.append((self.array.path, c))
+        if self.meta.basename in ("R", "F"):
+            reads.append((self.meta.path, c))
         return original(self, c)
 
     monkeypatch.setattr(ChunkReader, "read", counting_read)
@@ -131,10 +131,12 @@ def train_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, train_store):
     """A short interleaved run on ``train_store`` (3 epochs, extra checkpoints every 5 steps)."""
+    from protstore.batching import LoaderConfig
     from protstore.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "run"
-    config = TrainConfig(epochs=3, batch_size=8, checkpoint_every_steps=5, learning_rate=3e-3)
+    config = TrainConfig(epochs=3, checkpoint_every_steps=5, learning_rate=3e-3,
+                         loader=LoaderConfig(batch_size=8))
     result = train(train_store, train_store.plan("p"), out, config, progress=False,
                    echo=lambda m: None)
     return result

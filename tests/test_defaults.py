@@ -22,6 +22,7 @@ from protstore.train import TrainConfig
 from protstore.train.priors import fit_priors_to_file
 
 from protstore.cli.training import TRAIN_FLAGS
+from protstore.train.config import LOADER_FIELDS, TRAINING_LOADER
 
 
 def _fields(cls) -> dict:
@@ -37,7 +38,8 @@ def _keywords(fn) -> dict:
 # command: (the library's defaults, CLI dest -> library name where they differ)
 LIBRARY = {
     "bucket": (_fields(PlanSpec), {"bucket_boundaries": "boundaries"}),
-    "train": (_fields(TrainConfig), TRAIN_FLAGS),
+    "train": ({**_fields(TrainConfig), **{k: getattr(TRAINING_LOADER, k) for k in LOADER_FIELDS}},
+              TRAIN_FLAGS),
     "evaluate": (_fields(EvalConfig), {}),
     "simulate": (_fields(SimulateConfig), {"steps": "n_steps", "replicas": "n_replicas"}),
     "compare": (_keywords(compare), {"bins": "n_bins"}),

@@ -6,6 +6,7 @@ import pytest
 from protstore.demo import DemoConfig
 from protstore.demo.pipeline import run_demo
 from protstore.simulate import SimulateConfig
+from protstore.batching import LoaderConfig
 from protstore.train import TrainConfig
 
 
@@ -16,7 +17,8 @@ def test_demo_pipeline_end_to_end(tmp_path):
     lines = []
     short = SimulateConfig(n_steps=200, n_replicas=2, dt_fs=10.0, friction=5.0, save_every=10)
     out = run_demo(tmp_path, config, progress=False, echo=lines.append,
-                   train_config=TrainConfig(epochs=1, batch_size=8, checkpoint_every_steps=2),
+                   train_config=TrainConfig(epochs=1, checkpoint_every_steps=2,
+                                            loader=LoaderConfig(batch_size=8)),
                    simulate_config=short)
     assert out["ok"]  # corrupt frames are excluded and reported; every protein is written
     import protstore

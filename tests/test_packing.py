@@ -211,8 +211,8 @@ def test_training_packs_when_it_pays_and_never_for_a_model_that_cannot(packing_s
 
     store, plan = packing_store
     lines = []
-    config = TrainConfig(epochs=1, batch_size=4, warmup_steps=2,
-                         model_options={"max_neighbors": 16})
+    config = TrainConfig(epochs=1, warmup_steps=2, model_options={"max_neighbors": 16},
+                         loader=LoaderConfig(batch_size=4))
     result = train(store, plan, tmp_path / "auto", config, priors=default_priors(),
                    progress=False, echo=lines.append)
     packing = [line for line in lines if line.startswith("packing frames")]

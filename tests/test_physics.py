@@ -255,6 +255,7 @@ def test_network_energy_is_continuous_when_neighbours_change():
 def test_capacity_is_sized_from_the_data_and_overflow_stops_training(train_store, tmp_path):
     from protstore.checkpoints import read_checkpoint
     from protstore.errors import ConfigError
+    from protstore.batching import LoaderConfig
     from protstore.train import TrainConfig, train
     from protstore.train.loop import densest_neighbors
 
@@ -269,14 +270,16 @@ def test_capacity_is_sized_from_the_data_and_overflow_stops_training(train_store
         d2 = ((R[frames, :, None] - R[frames, None, :]) ** 2).sum(-1)
         most = max(most, int(((d2 < 100.0).sum(-1) - 1).max()))
     assert largest == most > 8
-    result = train(train_store, plan, tmp_path / "sized", TrainConfig(epochs=1, batch_size=8),
+    result = train(train_store, plan, tmp_path / "sized",
+                   TrainConfig(epochs=1, loader=LoaderConfig(batch_size=8)),
                    progress=False, echo=lambda m: None)
     slots = read_checkpoint(result.run_dir / "final").params["model"]["frozen"]["neighbor_slots"]
     assert len(slots) >= 1.25 * largest and len(slots) % 8 == 0
     with pytest.raises(ConfigError, match=r"frame \d+: a bead has \d+ beads within the "
                                           r"network's cutoff, more than its 4 neighbour slots"):
-        train(train_store, plan, tmp_path / "tiny", TrainConfig(
-            epochs=1, batch_size=8, model_options={"max_neighbors": 4}),
+        train(train_store, plan, tmp_path / "tiny",
+              TrainConfig(epochs=1, model_options={"max_neighbors": 4},
+                          loader=LoaderConfig(batch_size=8)),
             progress=False, echo=lambda m: None)
     # refused by step 0's validation, which checks every frame it sees, before any checkpoint
     from protstore.checkpoints import list_checkpoints

@@ -135,8 +135,9 @@ def test_a_run_on_s3_trains_resumes_averages_and_evaluates_as_a_local_one(
     from protstore.train import TrainConfig, train
 
     store, run = str(train_store.root), f"{s3_bucket}/run"
-    config = TrainConfig(epochs=1, batch_size=16, learning_rate=3e-3)  # few checkpoints: moto
-    for out in (run, tmp_path / "run"):  # is slow
+    # few checkpoints: moto is slow
+    config = TrainConfig(epochs=1, learning_rate=3e-3, loader=LoaderConfig(batch_size=16))
+    for out in (run, tmp_path / "run"):
         train(train_store, train_store.plan("p"), out, config, progress=False, echo=_quiet)
     same = jax.tree.map(np.array_equal, read_checkpoint(f"{run}/final").params,
                         read_checkpoint(tmp_path / "run" / "final").params)

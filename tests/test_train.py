@@ -57,8 +57,8 @@ def test_a_network_that_never_beats_the_priors_is_reported_and_stops_early(train
                                                                            tmp_path):
     from protstore.model import default_priors
     lines = []
-    config = TrainConfig(epochs=4, batch_size=8, model="plugin_models:zero",
-                         early_stopping_patience=2)
+    config = TrainConfig(epochs=4, model="plugin_models:zero", early_stopping_patience=2,
+                         loader=LoaderConfig(batch_size=8))
     result = train(train_store, train_store.plan("p"), tmp_path / "flat", config,
                    priors=default_priors(), progress=False, echo=lines.append)
     # every epoch ties step 0: no lower figure in 2 epochs ends the run after epoch 2
@@ -220,8 +220,8 @@ def test_new_run_refuses_an_existing_directory(train_store, trained_run):
 
 @pytest.mark.slow
 def test_sequential_schedule_trains_bucket_after_bucket(train_store, tmp_path):
-    config = TrainConfig(epochs=1, batch_size=8, schedule="sequential",
-                         model="plugin_models:pairwise_species")
+    config = TrainConfig(epochs=1, schedule="sequential", model="plugin_models:pairwise_species",
+                         loader=LoaderConfig(batch_size=8))
     priors = json.loads((REPO / "tests" / "data" / "priors.json").read_text())
     from protstore.model.fit import priors_from_doc
     result = train(train_store, train_store.plan("p"), tmp_path / "seq", config,
@@ -239,7 +239,8 @@ def test_sequential_schedule_trains_bucket_after_bucket(train_store, tmp_path):
 @pytest.mark.slow
 def test_divergence_stops_without_a_checkpoint(train_store, tmp_path):
     from protstore.model import default_priors
-    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:exploding_later")
+    config = TrainConfig(epochs=1, model="plugin_models:exploding_later",
+                         loader=LoaderConfig(batch_size=8))
     with pytest.raises(TrainingDiverged, match="diverged at step 2 .*the loss is nan"):
         train(train_store, train_store.plan("p"), tmp_path / "bad", config,
               priors=default_priors(), progress=False, echo=lambda m: None)
@@ -247,7 +248,8 @@ def test_divergence_stops_without_a_checkpoint(train_store, tmp_path):
     diverged = list((tmp_path / "bad" / "diverged").iterdir())
     assert len(diverged) == 1
     # a model that is not finite at its initial params is caught by step 0's validation
-    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:exploding")
+    config = TrainConfig(epochs=1, model="plugin_models:exploding",
+                         loader=LoaderConfig(batch_size=8))
     with pytest.raises(TrainingDiverged, match="diverged at step 0 .*validation RMSE is nan"):
         train(train_store, train_store.plan("p"), tmp_path / "nan0", config,
               priors=default_priors(), progress=False, echo=lambda m: None)
@@ -259,12 +261,14 @@ def test_data_parallel_on_two_cpu_devices_matches_one(train_store, tmp_path):
     script = f"""
 import jax, json, numpy as np
 import protstore
+from protstore.batching import LoaderConfig
 from protstore.train import train, TrainConfig
 from protstore.model.fit import priors_from_doc
 assert len(jax.devices()) == 2, jax.devices()
 store = protstore.open_store({str(train_store.url)!r})
 priors = priors_from_doc(json.load(open({str(REPO / "tests" / "data" / "priors.json")!r})))
-r = train(store, store.plan("p"), {str(tmp_path / "two")!r}, TrainConfig(epochs=1, batch_size=8),
+r = train(store, store.plan("p"), {str(tmp_path / "two")!r},
+          TrainConfig(epochs=1, loader=LoaderConfig(batch_size=8)),
           priors=priors, progress=False)
 print("VAL", r.final_val_rmse)
 """
@@ -276,7 +280,8 @@ print("VAL", r.final_val_rmse)
     from protstore.model.fit import priors_from_doc
     priors = priors_from_doc(json.loads((REPO / "tests" / "data" / "priors.json").read_text()))
     one = train(train_store, train_store.plan("p"), tmp_path / "one",
-                TrainConfig(epochs=1, batch_size=8), priors=priors, progress=False,
+                TrainConfig(epochs=1, loader=LoaderConfig(batch_size=8)), priors=priors,
+                progress=False,
                 echo=lambda m: None)
     two_val = float(out.stdout.split("VAL")[-1])
     assert two_val == pytest.approx(one.final_val_rmse, rel=1e-4)
@@ -320,7 +325,8 @@ def test_a_plan_without_held_out_data_trains_without_validation(train_store, tmp
     plan = plan_from_store(writable, name="all-train", strategy="optimal", n_buckets=2,
                            split="none")
     save_plan(writable, plan, overwrite=True)
-    config = TrainConfig(epochs=1, batch_size=8, model="plugin_models:pairwise_species")
+    config = TrainConfig(epochs=1, model="plugin_models:pairwise_species",
+                         loader=LoaderConfig(batch_size=8))
     from protstore.model import default_priors
     result = train(train_store, plan, tmp_path / "noval", config, priors=default_priors(),
                    progress=False, echo=lambda m: None)
@@ -333,8 +339,9 @@ def test_configs_of_runs_written_before_newer_fields_keep_their_hash_and_behavio
     import hashlib
 
     # a config.json from before batch_beads, early stopping and loss weighting existed
-    old = {k: v for k, v in TrainConfig(epochs=2).to_dict().items()
-           if k not in ("batch_beads", "early_stopping_patience", "loss_weighting")}
+    old = {k: v for k, v in TrainConfig(epochs=2).flat().items()
+           if k not in ("batch_beads", "early_stopping_patience", "loss_weighting",
+                        "read_threads", "open_proteins")}
     (tmp_path / "config.json").write_text(json.dumps(old))
     config = TrainConfig.of_run(tmp_path / "config.json")
     assert config.loss_weighting == "frame"  # what those runs did, not today's default

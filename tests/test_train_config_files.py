@@ -14,6 +14,7 @@ import pytest
 from protstore.cli import build_parser, main
 from protstore.cli.training import TRAIN_FLAGS, _train_actions, train_options
 from protstore.errors import ConfigError
+from protstore.batching import LoaderConfig
 from protstore.train import TrainConfig, train
 
 TOML = """\
@@ -54,8 +55,9 @@ def test_toml_yaml_and_json_files_give_the_same_config(tmp_path):
         import yaml
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(DOC))
         names.append("run.yaml")
-    expected = TrainConfig(epochs=2, batch_size=8, schedule="sequential", learning_rate=1e-3,
-                           loss_weighting="frame", model_options={"max_neighbors": 16})
+    expected = TrainConfig(epochs=2, schedule="sequential", learning_rate=1e-3,
+                           loss_weighting="frame", model_options={"max_neighbors": 16},
+                           loader=LoaderConfig(batch_size=8))
     for name in names:
         path = str(tmp_path / name)
         assert TrainConfig.from_file(path) == expected, name
@@ -74,7 +76,7 @@ def test_flags_override_the_file(tmp_path):
                           "--model-option", "cutoff=8", "--plan", "q", "--log", "tensorboard",
                           "--no-progress")
     config = TrainConfig.from_dict(fields)
-    assert (config.epochs, config.learning_rate, config.batch_size) == (5, 0.01, 8)
+    assert (config.epochs, config.learning_rate, config.loader.batch_size) == (5, 0.01, 8)
     assert config.model_options == {"max_neighbors": 16, "cutoff": 8}  # per key
     assert (run["plan"], run["out"], run["log"], run["no_progress"]) == \
         ("q", "runs/r1", ["tensorboard"], True)
@@ -92,8 +94,11 @@ def test_every_option_of_train_is_settable_in_the_file(tmp_path):
     """Walks the train subcommand's parser: each option is a TrainConfig key (at the top level)
     or a key of the [run] table, and a file setting all of them resolves to what it says."""
     from protstore.schemas import load_schema
+    from protstore.train.config import LOADER_FIELDS
     fields = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
-    assert set(load_schema("train_config")["properties"]) == fields  # the file's top level
+    schema = load_schema("train_config")["properties"]
+    assert set(schema) == fields | set(LOADER_FIELDS)  # the file's top level
+    assert set(schema["loader"]["properties"]) == set(LOADER_FIELDS)
     run_keys = _train_actions()
     values = {str: "v", int: 3, float: 2.5}
     top, table, want_run = {}, {}, {}
@@ -102,8 +107,8 @@ def test_every_option_of_train_is_settable_in_the_file(tmp_path):
             continue
         if action.dest in TRAIN_FLAGS:
             field = TRAIN_FLAGS[action.dest]
-            assert field in fields, action.dest
-            top[field] = TrainConfig().to_dict()[field] if field != "model_options" \
+            assert field in fields | set(LOADER_FIELDS), action.dest
+            top[field] = TrainConfig().flat()[field] if field != "model_options" \
                 else {"k": 1}
             continue
         assert action.dest in run_keys, f"--{action.dest} cannot be set in a config file"
@@ -237,7 +242,7 @@ no_progress = true
     assert [m["step"] for m in lines][0] == 0 and len(lines) == 3
     # the run keeps what it was made with: the resolved TrainConfig and the command's options
     assert TrainConfig.of_run(run / "config.json") == TrainConfig(
-        epochs=2, batch_size=8, model="plugin_models:pairwise_species")
+        epochs=2, model="plugin_models:pairwise_species", loader=LoaderConfig(batch_size=8))
     run_doc = json.loads((run / "run.json").read_text())
     assert run_doc["loggers"] == ["csv"]
     assert run_doc["options"]["log"] == ["csv"] and run_doc["options"]["out"] == str(run)
@@ -294,7 +299,8 @@ def test_a_user_logger_from_python_receives_every_line(train_store, tmp_path):
 
     rec = Recorder()
     result = train(train_store, train_store.plan("p"), tmp_path / "run",
-                   TrainConfig(epochs=1, batch_size=8, model="plugin_models:pairwise_species"),
+                   TrainConfig(epochs=1, model="plugin_models:pairwise_species",
+                               loader=LoaderConfig(batch_size=8)),
                    progress=False, echo=lambda m: None, loggers=[rec, "csv"])
     assert rec.lines == result.metrics == jsonl(tmp_path / "run") and len(rec.lines) == 2
     assert rec.closed == 1
@@ -303,3 +309,33 @@ def test_a_user_logger_from_python_receives_every_line(train_store, tmp_path):
                                           r"registered name \(csv, tensorboard\) nor an object"):
         train(train_store, train_store.plan("p"), tmp_path / "other", loggers=[object()])
     assert not (tmp_path / "other").exists()  # refused before the run directory is written
+
+
+def test_the_loader_is_a_table_of_the_config_and_its_fields_may_stay_at_the_top(tmp_path):
+    """TrainConfig nests the training loader's LoaderConfig: a ``[loader]`` table and the flat
+    keys of older documents give one config and one hash; a key given both ways, a key the run
+    sets and an unknown loader key are one-line errors naming the file."""
+    nested = "epochs = 2\n[loader]\nbatch_size = 8\nprefetch = 2\nread_threads = 3\n"
+    flat = "epochs = 2\nbatch_size = 8\nprefetch = 2\nread_threads = 3\n"
+    (tmp_path / "nested.toml").write_text(nested)
+    (tmp_path / "flat.toml").write_text(flat)
+    a, b = (TrainConfig.from_file(tmp_path / f"{n}.toml") for n in ("nested", "flat"))
+    assert a == b and a.hash() == b.hash()
+    assert (a.loader.batch_size, a.loader.prefetch, a.loader.read_threads) == (8, 2, 3)
+    assert a.loader.buffer_bytes == TrainConfig().loader.buffer_bytes  # the rest: defaults
+    assert a.to_dict()["loader"]["batch_size"] == 8 and "batch_size" not in a.to_dict()
+    assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    assert TrainConfig().replace(batch_size=4).loader.batch_size == 4
+    assert TrainConfig().loader.batch_size == 16  # the training default, not the loader's 32
+    assert a.hash() != a.replace(read_threads=4).hash()  # it decides the order
+    for text, says in (("batch_size = 4\n[loader]\nbatch_size = 8\n", "given twice"),
+                       ("[loader]\nbatch_sise = 8\n", "unknown key 'loader.batch_sise' "
+                                                        "(did you mean 'loader.batch_size'?)"),
+                       ("[loader]\nsplit = 'val'\n", "unknown key 'loader.split'"),
+                       ("[loader]\nprefetch = -1\n", "loader.prefetch must be an integer >= 0")):
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises(ConfigError, match="bad.toml") as err:
+            TrainConfig.from_file(tmp_path / "bad.toml")
+        assert says in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="loader.split is set by the training run"):
+        TrainConfig(loader=LoaderConfig(split="val"))

@@ -217,7 +217,8 @@ def test_chunk_reader_matches_zarr_bit_for_bit(tmp_path, transpose):
 
 
 def test_lazy_frames_indexes_like_numpy(tmp_path):
-    from protstore.store.chunks import ChunkReader, LazyFrames
+    from protstore.store.chunks import ChunkReader
+    from protstore.store.lazy import LazyFrames
 
     group, _ = _small_chunk_protein(tmp_path, frames=60)
     lazy, ref = LazyFrames(ChunkReader(group["F"])), group["F"][:]

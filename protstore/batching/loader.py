@@ -68,7 +68,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ProtstoreError
+from ..errors import ConfigError, ProtstoreError
 from ..prefetch import prefetch
 from ..store import Store
 from ..store.chunks import ChunkReader, Scratch
@@ -76,6 +76,7 @@ from .plan import BucketPlan, check_plan
 from .sample import BEAD_FIELDS, FIELDS, PER_BEAD_WHEN_PACKED, padded_topology
 
 ORDERS = ("interleaved", "sequential")
+LASTS = ("drop", "pad")
 DEFAULT_BUFFER_BYTES = 2 << 30
 PAGES_PER_UNIT = 8  # pages a unit (chunk) is cut into: a page is given back once served
 PACK_WINDOW = 64  # frames a packed batch looks ahead for one that fits its bins
@@ -116,6 +117,20 @@ class LoaderConfig:
     process_index: int | None = None
     process_count: int | None = None
     packing: bool = False
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ConfigError(f"order must be one of {ORDERS}, not {self.order!r}")
+        if self.last not in LASTS:
+            raise ConfigError(f"last must be one of {LASTS}, not {self.last!r}")
+        for name in ("batch_size", "buffer_bytes", "open_proteins"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        for name in ("batch_beads", "read_threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.prefetch < 0:
+            raise ConfigError(f"prefetch must be >= 0, not {self.prefetch}")
 
 
 class Diversity(NamedTuple):
@@ -223,18 +238,6 @@ class BatchLoader:
     """
 
     def __init__(self, store: Store, plan: BucketPlan, config: LoaderConfig = LoaderConfig()):
-        if config.order not in ORDERS:
-            raise ProtstoreError(f"order must be one of {ORDERS}, not {config.order!r}")
-        if config.last not in ("drop", "pad"):
-            raise ProtstoreError(f"last must be 'drop' or 'pad', not {config.last!r}")
-        if config.batch_size < 1:
-            raise ProtstoreError(f"batch size must be >= 1, not {config.batch_size}")
-        if config.batch_beads is not None and config.batch_beads < 1:
-            raise ProtstoreError(f"batch_beads must be >= 1, not {config.batch_beads}")
-        if config.buffer_bytes < 1:
-            raise ProtstoreError(f"buffer_bytes must be >= 1, not {config.buffer_bytes}")
-        if config.read_threads is not None and config.read_threads < 1:
-            raise ProtstoreError(f"read_threads must be >= 1, not {config.read_threads}")
         self.process_index, self.process_count = _processes(config)
         check_plan(store, plan)
         self.store, self.plan, self.config = store, plan, config

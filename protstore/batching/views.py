@@ -10,7 +10,7 @@ from xarray.core import indexing
 
 from ..errors import ProtstoreError
 from ..store import Store
-from ..store.chunks import LazyFrames
+from ..store.lazy import LazyFrames
 from ..store.reader import DASK_CHUNK_BYTES
 from ..pools import io_pool
 from ..vocab import PAD
@@ -109,7 +109,7 @@ class BucketFrames(BackendArray):
     """[S, N_max, 3] float32 of a bucket's samples (R or F) as an xarray backend array: an
     outer-indexing key (ints, slices with any step, 1-D integer arrays, on any axis) reads the
     chunks of the samples its first axis selects from each protein's
-    :class:`~protstore.store.chunks.LazyFrames` and pads them to N_max with ``pad``."""
+    :class:`~protstore.store.lazy.LazyFrames` and pads them to N_max with ``pad``."""
 
     def __init__(self, frames: list[LazyFrames], selected: list[np.ndarray], n_max: int,
                  pad: float):

@@ -247,7 +247,7 @@ def _same_config(run_dir, fields: dict) -> None:
 
     if not run_dir.exists("config.json"):
         return  # not a run: train says so
-    run = TrainConfig.of_run(run_dir / "config.json").to_dict()
+    run = TrainConfig.of_run(run_dir / "config.json").flat()
     for key, value in fields.items():
         if key != "model" and run[key] != value:  # model: train confirms or refuses it
             raise ProtstoreError(f"{run_dir}: the run trains with {key} = {run[key]!r}, not "

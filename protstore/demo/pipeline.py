@@ -16,6 +16,7 @@ from ..errors import ProtstoreError
 from ..ema import compute_ema
 from ..evaluate import EvalConfig, evaluate, pooled_by_sample
 from ..train.priors import fit_priors_to_file
+from ..batching import LoaderConfig
 from ..train import TrainConfig, train
 from ..ingest import IngestOptions, ingest
 from ..report import store_info
@@ -25,7 +26,8 @@ from .dataset import SOURCE_INDEX, DemoConfig, make_demo_dataset, write_source_i
 
 STEPS = 9
 #: A short run that trains meaningfully on a 2-core CPU in a few minutes.
-DEMO_TRAINING = TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3, checkpoint_every_steps=20)
+DEMO_TRAINING = TrainConfig(epochs=4, learning_rate=3e-3, checkpoint_every_steps=20,
+                            loader=LoaderConfig(batch_size=16))
 DEMO_EMA_DECAY = 0.99
 #: the protein split's seed: the predecessor's NPZ protein lands in training, so the demo shows
 #: the refusal of frames of unknown temperature, and its fix, once

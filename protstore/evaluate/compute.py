@@ -36,7 +36,7 @@ from ..errors import ProtstoreError
 from ..frozen import FrozenMap, freeze, thaw
 from ..model.spec import ModelSpec
 from ..store import Store
-from ..store.chunks import LazyFrames
+from ..store.lazy import LazyFrames
 from ..store.layout import chain_codes
 from ..vocab import VOCABULARY
 

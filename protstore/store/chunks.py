@@ -33,12 +33,9 @@ import numcodecs
 import numcodecs.vlen
 import numpy as np
 import zarr
-from xarray.backends import BackendArray
-from xarray.core import indexing
 from zarr.storage import FsspecStore, LocalStore
 
 from ..errors import ChunkError
-from ..pools import codec_pool
 from .labels import decode_labels, is_labelled
 
 _BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -129,26 +126,24 @@ class DirectLayout:
         return f"{before}{int(c)}{after}"
 
 
-def direct_layout(array: zarr.Array, fs=None, metadata: dict | None = None
-                  ) -> DirectLayout | None:
+def direct_layout(meta: "ArrayMeta", fs=None) -> DirectLayout | None:
     """The array's :class:`DirectLayout` when the direct path handles it (module docstring),
-    else None. ``fs``: the (synchronous) fsspec file system of an ``FsspecStore``;
-    ``metadata``: the array's metadata document when the caller has it (else
-    ``array.metadata.to_dict()``). Never raises: whatever it does not recognise goes to zarr."""
+    else None. ``fs``: the (synchronous) fsspec file system of an ``FsspecStore``. Never
+    raises: whatever it does not recognise goes to zarr."""
     try:
-        return _recognise(array, fs, metadata)
+        return _recognise(meta, fs)
     except Exception:  # noqa: BLE001 - anything unexpected: zarr reads and writes it instead
         return None
 
 
-def _recognise(array: zarr.Array, fs, metadata: dict | None) -> DirectLayout | None:
+def _recognise(array: "ArrayMeta", fs) -> DirectLayout | None:
     if isinstance(array.store, LocalStore):
         directory, fs = Path(array.store.root) / array.path, None
     elif fs is not None and isinstance(array.store, FsspecStore):
         directory = f"{array.store.path.rstrip('/')}/{array.path}"
     else:
         return None
-    meta = metadata if metadata is not None else array.metadata.to_dict()
+    meta = array.document
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         return None
     grid = meta.get("chunk_grid") or {}
@@ -198,54 +193,87 @@ def missing_chunks(array: zarr.Array) -> list[str]:
     return [key for key in keys if not (directory / key).is_file()]
 
 
-class ArraySpec:
-    """What the direct path needs of a Zarr v3 array, from its metadata document alone:
-    ``shape``, ``chunks``, ``dtype``, ``attrs``, ``path``, ``store``, ``metadata`` (with
-    ``dimension_names`` and ``to_dict()``). Building a ``zarr.Array`` parses and validates the
-    whole document; a protein has ten arrays and a bucket thousands of proteins, so readers of
-    arrays the direct path handles use this, and zarr's own array is made only if a read falls
-    back to it (``self[key]``)."""
+@dataclass(frozen=True, eq=False)
+class ArrayMeta:
+    """A Zarr v3 array as its metadata document describes it: what the direct path needs,
+    without building zarr-python's ``Array`` (which parses and validates the whole document: a
+    protein has ten arrays and a bucket thousands of proteins). zarr's own array is opened only
+    when a read falls back to it (:attr:`zarr`).
 
-    def __init__(self, metadata: dict, store, path: str):
-        self._meta, self.store, self.path = metadata, store, path
-        self.shape = tuple(int(n) for n in metadata["shape"])
-        self.chunks = tuple(int(n) for n in metadata["chunk_grid"]["configuration"]["chunk_shape"])
-        kind = metadata["data_type"]
-        self.dtype = np.dtype(object) if kind == "string" else np.dtype(kind)
-        self.attrs = dict(metadata.get("attributes") or {})
-        self.ndim = len(self.shape)
-        self.basename = path.rpartition("/")[2]
-        self.metadata = self  # metadata.dimension_names and metadata.to_dict(), as zarr's
-        self.dimension_names = tuple(metadata.get("dimension_names") or ())
+    document : the array's ``zarr.json`` document; store : the ``zarr.abc.store.Store`` holding
+    it; path : its path in the store; array : the ``zarr.Array`` when the caller has one.
+    """
 
-    def to_dict(self) -> dict:
-        return self._meta
+    document: dict
+    store: object
+    path: str
+    array: zarr.Array | None = None
+
+    @classmethod
+    def of(cls, array: zarr.Array, document: dict | None = None) -> "ArrayMeta":
+        """The metadata of an open ``zarr.Array`` (``document``: its metadata document when the
+        caller has it, else ``array.metadata.to_dict()``)."""
+        return cls(document if document is not None else array.metadata.to_dict(),
+                   array.store, array.path, array)
 
     @functools.cached_property
-    def _array(self) -> zarr.Array:
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.document["shape"])
+
+    @functools.cached_property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape (zarr's: a sharded array's inner chunks when the array is open;
+        from the document alone, its chunk grid's, which the direct path never reads)."""
+        if self.array is not None:
+            return tuple(self.array.chunks)
+        return tuple(int(n) for n in
+                     self.document["chunk_grid"]["configuration"]["chunk_shape"])
+
+    @functools.cached_property
+    def dtype(self) -> np.dtype:
+        """The array's NumPy dtype (object for UTF-8 strings)."""
+        if self.array is not None:
+            return np.dtype(self.array.dtype)
+        kind = self.document["data_type"]
+        return np.dtype(object) if kind == "string" else np.dtype(kind)
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.document.get("attributes") or {})
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        return tuple(self.document.get("dimension_names") or ())
+
+    @property
+    def basename(self) -> str:
+        return self.path.rpartition("/")[2]
+
+    @functools.cached_property
+    def zarr(self) -> zarr.Array:
+        """zarr-python's ``Array`` of it (for the reads the direct path does not handle)."""
+        if self.array is not None:
+            return self.array
         from zarr.storage import StorePath
 
-        return zarr.Array(zarr.AsyncArray(self._meta, StorePath(self.store, self.path)))
-
-    def __getitem__(self, key):
-        return self._array[key]
+        return zarr.Array(zarr.AsyncArray(self.document, StorePath(self.store, self.path)))
 
 
 class _FrameChunks:
-    """A Zarr v3 array chunked along its first axis, with its :class:`DirectLayout` (None:
-    zarr reads and writes it)."""
+    """A Zarr v3 array chunked along its first axis (``meta``: its :class:`ArrayMeta`), with
+    its :class:`DirectLayout` (``direct``; None: zarr reads and writes it)."""
 
-    def __init__(self, array: zarr.Array, fs=None, metadata: dict | None = None):
-        self.array = array
-        self.chunk = array.chunks[0]
-        self.direct = direct_layout(array, fs, metadata)
+    def __init__(self, meta: ArrayMeta, fs=None):
+        self.meta = meta
+        self.chunk = meta.chunks[0]
+        self.direct = direct_layout(meta, fs)
 
     @property
     def n_chunks(self) -> int:
-        return -(-self.array.shape[0] // self.chunk)
+        return -(-self.meta.shape[0] // self.chunk)
 
     def _where(self, c: int) -> str:
-        return f"{self.array.store}/{self.array.path} chunk {c}"
+        return f"{self.meta.store}/{self.meta.path} chunk {c}"
 
 
 class ChunkReader(_FrameChunks):
@@ -256,19 +284,25 @@ class ChunkReader(_FrameChunks):
     copied: the caller's gather does that copy anyway). A chunk file that is missing or does
     not decode is a :class:`~protstore.errors.ChunkError` naming the array and the chunk:
     protstore writes every chunk of its arrays, so a missing one is damage, not fill value.
+
+    ``array``: a ``zarr.Array`` or its :class:`ArrayMeta`; ``fs``: the fsspec file system of
+    an ``FsspecStore`` (else only local arrays take the direct path).
     """
+
+    def __init__(self, array: zarr.Array | ArrayMeta, fs=None):
+        super().__init__(array if isinstance(array, ArrayMeta) else ArrayMeta.of(array), fs)
 
     def read_all(self) -> np.ndarray:
         """The whole array (all chunks), contiguous; a labelled array (codes with their labels
         in its attributes, :func:`~protstore.store.layout.encode_labels`) as its labels."""
         if self.direct is None or self.n_chunks == 0:
-            values = np.ascontiguousarray(self.array[:])
+            values = np.ascontiguousarray(self.meta.zarr[:])
         else:
             values = np.ascontiguousarray(
                 np.concatenate([self.read(c) for c in range(self.n_chunks)]))
-        attrs = self.array.attrs
+        attrs = self.meta.attrs
         if is_labelled(attrs):
-            return decode_labels(values, dict(attrs), f"{self.array.store}/{self.array.path}")
+            return decode_labels(values, attrs, f"{self.meta.store}/{self.meta.path}")
         return values
 
     def read(self, c: int, scratch: Scratch | None = None) -> np.ndarray:
@@ -276,11 +310,12 @@ class ChunkReader(_FrameChunks):
         its buffers instead of new ones: the result is then a view of them, valid until their
         next use."""
         lo = c * self.chunk
-        hi = min(lo + self.chunk, self.array.shape[0])
-        if not 0 <= lo < self.array.shape[0]:
-            raise IndexError(f"{self.array.path}: no chunk {c} (shape {self.array.shape})")
+        shape = self.meta.shape
+        hi = min(lo + self.chunk, shape[0])
+        if not 0 <= lo < shape[0]:
+            raise IndexError(f"{self.meta.path}: no chunk {c} (shape {shape})")
         if self.direct is None:
-            return self.array[lo:hi]
+            return self.meta.zarr[lo:hi]
         layout = self.direct
         try:
             if layout.fs is None:
@@ -353,6 +388,15 @@ class ChunkWriter(_FrameChunks):
     does. Chunks may be written from several threads at once.
     """
 
+    def __init__(self, array: zarr.Array, fs=None):
+        self.array = array  # the writes that fall back to zarr, and resize
+        super().__init__(ArrayMeta.of(array), fs)
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunks of the array as it is now (``array.resize`` trims it)."""
+        return -(-self.array.shape[0] // self.chunk)
+
     def write(self, c: int, data: np.ndarray) -> Path | str | None:
         """Store chunk ``c``; returns the chunk file written (a local Path, or the fsspec path
         of the object), None when zarr wrote it."""
@@ -386,91 +430,6 @@ class ChunkWriter(_FrameChunks):
         with open(path, "wb") as fh:
             fh.write(encoded)
         return path
-
-
-class LazyFrames:
-    """Array-like view of a frame-chunked Zarr array for ``dask.array.from_array``.
-
-    ``self[key]`` reads only the chunks holding the frames the key selects (a slice, an integer
-    or an integer array along the first axis), decoding several chunks at once on a shared
-    pool of threads, each copying its frames straight into the result; then it applies the
-    rest of the key. Shape and dtype are the array's.
-    """
-
-    def __init__(self, reader: ChunkReader):
-        self.reader = reader
-        self.shape = reader.array.shape
-        self.dtype = np.dtype(reader.array.dtype)
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        first, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if isinstance(first, slice) and first.step in (None, 1):
-            lo, hi, _ = first.indices(self.shape[0])
-            frames, consecutive = np.arange(lo, max(lo, hi)), True
-        elif isinstance(first, (int, np.integer)):  # drops the first axis
-            return self._frames(np.arange(self.shape[0])[[first]], True)[(0, *rest)]
-        elif _is_int_array(first) and not any(_is_int_array(k) for k in rest):
-            frames, consecutive = np.arange(self.shape[0])[np.asarray(first)], False  # bounds
-        else:  # anything else (steps, booleans, several arrays): NumPy on the whole array
-            return np.asarray(self.reader.read_all()[key])
-        return self._frames(frames, consecutive)[(slice(None), *rest)]
-
-    def _frames(self, frames: np.ndarray, consecutive: bool) -> np.ndarray:
-        """[len(frames), ...] the given frames; ``consecutive``: frames is a range."""
-        out = np.empty((len(frames), *self.shape[1:]), self.dtype)
-        chunk = self.reader.chunk
-        chunk_of = frames // chunk
-        chunks = np.unique(chunk_of)
-
-        def copy(c: int) -> None:
-            if consecutive:  # slices: one strided copy, no fancy indexing
-                a, b = max(frames[0], c * chunk), min(frames[-1] + 1, (c + 1) * chunk)
-                first = frames[0]
-                out[a - first:b - first] = self.reader.read(c)[a - c * chunk:b - c * chunk]
-            else:
-                rows = np.flatnonzero(chunk_of == c)
-                out[rows] = self.reader.read(c)[frames[rows] - c * chunk]
-
-        if len(chunks) == 1:
-            copy(int(chunks[0]))
-        else:
-            for task in [codec_pool().submit(copy, int(c)) for c in chunks]:
-                task.result()
-        return out
-
-
-class FramesBackendArray(BackendArray):
-    """xarray's lazily indexed (not dask) face of :class:`LazyFrames`: ``Store.protein(id,
-    chunks=None)``. xarray hands it outer-indexing keys with at most one integer array
-    (``IndexingSupport.OUTER_1VECTOR``) and indexes nothing until values are asked for; then
-    the frames are decoded on the codec pool straight into the result, with none of dask's
-    scheduling or its copy of the computed array.
-    """
-
-    def __init__(self, frames: LazyFrames):
-        self.frames = frames
-        self.shape = frames.shape
-        self.dtype = frames.dtype
-
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._outer)
-
-    def _outer(self, key: tuple) -> np.ndarray:
-        # An array after the first axis is applied on its own: in one NumPy key it would be
-        # broadcast against the integers (vectorized, not outer, indexing).
-        vector = next((d for d, k in enumerate(key) if d > 0 and _is_int_array(k)), None)
-        if vector is None:
-            return self.frames[key]
-        out = self.frames[key[:vector] + (slice(None),) + key[vector + 1:]]
-        axis = vector - sum(isinstance(k, (int, np.integer)) for k in key[:vector])
-        return np.take(out, key[vector], axis=axis)
-
-
-def _is_int_array(key) -> bool:
-    return isinstance(key, (list, np.ndarray)) and np.asarray(key).dtype.kind in "iu"
 
 
 def _check_crc32c(raw):

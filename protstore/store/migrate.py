@@ -26,7 +26,7 @@ import zarr
 from zarr.storage import StorePath
 
 from ..errors import ProtstoreError
-from .chunks import ChunkReader, ChunkWriter
+from .chunks import ArrayMeta, ChunkReader, ChunkWriter
 from .labels import LABEL_DTYPE, encode_labels, is_labelled
 from .layout import LABELLED, PROTEIN_DOC, protein_path
 from ..location import Location, fsync_paths
@@ -64,8 +64,7 @@ def migrate_protein(loc: Location, protein_id: str) -> dict | None:
                 array = zarr.Array(zarr.AsyncArray(new, StorePath(
                     loc.zarr_store(read_only=False), f"{path}/{name}")))
             if len(codes):  # every chunk, all-zero codes too (zarr would skip those)
-                written = ChunkWriter(array, fs=None if loc.local else loc.fs,
-                                      metadata=new).write(0, codes)
+                written = ChunkWriter(array, fs=None if loc.local else loc.fs).write(0, codes)
                 if loc.local and written is not None:
                     fsync_paths([str(written)])  # the data before the metadata naming it
             loc.write_json(key, new)
@@ -91,9 +90,8 @@ def migrate_protein(loc: Location, protein_id: str) -> dict | None:
 
 def _read(loc: Location, meta: dict, path: str) -> np.ndarray:
     with quiet_zarr():
-        array = zarr.Array(zarr.AsyncArray(meta, StorePath(loc.zarr_store(read_only=True),
-                                                           path)))
-        values = ChunkReader(array, fs=None if loc.local else loc.fs, metadata=meta).read_all()
+        values = ChunkReader(ArrayMeta(meta, loc.zarr_store(read_only=True), path),
+                             fs=None if loc.local else loc.fs).read_all()
     if values.shape != tuple(meta["shape"]):
         raise ProtstoreError(f"{loc.url}/{path}: {values.shape} values for shape "
                              f"{tuple(meta['shape'])}")

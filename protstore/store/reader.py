@@ -26,7 +26,8 @@ from xarray.core.indexing import LazilyIndexedArray
 
 from ..errors import CatalogWarning, ProtstoreError, StoreError
 from .catalog import catalog_at, read_catalog, resolve_version, version_of
-from .chunks import ArraySpec, ChunkReader, FramesBackendArray, LazyFrames
+from .chunks import ArrayMeta, ChunkReader
+from .lazy import FramesBackendArray, LazyFrames
 from .commits import Commits
 from .create import Migration, create_store
 from .digest import metadata_mismatch
@@ -268,7 +269,7 @@ class Store(Commits, Migration):
             raise StoreError(f"{self.url}: no protein {protein_id!r} in the store")
         readers = self.protein_readers(protein_id)
         doc = self.protein_doc(protein_id)
-        n_atoms, zarr_chunk = readers["R"].array.shape[1], readers["R"].chunk
+        n_atoms, zarr_chunk = readers["R"].meta.shape[1], readers["R"].chunk
 
         def lazy(name: str):
             if chunks is None:
@@ -280,14 +281,14 @@ class Store(Commits, Migration):
                                  name=f"protstore-{name}-{token}", lock=False, asarray=False)
 
         data = {name: ((FRAME, ATOM, XYZ), lazy(name),
-                       {k: v for k, v in readers[name].array.attrs.items() if k != "coordinates"})
+                       {k: v for k, v in readers[name].meta.attrs.items() if k != "coordinates"})
                 for name in ("R", "F")}
         # label codes (format 3) come back as their labels, without the attributes saying so
-        coords = {name: (readers[name].array.metadata.dimension_names[0],
+        coords = {name: (readers[name].meta.dimension_names[0],
                          readers[name].read_all(),
-                         without_label_attributes(dict(readers[name].array.attrs)))
+                         without_label_attributes(readers[name].meta.attrs))
                   for name in (*PER_ATOM, *PER_FRAME, XYZ)}
-        data.update({name: ((FRAME,), readers[name].read_all(), dict(readers[name].array.attrs))
+        data.update({name: ((FRAME,), readers[name].read_all(), readers[name].meta.attrs)
                      for name in OBSERVABLES if name in readers})
         return xr.Dataset(data, coords=coords, attrs=dataset_attrs(doc))
 
@@ -300,13 +301,12 @@ class Store(Commits, Migration):
         if group is None:
             arrays = self._arrays_of(protein_id)
             if arrays is not None:
-                return {name: ChunkReader(array, fs=fs, metadata=meta)
-                        for name, (array, meta) in arrays.items()}
+                return {name: ChunkReader(meta, fs=fs) for name, meta in arrays.items()}
             group = self.protein_group(protein_id)
         return {name: ChunkReader(array, fs=fs) for name, array in group.arrays()}
 
-    def _arrays_of(self, protein_id: str) -> dict[str, tuple[ArraySpec, dict]] | None:
-        """name -> (array spec, its metadata document) of the protein's arrays, from its
+    def _arrays_of(self, protein_id: str) -> dict[str, ArrayMeta] | None:
+        """name -> :class:`~protstore.store.chunks.ArrayMeta` of the protein's arrays, from its
         group's consolidated metadata without another read; None when the group lists no
         arrays of its own (then zarr opens it)."""
         path = self.group_path(protein_id)
@@ -338,8 +338,11 @@ class Store(Commits, Migration):
         if not children or any(m.get("node_type") != "array" for m in children.values()):
             return None
         try:
-            return {name: (ArraySpec(m, self._zarr_store, f"{path}/{name}"), m)
-                    for name, m in sorted(children.items())}
+            arrays = {name: ArrayMeta(m, self._zarr_store, f"{path}/{name}")
+                      for name, m in sorted(children.items())}
+            for meta in arrays.values():  # what a reader needs: a document it knows
+                meta.shape, meta.chunks, meta.dtype
+            return arrays
         except (KeyError, TypeError, ValueError):  # a document it does not know: zarr reads it
             return None
 

@@ -10,7 +10,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 
-from ..batching.loader import DEFAULT_BUFFER_BYTES
+from ..batching.loader import LoaderConfig
 from ..errors import ConfigError
 from ..model.energy import DEFAULT_MODEL
 from ..model.spec import ModelSpec
@@ -21,9 +21,16 @@ PACKINGS = ("auto", "on", "off")
 #: ``packing="auto"`` packs when it saves at least this fraction of an epoch's steps
 PACKING_PAYS = 0.1
 LOSS_WEIGHTINGS = ("bead", "frame")
-# fields added after runs had been written, with the behaviour those older runs had
+#: the fields of the training loader a config sets (``TrainConfig.loader``); the run sets the
+#: others (the training split, its order, the seed, packing, the process's share)
+LOADER_FIELDS = ("batch_size", "batch_beads", "buffer_bytes", "prefetch", "read_threads",
+                 "open_proteins")
+#: the training loader's defaults (the loader's own, but 16 samples a batch)
+TRAINING_LOADER = LoaderConfig(batch_size=16)
+# fields added after runs had been written, with the behaviour those older runs had (loader
+# fields by their own names, as the documents of older runs held them at the top level)
 OLDER_RUNS = {"batch_beads": None, "early_stopping_patience": 0, "loss_weighting": "frame",
-              "packing": "off"}
+              "packing": "off", "read_threads": None, "open_proteins": 512}
 # fields older runs have that are gone (the loader's windows: its order changed with them, so
 # such a run's checkpoints no longer match its config and are not resumed)
 REMOVED = ("buffer_chunks",)
@@ -37,9 +44,15 @@ class TrainConfig:
         every epoch) or ``sequential`` (the predecessor's: all epochs on bucket 0 from the
         initial params, then bucket 1 from bucket 0's params with a fresh optimizer, ...).
     epochs : epochs per phase (interleaved has one phase; sequential one per bucket).
-    batch_size, batch_beads : samples per batch, or (``batch_beads``) max(1, batch_beads //
-        N_max) samples in each bucket, so every step costs about the same and every real bead
-        weighs about the same in the loss (docs/reference.md, "Loss weighting").
+    loader : the training loader's :class:`~protstore.batching.LoaderConfig` (its
+        ``LOADER_FIELDS``; the run sets the rest: ``split="train"``, the schedule's order and
+        buckets, ``seed``, packing and the process's share). ``batch_size`` (16 here) samples
+        per batch, or ``batch_beads``: max(1, batch_beads // N_max) samples in each bucket, so
+        every step costs about the same and every real bead weighs about the same in the loss
+        (docs/reference.md, "Loss weighting"); ``buffer_bytes``, ``prefetch``,
+        ``read_threads`` and ``open_proteins`` bound its memory and work ahead, and decide its
+        order with the seed. A document may give these fields at the top level too (as runs
+        before 0.7 wrote them): ``TrainConfig.from_dict({"batch_size": 8})``.
     loss_weighting : ``bead`` (the default): every real bead's force components weigh the same
         in an epoch, whatever its protein's size, so the epoch's loss is the pooled force MSE
         that validation reports (a step's squared errors over the epoch's mean real beads per
@@ -54,8 +67,6 @@ class TrainConfig:
         default): train every epoch, since ``best/`` is chosen on validation anyway and early
         stopping only saves time.
     model, model_options : the learned energy ``package.module:factory`` and its keyword options.
-    buffer_bytes, prefetch : the training loader's memory bound and batches assembled ahead
-        (:class:`~protstore.batching.LoaderConfig`).
     packing : ``auto`` (the default): training and validation batches are packed
         (``LoaderConfig(packing=True)``: several whole frames in a padded sample) when the model
         takes packed samples and packing saves at least 10% of an epoch's steps (the same
@@ -64,8 +75,7 @@ class TrainConfig:
     """
 
     epochs: int = 3
-    batch_size: int = 16
-    batch_beads: int | None = None
+    loader: LoaderConfig = TRAINING_LOADER
     schedule: str = "interleaved"
     learning_rate: float = 2e-3
     warmup_steps: int = 20
@@ -75,8 +85,6 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     model: str = DEFAULT_MODEL
     model_options: dict = field(default_factory=dict)
-    buffer_bytes: int = DEFAULT_BUFFER_BYTES
-    prefetch: int = 4
     early_stopping_patience: int = 0
     loss_weighting: str = "bead"
     packing: str = "auto"
@@ -89,15 +97,15 @@ class TrainConfig:
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, not "
                               f"{self.loss_weighting!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if self.batch_beads is not None and self.batch_beads < 1:
-            raise ConfigError(f"batch_beads must be >= 1, not {self.batch_beads}")
-        if self.buffer_bytes < 1:
-            raise ConfigError(f"buffer_bytes must be >= 1, not {self.buffer_bytes}")
-        for name in ("warmup_steps", "checkpoint_every_steps", "prefetch",
-                     "early_stopping_patience"):
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, not {self.epochs}")
+        if not isinstance(self.loader, LoaderConfig):
+            raise ConfigError(f"loader must be a LoaderConfig, not {self.loader!r}")
+        for f in dataclasses.fields(LoaderConfig):
+            if f.name not in LOADER_FIELDS and getattr(self.loader, f.name) != f.default:
+                raise ConfigError(f"loader.{f.name} is set by the training run, not its config "
+                                  f"(a config sets {', '.join(LOADER_FIELDS)})")
+        for name in ("warmup_steps", "checkpoint_every_steps", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
         for name, low in (("learning_rate", 0.0), ("clip_norm", 0.0), ("weight_decay", None)):
@@ -112,15 +120,27 @@ class TrainConfig:
         return ModelSpec(self.model, self.model_options)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config document: the fields, with the loader's as a ``loader`` table."""
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        doc["loader"] = {name: getattr(self.loader, name) for name in LOADER_FIELDS}
+        doc["model_options"] = dict(self.model_options)
+        return doc
+
+    def flat(self) -> dict:
+        """:meth:`to_dict` with the loader's fields at the top level (how runs before 0.7
+        wrote them, and how the command's flags name them)."""
+        return flatten(self.to_dict())
 
     @classmethod
     def from_dict(cls, doc: dict, where: str = "training config") -> "TrainConfig":
         """From a (partial) config document, checked against schemas/train_config.json: a
-        ConfigError naming ``where``, the key and what it may be."""
+        ConfigError naming ``where``, the key and what it may be. The loader's fields may be
+        a ``loader`` table or top-level keys (not both for one field)."""
         check_fields(doc, where)
+        doc = nest(doc, where)
         try:
-            return cls(**doc)
+            return cls(**{**doc, "loader": dataclasses.replace(TRAINING_LOADER,
+                                                               **doc.get("loader", {}))})
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
@@ -128,7 +148,7 @@ class TrainConfig:
     def of_run(cls, path) -> "TrainConfig":
         """A run's own ``config.json``: a field it lacks was written before that field existed
         and takes the value those runs had (not today's default)."""
-        doc = {k: v for k, v in _read_document(path).items() if k not in REMOVED}
+        doc = {k: v for k, v in flatten(_read_document(path)).items() if k not in REMOVED}
         return cls.from_dict({**{k: v for k, v in OLDER_RUNS.items() if k not in doc}, **doc},
                              str(path))
 
@@ -140,10 +160,19 @@ class TrainConfig:
                                                str(path))[0], str(path))
 
     def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the changes that are not None; the loader's fields by their names
+        (``config.replace(batch_size=8)``)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        loader = {k: changes.pop(k) for k in LOADER_FIELDS if k in changes}
+        if loader:
+            changes["loader"] = dataclasses.replace(changes.get("loader", self.loader), **loader)
+        return dataclasses.replace(self, **changes)
 
     def hash(self) -> str:
-        doc = self.to_dict()
+        """``sha256:`` of the config's flat document (:meth:`flat`), less the fields added since
+        runs were first written when they hold the value those runs had: an older run's hash is
+        the one it was written with."""
+        doc = self.flat()
         # fields that came later, at the value runs before them had: older runs' hashes stay
         # valid
         for name, before in OLDER_RUNS.items():
@@ -151,6 +180,28 @@ class TrainConfig:
                 del doc[name]
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def flatten(doc: dict) -> dict:
+    """A config document with its ``loader`` table's keys at the top level."""
+    loader = doc.get("loader")
+    if not isinstance(loader, dict):
+        return dict(doc)
+    return {**{k: v for k, v in doc.items() if k != "loader"}, **loader}
+
+
+def nest(doc: dict, where: str = "training config") -> dict:
+    """A config document with the loader's fields given at the top level moved into its
+    ``loader`` table; a field given both ways is a ConfigError."""
+    top = {k: doc[k] for k in LOADER_FIELDS if k in doc}
+    if not top:
+        return dict(doc)
+    table = dict(doc.get("loader") or {})
+    for key in top:
+        if key in table:
+            raise ConfigError(f"{where}: {key} is given twice, at the top level and as "
+                              f"loader.{key}")
+    return {**{k: v for k, v in doc.items() if k not in top}, "loader": {**table, **top}}
 
 
 def _read_document(path) -> dict:
@@ -260,7 +311,15 @@ def check_fields(doc: dict, where: str) -> None:
     for key, value in doc.items():
         if key not in props:
             raise unknown_key(where, key, props, hints=FLAG_NAMES)
-        if not jsonschema.Draft202012Validator(props[key]).is_valid(value):
+        if key == "loader" and isinstance(value, dict):  # the loader's table, key by key
+            inner = props[key]["properties"]
+            for name, item in value.items():
+                if name not in inner:
+                    raise unknown_key(where, name, inner, prefix="loader.")
+                if not jsonschema.Draft202012Validator(inner[name]).is_valid(item):
+                    raise ConfigError(f"{where}: loader.{name} must be {describe(inner[name])}, "
+                                      f"not {item!r}")
+        elif not jsonschema.Draft202012Validator(props[key]).is_valid(value):
             raise ConfigError(f"{where}: {key} must be {describe(props[key])}, not {value!r}")
     check_document(doc, "train_config", where)  # what is not per key (none today)
 

@@ -179,11 +179,9 @@ class Run:
         """The loader of this run's config (training split, interleaved, packed when the run
         packs), with ``changes``."""
         cfg = self.config
-        base = LoaderConfig(batch_size=cfg.batch_size, batch_beads=cfg.batch_beads,
-                            order="interleaved", split="train", seed=cfg.seed,
-                            buffer_bytes=cfg.buffer_bytes, prefetch=cfg.prefetch,
-                            packing=self.packing)
-        return dataclasses.replace(base, **changes)
+        return dataclasses.replace(cfg.loader, **{"order": "interleaved", "split": "train",
+                                                  "seed": cfg.seed, "packing": self.packing,
+                                                  **changes})
 
     def _packs(self) -> bool:
         """Whether this run's training and validation batches are packed (``config.packing``;
@@ -218,7 +216,7 @@ class Run:
         stats = {"force_rms": force_rms(BatchLoader(self.store, self.plan, self._loader_config(
                      process_index=0, process_count=1))),
                  "max_neighbors": densest_neighbors(self.store, self.plan,
-                                                    self.config.batch_size)}
+                                                    self.config.loader.batch_size)}
         model_params = self.model.init(jax.random.PRNGKey(self.config.seed), stats)
         params = {"prior": jax.tree.map(np.asarray, self.priors), "model": model_params}
         optimizer = make_optimizer(self.config, self.phase_steps(0))
@@ -420,9 +418,8 @@ def _quiet(message: str) -> None:
 
 def _check_batches(store: Store, plan: BucketPlan, config: TrainConfig) -> None:
     """Refuse, before anything is written, a run that would train no step."""
-    loader = BatchLoader(store, plan, LoaderConfig(
-        batch_size=config.batch_size, batch_beads=config.batch_beads, split="train",
-        seed=config.seed))
+    loader = BatchLoader(store, plan, dataclasses.replace(config.loader, split="train",
+                                                          seed=config.seed))
     sizes = sorted({loader.batch_size(k) for k in range(len(plan.buckets))})
     DataParallel(sizes)  # batch sizes the devices cannot share are refused here
     if loader.steps_per_epoch(0) == 0:
