@@ -212,7 +212,7 @@ def write_checkpoint(path: str | os.PathLike | Location, params: dict, attrs: di
     path = as_location(path)
     if path.local and path.exists():
         raise CheckpointError(f"{path}: checkpoint exists; checkpoints are never overwritten")
-    if not path.local and path.exists("zarr.json"):
+    if not path.local and path.exists():
         try:
             read_attrs(path)
         except CheckpointError:
@@ -230,12 +230,16 @@ def write_checkpoint(path: str | os.PathLike | Location, params: dict, attrs: di
     for key in ("leaves", *DIGESTS):
         doc.pop(key, None)  # attrs copied from another checkpoint: digests of its own
     check_document(doc, "checkpoint", str(path))
-    # local: written beside and renamed into place; object storage: written in place with the
-    # document last (rewriting the root's zarr.json), which is what makes it a checkpoint
+    # local: written beside and renamed into place; object storage: made in memory, then its
+    # objects uploaded at once (zarr would make each array in turn, several requests each),
+    # the root's zarr.json with the document last, which is what makes it a checkpoint
     where = path.sibling(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}") if path.local else path
+    objects: dict = {}
     try:
         with quiet_zarr():
-            root = zarr.open_group(where.zarr_store(read_only=False), mode="w-", zarr_format=3)
+            store = where.zarr_store(read_only=False) if path.local else \
+                zarr.storage.MemoryStore(objects)
+            root = zarr.open_group(store, mode="w-", zarr_format=3)
             leaves: dict[str, str] = {}
             _write_tree(root.create_group("params"), params, leaves, "params")
             if opt_state is not None:
@@ -248,6 +252,10 @@ def write_checkpoint(path: str | os.PathLike | Location, params: dict, attrs: di
             root.attrs[CHECKPOINT_DOC] = doc
         if path.local:
             where.publish(path)
+        else:
+            document = objects.pop("zarr.json")
+            path.write_many({key: value.to_bytes() for key, value in objects.items()})
+            path.write_bytes("zarr.json", document.to_bytes())
     except OSError as exc:
         where.remove("", recursive=True)
         raise CheckpointError(f"{path}: cannot write the checkpoint: {exc.strerror or exc}"

@@ -162,6 +162,18 @@ class Location:
         else:
             self._local_publish(key, data, os.replace)
 
+    def write_many(self, items: dict[str, bytes]) -> None:
+        """Write several objects (key -> bytes), concurrently where the file system can (one
+        PUT each on object storage, many in flight); each as :meth:`write_bytes` writes it, in
+        no particular order."""
+        if not items:
+            return
+        if self.local:
+            for key, data in items.items():
+                self.write_bytes(key, data)
+        else:
+            self.fs.pipe({self.key(k): bytes(v) for k, v in items.items()})
+
     def create_bytes(self, key: str, data: bytes) -> None:
         """Write the object only if there is none: FileExistsError otherwise, decided
         atomically (a hard link of a complete file on a local disk, a conditional PUT on

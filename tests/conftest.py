@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -130,16 +131,39 @@ def train_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, train_store):
-    """A short interleaved run on ``train_store`` (3 epochs, extra checkpoints every 5 steps)."""
+    """A short interleaved run on ``train_store`` (3 epochs, extra checkpoints every 5 steps),
+    trained once per test session and copied into each pytest-xdist worker (tests may add to
+    its directory)."""
+    import dataclasses
+
+    from protstore.train import TrainResult
+
+    shared = _built_once(tmp_path_factory, "trained-run",
+                         lambda out: _train_run(out, tmp_path_factory))
+    run = tmp_path_factory.mktemp("runs") / "run"
+    shutil.copytree(shared / "run", run)
+    fields = json.loads((shared / "result.json").read_text())
+    fields["final_val_rmse_per_bucket"] = {int(k): v for k, v in
+                                           fields["final_val_rmse_per_bucket"].items()}
+    return dataclasses.replace(TrainResult(**fields), run_dir=run)
+
+
+def _train_run(out: Path, tmp_path_factory) -> None:
+    import dataclasses
+
+    import protstore
     from protstore.batching import LoaderConfig
     from protstore.train import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("runs") / "run"
+    store = protstore.open_store(_built_once(tmp_path_factory, "train-data", _write_train_store)
+                                 / "store.zarr")
+    out.mkdir(parents=True)
     config = TrainConfig(epochs=3, checkpoint_every_steps=5, learning_rate=3e-3,
                          loader=LoaderConfig(batch_size=8))
-    result = train(train_store, train_store.plan("p"), out, config, progress=False,
+    result = train(store, store.plan("p"), out / "run", config, progress=False,
                    echo=lambda m: None)
-    return result
+    (out / "result.json").write_text(json.dumps(
+        {**dataclasses.asdict(result), "run_dir": str(result.run_dir)}))
 
 
 @pytest.fixture(scope="session")

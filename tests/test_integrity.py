@@ -278,3 +278,42 @@ def test_the_cli_names_a_damaged_segment_in_one_line_and_repairs_it(tmp_path, ca
     out = capsys.readouterr().out
     assert f"repair: catalog: replaced damaged segment {segment.name}" in out
     assert main(["validate", str(root), "--no-progress"]) == 0
+
+
+def test_a_checkpoint_on_object_storage_is_one_upload_with_its_document_last(monkeypatch):
+    """On object storage a checkpoint is made in memory and its objects uploaded together, the
+    root zarr.json (the document) last: a write killed before it leaves no checkpoint, only
+    leftovers that the next write of that checkpoint replaces."""
+    import fsspec
+
+    from protstore.location import Location
+
+    url = "memory://protstore-ckpt-test/run/checkpoints"
+    fs = fsspec.filesystem("memory")
+    uploads = []
+    original = Location.write_many
+
+    def record(self, items):
+        uploads.append(sorted(items))
+        return original(self, items)
+
+    monkeypatch.setattr(Location, "write_many", record)
+    params, opt = small_checkpoint(f"{url}/step_00000007")
+    assert len(uploads) == 1 and "zarr.json" not in uploads[0]  # one batch, the document after
+    assert {"params/a/w/c/0/0", "params/b/c/0", "opt_state/00000/c/0"} <= set(uploads[0])
+    attrs, got, got_opt = read_all(f"{url}/step_00000007", opt)
+    assert same(got, params) and same(got_opt, opt) and attrs["step"] == 7
+
+    def killed(self, key, data):  # the upload dies before the document
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Location, "write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        small_checkpoint(f"{url}/step_00000009", step=9)
+    monkeypatch.undo()
+    assert [a["step"] for _, a in list_checkpoints(url, warn=lambda m: None)] == [7]
+    fs.pipe_file(f"{url}/step_00000009/params/stale/zarr.json", b"{}")  # a killed write's leftover
+    small_checkpoint(f"{url}/step_00000009", step=9)
+    assert [a["step"] for _, a in list_checkpoints(url)] == [7, 9]
+    assert not fs.exists(f"{url}/step_00000009/params/stale")
+    fs.rm("memory://protstore-ckpt-test", recursive=True)
