@@ -313,3 +313,36 @@ def test_eval_config_is_hashable_data_and_refuses_bad_values_in_one_line():
         assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="config must be an EvalConfig, not dict"):
         evaluate(None, "params", "out", {"mode": "full"})
+
+
+def test_evaluating_a_runs_checkpoint_compares_the_store_with_what_the_run_read(
+        train_store, trained_run, tmp_path, monkeypatch):
+    """``evaluate --plan`` warns of proteins changed since the store version the *run* read
+    (its run.json), which is later than its plan's; other params are compared with the plan's."""
+    import protstore.evaluate.run as evaluate_run
+
+    run = trained_run.run_dir
+    assert evaluate_run.run_of(run / "final")[0] == str(run)
+    assert evaluate_run.run_of(run / "checkpoints" / "step_00000005")[0] == str(run)
+    assert evaluate_run.run_of(tmp_path / "elsewhere" / "final") is None
+    recorded = json.loads((run / "run.json").read_text())["store_version"]
+    assert recorded == train_store.version
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def record(store, version, proteins, what):
+        asked.append((version, what))
+        raise Stop
+
+    monkeypatch.setattr(evaluate_run, "warn_if_changed", record)
+    plan = train_store.plan("p")
+    for params in (run / "final", tmp_path / "copy"):
+        if params != run / "final":
+            shutil.copytree(run / "final", params)
+        with pytest.raises(Stop):
+            evaluate_run.evaluate(train_store, params, tmp_path / "out", plan=plan,
+                                  progress=False, echo=lambda m: None)
+    assert asked == [(recorded, f"the run in {run}"), (plan.store_version, "plan 'p'")]

@@ -123,6 +123,21 @@ def compute_per_residue_errors(store: Store, params: ModelParams | str | Path, *
     return PerResidueResult(rmse, species, mask, list(VOCABULARY), names, ds, tables)
 
 
+def run_of(params_path, storage_options: dict | None = None) -> tuple[str, dict] | None:
+    """(run directory, its ``run.json``) of a checkpoint inside a training run (``RUN/final``,
+    ``RUN/best``, ``RUN/checkpoints/step_N``); None for anything else."""
+    url = str(as_location(params_path, storage_options).url).rstrip("/")
+    parent = url.rpartition("/")[0]
+    for run in (parent, parent.rpartition("/")[0] if parent.endswith("/checkpoints") else None):
+        if not run:
+            continue
+        try:
+            return run, as_location(run, storage_options).read_json("run.json")
+        except (OSError, ValueError):  # no run.json, or one that does not decode: not a run
+            continue
+    return None
+
+
 def evaluate(store: Store, params_path: str | Path, out: str | Path,
              config: EvalConfig = EvalConfig(), *, plan: BucketPlan | None = None,
              progress: bool = True, echo: Callable[[str], None] = print) -> dict:
@@ -142,7 +157,11 @@ def evaluate(store: Store, params_path: str | Path, out: str | Path,
         split = ("test" if plan.split.has_test else "val") if plan is not None else "all"
     params = load_params(params_path, allow_pickle=config.allow_pickle, model=config.model)
     if plan is not None:
-        warn_if_changed(store, plan.store_version, plan.proteins, f"plan {plan.name!r}")
+        run = run_of(params_path, store.storage_options)
+        if run is not None and run[1].get("store_version"):  # what training read, after the plan
+            warn_if_changed(store, run[1]["store_version"], plan.proteins, f"the run in {run[0]}")
+        else:
+            warn_if_changed(store, plan.store_version, plan.proteins, f"plan {plan.name!r}")
     if split not in ("val", "test"):
         echo(f"warning: evaluating the {split!r} frames, which include training frames; "
              "held-out frames (--plan NAME --split test or val) measure generalisation")
