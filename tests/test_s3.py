@@ -91,6 +91,23 @@ def test_reingest_overwrite_and_a_dead_writers_leftovers_on_s3(tmp_path, s3_buck
     lines = protstore.open_store(url, mode="r+").recover_staging()
     assert len(lines) == 1 and "removed unfinished staging group" in lines[0]
     assert verify_store(protstore.open_store(url)) == []
+    # gc on S3: the old generation goes, the kept version reads as before, v1 is no more
+    import fsspec
+
+    from protstore.store.versions import collect_garbage
+    fs = fsspec.filesystem("s3")
+    old_gen = f"{url}/{old.group_path('aa1')}"
+    assert fs.exists(f"{old_gen}/zarr.json")
+    store = protstore.open_store(url, mode="r+")
+    assert collect_garbage(store, keep=1)[0].startswith("gc: would remove")  # a dry run
+    assert fs.exists(f"{old_gen}/zarr.json")
+    assert main(["gc", url, "--keep", "1", "--yes"]) == 0
+    fs.invalidate_cache()
+    assert not fs.exists(f"{old_gen}/zarr.json") and fs.find(old_gen) == []
+    with pytest.raises(protstore.errors.StoreError, match="no store version"):
+        protstore.open_store(url, version=v1)
+    assert protstore.open_store(url).protein("aa1", chunks=None).sizes["frame"] == 9
+    assert verify_store(protstore.open_store(url)) == []
 
 
 def test_a_live_claim_keeps_other_writers_out_and_an_expired_one_is_taken_over(s3_bucket):
