@@ -27,6 +27,11 @@ disk. Prints the table tried / handled / lost (docs/performance.md keeps the lat
 - **overwrite killed before its catalog entry**: the new group is in place but the catalog
   still holds the old document; readers must use the group's, ``validate`` must report it and
   ``--repair`` must make the catalog right.
+- **kill -9 during an ``--overwrite``**: every store version committed before it must still
+  read its data bit for bit (``open_store(url, version=V)``), and the store as it is now must
+  hold the old or the new protein whole.
+- **kill -9 during ``gc``**: every version ``log`` still lists must open and read exactly the
+  data it read before, or be refused with a one-line StoreError; the kept ones must read.
 """
 
 from __future__ import annotations
@@ -105,9 +110,9 @@ TRAIN = """
     from protstore.train import TrainConfig, train
     store = protstore.open_store(sys.argv[1])
     resume = sys.argv[3] == "resume"
-    train(store, store.plan("p"), sys.argv[2], None if resume else TrainConfig(
-        epochs=2, batch_size=8, checkpoint_every_steps=3), resume=resume, progress=False,
-        echo=lambda m: None)
+    train(store, store.plan("p"), sys.argv[2], None if resume else TrainConfig.from_dict(
+        {"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 3}), resume=resume,
+        progress=False, echo=lambda m: None)
 """
 
 
@@ -321,6 +326,107 @@ def stale_catalog(tmp: Path) -> tuple[int, int, int]:
     return 1, handled, 1 - handled
 
 
+GC = """
+    import sys
+    import protstore
+    from protstore.store.versions import collect_garbage
+    collect_garbage(protstore.open_store(sys.argv[1], mode="r+"), keep=1, dry_run=False)
+"""
+
+
+def _generations(tmp: Path, overwrites: int) -> tuple[Path, dict]:
+    """A store of a1 (and b1) whose a1 was overwritten ``overwrites`` times; version -> a1's R
+    as that version reads it."""
+    from protstore.ingest import IngestOptions, ingest
+
+    path = _ingested(tmp, names=("a1", "b1"))
+    seen = {}
+    for i in range(overwrites + 1):
+        store = protstore.open_store(path)
+        seen[store.version] = store.protein("a1", chunks=None).R.values.copy()
+        if i < overwrites:
+            write_mdcath(tmp / f"a1_{i}.h5", domain="a1", frames=20 + 4 * i, seed=10 + i)
+            ingest([tmp / f"a1_{i}.h5"], protstore.open_store(path, mode="r+"),
+                   IngestOptions(overwrite=True), progress=False, log=lambda m: None)
+    return path, seen
+
+
+def _versions_read_as_before(path: Path, seen: dict, *, may_be_gone: bool) -> bool:
+    from protstore.errors import StoreError
+
+    for version, R in seen.items():
+        try:
+            got = protstore.open_store(path, version=version).protein("a1", chunks=None).R.values
+        except StoreError:
+            if not may_be_gone:
+                return False
+            continue
+        if got.tobytes() != R.tobytes():
+            return False
+    return True
+
+
+def kills_during_overwrite(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    handled = lost = 0
+    for i in range(trials):
+        d = tmp / f"o{i}"
+        d.mkdir()
+        path, seen = _generations(d, 1)
+        write_mdcath(d / "new.h5", domain="a1", frames=400, seed=99,
+                     resnames=("MET", "ALA", "GLY", "LYS", "LEU") * 8)
+        child = _child(INGEST.replace('mode="a")', 'mode="a"), IngestOptions(overwrite=True)')
+                       .replace("from protstore.ingest import ingest",
+                                "from protstore.ingest import IngestOptions, ingest"),
+                       str(path), str(d / "new.h5"))
+        time.sleep(rng.uniform(0.5, 4.0))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        protstore.open_store(path, mode="r+").recover_staging()
+        now = protstore.open_store(path).protein("a1", chunks=None).R.values.tobytes()
+        _child(INGEST, str(d / "ref.zarr"), str(d / "new.h5")).wait()  # the new copy, whole
+        new = protstore.open_store(d / "ref.zarr").protein("a1", chunks=None).R.values.tobytes()
+        whole = now in (list(seen.values())[-1].tobytes(), new)
+        before = _versions_read_as_before(path, seen, may_be_gone=False)
+        valid = _valid(path)
+        if whole and before and valid:
+            handled += 1
+        else:
+            lost += 1
+            print(f"overwrite kill not handled: a1 old or new whole {whole}, earlier versions "
+                  f"as before {before}, valid {valid}", file=sys.stderr)
+    return trials, handled, lost
+
+
+def kills_during_gc(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    handled = lost = 0
+    for i in range(trials):
+        d = tmp / f"g{i}"
+        d.mkdir()
+        path, seen = _generations(d, 4)
+        newest = list(seen)[-1]
+        if i == 0:  # how long a whole gc takes, process start included, on a copy
+            shutil.copytree(path, d / "timing.zarr")
+            t0 = time.perf_counter()
+            _child(GC, str(d / "timing.zarr")).wait()
+            full = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        child = _child(GC, str(path))
+        time.sleep(rng.uniform(0.5 * full, full))  # the first half is mostly Python starting
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        killed_after = time.perf_counter() - t0
+        ok = _versions_read_as_before(path, seen, may_be_gone=True) and _valid(path) \
+            and _versions_read_as_before(path, {newest: seen[newest]}, may_be_gone=False)
+        _child(GC, str(path)).wait()  # gc again finishes the job
+        ok = ok and _versions_read_as_before(path, {newest: seen[newest]}, may_be_gone=False)
+        if ok:
+            handled += 1
+        else:
+            lost += 1
+            print(f"gc killed after {killed_after:.2f} s not handled", file=sys.stderr)
+    return trials, handled, lost
+
+
 def disk_full(tmp: Path) -> tuple[int, int, int] | None:
     mount = tmp / "small"
     mount.mkdir()
@@ -360,6 +466,7 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=40)
     parser.add_argument("--checkpoint-flips", type=int, default=200)
     parser.add_argument("--catalog-flips", type=int, default=200)
+    parser.add_argument("--version-kills", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", metavar="TEXT", help="run only the faults whose name has TEXT")
     args = parser.parse_args()
@@ -382,7 +489,11 @@ def main() -> None:
                  lambda d: catalog_flips(d, args.catalog_flips, rng)),
                 ("a protein's zarr.json edited (dtype, byte order, transpose, shape)",
                  edited_metadata),
-                ("an overwrite killed before its catalog entry", stale_catalog)):
+                ("an overwrite killed before its catalog entry", stale_catalog),
+                ("kill -9 during an --overwrite: every earlier version still reads",
+                 lambda d: kills_during_overwrite(d, args.version_kills, rng)),
+                ("kill -9 during gc: versions read as before or are refused",
+                 lambda d: kills_during_gc(d, args.version_kills, rng))):
             if args.only and args.only not in name:
                 continue
             d = tmp / name.split()[0]
