@@ -366,12 +366,17 @@ def _versions_read_as_before(path: Path, seen: dict, *, may_be_gone: bool) -> bo
     return True
 
 
+def _version_trials(tmp: Path, trials: int, overwrites: int):
+    """(trial, its directory, a store of :func:`_generations`, what its versions read)."""
+    for i in range(trials):
+        d = tmp / f"t{i}"
+        d.mkdir()
+        yield (i, d, *_generations(d, overwrites))
+
+
 def kills_during_overwrite(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
     handled = lost = 0
-    for i in range(trials):
-        d = tmp / f"o{i}"
-        d.mkdir()
-        path, seen = _generations(d, 1)
+    for _, d, path, seen in _version_trials(tmp, trials, 1):
         write_mdcath(d / "new.h5", domain="a1", frames=400, seed=99,
                      resnames=("MET", "ALA", "GLY", "LYS", "LEU") * 8)
         child = _child(INGEST.replace('mode="a")', 'mode="a"), IngestOptions(overwrite=True)')
@@ -399,10 +404,7 @@ def kills_during_overwrite(tmp: Path, trials: int, rng: random.Random) -> tuple[
 
 def kills_during_gc(tmp: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
     handled = lost = 0
-    for i in range(trials):
-        d = tmp / f"g{i}"
-        d.mkdir()
-        path, seen = _generations(d, 4)
+    for i, d, path, seen in _version_trials(tmp, trials, 4):
         newest = list(seen)[-1]
         if i == 0:  # how long a whole gc takes, process start included, on a copy
             shutil.copytree(path, d / "timing.zarr")
