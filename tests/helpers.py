@@ -126,3 +126,26 @@ def same_protein(a: xr.Dataset, b: xr.Dataset) -> bool:
         return {k: v for k, v in ds.prot.doc.items() if k != "arrays_metadata"}
 
     return a.drop_attrs(deep=False).identical(b.drop_attrs(deep=False)) and doc(a) == doc(b)
+
+
+def write_chain_store(tmp: Path, rng, lengths, n_frames: int, temperature, *, chunk_bytes: int,
+                      noise: float, residues=("ALA",), prefix: str = "p"):
+    """A store at ``tmp/s.zarr`` of proteins ``{prefix}00``, ``{prefix}01``... of ``lengths``
+    beads: chains along x, 3.8 Å apart, with ``noise`` Å of Gaussian jitter, random forces of
+    10 kcal/mol/Å, residues ``residues`` repeated, ``temperature(i)`` [n_frames] K; ingested
+    from NPZ files, opened read-only."""
+    import protstore
+    from protstore.ingest import ingest
+
+    protstore.store.create_store(tmp / "s.zarr", protstore.Encoding(chunk_bytes=chunk_bytes))
+    paths = []
+    for i, n in enumerate(lengths):
+        R = (3.8 * np.arange(n)[None, :, None] * np.array([1.0, 0.0, 0.0])
+             + rng.normal(scale=noise, size=(n_frames, n, 3))).astype(np.float32)
+        F = rng.normal(scale=10, size=(n_frames, n, 3)).astype(np.float32)
+        paths.append(tmp / f"{prefix}{i:02d}.npz")
+        np.savez(paths[-1], R=R, F=F, resname=np.resize(np.array(residues), n),
+                 temperature=temperature(i))
+    ingest(paths, protstore.open_store(tmp / "s.zarr", mode="a"), progress=False,
+           log=lambda m: None)
+    return protstore.open_store(tmp / "s.zarr")

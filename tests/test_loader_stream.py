@@ -7,11 +7,11 @@ import collections
 import numpy as np
 import pytest
 
-import protstore
 from protstore.batching import BatchLoader, LoaderConfig, make_plan
 from protstore.batching.loader import sequence_diversity
 from protstore.errors import ProtstoreError
-from protstore.ingest import ingest
+
+from helpers import write_chain_store
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +20,9 @@ def stream_store(tmp_path_factory):
     mdCATH's span 6-60), two buckets; returns (store, plan, decoded R+F bytes)."""
     tmp = tmp_path_factory.mktemp("stream")
     rng = np.random.default_rng(5)
-    protstore.store.create_store(tmp / "s.zarr", protstore.Encoding(chunk_bytes=2048))
-    paths = []
-    for i, n in enumerate(rng.integers(10, 31, size=48)):
-        R = (3.8 * np.arange(n)[None, :, None] * np.array([1, 0, 0])
-             + rng.normal(scale=0.1, size=(160, n, 3))).astype(np.float32)
-        F = rng.normal(scale=10, size=(160, n, 3)).astype(np.float32)
-        np.savez(tmp / f"q{i:02d}.npz", R=R, F=F, resname=np.array(["ALA"] * n),
-                 temperature=np.repeat([320.0, 348.0], 80))
-        paths.append(tmp / f"q{i:02d}.npz")
-    ingest(paths, protstore.open_store(tmp / "s.zarr", mode="a"), progress=False,
-           log=lambda m: None)
-    store = protstore.open_store(tmp / "s.zarr")
+    store = write_chain_store(tmp, rng, rng.integers(10, 31, size=48), 160,
+                              lambda i: np.repeat([320.0, 348.0], 80), chunk_bytes=2048,
+                              noise=0.1, prefix="q")
     lengths, frames = store.lengths().to_dict(), store.summary()["n_frames"].to_dict()
     plan = make_plan(lengths, frames, n_buckets=2, strategy="equal-count", split="frame",
                      val_fraction=0.1, seed=1)

@@ -12,13 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import protstore
 from protstore.batching import BatchLoader, LoaderConfig, make_plan
 from protstore.batching.loader import pack_sequence, sequence_diversity
-from protstore.ingest import ingest
 from protstore.model import (batch_census, batch_forces, build_topology, default_priors,
                              load_model, total_energy)
 from protstore.train.step import BATCH_KEYS, make_eval_step
+
+from helpers import write_chain_store
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +27,9 @@ def packing_store(tmp_path_factory):
     bucket of N_max 30; returns (store, plan)."""
     tmp = tmp_path_factory.mktemp("packing")
     rng = np.random.default_rng(11)
-    protstore.store.create_store(tmp / "s.zarr", protstore.Encoding(chunk_bytes=4096))
-    paths = []
-    for i, n in enumerate(rng.integers(6, 31, size=24)):
-        R = (3.8 * np.arange(n)[None, :, None] * np.array([1.0, 0.0, 0.0])
-             + rng.normal(scale=0.3, size=(60, n, 3))).astype(np.float32)
-        F = rng.normal(scale=10, size=(60, n, 3)).astype(np.float32)
-        np.savez(tmp / f"p{i:02d}.npz", R=R, F=F, resname=np.array(["ALA", "GLY", "PRO"] * 10)[:n],
-                 temperature=np.full(60, 300.0 + i))
-        paths.append(tmp / f"p{i:02d}.npz")
-    ingest(paths, protstore.open_store(tmp / "s.zarr", mode="a"), progress=False,
-           log=lambda m: None)
-    store = protstore.open_store(tmp / "s.zarr")
+    store = write_chain_store(tmp, rng, rng.integers(6, 31, size=24), 60,
+                              lambda i: np.full(60, 300.0 + i), chunk_bytes=4096, noise=0.3,
+                              residues=("ALA", "GLY", "PRO"))
     lengths, frames = store.lengths().to_dict(), store.summary()["n_frames"].to_dict()
     plan = make_plan(lengths, frames, boundaries=[30], split="frame", val_fraction=0.1, seed=1)
     return store, plan

@@ -216,6 +216,12 @@ class ArrayMeta:
         return cls(document if document is not None else array.metadata.to_dict(),
                    array.store, array.path, array)
 
+    def checked(self) -> "ArrayMeta":
+        """Itself, once its shape, chunks and dtype parse: KeyError, TypeError or ValueError
+        for a document it does not know."""
+        self.shape, self.chunks, self.dtype
+        return self
+
     @functools.cached_property
     def shape(self) -> tuple[int, ...]:
         return tuple(int(n) for n in self.document["shape"])

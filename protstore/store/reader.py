@@ -338,11 +338,8 @@ class Store(Commits, Migration):
         if not children or any(m.get("node_type") != "array" for m in children.values()):
             return None
         try:
-            arrays = {name: ArrayMeta(m, self._zarr_store, f"{path}/{name}")
-                      for name, m in sorted(children.items())}
-            for meta in arrays.values():  # what a reader needs: a document it knows
-                meta.shape, meta.chunks, meta.dtype
-            return arrays
+            return {name: ArrayMeta(m, self._zarr_store, f"{path}/{name}").checked()
+                    for name, m in sorted(children.items())}
         except (KeyError, TypeError, ValueError):  # a document it does not know: zarr reads it
             return None
 
